@@ -1,0 +1,92 @@
+/* event: see event.h. */
+#include "event.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+static const char *const k_names[BJ_EV_COUNT] = {
+    "token", "thought", "death", "resurrection", "observe", "status", "error", "budget",
+};
+
+const char *bj_event_type_name(enum bj_event_type t)
+{
+    return (unsigned)t < BJ_EV_COUNT ? k_names[t] : "unknown";
+}
+
+int bj_event_copy(struct bj_event *dst, const struct bj_event *src)
+{
+    *dst = *src;
+    if (src->text && !(dst->text = strdup(src->text)))
+        return -1;
+    return 0;
+}
+
+void bj_event_clear(struct bj_event *ev)
+{
+    free(ev->text);
+    ev->text = NULL;
+}
+
+int64_t bj_event_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void iso(int64_t us, char *buf, size_t len)
+{
+    time_t s = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%06dZ", (int)(us % 1000000));
+}
+
+char *bj_event_to_json(const struct bj_event *ev)
+{
+    char ts[40];
+    iso(ev->time_us, ts, sizeof ts);
+    json_t *o = json_object();
+    json_object_set_new(o, "type", json_string(bj_event_type_name(ev->type)));
+    json_object_set_new(o, "seq", json_integer((json_int_t)ev->seq));
+    json_object_set_new(o, "ts", json_string(ts));
+    if (ev->brain[0])
+        json_object_set_new(o, "brain", json_string(ev->brain));
+    json_object_set_new(o, "crash_count", json_integer(ev->crash_count));
+    switch (ev->type) {
+    case BJ_EV_TOKEN:
+    case BJ_EV_THOUGHT:
+        json_object_set_new(o, "thought", json_integer(ev->thought));
+        if (ev->type == BJ_EV_THOUGHT)
+            json_object_set_new(o, "complete", json_boolean(ev->complete));
+        break;
+    case BJ_EV_DEATH:
+        json_object_set_new(o, "cause", json_string(ev->cause));
+        json_object_set_new(o, "jar_used", json_integer(ev->jar_used));
+        json_object_set_new(o, "jar_tokens", json_integer(ev->jar_tokens));
+        break;
+    case BJ_EV_OBSERVE:
+        json_object_set_new(o, "from", json_string(ev->from));
+        break;
+    case BJ_EV_STATUS:
+        json_object_set_new(o, "state", json_string(ev->state));
+        json_object_set_new(o, "jar_used", json_integer(ev->jar_used));
+        json_object_set_new(o, "jar_tokens", json_integer(ev->jar_tokens));
+        json_object_set_new(o, "tok_s", json_real(ev->tok_s));
+        break;
+    default:
+        break;
+    }
+    if (ev->text) {
+        json_t *t = json_string(ev->text);
+        /* Text is sanitized to UTF-8 where it is made; this guards the contract anyway. */
+        json_object_set_new(o, "text", t ? t : json_string("(invalid UTF-8)"));
+    }
+    char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return s;
+}

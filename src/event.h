@@ -1,0 +1,56 @@
+/* event: everything observable that happens in a hive, as one plain struct.
+ *
+ * Events are made by engines (brain lifecycle, tokens, status) and the hive (errors, budget),
+ * carried by the bus, and consumed by the terminal view, and later the store, the web server
+ * and peer links. An event owns its text; bj_event_clear() frees it. */
+#ifndef BJ_EVENT_H
+#define BJ_EVENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum bj_event_type {
+    BJ_EV_TOKEN,        /* a piece of text a brain just generated */
+    BJ_EV_THOUGHT,      /* a finished thought (complete=false: cut short by death) */
+    BJ_EV_DEATH,        /* cause, crash_count (after the death) */
+    BJ_EV_RESURRECTION, /* crash_count = deaths so far; life = crash_count + 1 */
+    BJ_EV_OBSERVE,      /* a brain received what it watches (from, text) */
+    BJ_EV_STATUS,       /* periodic: state, jar fill, tokens/s */
+    BJ_EV_ERROR,        /* a brain could not start, or a hive-level problem */
+    BJ_EV_BUDGET,       /* a memory budget report (text) */
+    BJ_EV_COUNT
+};
+#define BJ_EV_MASK(t) (1u << (t))
+#define BJ_EV_ALL ((1u << BJ_EV_COUNT) - 1)
+/* Lifecycle events are never dropped by the bus; tokens and status may be coalesced. */
+#define BJ_EV_LIFECYCLE (BJ_EV_ALL & ~(BJ_EV_MASK(BJ_EV_TOKEN) | BJ_EV_MASK(BJ_EV_STATUS)))
+
+struct bj_event {
+    enum bj_event_type type;
+    uint64_t seq;        /* assigned by the bus: one global order */
+    int64_t time_us;     /* wall clock, microseconds since the epoch (set by the publisher) */
+    char brain[32];
+    char from[32];       /* OBSERVE: whose words */
+    char cause[24];      /* DEATH: JAR_FULL, DECODE_ERROR, OPERATOR, ... */
+    char state[16];      /* STATUS: brain state name */
+    uint32_t crash_count;
+    uint32_t thought;    /* thought number within the life, from 1 */
+    int32_t jar_used, jar_tokens;
+    double tok_s;
+    bool complete;       /* THOUGHT: ended normally */
+    char *text;          /* owned, NUL-terminated UTF-8, may be NULL */
+};
+
+const char *bj_event_type_name(enum bj_event_type t);
+
+/* Deep copy (text duplicated). Returns 0 or -1 when out of memory. */
+int bj_event_copy(struct bj_event *dst, const struct bj_event *src);
+void bj_event_clear(struct bj_event *ev);
+
+/* One compact JSON object, no newline; the caller frees. NULL when out of memory. */
+char *bj_event_to_json(const struct bj_event *ev);
+
+/* Wall clock now, microseconds since the epoch. */
+int64_t bj_event_now(void);
+
+#endif

@@ -1,0 +1,54 @@
+/* brainjar: keeps language-model brains alive in memory jars. main() only dispatches. */
+#include <stdio.h>
+#include <string.h>
+
+#include <llama.h>
+
+#include "log.h"
+#include "mkmodel.h"
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: brainjar COMMAND [options]\n"
+            "  run        run the hive (default: matrix mode on the embedded model)\n"
+            "  validate   check the hive's memory budget and exit (0 ok, 1 too big)\n"
+            "  estimate   estimate the memory a model needs\n"
+            "  mkmodel    write a synthetic GGUF model\n"
+            "  --version  print versions\n"
+            "`brainjar COMMAND --help` explains each command.\n");
+}
+
+static void print_version(void)
+{
+    printf("brainjar %s\nllama.cpp %s (ggml %s)\n", BJ_VERSION, llama_version(), ggml_version());
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        print_version();
+        return 0;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    bj_log_attach_llama();
+    llama_backend_init();
+    int rc;
+    if (strcmp(cmd, "mkmodel") == 0) {
+        rc = bj_mkmodel_main(argc - 1, argv + 1);
+    } else {
+        fprintf(stderr, "brainjar: unknown command '%s'\n", cmd);
+        usage(stderr);
+        rc = 2;
+    }
+    llama_backend_free();
+    return rc;
+}

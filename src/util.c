@@ -1,0 +1,195 @@
+/* util: see util.h. */
+#include "util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+size_t bj_strlcpy(char *dst, const char *src, size_t dstsize)
+{
+    size_t n = strlen(src);
+    if (dstsize) {
+        size_t c = n < dstsize - 1 ? n : dstsize - 1;
+        memcpy(dst, src, c);
+        dst[c] = '\0';
+    }
+    return n;
+}
+
+int bj_parse_long(const char *s, long min, long max, long *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int bj_parse_double(const char *s, double min, double max, double *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int bj_parse_bool(const char *s, bool *out)
+{
+    static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < BJ_ARRAY_LEN(yes); i++) {
+        if (strcmp(s, yes[i]) == 0) { *out = true; return 0; }
+        if (strcmp(s, no[i]) == 0) { *out = false; return 0; }
+    }
+    return -1;
+}
+
+int64_t bj_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void bj_iso_time(char *buf, size_t len)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    long us = ts.tv_nsec / 1000;
+    if (us)
+        snprintf(buf + n, len - n, ".%06ldZ", us);
+    else
+        snprintf(buf + n, len - n, "Z");
+}
+
+int bj_read_file(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    int rc = 0;
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f))
+                rc = -EIO;
+            break;
+        }
+    }
+    fclose(f);
+    if (!buf)
+        return -ENOMEM;
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    if (len)
+        *len = n;
+    return 0;
+}
+
+int bj_mkdirs(const char *path)
+{
+    char tmp[4096];
+    if (bj_strlcpy(tmp, path, sizeof tmp) >= sizeof tmp)
+        return -ENAMETOOLONG;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* Length of the UTF-8 sequence that starts with byte c, or 0 if c cannot start one. */
+static int utf8_len(unsigned char c)
+{
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c >= 0xE0 && c <= 0xEF) return 3;
+    if (c >= 0xF0 && c <= 0xF4) return 4;
+    return 0;
+}
+
+static bool utf8_valid_seq(const unsigned char *s, int n)
+{
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return false;
+    if (n == 3 && s[0] == 0xE0 && s[1] < 0xA0) return false;   /* overlong */
+    if (n == 3 && s[0] == 0xED && s[1] >= 0xA0) return false;  /* surrogate */
+    if (n == 4 && s[0] == 0xF0 && s[1] < 0x90) return false;   /* overlong */
+    if (n == 4 && s[0] == 0xF4 && s[1] >= 0x90) return false;  /* > U+10FFFF */
+    return true;
+}
+
+size_t bj_utf8_feed(struct bj_utf8 *st, const char *in, size_t inlen, char *out)
+{
+    static const char repl[] = "\xEF\xBF\xBD";
+    size_t o = 0;
+    for (size_t i = 0; i < inlen; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (st->n > 0) {
+            if ((c & 0xC0) == 0x80) {
+                st->pending[st->n++] = c;
+                int need = utf8_len(st->pending[0]);
+                if (st->n == need) {
+                    if (utf8_valid_seq(st->pending, need)) {
+                        memcpy(out + o, st->pending, (size_t)need);
+                        o += (size_t)need;
+                    } else {
+                        memcpy(out + o, repl, 3);
+                        o += 3;
+                    }
+                    st->n = 0;
+                }
+                continue;
+            }
+            memcpy(out + o, repl, 3); /* truncated sequence */
+            o += 3;
+            st->n = 0;
+        }
+        int need = utf8_len(c);
+        if (need == 1) {
+            out[o++] = (char)c;
+        } else if (need == 0) {
+            memcpy(out + o, repl, 3);
+            o += 3;
+        } else {
+            st->pending[0] = c;
+            st->n = 1;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
