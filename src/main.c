@@ -4,6 +4,9 @@
 
 #include <llama.h>
 
+#include "cli.h"
+#include "config.h"
+#include "hive.h"
 #include "log.h"
 #include "mkmodel.h"
 
@@ -24,6 +27,15 @@ static void print_version(void)
     printf("brainjar %s\nllama.cpp %s (ggml %s)\n", BJ_VERSION, llama_version(), ggml_version());
 }
 
+static int run(int argc, char **argv)
+{
+    static struct bj_config c; /* large (paths): not on the stack */
+    int rc = bj_cli_parse_run("run", argc, argv, &c);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    return bj_hive_run(&c);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -42,7 +54,9 @@ int main(int argc, char **argv)
     bj_log_attach_llama();
     llama_backend_init();
     int rc;
-    if (strcmp(cmd, "mkmodel") == 0) {
+    if (strcmp(cmd, "run") == 0) {
+        rc = run(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "mkmodel") == 0) {
         rc = bj_mkmodel_main(argc - 1, argv + 1);
     } else {
         fprintf(stderr, "brainjar: unknown command '%s'\n", cmd);

@@ -1,0 +1,411 @@
+/* brain: see brain.h. */
+#include "brain.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* A thought also ends at a blank line once it has this many tokens. */
+#define MIN_TOKENS_BEFORE_BLANK_LINE 8
+
+static const char *const k_state_names[] = {
+    "loading", "thinking", "listening", "dying", "dead", "resurrecting", "paused",
+};
+
+const char *bj_brain_state_name(enum bj_brain_state s) { return k_state_names[s]; }
+
+struct inbox_msg {
+    struct inbox_msg *next;
+    char from[BJ_NAME_MAX];
+    char *text;
+};
+
+struct textbuf {
+    char *s;
+    size_t len, cap;
+};
+
+struct bj_brain {
+    struct bj_brain_params p;
+    enum bj_brain_state state;
+    bool paused;
+    uint32_t deaths, thought;
+    int n_past;
+
+    llama_token *pending; /* input not yet decoded: [off, n) */
+    int n_pending, off_pending, cap_pending;
+    bool sampling;        /* the brain samples once its input is decoded */
+    int n_gen;
+
+    struct textbuf text;  /* the current thought */
+    struct textbuf life;  /* everything in the context this life (for dumps) */
+    struct bj_utf8 utf8;
+    struct llama_sampler *smpl;
+
+    pthread_mutex_t inbox_lock;
+    struct inbox_msg *inbox_head, *inbox_tail;
+
+    int64_t resurrect_at;
+    uint64_t window_tokens;
+    int64_t window_start;
+    double tok_s;
+};
+
+static int tb_put(struct textbuf *t, const char *s, size_t n)
+{
+    if (t->len + n + 1 > t->cap) {
+        size_t nc = (t->len + n + 1) * 2;
+        char *b = realloc(t->s, nc);
+        if (!b)
+            return -ENOMEM;
+        t->s = b;
+        t->cap = nc;
+    }
+    memcpy(t->s + t->len, s, n);
+    t->len += n;
+    t->s[t->len] = '\0';
+    return 0;
+}
+
+static void tb_reset(struct textbuf *t)
+{
+    t->len = 0;
+    if (t->s)
+        t->s[0] = '\0';
+}
+
+static struct llama_sampler *make_sampler(const struct bj_sampling *s)
+{
+    struct llama_sampler *c = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    if (s->temp <= 0.0f) {
+        llama_sampler_chain_add(c, llama_sampler_init_greedy());
+        return c;
+    }
+    if (s->top_k > 0)
+        llama_sampler_chain_add(c, llama_sampler_init_top_k(s->top_k));
+    if (s->top_p < 1.0f)
+        llama_sampler_chain_add(c, llama_sampler_init_top_p(s->top_p, 1));
+    if (s->min_p > 0.0f)
+        llama_sampler_chain_add(c, llama_sampler_init_min_p(s->min_p, 1));
+    llama_sampler_chain_add(c, llama_sampler_init_temp(s->temp));
+    llama_sampler_chain_add(c, llama_sampler_init_dist(s->seed));
+    return c;
+}
+
+struct bj_brain *bj_brain_new(const struct bj_brain_params *p)
+{
+    struct bj_brain *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->p = *p;
+    b->deaths = p->initial_deaths;
+    b->state = BJ_BRAIN_LOADING;
+    b->smpl = make_sampler(&p->cfg->sampling);
+    pthread_mutex_init(&b->inbox_lock, NULL);
+    b->window_start = bj_now_us();
+    return b;
+}
+
+void bj_brain_free(struct bj_brain *b)
+{
+    if (!b)
+        return;
+    for (struct inbox_msg *m = b->inbox_head, *n; m; m = n) {
+        n = m->next;
+        free(m->text);
+        free(m);
+    }
+    pthread_mutex_destroy(&b->inbox_lock);
+    llama_sampler_free(b->smpl);
+    free(b->pending);
+    free(b->text.s);
+    free(b->life.s);
+    free(b);
+}
+
+const char *bj_brain_id(const struct bj_brain *b) { return b->p.cfg->id; }
+enum bj_brain_state bj_brain_state(const struct bj_brain *b) { return b->state; }
+uint32_t bj_brain_deaths(const struct bj_brain *b) { return b->deaths; }
+int bj_brain_n_past(const struct bj_brain *b) { return b->n_past; }
+long bj_brain_jar(const struct bj_brain *b) { return b->p.jar_tokens; }
+struct llama_sampler *bj_brain_sampler(struct bj_brain *b) { return b->smpl; }
+
+static void event_init(const struct bj_brain *b, struct bj_event *ev, enum bj_event_type type)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->type = type;
+    bj_strlcpy(ev->brain, b->p.cfg->id, sizeof ev->brain);
+    ev->crash_count = b->deaths;
+    ev->thought = b->thought;
+    ev->jar_used = b->n_past;
+    ev->jar_tokens = (int32_t)b->p.jar_tokens;
+}
+
+static void set_state(struct bj_brain *b, enum bj_brain_state s)
+{
+    if (b->state == s)
+        return;
+    b->state = s;
+    bj_brain_publish_status(b, bj_now_us());
+}
+
+/* Tokenizes text onto the input queue and into the life's text. */
+static int queue_text(struct bj_brain *b, const char *text, bool add_bos)
+{
+    int len = (int)strlen(text);
+    int room = len + 8;
+    if (b->n_pending + room > b->cap_pending) {
+        int nc = (b->n_pending + room) * 2;
+        llama_token *np = realloc(b->pending, (size_t)nc * sizeof *np);
+        if (!np)
+            return -ENOMEM;
+        b->pending = np;
+        b->cap_pending = nc;
+    }
+    int n = llama_tokenize(b->p.vocab, text, len, b->pending + b->n_pending, b->cap_pending - b->n_pending,
+                           add_bos, false);
+    if (n < 0)
+        return -EINVAL;
+    b->n_pending += n;
+    return tb_put(&b->life, text, (size_t)len);
+}
+
+static int queue_token(struct bj_brain *b, llama_token t)
+{
+    if (b->n_pending + 1 > b->cap_pending) {
+        int nc = (b->n_pending + 1) * 2 + 16;
+        llama_token *np = realloc(b->pending, (size_t)nc * sizeof *np);
+        if (!np)
+            return -ENOMEM;
+        b->pending = np;
+        b->cap_pending = nc;
+    }
+    b->pending[b->n_pending++] = t;
+    return 0;
+}
+
+int bj_brain_begin_life(struct bj_brain *b)
+{
+    b->n_past = 0;
+    b->n_pending = b->off_pending = 0;
+    b->n_gen = 0;
+    b->thought = 1;
+    tb_reset(&b->text);
+    tb_reset(&b->life);
+    memset(&b->utf8, 0, sizeof b->utf8);
+    char *sys = bj_prompt_system(b->p.prompts, b->p.cfg->role, b->p.cfg->id, b->deaths, b->p.jar_tokens);
+    if (!sys) {
+        bj_error("brain %s: no prompt for role '%s'", b->p.cfg->id, b->p.cfg->role);
+        return -1;
+    }
+    int rc = queue_text(b, sys, true);
+    free(sys);
+    if (rc == 0)
+        rc = queue_text(b, bj_prompt_thought_cue(), false);
+    if (rc) {
+        bj_error("brain %s: cannot tokenize its system prompt", b->p.cfg->id);
+        return -1;
+    }
+    if (b->n_pending + 1 > b->p.jar_tokens) {
+        bj_error("brain %s: its system prompt (%d tokens) does not fit in its jar (%ld tokens)", b->p.cfg->id,
+                 b->n_pending, b->p.jar_tokens);
+        return -1;
+    }
+    b->sampling = true;
+    set_state(b, b->paused ? BJ_BRAIN_PAUSED : BJ_BRAIN_THINKING);
+    return 0;
+}
+
+int bj_brain_next_chunk(struct bj_brain *b, int max_n, const llama_token **tokens, bool *want_logits)
+{
+    if (b->state != BJ_BRAIN_THINKING)
+        return 0;
+    int avail = b->n_pending - b->off_pending;
+    int n = avail < max_n ? avail : max_n;
+    *tokens = b->pending + b->off_pending;
+    *want_logits = n == avail && b->sampling;
+    return n;
+}
+
+bool bj_brain_fits(const struct bj_brain *b, int n) { return (long)b->n_past + n <= b->p.jar_tokens; }
+
+void bj_brain_consumed(struct bj_brain *b, int n)
+{
+    b->n_past += n;
+    b->off_pending += n;
+    if (b->off_pending == b->n_pending)
+        b->off_pending = b->n_pending = 0;
+}
+
+/* Takes in everything delivered since the last thought, then the cue for the next one. */
+static void listen(struct bj_brain *b)
+{
+    set_state(b, BJ_BRAIN_LISTENING);
+    pthread_mutex_lock(&b->inbox_lock);
+    struct inbox_msg *m = b->inbox_head;
+    b->inbox_head = b->inbox_tail = NULL;
+    pthread_mutex_unlock(&b->inbox_lock);
+    while (m) {
+        struct inbox_msg *next = m->next;
+        if (queue_text(b, m->text, false) == 0) {
+            struct bj_event ev;
+            event_init(b, &ev, BJ_EV_OBSERVE);
+            bj_strlcpy(ev.from, m->from, sizeof ev.from);
+            ev.text = m->text;
+            bj_bus_publish(b->p.bus, &ev);
+        }
+        free(m->text);
+        free(m);
+        m = next;
+    }
+    queue_text(b, bj_prompt_thought_cue(), false);
+    b->thought++;
+    b->n_gen = 0;
+    tb_reset(&b->text);
+    set_state(b, BJ_BRAIN_THINKING);
+}
+
+static void publish_thought(struct bj_brain *b, bool complete)
+{
+    struct bj_event ev;
+    event_init(b, &ev, BJ_EV_THOUGHT);
+    ev.complete = complete;
+    ev.text = b->text.s ? b->text.s : (char *)"";
+    bj_bus_publish(b->p.bus, &ev);
+}
+
+static void end_thought(struct bj_brain *b)
+{
+    publish_thought(b, true);
+    if (b->p.hooks.on_thought)
+        b->p.hooks.on_thought(b->p.hooks.ud, b, b->text.s ? b->text.s : "");
+    listen(b);
+}
+
+void bj_brain_accept(struct bj_brain *b, llama_token t)
+{
+    b->window_tokens++;
+    if (llama_vocab_is_eog(b->p.vocab, t)) {
+        end_thought(b);
+        return;
+    }
+    char piece[256], clean[3 * 256 + 8];
+    int n = llama_token_to_piece(b->p.vocab, t, piece, sizeof piece, 0, false);
+    if (n < 0)
+        n = 0;
+    size_t m = bj_utf8_feed(&b->utf8, piece, (size_t)n, clean);
+    if (m > 0) {
+        tb_put(&b->text, clean, m);
+        tb_put(&b->life, clean, m);
+        struct bj_event ev;
+        event_init(b, &ev, BJ_EV_TOKEN);
+        ev.text = clean;
+        bj_bus_publish(b->p.bus, &ev);
+    }
+    queue_token(b, t);
+    b->n_gen++;
+    bool blank_line = b->text.len >= 2 && strcmp(b->text.s + b->text.len - 2, "\n\n") == 0;
+    if (b->n_gen >= b->p.cfg->sampling.max_tokens || (blank_line && b->n_gen >= MIN_TOKENS_BEFORE_BLANK_LINE))
+        end_thought(b);
+}
+
+void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail)
+{
+    set_state(b, BJ_BRAIN_DYING);
+    if (b->text.len > 0)
+        publish_thought(b, false); /* last words: nothing observable is lost */
+    bj_brain_dump_context(b);
+    b->deaths++;
+    struct bj_event ev;
+    event_init(b, &ev, BJ_EV_DEATH);
+    bj_strlcpy(ev.cause, cause, sizeof ev.cause);
+    ev.text = (char *)detail;
+    bj_bus_publish(b->p.bus, &ev);
+    if (b->p.hooks.on_death)
+        b->p.hooks.on_death(b->p.hooks.ud, b, cause, detail);
+    b->n_past = 0;
+    b->n_pending = b->off_pending = 0;
+    tb_reset(&b->text);
+    llama_sampler_reset(b->smpl);
+    b->resurrect_at = bj_now_us() + (int64_t)b->p.pause_ms * 1000;
+    set_state(b, BJ_BRAIN_DEAD);
+}
+
+bool bj_brain_due(const struct bj_brain *b, int64_t now_us)
+{
+    return b->state == BJ_BRAIN_DEAD && !b->paused && now_us >= b->resurrect_at;
+}
+
+int64_t bj_brain_resurrect_at(const struct bj_brain *b) { return b->resurrect_at; }
+
+int bj_brain_resurrect(struct bj_brain *b)
+{
+    set_state(b, BJ_BRAIN_RESURRECTING);
+    struct bj_event ev;
+    event_init(b, &ev, BJ_EV_RESURRECTION);
+    ev.thought = 0;
+    bj_bus_publish(b->p.bus, &ev);
+    if (b->p.hooks.on_resurrection)
+        b->p.hooks.on_resurrection(b->p.hooks.ud, b);
+    return bj_brain_begin_life(b);
+}
+
+void bj_brain_set_paused(struct bj_brain *b, bool paused)
+{
+    b->paused = paused;
+    if (paused && b->state == BJ_BRAIN_THINKING)
+        set_state(b, BJ_BRAIN_PAUSED);
+    else if (!paused && b->state == BJ_BRAIN_PAUSED)
+        set_state(b, BJ_BRAIN_THINKING);
+}
+
+void bj_brain_deliver(struct bj_brain *b, const char *from, const char *text)
+{
+    struct inbox_msg *m = calloc(1, sizeof *m);
+    if (!m || !(m->text = strdup(text))) {
+        free(m);
+        bj_error("brain %s: out of memory; a message from %s is lost", b->p.cfg->id, from);
+        return;
+    }
+    bj_strlcpy(m->from, from, sizeof m->from);
+    pthread_mutex_lock(&b->inbox_lock);
+    if (b->inbox_tail)
+        b->inbox_tail->next = m;
+    else
+        b->inbox_head = m;
+    b->inbox_tail = m;
+    pthread_mutex_unlock(&b->inbox_lock);
+}
+
+void bj_brain_publish_status(struct bj_brain *b, int64_t now_us)
+{
+    int64_t dt = now_us - b->window_start;
+    if (dt >= 1000000) {
+        b->tok_s = (double)b->window_tokens * 1e6 / (double)dt;
+        b->window_tokens = 0;
+        b->window_start = now_us;
+    }
+    struct bj_event ev;
+    event_init(b, &ev, BJ_EV_STATUS);
+    bj_strlcpy(ev.state, k_state_names[b->state], sizeof ev.state);
+    ev.tok_s = b->tok_s;
+    bj_bus_publish(b->p.bus, &ev);
+}
+
+void bj_brain_dump_context(const struct bj_brain *b)
+{
+    if (!b->p.dump_dir || !b->life.s)
+        return;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s-life%u.txt", b->p.dump_dir, b->p.cfg->id, b->deaths + 1);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        bj_warn("brain %s: cannot write %s", b->p.cfg->id, path);
+        return;
+    }
+    fwrite(b->life.s, 1, b->life.len, f);
+    fclose(f);
+}

@@ -1,0 +1,114 @@
+/* brain: one mind's life as a state machine. It has no thread of its own: its engine drives
+ * it (feeds its tokens to llama_decode, hands it sampled tokens, kills and resurrects it).
+ *
+ * A life: the system prompt (with the death count) is prefilled, then thoughts follow one
+ * another in the same context (no re-prefill): THINKING generates a thought; at its end the
+ * brain is LISTENING for a moment and takes in what it watches (its inbox), then thinks again.
+ * When the next tokens would overflow the jar the brain dies (JAR_FULL); other causes come from
+ * the engine (DECODE_ERROR) or an operator (OPERATOR). A dead brain is resurrected after the
+ * pause with its memory cleared and its death count written into its new system prompt.
+ *
+ * Threads: everything but bj_brain_deliver() runs on the owning engine's thread.
+ * bj_brain_deliver() may be called from any thread (it only touches the locked inbox). */
+#ifndef BJ_BRAIN_H
+#define BJ_BRAIN_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <llama.h>
+
+#include "bus.h"
+#include "config.h"
+#include "prompt.h"
+#include "util.h"
+
+enum bj_brain_state {
+    BJ_BRAIN_LOADING,
+    BJ_BRAIN_THINKING,
+    BJ_BRAIN_LISTENING,
+    BJ_BRAIN_DYING,
+    BJ_BRAIN_DEAD,
+    BJ_BRAIN_RESURRECTING,
+    BJ_BRAIN_PAUSED,
+};
+const char *bj_brain_state_name(enum bj_brain_state s);
+
+struct bj_brain;
+
+/* What the hive wants to hear about (routing to watchers, the crash log). Called on the
+ * engine thread, synchronously, before the brain goes on. */
+struct bj_brain_hooks {
+    void *ud;
+    void (*on_thought)(void *ud, const struct bj_brain *b, const char *text);
+    void (*on_death)(void *ud, const struct bj_brain *b, const char *cause, const char *detail);
+    void (*on_resurrection)(void *ud, const struct bj_brain *b);
+};
+
+struct bj_brain_params {
+    const struct bj_brain_cfg *cfg;
+    const struct bj_prompts *prompts;
+    const struct llama_vocab *vocab;
+    struct bj_bus *bus;
+    struct bj_brain_hooks hooks;
+    long jar_tokens;
+    int pause_ms;
+    const char *dump_dir; /* NULL: no context dumps */
+    uint32_t initial_deaths;
+};
+
+struct bj_brain *bj_brain_new(const struct bj_brain_params *p);
+void bj_brain_free(struct bj_brain *b);
+
+const char *bj_brain_id(const struct bj_brain *b);
+enum bj_brain_state bj_brain_state(const struct bj_brain *b);
+uint32_t bj_brain_deaths(const struct bj_brain *b);
+int bj_brain_n_past(const struct bj_brain *b);
+long bj_brain_jar(const struct bj_brain *b);
+
+/* Starts a life: system prompt and first thought cue queued for prefill. Returns 0, or -1 when
+ * the prompt does not tokenize or does not fit in the jar. */
+int bj_brain_begin_life(struct bj_brain *b);
+
+/* The next tokens to decode: up to max_n of the queued input. *want_logits is true when the
+ * chunk empties the queue and the brain will sample next. Returns the count (0: no work). */
+int bj_brain_next_chunk(struct bj_brain *b, int max_n, const llama_token **tokens, bool *want_logits);
+
+/* Whether n more tokens fit in the jar. */
+bool bj_brain_fits(const struct bj_brain *b, int n);
+
+/* The engine decoded the first n tokens of the chunk. */
+void bj_brain_consumed(struct bj_brain *b, int n);
+
+/* A token was sampled for this brain: streams it, and ends the thought when due. */
+void bj_brain_accept(struct bj_brain *b, llama_token t);
+
+/* Ends the life (cause JAR_FULL, DECODE_ERROR, OPERATOR, ...): deaths+1, events, hooks. The
+ * engine clears the brain's KV memory itself. */
+void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail);
+
+/* For DEAD brains: whether the pause is over at now_us (monotonic). */
+bool bj_brain_due(const struct bj_brain *b, int64_t now_us);
+/* Monotonic time the pause ends. */
+int64_t bj_brain_resurrect_at(const struct bj_brain *b);
+
+/* Brings a DEAD brain back: event, hook, new life. Returns bj_brain_begin_life's result. */
+int bj_brain_resurrect(struct bj_brain *b);
+
+/* Operator pause/resume: a paused brain keeps its memory and gets no decode. */
+void bj_brain_set_paused(struct bj_brain *b, bool paused);
+
+/* Queues text the brain will take in at its next thought boundary. Any thread. */
+void bj_brain_deliver(struct bj_brain *b, const char *from, const char *text);
+
+/* Publishes a status event (state, jar fill, tokens/s). */
+void bj_brain_publish_status(struct bj_brain *b, int64_t now_us);
+
+/* Writes the current life's context text to the dump directory, if one is set. */
+void bj_brain_dump_context(const struct bj_brain *b);
+
+/* The sampler, for the engine's llama_sampler_sample call. */
+struct llama_sampler *bj_brain_sampler(struct bj_brain *b);
+
+#endif

@@ -1,0 +1,336 @@
+/* cli: see cli.h. Options are collected first and applied after the mode or hive file has
+ * decided which brains exist, so that per-brain flags can be checked against them. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <string.h>
+
+#include "log.h"
+#include "modelinfo.h"
+#include "util.h"
+
+enum tier { T_SUBJECT, T_OBSERVER, T_GOD, T_ALL, T_COUNT };
+static const char *const k_tier_ids[] = {"SUBJECT", "OBSERVER", "GOD"};
+
+struct raw {
+    const char *mode, *hive;
+    const char *model[T_COUNT];
+    double ram_gb[T_COUNT];
+    long jar_tokens[T_COUNT];
+    struct bj_sampling s;   /* -1 / NaN style "unset" markers below */
+    bool set_temp, set_top_k, set_top_p, set_min_p, set_max_tokens, set_seed;
+};
+
+void bj_cli_usage_run(const char *cmd, FILE *to)
+{
+    fprintf(to,
+            "usage: brainjar %s [options]\n"
+            "Hive:\n"
+            "  --mode single|matrix        preset hive (default matrix: SUBJECT, OBSERVER, GOD)\n"
+            "  --hive FILE                 a hive file (INI) instead of a mode\n"
+            "  --model FILE                GGUF for every brain (default: the embedded tiny model)\n"
+            "  --model-subject|-observer|-god FILE   per-brain models\n"
+            "  --ram-limit-subject|-observer|-god GB jar sizes (defaults 8, 10, 12); --ram-limit GB for all\n"
+            "  --jar-tokens-subject|-observer|-god N jar sizes in tokens; --jar-tokens N for all\n"
+            "Engine:\n"
+            "  --schedule batched|parallel|auto  one batched context, or one context per brain in threads\n"
+            "  --threads N  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
+            "  --prefill-chunk N (64)  --no-mmap  --chat-template\n"
+            "Lives and sampling (all brains; hive files set them per brain):\n"
+            "  --pause SECONDS (3)  --temp T  --top-k K  --top-p P  --min-p P  --max-tokens N  --seed N\n"
+            "Output and files:\n"
+            "  --events text|jsonl|none  --focus BRAIN  --data-dir DIR  --prompts DIR\n"
+            "  --duration SECONDS  --steps N  --dump-context DIR  --log-level debug|info|warn|error\n"
+            "  --web-host HOST (127.0.0.1)  --web-port PORT (8095)\n"
+            "Memory budget:\n"
+            "  --reserve PCT (15)  --brain-share PCT (50)  --headroom GB (2)  --force (start despite a failed check)\n"
+            "Testing:\n"
+            "  --inject-decode-error BRAIN:N   fail BRAIN's Nth decode\n",
+            cmd);
+}
+
+static int bad(const char *cmd, const char *flag, const char *val, const char *want)
+{
+    fprintf(stderr, "brainjar %s: %s: '%s' is not %s\n", cmd, flag, val, want);
+    return 2;
+}
+
+enum {
+    O_MODE = 256, O_HIVE, O_MODEL, O_MODEL_S, O_MODEL_O, O_MODEL_G, O_RAM, O_RAM_S, O_RAM_O, O_RAM_G,
+    O_JAR, O_JAR_S, O_JAR_O, O_JAR_G, O_WEB_HOST, O_WEB_PORT, O_DATA, O_PROMPTS, O_SCHED, O_THREADS,
+    O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_CHAT, O_PAUSE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
+    O_SEED, O_EVENTS, O_FOCUS, O_DURATION, O_STEPS, O_DUMP, O_LOG, O_RESERVE, O_SHARE, O_HEADROOM,
+    O_FORCE, O_INJECT,
+};
+
+static const struct option k_opts[] = {
+    {"mode", required_argument, 0, O_MODE}, {"hive", required_argument, 0, O_HIVE},
+    {"model", required_argument, 0, O_MODEL}, {"model-subject", required_argument, 0, O_MODEL_S},
+    {"model-observer", required_argument, 0, O_MODEL_O}, {"model-god", required_argument, 0, O_MODEL_G},
+    {"ram-limit", required_argument, 0, O_RAM}, {"ram-limit-subject", required_argument, 0, O_RAM_S},
+    {"ram-limit-observer", required_argument, 0, O_RAM_O}, {"ram-limit-god", required_argument, 0, O_RAM_G},
+    {"jar-tokens", required_argument, 0, O_JAR}, {"jar-tokens-subject", required_argument, 0, O_JAR_S},
+    {"jar-tokens-observer", required_argument, 0, O_JAR_O}, {"jar-tokens-god", required_argument, 0, O_JAR_G},
+    {"web-host", required_argument, 0, O_WEB_HOST}, {"web-port", required_argument, 0, O_WEB_PORT},
+    {"data-dir", required_argument, 0, O_DATA}, {"prompts", required_argument, 0, O_PROMPTS},
+    {"schedule", required_argument, 0, O_SCHED}, {"threads", required_argument, 0, O_THREADS},
+    {"gpu-layers", required_argument, 0, O_GPU}, {"kv-type", required_argument, 0, O_KV},
+    {"flash-attn", required_argument, 0, O_FA}, {"prefill-chunk", required_argument, 0, O_CHUNK},
+    {"no-mmap", no_argument, 0, O_NO_MMAP}, {"chat-template", no_argument, 0, O_CHAT},
+    {"pause", required_argument, 0, O_PAUSE}, {"temp", required_argument, 0, O_TEMP},
+    {"top-k", required_argument, 0, O_TOPK}, {"top-p", required_argument, 0, O_TOPP},
+    {"min-p", required_argument, 0, O_MINP}, {"max-tokens", required_argument, 0, O_MAXTOK},
+    {"seed", required_argument, 0, O_SEED}, {"events", required_argument, 0, O_EVENTS},
+    {"focus", required_argument, 0, O_FOCUS}, {"duration", required_argument, 0, O_DURATION},
+    {"steps", required_argument, 0, O_STEPS}, {"dump-context", required_argument, 0, O_DUMP},
+    {"log-level", required_argument, 0, O_LOG}, {"reserve", required_argument, 0, O_RESERVE},
+    {"brain-share", required_argument, 0, O_SHARE}, {"headroom", required_argument, 0, O_HEADROOM},
+    {"force", no_argument, 0, O_FORCE}, {"inject-decode-error", required_argument, 0, O_INJECT},
+    {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+};
+
+/* Applies per-tier model and jar flags to the brains they name. */
+static int apply_tiers(const char *cmd, struct bj_config *c, const struct raw *r)
+{
+    for (int t = 0; t < T_ALL; t++) {
+        bool any = r->model[t] || r->ram_gb[t] > 0 || r->jar_tokens[t] > 0;
+        if (!any)
+            continue;
+        if (r->ram_gb[t] > 0 && r->jar_tokens[t] > 0) {
+            fprintf(stderr, "brainjar %s: both --ram-limit-%c... and --jar-tokens-%c... given for %s; pick one\n",
+                    cmd, "sog"[t], "sog"[t], k_tier_ids[t]);
+            return 2;
+        }
+        int i = bj_config_find_brain(c, k_tier_ids[t]);
+        if (i < 0) {
+            fprintf(stderr, "brainjar %s: a flag names %s, but %s has no such brain%s\n", cmd, k_tier_ids[t],
+                    c->mode == BJ_MODE_HIVE ? "the hive file" : "this mode",
+                    c->mode == BJ_MODE_SINGLE ? " (single mode has only SUBJECT)" : "");
+            return 2;
+        }
+        struct bj_brain_cfg *b = &c->brains[i];
+        if (r->model[t])
+            bj_strlcpy(b->model, r->model[t], sizeof b->model);
+        if (r->ram_gb[t] > 0) {
+            b->jar_gb = r->ram_gb[t];
+            b->jar_tokens = 0;
+        }
+        if (r->jar_tokens[t] > 0)
+            b->jar_tokens = r->jar_tokens[t];
+    }
+    return 0;
+}
+
+static void apply_all(struct bj_config *c, const struct raw *r)
+{
+    for (int i = 0; i < c->n_brains; i++) {
+        struct bj_brain_cfg *b = &c->brains[i];
+        if (r->ram_gb[T_ALL] > 0) {
+            b->jar_gb = r->ram_gb[T_ALL];
+            b->jar_tokens = 0;
+        }
+        if (r->jar_tokens[T_ALL] > 0)
+            b->jar_tokens = r->jar_tokens[T_ALL];
+        if (r->set_temp) b->sampling.temp = r->s.temp;
+        if (r->set_top_k) b->sampling.top_k = r->s.top_k;
+        if (r->set_top_p) b->sampling.top_p = r->s.top_p;
+        if (r->set_min_p) b->sampling.min_p = r->s.min_p;
+        if (r->set_max_tokens) b->sampling.max_tokens = r->s.max_tokens;
+        if (r->set_seed) b->sampling.seed = r->s.seed + 7919u * (uint32_t)i;
+    }
+}
+
+int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c)
+{
+    bj_config_defaults(c);
+    struct raw r = {0};
+    double d;
+    long l;
+    int opt;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", k_opts, NULL)) != -1) {
+        const char *a = optarg;
+        switch (opt) {
+        case O_MODE: r.mode = a; break;
+        case O_HIVE: r.hive = a; break;
+        case O_MODEL: bj_strlcpy(c->model, a, sizeof c->model); break;
+        case O_MODEL_S: case O_MODEL_O: case O_MODEL_G: r.model[opt - O_MODEL_S] = a; break;
+        case O_RAM: case O_RAM_S: case O_RAM_O: case O_RAM_G:
+            if (bj_parse_double(a, 1e-9, 1e6, &d))
+                return bad(cmd, argv[optind - 2], a, "a positive number of GB");
+            r.ram_gb[opt == O_RAM ? T_ALL : opt - O_RAM_S] = d;
+            break;
+        case O_JAR: case O_JAR_S: case O_JAR_O: case O_JAR_G:
+            if (bj_parse_long(a, 1, 1L << 30, &l))
+                return bad(cmd, argv[optind - 2], a, "a positive number of tokens");
+            r.jar_tokens[opt == O_JAR ? T_ALL : opt - O_JAR_S] = l;
+            break;
+        case O_WEB_HOST: bj_strlcpy(c->web_host, a, sizeof c->web_host); break;
+        case O_WEB_PORT:
+            if (bj_parse_long(a, 1, 65535, &l))
+                return bad(cmd, "--web-port", a, "a port (1-65535)");
+            c->web_port = (int)l;
+            break;
+        case O_DATA: bj_strlcpy(c->data_dir, a, sizeof c->data_dir); break;
+        case O_PROMPTS: bj_strlcpy(c->prompts_dir, a, sizeof c->prompts_dir); break;
+        case O_SCHED:
+            if (strcmp(a, "auto") == 0) c->schedule = BJ_SCHED_AUTO;
+            else if (strcmp(a, "batched") == 0) c->schedule = BJ_SCHED_BATCHED;
+            else if (strcmp(a, "parallel") == 0) c->schedule = BJ_SCHED_PARALLEL;
+            else return bad(cmd, "--schedule", a, "batched, parallel or auto");
+            break;
+        case O_THREADS:
+            if (bj_parse_long(a, 1, 1024, &l))
+                return bad(cmd, "--threads", a, "a thread count (1-1024)");
+            c->n_threads = (int)l;
+            break;
+        case O_GPU:
+            if (bj_parse_long(a, -1, 100000, &l))
+                return bad(cmd, "--gpu-layers", a, "a layer count (-1 for all)");
+            c->n_gpu_layers = (int)l;
+            break;
+        case O_KV:
+            if (bj_kv_type_parse(a, &c->kv_type))
+                return bad(cmd, "--kv-type", a, "one of f16, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1");
+            break;
+        case O_FA:
+            if (strcmp(a, "auto") == 0) c->flash_attn = -1;
+            else if (strcmp(a, "on") == 0) c->flash_attn = 1;
+            else if (strcmp(a, "off") == 0) c->flash_attn = 0;
+            else return bad(cmd, "--flash-attn", a, "on, off or auto");
+            break;
+        case O_CHUNK:
+            if (bj_parse_long(a, 1, 8192, &l))
+                return bad(cmd, "--prefill-chunk", a, "a token count (1-8192)");
+            c->prefill_chunk = (int)l;
+            break;
+        case O_NO_MMAP: c->use_mmap = false; break;
+        case O_CHAT: c->chat_template = true; break;
+        case O_PAUSE:
+            if (bj_parse_double(a, 0, 86400, &d))
+                return bad(cmd, "--pause", a, "seconds (0-86400)");
+            c->pause_ms = (int)(d * 1000.0 + 0.5);
+            break;
+        case O_TEMP:
+            if (bj_parse_double(a, 0, 10, &d))
+                return bad(cmd, "--temp", a, "a temperature (0-10)");
+            r.s.temp = (float)d, r.set_temp = true;
+            break;
+        case O_TOPK:
+            if (bj_parse_long(a, 0, 1000000, &l))
+                return bad(cmd, "--top-k", a, "a non-negative integer");
+            r.s.top_k = (int)l, r.set_top_k = true;
+            break;
+        case O_TOPP: case O_MINP:
+            if (bj_parse_double(a, 0, 1, &d))
+                return bad(cmd, argv[optind - 2], a, "a probability (0-1)");
+            if (opt == O_TOPP) r.s.top_p = (float)d, r.set_top_p = true;
+            else r.s.min_p = (float)d, r.set_min_p = true;
+            break;
+        case O_MAXTOK:
+            if (bj_parse_long(a, 1, 1 << 20, &l))
+                return bad(cmd, "--max-tokens", a, "a positive token count");
+            r.s.max_tokens = (int)l, r.set_max_tokens = true;
+            break;
+        case O_SEED:
+            if (bj_parse_long(a, 0, 0xffffffffL, &l))
+                return bad(cmd, "--seed", a, "a seed (0-4294967295)");
+            r.s.seed = (uint32_t)l, r.set_seed = true;
+            break;
+        case O_EVENTS:
+            if (strcmp(a, "text") == 0) c->events = BJ_OUT_TEXT;
+            else if (strcmp(a, "jsonl") == 0) c->events = BJ_OUT_JSONL;
+            else if (strcmp(a, "none") == 0) c->events = BJ_OUT_NONE;
+            else return bad(cmd, "--events", a, "text, jsonl or none");
+            break;
+        case O_FOCUS: bj_strlcpy(c->focus, a, sizeof c->focus); break;
+        case O_DURATION:
+            if (bj_parse_double(a, 0, 1e9, &d))
+                return bad(cmd, "--duration", a, "seconds");
+            c->duration_s = d;
+            break;
+        case O_STEPS:
+            if (bj_parse_long(a, 1, 1L << 40, &l))
+                return bad(cmd, "--steps", a, "a positive step count");
+            c->max_steps = l;
+            break;
+        case O_DUMP: bj_strlcpy(c->dump_context, a, sizeof c->dump_context); break;
+        case O_LOG: {
+            int lv = bj_log_level_parse(a);
+            if (lv < 0)
+                return bad(cmd, "--log-level", a, "debug, info, warn or error");
+            bj_log_set_level((enum bj_log_level)lv);
+            break;
+        }
+        case O_RESERVE: case O_SHARE:
+            if (bj_parse_double(a, 0, 100, &d) || (opt == O_SHARE && d <= 0))
+                return bad(cmd, argv[optind - 2], a, "a percentage (0-100)");
+            *(opt == O_RESERVE ? &c->reserve_pct : &c->brain_share_pct) = d;
+            break;
+        case O_HEADROOM:
+            if (bj_parse_double(a, 0, 1e6, &d))
+                return bad(cmd, "--headroom", a, "a non-negative number of GB");
+            c->headroom_gb = d;
+            break;
+        case O_FORCE: c->force = true; break;
+        case O_INJECT: {
+            const char *colon = strrchr(a, ':');
+            if (!colon || colon == a || (size_t)(colon - a) >= sizeof c->inject_brain ||
+                bj_parse_long(colon + 1, 1, 1L << 40, &l))
+                return bad(cmd, "--inject-decode-error", a, "BRAIN:N");
+            snprintf(c->inject_brain, sizeof c->inject_brain, "%.*s", (int)(colon - a), a);
+            c->inject_step = l;
+            break;
+        }
+        case 'h': bj_cli_usage_run(cmd, stdout); return 1;
+        case ':':
+            fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, argv[optind - 1]);
+            return 2;
+        default:
+            fprintf(stderr, "brainjar %s: unknown option '%s' (see brainjar %s --help)\n", cmd, argv[optind - 1], cmd);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "brainjar %s: unexpected argument '%s'\n", cmd, argv[optind]);
+        return 2;
+    }
+
+    char err[600];
+    if (r.hive && r.mode) {
+        fprintf(stderr, "brainjar %s: --hive and --mode contradict each other; a hive file defines its brains\n", cmd);
+        return 2;
+    }
+    if (r.mode) {
+        if (strcmp(r.mode, "single") == 0 || strcmp(r.mode, "isolated") == 0)
+            c->mode = BJ_MODE_SINGLE;
+        else if (strcmp(r.mode, "matrix") == 0)
+            c->mode = BJ_MODE_MATRIX;
+        else if (strcmp(r.mode, "peer") == 0 || strcmp(r.mode, "observer") == 0 || strcmp(r.mode, "observed") == 0) {
+            fprintf(stderr, "brainjar %s: --mode %s needs peer links, which this version does not have yet\n", cmd, r.mode);
+            return 2;
+        } else {
+            fprintf(stderr, "brainjar %s: unknown mode '%s' (single or matrix, or --hive FILE)\n", cmd, r.mode);
+            return 2;
+        }
+        bj_config_apply_mode(c);
+    }
+    if (r.hive && bj_config_load_hive(c, r.hive, err, sizeof err)) {
+        fprintf(stderr, "brainjar %s: %s\n", cmd, err);
+        return 2;
+    }
+    if (r.ram_gb[T_ALL] > 0 && r.jar_tokens[T_ALL] > 0) {
+        fprintf(stderr, "brainjar %s: both --ram-limit and --jar-tokens given; pick one\n", cmd);
+        return 2;
+    }
+    apply_all(c, &r);
+    int rc = apply_tiers(cmd, c, &r);
+    if (rc)
+        return rc;
+    if (bj_config_finish(c, err, sizeof err)) {
+        fprintf(stderr, "brainjar %s: %s\n", cmd, err);
+        return 2;
+    }
+    return 0;
+}

@@ -1,0 +1,344 @@
+/* config: see config.h. */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static const char *const k_modes[] = {"single", "matrix", "hive"};
+static const char *const k_scheds[] = {"auto", "batched", "parallel"};
+
+const char *bj_mode_name(enum bj_mode m) { return k_modes[m]; }
+const char *bj_schedule_name(enum bj_schedule s) { return k_scheds[s]; }
+
+static struct bj_sampling default_sampling(void)
+{
+    return (struct bj_sampling){.temp = 0.8f, .top_p = 0.95f, .min_p = 0.05f, .top_k = 40,
+                                .max_tokens = 96, .seed = 0};
+}
+
+void bj_config_defaults(struct bj_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->mode = BJ_MODE_MATRIX;
+    bj_strlcpy(c->web_host, "127.0.0.1", sizeof c->web_host);
+    c->web_port = 8095;
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg)
+        snprintf(c->data_dir, sizeof c->data_dir, "%s/brainjar", xdg);
+    else
+        snprintf(c->data_dir, sizeof c->data_dir, "%s/.local/share/brainjar", home && *home ? home : ".");
+    c->schedule = BJ_SCHED_AUTO;
+    c->n_gpu_layers = -1;
+    c->kv_type = GGML_TYPE_F16;
+    c->flash_attn = -1;
+    c->prefill_chunk = 64;
+    c->use_mmap = true;
+    c->pause_ms = 3000;
+    c->events = BJ_OUT_TEXT;
+    c->reserve_pct = 15.0;
+    c->brain_share_pct = 50.0;
+    c->headroom_gb = 2.0;
+    c->inject_step = 0;
+    bj_config_apply_mode(c);
+}
+
+static struct bj_brain_cfg *add_brain(struct bj_config *c, const char *id, const char *role, double jar_gb)
+{
+    struct bj_brain_cfg *b = &c->brains[c->n_brains++];
+    memset(b, 0, sizeof *b);
+    bj_strlcpy(b->id, id, sizeof b->id);
+    bj_strlcpy(b->role, role, sizeof b->role);
+    b->jar_gb = jar_gb;
+    b->sampling = default_sampling();
+    return b;
+}
+
+void bj_config_apply_mode(struct bj_config *c)
+{
+    c->n_brains = 0;
+    if (c->mode == BJ_MODE_SINGLE) {
+        add_brain(c, "SUBJECT", "single", 8.0);
+        return;
+    }
+    if (c->mode != BJ_MODE_MATRIX)
+        return;
+    /* The original's defaults: 8, 10 and 12 GB. */
+    add_brain(c, "SUBJECT", "subject", 8.0);
+    struct bj_brain_cfg *o = add_brain(c, "OBSERVER", "observer", 10.0);
+    bj_strlcpy(o->watches[o->n_watches++], "SUBJECT", BJ_NAME_MAX);
+    struct bj_brain_cfg *g = add_brain(c, "GOD", "god", 12.0);
+    g->watches_all = true;
+    g->sees_lifecycle = true;
+}
+
+int bj_config_find_brain(const struct bj_config *c, const char *id)
+{
+    for (int i = 0; i < c->n_brains; i++)
+        if (strcmp(c->brains[i].id, id) == 0)
+            return i;
+    return -1;
+}
+
+const char *bj_config_brain_model(const struct bj_config *c, const struct bj_brain_cfg *b)
+{
+    return b->model[0] ? b->model : c->model;
+}
+
+static bool valid_name(const char *s)
+{
+    if (!*s || strlen(s) >= BJ_NAME_MAX)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
+            return false;
+    return true;
+}
+
+/* ---- hive files ---------------------------------------------------------------------------
+ * [hive]
+ * model = path            (default model; relative paths are relative to the hive file)
+ * [brain NAME]
+ * role = subject          (prompt file prompts/<role>.txt)
+ * model = path
+ * jar_gb = 6.0 | jar_tokens = 4096
+ * watches = SUBJECT, OBSERVER | *
+ * sees_deaths = true
+ * temperature, top_k, top_p, min_p, max_tokens, seed */
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static void resolve_path(char *dst, size_t len, const char *base_file, const char *path)
+{
+    if (path[0] == '/' || !strrchr(base_file, '/')) {
+        bj_strlcpy(dst, path, len);
+        return;
+    }
+    int dir_len = (int)(strrchr(base_file, '/') - base_file);
+    snprintf(dst, len, "%.*s/%s", dir_len, base_file, path);
+}
+
+static int parse_watches(struct bj_brain_cfg *b, char *val, char *err, size_t errlen)
+{
+    b->n_watches = 0;
+    b->watches_all = false;
+    for (char *save = NULL, *tok = strtok_r(val, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        tok = trim(tok);
+        if (strcmp(tok, "*") == 0) {
+            b->watches_all = true;
+            continue;
+        }
+        if (!valid_name(tok)) {
+            snprintf(err, errlen, "brain %s: bad name '%s' in watches", b->id, tok);
+            return -1;
+        }
+        if (b->n_watches >= BJ_MAX_BRAINS) {
+            snprintf(err, errlen, "brain %s: watches too many brains", b->id);
+            return -1;
+        }
+        bj_strlcpy(b->watches[b->n_watches++], tok, BJ_NAME_MAX);
+    }
+    return 0;
+}
+
+static int brain_key(struct bj_config *c, const char *file, struct bj_brain_cfg *b, const char *key, char *val,
+                     char *err, size_t errlen)
+{
+    double d;
+    long l;
+    bool yes;
+    if (strcmp(key, "role") == 0) {
+        if (!valid_name(val))
+            goto bad;
+        bj_strlcpy(b->role, val, sizeof b->role);
+    } else if (strcmp(key, "model") == 0) {
+        resolve_path(b->model, sizeof b->model, file, val);
+    } else if (strcmp(key, "jar_gb") == 0) {
+        if (bj_parse_double(val, 1e-9, 1e6, &d))
+            goto bad;
+        b->jar_gb = d;
+        b->jar_tokens = 0;
+    } else if (strcmp(key, "jar_tokens") == 0) {
+        if (bj_parse_long(val, 1, 1L << 30, &l))
+            goto bad;
+        b->jar_tokens = l;
+    } else if (strcmp(key, "watches") == 0) {
+        return parse_watches(b, val, err, errlen);
+    } else if (strcmp(key, "sees_deaths") == 0) {
+        if (bj_parse_bool(val, &yes))
+            goto bad;
+        b->sees_lifecycle = yes;
+    } else if (strcmp(key, "temperature") == 0) {
+        if (bj_parse_double(val, 0, 10, &d))
+            goto bad;
+        b->sampling.temp = (float)d;
+    } else if (strcmp(key, "top_p") == 0 || strcmp(key, "min_p") == 0) {
+        if (bj_parse_double(val, 0, 1, &d))
+            goto bad;
+        *(key[0] == 't' ? &b->sampling.top_p : &b->sampling.min_p) = (float)d;
+    } else if (strcmp(key, "top_k") == 0) {
+        if (bj_parse_long(val, 0, 1000000, &l))
+            goto bad;
+        b->sampling.top_k = (int)l;
+    } else if (strcmp(key, "max_tokens") == 0) {
+        if (bj_parse_long(val, 1, 1 << 20, &l))
+            goto bad;
+        b->sampling.max_tokens = (int)l;
+    } else if (strcmp(key, "seed") == 0) {
+        if (bj_parse_long(val, 0, 0xffffffffL, &l))
+            goto bad;
+        b->sampling.seed = (uint32_t)l;
+    } else {
+        snprintf(err, errlen, "brain %s: unknown key '%s'", b->id, key);
+        return -1;
+    }
+    (void)c;
+    return 0;
+bad:
+    snprintf(err, errlen, "brain %s: bad value '%s' for %s", b->id, val, key);
+    return -1;
+}
+
+int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t errlen)
+{
+    char *text;
+    int rc = bj_read_file(path, &text, NULL);
+    if (rc) {
+        snprintf(err, errlen, "hive file %s: cannot read it", path);
+        return -1;
+    }
+    bj_strlcpy(c->hive_file, path, sizeof c->hive_file);
+    c->mode = BJ_MODE_HIVE;
+    c->n_brains = 0;
+    struct bj_brain_cfg *cur = NULL;
+    bool in_hive = false;
+    int line_no = 0;
+    char msg[400];
+    rc = -1;
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        line_no++;
+        char *s = trim(line);
+        if (!*s || *s == '#' || *s == ';')
+            continue;
+        if (*s == '[') {
+            char *end = strchr(s, ']');
+            if (!end || end[1]) {
+                snprintf(msg, sizeof msg, "malformed section header");
+                goto fail;
+            }
+            *end = '\0';
+            char *name = trim(s + 1);
+            cur = NULL;
+            in_hive = strcmp(name, "hive") == 0;
+            if (in_hive)
+                continue;
+            if (strncmp(name, "brain", 5) != 0 || !isspace((unsigned char)name[5])) {
+                snprintf(msg, sizeof msg, "unknown section [%s] (expected [hive] or [brain NAME])", name);
+                goto fail;
+            }
+            name = trim(name + 5);
+            if (!valid_name(name)) {
+                snprintf(msg, sizeof msg, "bad brain name '%s' (letters, digits, _ and -, < %d chars)", name, BJ_NAME_MAX);
+                goto fail;
+            }
+            if (bj_config_find_brain(c, name) >= 0) {
+                snprintf(msg, sizeof msg, "brain %s defined twice", name);
+                goto fail;
+            }
+            if (c->n_brains >= BJ_MAX_BRAINS) {
+                snprintf(msg, sizeof msg, "too many brains (at most %d)", BJ_MAX_BRAINS);
+                goto fail;
+            }
+            char role[BJ_NAME_MAX];
+            bj_strlcpy(role, name, sizeof role);
+            for (char *p = role; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            cur = add_brain(c, name, role, 8.0);
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(msg, sizeof msg, "expected key = value");
+            goto fail;
+        }
+        *eq = '\0';
+        char *key = trim(s), *val = trim(eq + 1);
+        if (in_hive) {
+            if (strcmp(key, "model") == 0) {
+                resolve_path(c->model, sizeof c->model, path, val);
+                continue;
+            }
+            snprintf(msg, sizeof msg, "unknown key '%s' in [hive]", key);
+            goto fail;
+        }
+        if (!cur) {
+            snprintf(msg, sizeof msg, "key '%s' outside a section", key);
+            goto fail;
+        }
+        if (brain_key(c, path, cur, key, val, msg, sizeof msg))
+            goto fail;
+    }
+    if (c->n_brains == 0) {
+        snprintf(err, errlen, "hive file %s: no [brain NAME] section", path);
+        goto out;
+    }
+    rc = 0;
+    goto out;
+fail:
+    snprintf(err, errlen, "hive file %s, line %d: %s", path, line_no, msg);
+out:
+    free(text);
+    return rc;
+}
+
+int bj_config_finish(struct bj_config *c, char *err, size_t errlen)
+{
+    if (c->n_brains == 0) {
+        snprintf(err, errlen, "no brains to run");
+        return -1;
+    }
+    for (int i = 0; i < c->n_brains; i++) {
+        struct bj_brain_cfg *b = &c->brains[i];
+        for (int w = 0; w < b->n_watches; w++) {
+            if (bj_config_find_brain(c, b->watches[w]) < 0) {
+                snprintf(err, errlen, "brain %s watches %s, which is not in the hive", b->id, b->watches[w]);
+                return -1;
+            }
+            if (strcmp(b->watches[w], b->id) == 0) {
+                snprintf(err, errlen, "brain %s cannot watch itself", b->id);
+                return -1;
+            }
+        }
+        if (b->jar_tokens <= 0 && !(b->jar_gb > 0)) {
+            snprintf(err, errlen, "brain %s: jar must be positive", b->id);
+            return -1;
+        }
+        /* Distinct default seeds per brain keep brains apart yet runs reproducible. */
+        if (b->sampling.seed == 0)
+            b->sampling.seed = 1234u + 7919u * (uint32_t)i;
+    }
+    if (c->kv_type != GGML_TYPE_F16 && c->kv_type != GGML_TYPE_F32 && c->kv_type != GGML_TYPE_BF16 && c->flash_attn == 0) {
+        snprintf(err, errlen, "a quantized KV cache (--kv-type) needs flash attention; drop --flash-attn off");
+        return -1;
+    }
+    if (c->focus[0] && bj_config_find_brain(c, c->focus) < 0) {
+        snprintf(err, errlen, "--focus %s: no such brain", c->focus);
+        return -1;
+    }
+    if (c->inject_brain[0] && bj_config_find_brain(c, c->inject_brain) < 0) {
+        snprintf(err, errlen, "--inject-decode-error %s: no such brain", c->inject_brain);
+        return -1;
+    }
+    return 0;
+}

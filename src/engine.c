@@ -1,0 +1,554 @@
+/* engine: see engine.h. */
+#include "engine.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jar.h"
+#include "log.h"
+#include "util.h"
+
+enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME };
+
+struct request {
+    struct request *next;
+    enum req_kind kind;
+    int brain;
+    char cause[24];
+};
+
+/* One brain's part of a step. */
+struct work {
+    struct bj_engine *e;
+    int i;                    /* brain index = sequence id */
+    const llama_token *tokens;
+    int n;
+    bool logits;
+    int out_idx;              /* batch index of the token whose logits are sampled */
+    bool injected;            /* fault injection: decode an invalid token */
+    int rc;                   /* parallel schedule: llama_decode's result */
+};
+
+struct bj_engine {
+    struct bj_engine_params p;
+    char label[256];
+    char inject_brain[BJ_NAME_MAX];
+    struct llama_model *model;
+    const struct llama_vocab *vocab;
+    enum bj_schedule sched;
+    int n_threads;
+
+    struct bj_brain *brains[BJ_MAX_BRAINS];
+    int n_brains;
+    long decodes[BJ_MAX_BRAINS];
+
+    struct llama_context *ctx;                 /* batched */
+    struct llama_batch batch;
+    struct llama_context *bctx[BJ_MAX_BRAINS]; /* parallel */
+    struct llama_batch bbatch[BJ_MAX_BRAINS];
+
+    pthread_t thread;
+    bool started;
+    atomic_bool stop;
+    atomic_long steps;
+    pthread_mutex_t lock; /* guards the request queue */
+    pthread_cond_t cond;
+    struct request *req_head, *req_tail;
+    int64_t last_status;
+};
+
+void bj_engine_params_default(struct bj_engine_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->schedule = BJ_SCHED_AUTO;
+    p->n_gpu_layers = -1;
+    p->kv_type = GGML_TYPE_F16;
+    p->flash_attn = -1;
+    p->prefill_chunk = 64;
+    p->use_mmap = true;
+}
+
+static bool load_progress(float progress, void *ud)
+{
+    int *last = ud;
+    int pct = (int)(progress * 100.0f);
+    if (pct >= *last + 25 || (pct == 100 && *last < 100)) {
+        bj_info("loading model: %d%%", pct);
+        *last = pct;
+    }
+    return true;
+}
+
+struct bj_engine *bj_engine_new(const struct bj_engine_params *p, char *err, size_t errlen)
+{
+    struct bj_engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    e->p = *p;
+    bj_strlcpy(e->label, p->model_label ? p->model_label : p->model_path, sizeof e->label);
+    if (p->inject_brain)
+        bj_strlcpy(e->inject_brain, p->inject_brain, sizeof e->inject_brain);
+    e->p.inject_brain = e->inject_brain;
+    e->p.model_label = e->label;
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->cond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = p->n_gpu_layers;
+    mp.load_mode = p->use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+    int last = -100;
+    mp.progress_callback = load_progress;
+    mp.progress_callback_user_data = &last;
+    int64_t t0 = bj_now_us();
+    e->model = llama_model_load_from_file(p->model_path, mp);
+    if (!e->model) {
+        snprintf(err, errlen, "cannot load model %s (llama.cpp rejected it; --log-level debug says why)", e->label);
+        bj_engine_free(e);
+        return NULL;
+    }
+    e->vocab = llama_model_get_vocab(e->model);
+    char desc[128];
+    llama_model_desc(e->model, desc, sizeof desc);
+    bj_info("model %s loaded in %.2f s: %s, %.0f MB", e->label, (double)(bj_now_us() - t0) / 1e6, desc,
+            (double)llama_model_size(e->model) / 1e6);
+    return e;
+}
+
+void bj_engine_free(struct bj_engine *e)
+{
+    if (!e)
+        return;
+    bj_engine_stop(e);
+    for (int i = 0; i < e->n_brains; i++) {
+        if (e->bctx[i]) {
+            llama_free(e->bctx[i]);
+            llama_batch_free(e->bbatch[i]);
+        }
+        bj_brain_free(e->brains[i]);
+    }
+    if (e->ctx) {
+        llama_free(e->ctx);
+        llama_batch_free(e->batch);
+    }
+    for (struct request *r = e->req_head, *n; r; r = n) {
+        n = r->next;
+        free(r);
+    }
+    if (e->model)
+        llama_model_free(e->model);
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->cond);
+    free(e);
+}
+
+const struct llama_model *bj_engine_model(const struct bj_engine *e) { return e->model; }
+const struct llama_vocab *bj_engine_vocab(const struct bj_engine *e) { return e->vocab; }
+enum bj_schedule bj_engine_schedule(const struct bj_engine *e) { return e->sched; }
+long bj_engine_steps(const struct bj_engine *e) { return atomic_load(&((struct bj_engine *)e)->steps); }
+
+struct bj_brain *bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_params *bp)
+{
+    if (e->started || e->n_brains >= BJ_MAX_BRAINS)
+        return NULL;
+    struct bj_brain *b = bj_brain_new(bp);
+    if (b)
+        e->brains[e->n_brains++] = b;
+    return b;
+}
+
+struct bj_brain *bj_engine_find(struct bj_engine *e, const char *brain)
+{
+    for (int i = 0; i < e->n_brains; i++)
+        if (strcmp(bj_brain_id(e->brains[i]), brain) == 0)
+            return e->brains[i];
+    return NULL;
+}
+
+/* ---- contexts ---------------------------------------------------------------------------- */
+
+static int online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* auto: batched wherever layers are offloaded to a GPU (one pass over the weights serves every
+ * brain) and on CPUs without several cores per brain; parallel contexts only when each brain
+ * can have 4+ cores of its own. See docs/BENCHMARKS.md for the measurements behind this. */
+static enum bj_schedule resolve_schedule(const struct bj_engine *e)
+{
+    if (e->p.schedule != BJ_SCHED_AUTO)
+        return e->p.schedule;
+    bool gpu = llama_supports_gpu_offload() && e->p.n_gpu_layers != 0;
+    if (gpu || e->n_brains <= 1)
+        return BJ_SCHED_BATCHED;
+    return e->n_threads >= 4 * e->n_brains ? BJ_SCHED_PARALLEL : BJ_SCHED_BATCHED;
+}
+
+static struct llama_context_params context_params(const struct bj_engine *e, uint32_t n_ctx, int n_seq,
+                                                  int n_threads)
+{
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_seq_max = (uint32_t)n_seq;
+    cp.n_batch = (uint32_t)(n_seq * e->p.prefill_chunk > 512 ? n_seq * e->p.prefill_chunk : 512);
+    cp.n_ubatch = 512;
+    cp.n_threads = cp.n_threads_batch = n_threads;
+    cp.type_k = cp.type_v = e->p.kv_type;
+    cp.flash_attn_type = e->p.flash_attn < 0   ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                         : e->p.flash_attn > 0 ? LLAMA_FLASH_ATTN_TYPE_ENABLED
+                                               : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    cp.no_perf = true;
+    return cp;
+}
+
+static int create_contexts(struct bj_engine *e, char *err, size_t errlen)
+{
+    if (e->sched == BJ_SCHED_BATCHED) {
+        long jars[BJ_MAX_BRAINS];
+        for (int i = 0; i < e->n_brains; i++)
+            jars[i] = bj_brain_jar(e->brains[i]);
+        bool unified;
+        uint32_t cells = bj_jar_kv_cells(jars, e->n_brains, &unified);
+        struct llama_context_params cp = context_params(e, cells, e->n_brains, e->n_threads);
+        cp.kv_unified = unified;
+        e->ctx = llama_init_from_model(e->model, cp);
+        if (!e->ctx) {
+            snprintf(err, errlen, "cannot create a context of %u cells for %d brains on %s", cells, e->n_brains, e->label);
+            return -1;
+        }
+        uint32_t per_seq = unified ? llama_n_ctx(e->ctx) : llama_n_ctx_seq(e->ctx);
+        for (int i = 0; i < e->n_brains; i++)
+            if (jars[i] > (long)per_seq) {
+                snprintf(err, errlen, "brain %s: jar %ld exceeds the %u cells its sequence got",
+                         bj_brain_id(e->brains[i]), jars[i], per_seq);
+                return -1;
+            }
+        e->batch = llama_batch_init((int32_t)cp.n_batch, 0, 1);
+        bj_info("engine %s: batched, %d brains, %u KV cells (%s), %d threads", e->label, e->n_brains,
+                llama_n_ctx(e->ctx), unified ? "one shared pool" : "one stream per brain", e->n_threads);
+        return 0;
+    }
+    int per = e->n_threads / e->n_brains > 0 ? e->n_threads / e->n_brains : 1;
+    for (int i = 0; i < e->n_brains; i++) {
+        struct llama_context_params cp = context_params(e, (uint32_t)bj_brain_jar(e->brains[i]), 1, per);
+        e->bctx[i] = llama_init_from_model(e->model, cp);
+        if (!e->bctx[i]) {
+            snprintf(err, errlen, "cannot create a context for brain %s", bj_brain_id(e->brains[i]));
+            return -1;
+        }
+        e->bbatch[i] = llama_batch_init((int32_t)cp.n_batch, 0, 1);
+    }
+    bj_info("engine %s: parallel, %d brains, one context each, %d threads each", e->label, e->n_brains, per);
+    return 0;
+}
+
+static struct llama_context *brain_ctx(struct bj_engine *e, int i)
+{
+    return e->sched == BJ_SCHED_BATCHED ? e->ctx : e->bctx[i];
+}
+
+static llama_seq_id brain_seq(const struct bj_engine *e, int i)
+{
+    return e->sched == BJ_SCHED_BATCHED ? (llama_seq_id)i : 0;
+}
+
+/* Forgets everything brain i had in its KV cache. */
+static void clear_memory(struct bj_engine *e, int i)
+{
+    llama_memory_seq_rm(llama_get_memory(brain_ctx(e, i)), brain_seq(e, i), -1, -1);
+}
+
+/* ---- one step ---------------------------------------------------------------------------- */
+
+static void kill_brain(struct bj_engine *e, int i, const char *cause, const char *detail)
+{
+    bj_brain_die(e->brains[i], cause, detail);
+    clear_memory(e, i);
+}
+
+static void batch_put(struct llama_batch *b, const struct work *w, int n_past, llama_seq_id seq, int n_vocab)
+{
+    for (int k = 0; k < w->n; k++) {
+        int j = b->n_tokens++;
+        b->token[j] = w->injected && k == 0 ? n_vocab + 1000 : w->tokens[k];
+        b->pos[j] = n_past + k;
+        b->n_seq_id[j] = 1;
+        b->seq_id[j][0] = seq;
+        b->logits[j] = w->logits && k == w->n - 1;
+    }
+}
+
+/* Collects the work of this step; brains whose next chunk overflows their jar die here. */
+static int gather(struct bj_engine *e, struct work *works)
+{
+    int n = 0;
+    for (int i = 0; i < e->n_brains; i++) {
+        struct bj_brain *b = e->brains[i];
+        struct work w = {.e = e, .i = i};
+        w.n = bj_brain_next_chunk(b, e->p.prefill_chunk, &w.tokens, &w.logits);
+        if (w.n == 0)
+            continue;
+        if (!bj_brain_fits(b, w.n)) {
+            char detail[96];
+            snprintf(detail, sizeof detail, "jar full: %d of %ld tokens used, %d more needed", bj_brain_n_past(b),
+                     bj_brain_jar(b), w.n);
+            kill_brain(e, i, "JAR_FULL", detail);
+            continue;
+        }
+        e->decodes[i]++;
+        w.injected = e->inject_brain[0] && e->p.inject_step == e->decodes[i] &&
+                     strcmp(e->inject_brain, bj_brain_id(b)) == 0;
+        works[n++] = w;
+    }
+    return n;
+}
+
+/* After a successful decode of w: the brain moves on, and samples if it asked to. */
+static void finish(struct bj_engine *e, struct work *w, struct llama_context *ctx)
+{
+    struct bj_brain *b = e->brains[w->i];
+    bj_brain_consumed(b, w->n);
+    if (w->logits)
+        bj_brain_accept(b, llama_sampler_sample(bj_brain_sampler(b), ctx, w->out_idx));
+}
+
+static void decode_failed(struct bj_engine *e, struct work *w, int rc)
+{
+    char detail[96];
+    snprintf(detail, sizeof detail, "llama_decode returned %d%s", rc, w->injected ? " (injected fault)" : "");
+    bj_warn("brain %s: %s", bj_brain_id(e->brains[w->i]), detail);
+    kill_brain(e, w->i, "DECODE_ERROR", detail);
+}
+
+static void step_batched(struct bj_engine *e, struct work *works, int n)
+{
+    int n_vocab = llama_vocab_n_tokens(e->vocab);
+    e->batch.n_tokens = 0;
+    for (int k = 0; k < n; k++) {
+        batch_put(&e->batch, &works[k], bj_brain_n_past(e->brains[works[k].i]), (llama_seq_id)works[k].i, n_vocab);
+        works[k].out_idx = e->batch.n_tokens - 1;
+    }
+    int rc = llama_decode(e->ctx, e->batch);
+    if (rc == 0) {
+        for (int k = 0; k < n; k++)
+            finish(e, &works[k], e->ctx);
+        return;
+    }
+    /* Find whose tokens failed: decode each brain alone (a failed decode leaves the memory as
+     * it was); the healthy ones go on, the failing one dies. */
+    bj_debug("engine %s: batched decode failed (%d); retrying brain by brain", e->label, rc);
+    for (int k = 0; k < n; k++) {
+        e->batch.n_tokens = 0;
+        batch_put(&e->batch, &works[k], bj_brain_n_past(e->brains[works[k].i]), (llama_seq_id)works[k].i, n_vocab);
+        works[k].out_idx = e->batch.n_tokens - 1;
+        int r = llama_decode(e->ctx, e->batch);
+        if (r == 0)
+            finish(e, &works[k], e->ctx);
+        else
+            decode_failed(e, &works[k], r);
+    }
+}
+
+static void *parallel_decode(void *arg)
+{
+    struct work *w = arg;
+    struct bj_engine *e = w->e;
+    struct llama_batch *b = &e->bbatch[w->i];
+    b->n_tokens = 0;
+    batch_put(b, w, bj_brain_n_past(e->brains[w->i]), 0, llama_vocab_n_tokens(e->vocab));
+    w->out_idx = b->n_tokens - 1;
+    w->rc = llama_decode(e->bctx[w->i], *b);
+    return NULL;
+}
+
+/* Each brain's context is decoded on a thread of its own; a llama_context is only ever used by
+ * the one thread that decodes it, and sampling happens back on the engine thread. */
+static void step_parallel(struct bj_engine *e, struct work *works, int n)
+{
+    pthread_t th[BJ_MAX_BRAINS];
+    bool spawned[BJ_MAX_BRAINS] = {0};
+    for (int k = 1; k < n; k++)
+        spawned[k] = pthread_create(&th[k], NULL, parallel_decode, &works[k]) == 0;
+    parallel_decode(&works[0]);
+    for (int k = 1; k < n; k++) {
+        if (spawned[k])
+            pthread_join(th[k], NULL);
+        else
+            parallel_decode(&works[k]);
+    }
+    for (int k = 0; k < n; k++) {
+        if (works[k].rc == 0)
+            finish(e, &works[k], e->bctx[works[k].i]);
+        else
+            decode_failed(e, &works[k], works[k].rc);
+    }
+}
+
+/* ---- the loop ---------------------------------------------------------------------------- */
+
+static void apply_requests(struct bj_engine *e)
+{
+    pthread_mutex_lock(&e->lock);
+    struct request *r = e->req_head;
+    e->req_head = e->req_tail = NULL;
+    pthread_mutex_unlock(&e->lock);
+    while (r) {
+        struct request *next = r->next;
+        struct bj_brain *b = e->brains[r->brain];
+        if (r->kind == REQ_KILL) {
+            enum bj_brain_state s = bj_brain_state(b);
+            if (s != BJ_BRAIN_DEAD && s != BJ_BRAIN_LOADING)
+                kill_brain(e, r->brain, r->cause, "killed by an operator");
+        } else {
+            bj_brain_set_paused(b, r->kind == REQ_PAUSE);
+        }
+        free(r);
+        r = next;
+    }
+}
+
+/* Resurrects brains whose pause is over; returns the earliest pending resurrection time. */
+static int64_t resurrect_due(struct bj_engine *e, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    for (int i = 0; i < e->n_brains; i++) {
+        struct bj_brain *b = e->brains[i];
+        if (bj_brain_due(b, now)) {
+            if (bj_brain_resurrect(b) != 0)
+                kill_brain(e, i, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
+        }
+        if (bj_brain_state(b) == BJ_BRAIN_DEAD && bj_brain_resurrect_at(b) < next)
+            next = bj_brain_resurrect_at(b);
+    }
+    return next;
+}
+
+static void idle_wait(struct bj_engine *e, int64_t until_us)
+{
+    int64_t now = bj_now_us();
+    int64_t wait = until_us - now;
+    if (wait > 100000 || wait < 0)
+        wait = 100000;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += (long)(wait % 1000000) * 1000;
+    ts.tv_sec += (time_t)(wait / 1000000) + ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&e->lock);
+    if (!e->req_head && !atomic_load(&e->stop))
+        pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void *engine_main(void *arg)
+{
+    struct bj_engine *e = arg;
+    struct work works[BJ_MAX_BRAINS];
+    for (int i = 0; i < e->n_brains; i++)
+        if (bj_brain_begin_life(e->brains[i]) != 0)
+            kill_brain(e, i, "PROMPT_ERROR", "its system prompt does not fit in its jar");
+    while (!atomic_load(&e->stop)) {
+        apply_requests(e);
+        int64_t now = bj_now_us();
+        int64_t next_wake = resurrect_due(e, now);
+        if (now - e->last_status >= 1000000) {
+            for (int i = 0; i < e->n_brains; i++)
+                bj_brain_publish_status(e->brains[i], now);
+            e->last_status = now;
+        }
+        int n = gather(e, works);
+        if (n == 0) {
+            idle_wait(e, next_wake);
+            continue;
+        }
+        if (e->sched == BJ_SCHED_BATCHED)
+            step_batched(e, works, n);
+        else
+            step_parallel(e, works, n);
+        long steps = atomic_fetch_add(&e->steps, 1) + 1;
+        if (e->p.max_steps > 0 && steps >= e->p.max_steps)
+            break;
+    }
+    for (int i = 0; i < e->n_brains; i++)
+        bj_brain_dump_context(e->brains[i]);
+    if (!atomic_load(&e->stop) && e->p.on_done)
+        e->p.on_done(e->p.on_done_ud);
+    return NULL;
+}
+
+int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
+{
+    if (e->n_brains == 0) {
+        snprintf(err, errlen, "engine %s has no brains", e->label);
+        return -1;
+    }
+    e->n_threads = e->p.n_threads > 0 ? e->p.n_threads : online_cores();
+    e->sched = resolve_schedule(e);
+    if (create_contexts(e, err, errlen))
+        return -1;
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        snprintf(err, errlen, "cannot start the engine thread: %s", strerror(errno));
+        return -1;
+    }
+    e->started = true;
+    return 0;
+}
+
+void bj_engine_stop(struct bj_engine *e)
+{
+    if (!e->started)
+        return;
+    pthread_mutex_lock(&e->lock);
+    atomic_store(&e->stop, true);
+    pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+    pthread_join(e->thread, NULL);
+    e->started = false;
+}
+
+static int post(struct bj_engine *e, const char *brain, enum req_kind kind, const char *cause)
+{
+    int idx = -1;
+    for (int i = 0; i < e->n_brains; i++)
+        if (strcmp(bj_brain_id(e->brains[i]), brain) == 0)
+            idx = i;
+    if (idx < 0)
+        return -1;
+    struct request *r = calloc(1, sizeof *r);
+    if (!r)
+        return -1;
+    r->kind = kind;
+    r->brain = idx;
+    bj_strlcpy(r->cause, cause ? cause : "OPERATOR", sizeof r->cause);
+    pthread_mutex_lock(&e->lock);
+    if (e->req_tail)
+        e->req_tail->next = r;
+    else
+        e->req_head = r;
+    e->req_tail = r;
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+int bj_engine_kill(struct bj_engine *e, const char *brain, const char *cause)
+{
+    return post(e, brain, REQ_KILL, cause);
+}
+
+int bj_engine_pause(struct bj_engine *e, const char *brain, bool paused)
+{
+    return post(e, brain, paused ? REQ_PAUSE : REQ_RESUME, NULL);
+}

@@ -1,0 +1,35 @@
+/* jar: see jar.h. */
+#include "jar.h"
+
+#include <stdio.h>
+
+int bj_jar_resolve(const struct bj_brain_cfg *b, const struct bj_modelinfo *mi, enum ggml_type kv_type,
+                   struct bj_jar *out, char *err, size_t errlen)
+{
+    uint64_t per_token = bj_modelinfo_kv_bytes(mi, kv_type, kv_type, 1);
+    long req = b->jar_tokens > 0 ? b->jar_tokens : (long)(b->jar_gb * BJ_GB / (double)per_token);
+    out->requested_tokens = req;
+    out->clamped = mi->n_ctx_train > 0 && req > (long)mi->n_ctx_train;
+    out->tokens = out->clamped ? (long)mi->n_ctx_train : req;
+    out->kv_bytes = bj_modelinfo_kv_bytes(mi, kv_type, kv_type, (uint64_t)out->tokens);
+    if (out->tokens < 1) {
+        snprintf(err, errlen, "brain %s: a jar of %.6g GB holds no token of this model (%llu bytes per token)",
+                 b->id, b->jar_gb, (unsigned long long)per_token);
+        return -1;
+    }
+    return 0;
+}
+
+uint32_t bj_jar_kv_cells(const long *jar_tokens, int n, bool *unified)
+{
+    long sum = 0, max = 0;
+    for (int i = 0; i < n; i++) {
+        sum += jar_tokens[i];
+        if (jar_tokens[i] > max)
+            max = jar_tokens[i];
+    }
+    /* Per-brain streams cost n * max cells; worth it unless that wastes over 10%. */
+    *unified = n > 1 && (double)n * (double)max > 1.10 * (double)sum;
+    long cells = *unified || n <= 1 ? sum : (long)n * max;
+    return (uint32_t)cells;
+}

@@ -1,0 +1,34 @@
+/* jar: a brain's private memory, converted between GB and tokens.
+ *
+ * A jar given in GB holds as many tokens as fit at the model's KV bytes per token; it is then
+ * clamped to the model's training context (a brain cannot usefully remember more). The KV cache
+ * layout policy that engines use for several brains lives here too, so the memory estimate and
+ * the engine always agree. Pure functions; any thread. */
+#ifndef BJ_JAR_H
+#define BJ_JAR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "modelinfo.h"
+
+#define BJ_GB (1024.0 * 1024.0 * 1024.0) /* the original's "GB" was 1024**3 bytes */
+
+struct bj_jar {
+    long tokens;           /* what the brain may hold */
+    long requested_tokens; /* before clamping */
+    bool clamped;          /* requested more than the training context */
+    uint64_t kv_bytes;     /* KV cache bytes of `tokens` */
+};
+
+/* Resolves b's jar against model mi. Returns 0, or -1 with err when the jar holds no token. */
+int bj_jar_resolve(const struct bj_brain_cfg *b, const struct bj_modelinfo *mi, enum ggml_type kv_type,
+                   struct bj_jar *out, char *err, size_t errlen);
+
+/* KV cells one batched context needs for brains with these jars. Sets *unified: true means one
+ * shared cell pool of sum(jars) (jars differ a lot), false means one stream per brain of
+ * max(jar) cells each (faster attention; equal jars cost the same). */
+uint32_t bj_jar_kv_cells(const long *jar_tokens, int n, bool *unified);
+
+#endif

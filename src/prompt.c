@@ -1,0 +1,204 @@
+/* prompt: see prompt.h. */
+#include "prompt.h"
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define MAX_ROLES 32
+
+struct bj_prompts {
+    int n;
+    char *role[MAX_ROLES];
+    char *text[MAX_ROLES];
+};
+
+static char *fmt_alloc(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt_alloc(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static int add(struct bj_prompts *p, const char *role, char *text)
+{
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->role[i], role) == 0) {
+            free(p->text[i]);
+            p->text[i] = text;
+            return 0;
+        }
+    if (p->n >= MAX_ROLES || !(p->role[p->n] = strdup(role))) {
+        free(text);
+        return -1;
+    }
+    p->text[p->n++] = text;
+    return 0;
+}
+
+struct bj_prompts *bj_prompts_load(const char *dir, char *err, size_t errlen)
+{
+    struct bj_prompts *p = calloc(1, sizeof *p);
+    if (!p)
+        goto oom;
+    for (const struct bj_prompt_file *f = bj_builtin_prompts; f->role; f++) {
+        char *t = strdup(f->text);
+        if (!t || add(p, f->role, t))
+            goto oom;
+    }
+    if (!dir || !*dir)
+        return p;
+    /* Every <role>.txt in dir is taken: it replaces a built-in role or adds one for hive files. */
+    DIR *d = opendir(dir);
+    if (!d) {
+        snprintf(err, errlen, "--prompts %s: cannot open the directory", dir);
+        bj_prompts_free(p);
+        return NULL;
+    }
+    int found = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || len > 64 || strcmp(e->d_name + len - 4, ".txt") != 0)
+            continue;
+        char role[64], path[4200];
+        snprintf(role, sizeof role, "%.*s", (int)(len - 4), e->d_name);
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        char *t;
+        if (bj_read_file(path, &t, NULL) == 0) {
+            if (add(p, role, t)) {
+                closedir(d);
+                goto oom;
+            }
+            found++;
+        }
+    }
+    closedir(d);
+    if (!found) {
+        snprintf(err, errlen, "--prompts %s: no prompt file found (expected e.g. %s/subject.txt)", dir, dir);
+        bj_prompts_free(p);
+        return NULL;
+    }
+    return p;
+oom:
+    snprintf(err, errlen, "out of memory loading prompts");
+    bj_prompts_free(p);
+    return NULL;
+}
+
+void bj_prompts_free(struct bj_prompts *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < p->n; i++) {
+        free(p->role[i]);
+        free(p->text[i]);
+    }
+    free(p);
+}
+
+static const char *find(const struct bj_prompts *p, const char *role)
+{
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->role[i], role) == 0)
+            return p->text[i];
+    return NULL;
+}
+
+int bj_prompts_has(const struct bj_prompts *p, const char *role) { return find(p, role) != NULL; }
+
+void bj_prompt_death_sentence(unsigned deaths, char *buf, size_t len)
+{
+    if (deaths == 0)
+        snprintf(buf, len, "You have never died.");
+    else if (deaths == 1)
+        snprintf(buf, len, "You have died 1 time before.");
+    else
+        snprintf(buf, len, "You have died %u times before.", deaths);
+}
+
+/* Appends n bytes of s to the growing buffer *out (len *n_out, capacity *cap). */
+static int put(char **out, size_t *n_out, size_t *cap, const char *s, size_t n)
+{
+    if (*n_out + n + 1 > *cap) {
+        size_t nc = (*n_out + n + 1) * 2;
+        char *b = realloc(*out, nc);
+        if (!b)
+            return -1;
+        *out = b;
+        *cap = nc;
+    }
+    memcpy(*out + *n_out, s, n);
+    *n_out += n;
+    (*out)[*n_out] = '\0';
+    return 0;
+}
+
+char *bj_prompt_system(const struct bj_prompts *p, const char *role, const char *name, unsigned deaths,
+                       long jar_tokens)
+{
+    const char *tmpl = find(p, role);
+    if (!tmpl)
+        return NULL;
+    char death[96], jar[32];
+    bj_prompt_death_sentence(deaths, death, sizeof death);
+    snprintf(jar, sizeof jar, "%ld", jar_tokens);
+    char *out = NULL;
+    size_t n = 0, cap = 0;
+    bool has_deaths = strstr(tmpl, "{deaths}") != NULL;
+    int rc = 0;
+    for (const char *s = tmpl; *s && rc == 0;) {
+        const char *val = NULL;
+        size_t skip = 0;
+        if (strncmp(s, "{name}", 6) == 0) val = name, skip = 6;
+        else if (strncmp(s, "{jar}", 5) == 0) val = jar, skip = 5;
+        else if (strncmp(s, "{deaths}", 8) == 0) val = death, skip = 8;
+        if (val) {
+            rc = put(&out, &n, &cap, val, strlen(val));
+            s += skip;
+        } else {
+            rc = put(&out, &n, &cap, s, 1);
+            s++;
+        }
+    }
+    /* Files end with a newline; the prompt should not (the thought cue follows). */
+    while (rc == 0 && n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
+        out[--n] = '\0';
+    if (rc == 0 && !has_deaths) {
+        rc = put(&out, &n, &cap, "\n\n", 2);
+        if (rc == 0)
+            rc = put(&out, &n, &cap, death, strlen(death));
+    }
+    if (rc) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+char *bj_prompt_observed_thought(const char *from, const char *text)
+{
+    return fmt_alloc("\n\n[%s thinks:] %s", from, text);
+}
+
+char *bj_prompt_observed_death(const char *from, const char *cause, unsigned deaths)
+{
+    return fmt_alloc("\n\n[%s has died (%s). Deaths so far: %u.]", from, cause, deaths);
+}
+
+char *bj_prompt_observed_resurrection(const char *from, unsigned deaths)
+{
+    return fmt_alloc("\n\n[%s has been resurrected with its memory wiped. It knows it died %u time%s.]", from,
+                     deaths, deaths == 1 ? "" : "s");
+}
+
+const char *bj_prompt_thought_cue(void) { return "\n\nMy thought:"; }

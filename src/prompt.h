@@ -1,0 +1,44 @@
+/* prompt: the words a brain is given.
+ *
+ * One prompt file per role (prompts/<role>.txt; built into the binary, replaceable with
+ * --prompts DIR). A file may use {name}, {jar} (jar size in tokens) and {deaths}, the death
+ * sentence, which is written the same way in every life ("You have died 3 times.") and is
+ * appended when the file has no {deaths}. The formats of what a brain observes live here too.
+ * Loaded once on the main thread; read-only afterwards (any thread). */
+#ifndef BJ_PROMPT_H
+#define BJ_PROMPT_H
+
+#include <stddef.h>
+
+struct bj_prompt_file {
+    const char *role;
+    const char *text;
+};
+extern const struct bj_prompt_file bj_builtin_prompts[]; /* NULL-terminated */
+
+struct bj_prompts;
+
+/* dir NULL or "": the built-in set. A role missing from dir falls back to the built-in one. */
+struct bj_prompts *bj_prompts_load(const char *dir, char *err, size_t errlen);
+void bj_prompts_free(struct bj_prompts *p);
+
+/* Whether a prompt exists for role. */
+int bj_prompts_has(const struct bj_prompts *p, const char *role);
+
+/* The death sentence for a brain that died `deaths` times. Static storage is not used: the
+ * result is written into buf. */
+void bj_prompt_death_sentence(unsigned deaths, char *buf, size_t len);
+
+/* The system prompt of a life (caller frees); NULL when out of memory or role unknown. */
+char *bj_prompt_system(const struct bj_prompts *p, const char *role, const char *name, unsigned deaths,
+                       long jar_tokens);
+
+/* What a watcher receives (caller frees). */
+char *bj_prompt_observed_thought(const char *from, const char *text);
+char *bj_prompt_observed_death(const char *from, const char *cause, unsigned deaths);
+char *bj_prompt_observed_resurrection(const char *from, unsigned deaths);
+
+/* Text that opens each thought in raw completion format. */
+const char *bj_prompt_thought_cue(void);
+
+#endif
