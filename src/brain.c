@@ -319,13 +319,15 @@ void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail)
         publish_thought(b, false); /* last words: nothing observable is lost */
     bj_brain_dump_context(b);
     b->deaths++;
+    /* The hook (crash log, synced) runs before the event is published: whoever saw the death
+     * can find it in crash_reports.log, even if the process is killed right after. */
+    if (b->p.hooks.on_death)
+        b->p.hooks.on_death(b->p.hooks.ud, b, cause, detail);
     struct bj_event ev;
     event_init(b, &ev, BJ_EV_DEATH);
     bj_strlcpy(ev.cause, cause, sizeof ev.cause);
     ev.text = (char *)detail;
     bj_bus_publish(b->p.bus, &ev);
-    if (b->p.hooks.on_death)
-        b->p.hooks.on_death(b->p.hooks.ud, b, cause, detail);
     b->n_past = 0;
     b->n_pending = b->off_pending = 0;
     tb_reset(&b->text);

@@ -3,6 +3,8 @@
 
 #include <stdio.h>
 
+#define BJ_PAD256(x) (((x) + 255) / 256 * 256)
+
 int bj_jar_resolve(const struct bj_brain_cfg *b, const struct bj_modelinfo *mi, enum ggml_type kv_type,
                    struct bj_jar *out, char *err, size_t errlen)
 {
@@ -30,6 +32,7 @@ uint32_t bj_jar_kv_cells(const long *jar_tokens, int n, bool *unified)
     }
     /* Per-brain streams cost n * max cells; worth it unless that wastes over 10%. */
     *unified = n > 1 && (double)n * (double)max > 1.10 * (double)sum;
-    long cells = *unified || n <= 1 ? sum : (long)n * max;
+    /* llama.cpp rounds contexts up to 256 cells, per stream: ask for what it will allocate. */
+    long cells = *unified || n <= 1 ? BJ_PAD256(sum) : (long)n * BJ_PAD256(max);
     return (uint32_t)cells;
 }

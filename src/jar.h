@@ -26,9 +26,10 @@ struct bj_jar {
 int bj_jar_resolve(const struct bj_brain_cfg *b, const struct bj_modelinfo *mi, enum ggml_type kv_type,
                    struct bj_jar *out, char *err, size_t errlen);
 
-/* KV cells one batched context needs for brains with these jars. Sets *unified: true means one
- * shared cell pool of sum(jars) (jars differ a lot), false means one stream per brain of
- * max(jar) cells each (faster attention; equal jars cost the same). */
+/* KV cells one batched context allocates for brains with these jars. Sets *unified: true means
+ * one shared cell pool of sum(jars) (jars differ a lot), false means one stream per brain of
+ * max(jar) cells each (faster attention; equal jars cost the same). Rounded up to 256 cells per
+ * stream, as llama.cpp does, so this is what is really allocated. */
 uint32_t bj_jar_kv_cells(const long *jar_tokens, int n, bool *unified);
 
 #endif

@@ -1,0 +1,56 @@
+"""Helpers for integration tests: run the real brainjar binary on the tiny model, collect events."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+BRAINJAR = os.environ.get("BRAINJAR", "build/brainjar")
+
+
+class HiveCase(unittest.TestCase):
+    def setUp(self):
+        base = os.environ.get("BJ_TEST_TMP", tempfile.gettempdir())
+        os.makedirs(base, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(prefix=self.id().split(".")[-1] + "-", dir=base)
+        self.data = os.path.join(self.tmp, "data")
+        self.dump = os.path.join(self.tmp, "ctx")
+        os.makedirs(self.dump)
+
+    def tearDown(self):
+        if not os.environ.get("BJ_KEEP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def run_hive(self, *args, timeout=120, dump=True):
+        """Runs brainjar run with args; returns (rc, events, stderr)."""
+        cmd = [BRAINJAR, "run", "--events", "jsonl", "--data-dir", self.data, "--pause", "0"]
+        if dump:
+            cmd += ["--dump-context", self.dump]
+        cmd += list(args)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        events = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+        return p.returncode, events, p.stderr
+
+    def dumps(self, brain):
+        """Context texts of every life of brain, in life order."""
+        out = []
+        life = 1
+        while True:
+            path = os.path.join(self.dump, f"{brain}-life{life}.txt")
+            if not os.path.exists(path):
+                return out
+            with open(path, encoding="utf-8") as f:
+                out.append(f.read())
+            life += 1
+
+    def crash_log(self):
+        path = os.path.join(self.data, "crash_reports.log")
+        if not os.path.exists(path):
+            return []
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+
+
+def of(events, type_, brain=None):
+    return [e for e in events if e["type"] == type_ and (brain is None or e.get("brain") == brain)]
