@@ -374,19 +374,27 @@ static void *parallel_decode(void *arg)
 }
 
 /* Each brain's context is decoded on a thread of its own; a llama_context is only ever used by
- * the one thread that decodes it, and sampling happens back on the engine thread. */
+ * the one thread that decodes it, and sampling happens back on the engine thread. At most
+ * `n_threads` decodes run at once (each context has n_threads / brains threads, at least one),
+ * so the step never runs more compute threads than the engine's share of cores: spinning
+ * threads on oversubscribed cores are many times slower. */
 static void step_parallel(struct bj_engine *e, struct work *works, int n)
 {
-    pthread_t th[BJ_MAX_BRAINS];
-    bool spawned[BJ_MAX_BRAINS] = {0};
-    for (int k = 1; k < n; k++)
-        spawned[k] = pthread_create(&th[k], NULL, parallel_decode, &works[k]) == 0;
-    parallel_decode(&works[0]);
-    for (int k = 1; k < n; k++) {
-        if (spawned[k])
-            pthread_join(th[k], NULL);
-        else
-            parallel_decode(&works[k]);
+    int per = e->n_threads / e->n_brains > 0 ? e->n_threads / e->n_brains : 1;
+    int wave = e->n_threads / per > 0 ? e->n_threads / per : 1;
+    for (int first = 0; first < n; first += wave) {
+        int last = first + wave < n ? first + wave : n;
+        pthread_t th[BJ_MAX_BRAINS];
+        bool spawned[BJ_MAX_BRAINS] = {0};
+        for (int k = first + 1; k < last; k++)
+            spawned[k] = pthread_create(&th[k], NULL, parallel_decode, &works[k]) == 0;
+        parallel_decode(&works[first]);
+        for (int k = first + 1; k < last; k++) {
+            if (spawned[k])
+                pthread_join(th[k], NULL);
+            else
+                parallel_decode(&works[k]);
+        }
     }
     for (int k = 0; k < n; k++) {
         if (works[k].rc == 0)
