@@ -56,6 +56,10 @@ struct bj_engine {
     bool started;
     atomic_bool stop;
     atomic_long steps;
+    atomic_long generated;    /* tokens sampled */
+    int64_t t_first, t_last;  /* monotonic: first and last decode step */
+    int64_t tg_us;            /* time in steps that only generated (one token per brain) */
+    long tg_tokens;
     pthread_mutex_t lock; /* guards the request queue */
     pthread_cond_t cond;
     struct request *req_head, *req_tail;
@@ -156,6 +160,14 @@ const struct llama_model *bj_engine_model(const struct bj_engine *e) { return e-
 const struct llama_vocab *bj_engine_vocab(const struct bj_engine *e) { return e->vocab; }
 enum bj_schedule bj_engine_schedule(const struct bj_engine *e) { return e->sched; }
 long bj_engine_steps(const struct bj_engine *e) { return atomic_load(&((struct bj_engine *)e)->steps); }
+
+void bj_engine_stats(const struct bj_engine *e, struct bj_engine_stats *st)
+{
+    st->generated = atomic_load(&((struct bj_engine *)e)->generated);
+    st->busy_s = e->t_first ? (double)(e->t_last - e->t_first) / 1e6 : 0.0;
+    st->tg_tokens = e->tg_tokens;
+    st->tg_s = (double)e->tg_us / 1e6;
+}
 
 struct bj_brain *bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_params *bp)
 {
@@ -321,6 +333,8 @@ static void finish(struct bj_engine *e, struct work *w, struct llama_context *ct
     struct bj_brain *b = e->brains[w->i];
     bj_brain_consumed(b, w->n);
     if (w->logits)
+        atomic_fetch_add(&e->generated, 1);
+    if (w->logits)
         bj_brain_accept(b, llama_sampler_sample(bj_brain_sampler(b), ctx, w->out_idx));
 }
 
@@ -481,10 +495,21 @@ static void *engine_main(void *arg)
             idle_wait(e, next_wake);
             continue;
         }
+        int64_t t0 = bj_now_us();
+        if (!e->t_first)
+            e->t_first = t0;
+        bool generation_only = true;
+        for (int k = 0; k < n; k++)
+            generation_only = generation_only && works[k].n == 1 && works[k].logits;
         if (e->sched == BJ_SCHED_BATCHED)
             step_batched(e, works, n);
         else
             step_parallel(e, works, n);
+        e->t_last = bj_now_us();
+        if (generation_only) {
+            e->tg_us += e->t_last - t0;
+            e->tg_tokens += n;
+        }
         long steps = atomic_fetch_add(&e->steps, 1) + 1;
         if (e->p.max_steps > 0 && steps >= e->p.max_steps)
             break;

@@ -69,7 +69,16 @@ int bj_engine_pause(struct bj_engine *e, const char *brain, bool paused);
 /* Finds a brain of this engine by id (any thread; brains are fixed after start). */
 struct bj_brain *bj_engine_find(struct bj_engine *e, const char *brain);
 
-/* Decode steps done and tokens decoded so far (approximate when read from another thread). */
+/* Decode steps done so far (approximate when read from another thread). */
 long bj_engine_steps(const struct bj_engine *e);
+
+struct bj_engine_stats {
+    long generated;  /* tokens sampled */
+    double busy_s;   /* from the first to the last decode step */
+    long tg_tokens;  /* tokens of steps in which every brain generated one token (no prefill) */
+    double tg_s;     /* time of those steps: pure generation speed, as llama-batched-bench's S_TG */
+};
+/* Read after bj_engine_stop (the engine thread writes them). */
+void bj_engine_stats(const struct bj_engine *e, struct bj_engine_stats *st);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -282,6 +283,29 @@ static void wait_for_end(struct hive *h, const sigset_t *sigs)
     }
 }
 
+/* One line for people and benchmarks: aggregate generation speed and peak memory. */
+static void summary(const struct hive *h)
+{
+    struct bj_engine_stats all = {0};
+    for (int m = 0; m < h->n_models; m++) {
+        struct bj_engine_stats st;
+        bj_engine_stats(h->models[m].engine, &st);
+        all.generated += st.generated;
+        all.tg_tokens += st.tg_tokens;
+        all.busy_s = st.busy_s > all.busy_s ? st.busy_s : all.busy_s;
+        all.tg_s = st.tg_s > all.tg_s ? st.tg_s : all.tg_s;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    uint64_t jars = 0;
+    for (int i = 0; i < h->c->n_brains; i++)
+        jars += h->jars[i].kv_bytes;
+    bj_info("summary: %ld tokens generated in %.2f s = %.2f tok/s aggregate (generation-only steps: %.2f tok/s); "
+            "peak RSS %.1f MB; jars %.1f MB", all.generated, all.busy_s,
+            all.busy_s > 0 ? (double)all.generated / all.busy_s : 0.0,
+            all.tg_s > 0 ? (double)all.tg_tokens / all.tg_s : 0.0, (double)ru.ru_maxrss / 1024.0, (double)jars / 1e6);
+}
+
 static void teardown(struct hive *h)
 {
     for (int m = 0; m < h->n_models; m++)
@@ -347,6 +371,9 @@ int bj_hive_run(const struct bj_config *c)
             h.n_models, h.n_models == 1 ? "" : "s", bj_mode_name(c->mode));
 
     wait_for_end(&h, &sigs);
+    for (int m = 0; m < h.n_models; m++)
+        bj_engine_stop(h.models[m].engine);
+    summary(&h);
     teardown(&h);
     bj_bus_close(h.bus);
     bj_term_finish(term, h.bus);
