@@ -15,11 +15,43 @@ import re
 import statistics
 import subprocess
 import sys
+import shutil
 import tempfile
+import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY = re.compile(r"summary: (\d+) tokens generated in ([\d.]+) s = ([\d.]+) tok/s aggregate "
                      r"\(generation-only steps: ([\d.]+) tok/s\); peak RSS ([\d.]+) MB; jars ([\d.]+) MB")
+
+
+class GpuMemory:
+    """Peak device memory per process, sampled with nvidia-smi every 0.2 s (absent: all zero)."""
+
+    def __init__(self):
+        self.peak = {}
+        self.ok = shutil.which("nvidia-smi") is not None
+        self.stop = threading.Event()
+        if self.ok:
+            threading.Thread(target=self.poll, daemon=True).start()
+
+    def poll(self):
+        while not self.stop.is_set():
+            out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                try:
+                    pid, mb = (int(x) for x in line.split(","))
+                except ValueError:
+                    continue
+                self.peak[pid] = max(self.peak.get(pid, 0), mb)
+            time.sleep(0.2)
+
+    def of(self, pids):
+        return float(sum(self.peak.get(p, 0) for p in pids))
+
+
+GPU = None
 
 
 def wait_rss(p):
@@ -50,6 +82,7 @@ def run_matrix(args, cfg):
     p = brainjar(args, cfg, "matrix", args.steps, args.threads)
     _, rss = wait_rss(p)
     _, tg, jars = parse_summary(p, "brainjar matrix")
+    cfg.gpu["bj"].append(GPU.of([p.pid]))
     return tg, rss, jars
 
 
@@ -57,6 +90,7 @@ def run_single(args, cfg):
     p = brainjar(args, cfg, "single", args.steps, args.threads)
     _, rss = wait_rss(p)
     _, tg, jars = parse_summary(p, "brainjar single")
+    cfg.gpu["one"].append(GPU.of([p.pid]))
     return tg, rss, jars
 
 
@@ -71,6 +105,7 @@ def run_separate(args, cfg):
         _, r = wait_rss(p)
         rss += r
         tps += parse_summary(p, "separate brainjar")[1]
+    cfg.gpu["sep"].append(GPU.of([p.pid for p in procs]))
     return tps, rss
 
 
@@ -85,6 +120,7 @@ def run_batched_bench(args, cfg):
     if p.returncode != 0 or not rows:
         sys.exit(f"bench: llama-batched-bench failed (rc {p.returncode}):\n{out[-1500:]}\n{p.stderr.read()[-1500:]}")
     cols = [c.strip() for c in rows[-1].strip("|").split("|")]
+    cfg.gpu["bb"].append(GPU.of([p.pid]))
     return float(cols[7]), rss  # S_TG t/s
 
 
@@ -113,7 +149,10 @@ def main():
 
     class Cfg:
         pass
+    global GPU
+    GPU = GpuMemory()
     cfg = Cfg()
+    cfg.gpu = {k: [] for k in ("bj", "bb", "sep", "one")}
     cfg.tmp = tempfile.mkdtemp(prefix="bench-matrix-")
     cfg.jar = 128 + 64 + args.steps + 64  # prompt + room: nobody dies while measured
     print(f"model {args.model} ({os.path.getsize(args.model) / 1e6:.0f} MB), {args.steps} tokens per brain, "
@@ -146,6 +185,13 @@ def main():
     print(f"memory: 3 brains {med['bj_rss']:.0f} MB vs one brain + two jars {budget:.0f} MB: "
           f"{med['bj_rss'] / budget:.3f}   (target <= 1.15)")
     print(f"memory: 3 separate / brainjar: {med['sep_rss'] / med['bj_rss']:.2f}x")
+    if GPU.ok:
+        g = {k: statistics.median(v) for k, v in cfg.gpu.items()}
+        gbudget = g["one"] + 2 * one_jar
+        print(f"GPU memory (MB, nvidia-smi peak): brainjar {g['bj']:.0f}, batched-bench {g['bb']:.0f}, "
+              f"3 separate {g['sep']:.0f}, one brain {g['one']:.0f}")
+        print(f"GPU memory: 3 brains vs one brain + two jars {gbudget:.0f} MB: {g['bj'] / max(gbudget, 1):.3f}"
+              f"   (target <= 1.15)")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --schedule batched|parallel|auto  one batched context, or one context per brain in threads\n"
             "  --threads N  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
             "  --prefill-chunk N (64)  --no-mmap  --chat-template\n"
+            "  --backend-sampling on|off|auto  sample inside the decode graph (auto: on with a GPU)\n"
             "Lives and sampling (all brains; hive files set them per brain):\n"
             "  --pause SECONDS (3)  --temp T  --top-k K  --top-p P  --min-p P  --max-tokens N  --seed N\n"
             "Output and files:\n"
@@ -60,7 +61,7 @@ enum {
     O_JAR, O_JAR_S, O_JAR_O, O_JAR_G, O_WEB_HOST, O_WEB_PORT, O_DATA, O_PROMPTS, O_SCHED, O_THREADS,
     O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_CHAT, O_PAUSE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
     O_SEED, O_EVENTS, O_FOCUS, O_DURATION, O_STEPS, O_DUMP, O_LOG, O_RESERVE, O_SHARE, O_HEADROOM,
-    O_FORCE, O_INJECT,
+    O_FORCE, O_INJECT, O_BSAMPLE,
 };
 
 static const struct option k_opts[] = {
@@ -86,6 +87,7 @@ static const struct option k_opts[] = {
     {"log-level", required_argument, 0, O_LOG}, {"reserve", required_argument, 0, O_RESERVE},
     {"brain-share", required_argument, 0, O_SHARE}, {"headroom", required_argument, 0, O_HEADROOM},
     {"force", no_argument, 0, O_FORCE}, {"inject-decode-error", required_argument, 0, O_INJECT},
+    {"backend-sampling", required_argument, 0, O_BSAMPLE},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 };
 
@@ -206,6 +208,12 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             c->prefill_chunk = (int)l;
             break;
         case O_NO_MMAP: c->use_mmap = false; break;
+        case O_BSAMPLE:
+            if (strcmp(a, "auto") == 0) c->backend_sampling = -1;
+            else if (strcmp(a, "on") == 0) c->backend_sampling = 1;
+            else if (strcmp(a, "off") == 0) c->backend_sampling = 0;
+            else return bad(cmd, "--backend-sampling", a, "on, off or auto");
+            break;
         case O_CHAT: c->chat_template = true; break;
         case O_PAUSE:
             if (bj_parse_double(a, 0, 86400, &d))

@@ -37,6 +37,7 @@ void bj_config_defaults(struct bj_config *c)
     c->flash_attn = -1;
     c->prefill_chunk = 64;
     c->use_mmap = true;
+    c->backend_sampling = -1;
     c->pause_ms = 3000;
     c->events = BJ_OUT_TEXT;
     c->reserve_pct = 15.0;

@@ -60,6 +60,7 @@ struct bj_config {
     int flash_attn;         /* -1 auto, 0 off, 1 on */
     int prefill_chunk;      /* max prompt tokens per brain per step */
     bool use_mmap;
+    int backend_sampling;   /* -1 auto (on with a GPU), 0 off, 1 on */
     bool chat_template;
 
     /* lives */

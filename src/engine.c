@@ -47,6 +47,12 @@ struct bj_engine {
     int n_brains;
     long decodes[BJ_MAX_BRAINS];
 
+    /* Samplers run inside the decode graph (on the GPU): only the sampled token comes back
+     * instead of every brain's full logits, the per-step cost that otherwise separates us from
+     * llama-batched-bench. Kept alive as long as the contexts. */
+    struct llama_sampler_seq_config sampler_cfg[BJ_MAX_BRAINS];
+    bool backend_sampling;
+
     struct llama_context *ctx;                 /* batched */
     struct llama_batch batch;
     struct llama_context *bctx[BJ_MAX_BRAINS]; /* parallel */
@@ -75,6 +81,7 @@ void bj_engine_params_default(struct bj_engine_params *p)
     p->flash_attn = -1;
     p->prefill_chunk = 64;
     p->use_mmap = true;
+    p->backend_sampling = -1;
 }
 
 static bool load_progress(float progress, void *ud)
@@ -111,7 +118,7 @@ struct bj_engine *bj_engine_new(const struct bj_engine_params *p, char *err, siz
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = p->n_gpu_layers;
     mp.load_mode = p->use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
-    int last = -100;
+    int last = 0; /* progress is logged from 25% on: small models load silently */
     mp.progress_callback = load_progress;
     mp.progress_callback_user_data = &last;
     int64_t t0 = bj_now_us();
@@ -179,6 +186,8 @@ struct bj_brain *bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_
     return b;
 }
 
+int bj_engine_n_brains(const struct bj_engine *e) { return e->n_brains; }
+
 struct bj_brain *bj_engine_find(struct bj_engine *e, const char *brain)
 {
     for (int i = 0; i < e->n_brains; i++)
@@ -235,6 +244,12 @@ static int create_contexts(struct bj_engine *e, char *err, size_t errlen)
         uint32_t cells = bj_jar_kv_cells(jars, e->n_brains, &unified);
         struct llama_context_params cp = context_params(e, cells, e->n_brains, e->n_threads);
         cp.kv_unified = unified;
+        if (e->backend_sampling) {
+            for (int i = 0; i < e->n_brains; i++)
+                e->sampler_cfg[i] = (struct llama_sampler_seq_config){(llama_seq_id)i, bj_brain_sampler(e->brains[i])};
+            cp.samplers = e->sampler_cfg;
+            cp.n_samplers = (size_t)e->n_brains;
+        }
         e->ctx = llama_init_from_model(e->model, cp);
         if (!e->ctx) {
             snprintf(err, errlen, "cannot create a context of %u cells for %d brains on %s", cells, e->n_brains, e->label);
@@ -248,13 +263,19 @@ static int create_contexts(struct bj_engine *e, char *err, size_t errlen)
                 return -1;
             }
         e->batch = llama_batch_init((int32_t)cp.n_batch, 0, 1);
-        bj_info("engine %s: batched, %d brains, %u KV cells (%s), %d threads", e->label, e->n_brains,
-                llama_n_ctx(e->ctx), unified ? "one shared pool" : "one stream per brain", e->n_threads);
+        bj_info("engine %s: batched, %d brains, %u KV cells (%s), %d threads, sampling on the %s", e->label,
+                e->n_brains, llama_n_ctx(e->ctx), unified ? "one shared pool" : "one stream per brain", e->n_threads,
+                e->backend_sampling ? "backend" : "CPU");
         return 0;
     }
     int per = e->n_threads / e->n_brains > 0 ? e->n_threads / e->n_brains : 1;
     for (int i = 0; i < e->n_brains; i++) {
         struct llama_context_params cp = context_params(e, (uint32_t)bj_brain_jar(e->brains[i]), 1, per);
+        if (e->backend_sampling) {
+            e->sampler_cfg[i] = (struct llama_sampler_seq_config){0, bj_brain_sampler(e->brains[i])};
+            cp.samplers = &e->sampler_cfg[i];
+            cp.n_samplers = 1;
+        }
         e->bctx[i] = llama_init_from_model(e->model, cp);
         if (!e->bctx[i]) {
             snprintf(err, errlen, "cannot create a context for brain %s", bj_brain_id(e->brains[i]));
@@ -529,6 +550,8 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
     }
     e->n_threads = e->p.n_threads > 0 ? e->p.n_threads : online_cores();
     e->sched = resolve_schedule(e);
+    e->backend_sampling = e->p.backend_sampling < 0 ? llama_supports_gpu_offload() && e->p.n_gpu_layers != 0
+                                                    : e->p.backend_sampling > 0;
     if (create_contexts(e, err, errlen))
         return -1;
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {

@@ -33,6 +33,7 @@ struct bj_engine_params {
     int flash_attn;           /* -1 auto, 0 off, 1 on */
     int prefill_chunk;
     bool use_mmap;
+    int backend_sampling;     /* -1 auto (on when layers are on a GPU), 0 off, 1 on */
     long max_steps;           /* 0: unlimited */
     struct bj_bus *bus;
     const char *inject_brain; /* fault injection: brain whose Nth decode gets an invalid token */
@@ -52,6 +53,9 @@ const struct llama_vocab *bj_engine_vocab(const struct bj_engine *e);
 
 /* Adds a brain (before start). The engine owns it. Returns it, or NULL when out of memory. */
 struct bj_brain *bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_params *bp);
+
+/* Brains added so far. */
+int bj_engine_n_brains(const struct bj_engine *e);
 
 /* Creates the contexts and starts the engine thread. Returns 0 or -1 with err. */
 int bj_engine_start(struct bj_engine *e, char *err, size_t errlen);

@@ -14,13 +14,17 @@
 #include <unistd.h>
 
 #include "brain.h"
+#include "budget.h"
+#include "budget_cli.h"
 #include "bus.h"
 #include "embedded.h"
 #include "engine.h"
+#include "estimate.h"
 #include "jar.h"
 #include "log.h"
 #include "modelinfo.h"
 #include "prompt.h"
+#include "sysmem.h"
 #include "term.h"
 #include "util.h"
 
@@ -41,6 +45,13 @@ struct hive {
     struct bj_brain *brains[BJ_MAX_BRAINS]; /* NULL: not started */
     int crash_fd;
     atomic_int engines_done;
+    /* memory budget: the estimate (made once), the facts it was checked against, the ledger */
+    struct bj_est_hive *est;
+    struct bj_sysmem_paths mem_paths;
+    struct bj_sysmem sm;
+    struct bj_gpu_info gpu;
+    struct bj_budget_settings budget_settings;
+    struct bj_budget_manager *budget;
 };
 
 int bj_hive_model_path(const struct bj_config *c, const struct bj_brain_cfg *b, char *path, size_t len)
@@ -195,6 +206,123 @@ static int check_prompt_fits(struct hive *h, int i, char *err, size_t errlen)
     return 0;
 }
 
+/* Layer 1: the whole hive against this machine's memory, before anything is loaded. The report is
+ * printed when the check fails (debug log otherwise); --force starts anyway, with a warning.
+ * Returns 0 to go on, -1 with err when refused or the hive cannot be estimated. */
+static int check_budget(struct hive *h, char *err, size_t errlen)
+{
+    const struct bj_config *c = h->c;
+    char def[PATH_MAX] = "";
+    bj_embedded_model_path(def, sizeof def);
+    h->est = bj_estimate_config(c, def, err, errlen);
+    if (!h->est)
+        return -1;
+    bj_sysmem_paths_default(&h->mem_paths);
+    char *report = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&report, &len);
+    if (!out) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int verdict = bj_validate_hive(c, h->est, &h->mem_paths, out, &h->sm, &h->gpu);
+    fclose(out);
+    int rc = 0;
+    if (verdict == 0) {
+        bj_debug("memory budget:\n%s", report);
+    } else {
+        fputs(report, stderr);
+        if (c->force) {
+            bj_warn("--force: starting although the memory budget check failed");
+        } else {
+            snprintf(err, errlen, "the memory budget check failed (report above); adjust the hive or use --force");
+            rc = -1;
+        }
+    }
+    free(report);
+    if (rc == 0) {
+        bj_budget_settings_from_config(&h->budget_settings, c);
+        h->budget = bj_budget_manager_new(&h->budget_settings, &h->sm, &h->gpu);
+        if (!h->budget) {
+            snprintf(err, errlen, "out of memory");
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static const struct bj_est_model *est_model(const struct hive *h, int m)
+{
+    for (int i = 0; i < h->est->n_models; i++)
+        if (strcmp(h->est->models[i].path, h->models[m].path) == 0)
+            return &h->est->models[i];
+    return NULL;
+}
+
+/* Layers 3 and 2 for a model: right before it loads, available memory must cover it (with its
+ * brains) plus headroom; then its shared part is charged to the ledger. */
+static int admit_model(struct hive *h, int m, char *err, size_t errlen)
+{
+    const struct bj_est_model *em = est_model(h, m);
+    if (!em)
+        return 0;
+    struct bj_sysmem now;
+    struct bj_gpu_info gpu = h->gpu;
+    char msg[512];
+    if (bj_sysmem_read(&h->mem_paths, &now, msg, sizeof msg) != 0) {
+        bj_warn("pre-load check skipped: %s", msg);
+    } else {
+        int rc = bj_budget_preload_check(&h->budget_settings, &now, &gpu, bj_est_mem_total(&em->cpu),
+                                         bj_est_mem_total(&em->gpu), msg, sizeof msg);
+        if (rc < 0 && !h->c->force) {
+            snprintf(err, errlen, "model %s: %s", model_label(em->path), msg);
+            return -1;
+        }
+        if (rc != 0)
+            bj_warn("model %s: %s", model_label(em->path), msg);
+    }
+    char id[64];
+    snprintf(id, sizeof id, "model:%d", m);
+    if (bj_budget_manager_alloc(h->budget, id, BJ_BUDGET_MODEL, bj_est_model_shared_cpu(em),
+                                bj_est_model_shared_gpu(em), msg, sizeof msg) != 0) {
+        if (!h->c->force) {
+            snprintf(err, errlen, "model %s: %s", model_label(em->path), msg);
+            return -1;
+        }
+        bj_warn("model %s: %s", model_label(em->path), msg);
+    }
+    return 0;
+}
+
+/* Layer 2 for a brain: its jar is charged before it starts; a denied brain does not start, the
+ * others do. Returns true when admitted. */
+static bool admit_brain(struct hive *h, int i)
+{
+    const struct bj_est_brain *eb = NULL;
+    for (int k = 0; k < h->est->n_brains; k++)
+        if (strcmp(h->est->brains[k].id, h->c->brains[i].id) == 0)
+            eb = &h->est->brains[k];
+    if (!eb)
+        return true;
+    char msg[512];
+    uint64_t kv = eb->jar.kv_bytes;
+    if (bj_budget_manager_alloc(h->budget, eb->id, BJ_BUDGET_BRAIN, eb->kv_on_gpu ? 0 : kv, eb->kv_on_gpu ? kv : 0,
+                                msg, sizeof msg) == 0)
+        return true;
+    if (h->c->force) {
+        bj_warn("brain %s: %s (--force: starting it anyway)", eb->id, msg);
+        return true;
+    }
+    bj_error("brain %s not started: %s", eb->id, msg);
+    struct bj_event ev = {.type = BJ_EV_ERROR};
+    bj_strlcpy(ev.brain, eb->id, sizeof ev.brain);
+    char text[600];
+    snprintf(text, sizeof text, "brain %s not started: %s", eb->id, msg);
+    ev.text = text;
+    bj_bus_publish(h->bus, &ev);
+    return false;
+}
+
 static int open_data_dir(struct hive *h, char *err, size_t errlen)
 {
     int rc = bj_mkdirs(h->c->data_dir);
@@ -229,12 +357,15 @@ static int load_engines(struct hive *h, char *err, size_t errlen)
         ep.flash_attn = c->flash_attn;
         ep.prefill_chunk = c->prefill_chunk;
         ep.use_mmap = c->use_mmap;
+        ep.backend_sampling = c->backend_sampling;
         ep.max_steps = c->max_steps;
         ep.bus = h->bus;
         ep.inject_brain = c->inject_brain;
         ep.inject_step = c->inject_step;
         ep.on_done = on_engine_done;
         ep.on_done_ud = h;
+        if (admit_model(h, m, err, errlen))
+            return -1;
         h->models[m].engine = bj_engine_new(&ep, err, errlen);
         if (!h->models[m].engine)
             return -1;
@@ -247,6 +378,8 @@ static int add_brains(struct hive *h)
     const struct bj_config *c = h->c;
     int started = 0;
     for (int i = 0; i < c->n_brains; i++) {
+        if (!admit_brain(h, i))
+            continue;
         struct bj_brain_params bp = {
             .cfg = &c->brains[i],
             .prompts = h->prompts,
@@ -316,6 +449,12 @@ static void teardown(struct hive *h)
     if (h->crash_fd >= 0)
         close(h->crash_fd);
     bj_prompts_free(h->prompts);
+    if (h->budget) {
+        for (int i = 0; i < h->c->n_brains; i++)
+            bj_budget_manager_release(h->budget, h->c->brains[i].id);
+        bj_budget_manager_free(h->budget);
+    }
+    bj_est_hive_free(h->est);
 }
 
 int bj_hive_run(const struct bj_config *c)
@@ -337,7 +476,7 @@ int bj_hive_run(const struct bj_config *c)
         goto fail;
 
     status = 1;
-    if (open_data_dir(&h, err, sizeof err) || load_engines(&h, err, sizeof err))
+    if (check_budget(&h, err, sizeof err) || open_data_dir(&h, err, sizeof err) || load_engines(&h, err, sizeof err))
         goto fail;
     status = 2;
     for (int i = 0; i < c->n_brains; i++)
@@ -359,7 +498,9 @@ int bj_hive_run(const struct bj_config *c)
         goto fail;
     }
     for (int m = 0; m < h.n_models; m++)
-        if (bj_engine_start(h.models[m].engine, err, sizeof err)) {
+        if (bj_engine_n_brains(h.models[m].engine) == 0) {
+            atomic_fetch_add(&h.engines_done, 1); /* every brain of this model was denied */
+        } else if (bj_engine_start(h.models[m].engine, err, sizeof err)) {
             bj_bus_close(h.bus);
             teardown(&h);
             bj_term_finish(term, h.bus);
@@ -374,6 +515,8 @@ int bj_hive_run(const struct bj_config *c)
     for (int m = 0; m < h.n_models; m++)
         bj_engine_stop(h.models[m].engine);
     summary(&h);
+    if (bj_log_get_level() <= BJ_LOG_INFO)
+        bj_budget_manager_report(h.budget, stderr);
     teardown(&h);
     bj_bus_close(h.bus);
     bj_term_finish(term, h.bus);

@@ -4,7 +4,9 @@
 
 #include <llama.h>
 
+#include "budget_cli.h"
 #include "cli.h"
+#include "embedded.h"
 #include "config.h"
 #include "hive.h"
 #include "log.h"
@@ -36,6 +38,17 @@ static int run(int argc, char **argv)
     return bj_hive_run(&c);
 }
 
+static int validate(int argc, char **argv)
+{
+    static struct bj_config c;
+    int rc = bj_cli_parse_run("validate", argc, argv, &c);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    char def[4096] = "";
+    bj_embedded_model_path(def, sizeof def);
+    return bj_validate_run(&c, def, stdout);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -56,6 +69,10 @@ int main(int argc, char **argv)
     int rc;
     if (strcmp(cmd, "run") == 0) {
         rc = run(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "validate") == 0) {
+        rc = validate(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "estimate") == 0) {
+        rc = bj_estimate_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "mkmodel") == 0) {
         rc = bj_mkmodel_main(argc - 1, argv + 1);
     } else {

@@ -158,9 +158,9 @@ out:
 uint64_t bj_modelinfo_kv_bytes(const struct bj_modelinfo *mi, enum ggml_type type_k,
                                enum ggml_type type_v, uint64_t n_tokens)
 {
+    /* Sliding-window layers are not capped: llama.cpp's default (swa_full, which brainjar's
+     * engine keeps) gives them full-size caches, and the llama architecture has none. */
     uint64_t cells = n_tokens;
-    if (mi->n_swa && mi->n_swa < cells && strcmp(mi->arch, "llama") != 0)
-        cells = n_tokens; /* the SWA layer pattern is per architecture; count full (safe side) */
     uint64_t k = ggml_row_size(type_k, (int64_t)mi->n_head_kv * mi->head_dim_k);
     uint64_t v = ggml_row_size(type_v, (int64_t)mi->n_head_kv * mi->head_dim_v);
     return (uint64_t)mi->n_layer * cells * (k + v);

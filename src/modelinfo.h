@@ -33,8 +33,9 @@ struct bj_modelinfo {
  * missing keys, unsupported architecture shape). */
 int bj_modelinfo_read(const char *path, struct bj_modelinfo *mi, char *err, size_t errlen);
 
-/* KV cache bytes for n_tokens of one sequence with the given cache types (K and V), all layers,
- * sliding-window layers capped at their window. */
+/* KV cache bytes for n_tokens of one sequence with the given cache types (K and V), all layers.
+ * Sliding-window layers count in full: llama.cpp's swa_full default (kept by the engine) gives
+ * them full-size caches. */
 uint64_t bj_modelinfo_kv_bytes(const struct bj_modelinfo *mi, enum ggml_type type_k,
                                enum ggml_type type_v, uint64_t n_tokens);
 

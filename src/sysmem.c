@@ -23,6 +23,7 @@ void bj_sysmem_paths_default(struct bj_sysmem_paths *p)
     bj_strlcpy(p->self_cgroup, "/proc/self/cgroup", sizeof p->self_cgroup);
     bj_strlcpy(p->cgroup_root, "/sys/fs/cgroup", sizeof p->cgroup_root);
     bj_strlcpy(p->self_status, "/proc/self/status", sizeof p->self_status);
+    bj_strlcpy(p->self_smaps, "/proc/self/smaps", sizeof p->self_smaps);
     bj_strlcpy(p->tegra_release, "/etc/nv_tegra_release", sizeof p->tegra_release);
     bj_strlcpy(p->dt_compatible, "/proc/device-tree/compatible", sizeof p->dt_compatible);
     bj_strlcpy(p->nvml_lib, "libnvidia-ml.so.1", sizeof p->nvml_lib);
@@ -37,6 +38,7 @@ void bj_sysmem_paths_under(struct bj_sysmem_paths *p, const char *root)
     snprintf(p->self_cgroup, sizeof p->self_cgroup, "%s%s", root, d.self_cgroup);
     snprintf(p->cgroup_root, sizeof p->cgroup_root, "%s%s", root, d.cgroup_root);
     snprintf(p->self_status, sizeof p->self_status, "%s%s", root, d.self_status);
+    snprintf(p->self_smaps, sizeof p->self_smaps, "%s%s", root, d.self_smaps);
     snprintf(p->tegra_release, sizeof p->tegra_release, "%s%s", root, d.tegra_release);
     snprintf(p->dt_compatible, sizeof p->dt_compatible, "%s%s", root, d.dt_compatible);
 }
@@ -251,6 +253,37 @@ int bj_sysmem_read_proc(const struct bj_sysmem_paths *p, struct bj_proc_mem *out
     kb_field(text, "RssShmem", &out->rss_shmem);
     free(text);
     return rc;
+}
+
+int bj_sysmem_file_rss(const struct bj_sysmem_paths *p, const char *file, uint64_t *out)
+{
+    *out = 0;
+    char real[PATH_MAX];
+    if (!realpath(file, real))
+        return -1;
+    FILE *f = fopen(p->self_smaps, "r");
+    if (!f)
+        return -1;
+    char line[PATH_MAX + 256];
+    bool in_file = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long kb;
+        if (sscanf(line, "Rss: %llu kB", &kb) == 1) {
+            if (in_file)
+                *out += (uint64_t)kb * 1024;
+            continue;
+        }
+        /* a mapping header: "start-end perms offset dev inode [path]" */
+        char range[64], perms[8];
+        int path_at = 0;
+        if (sscanf(line, "%63s %7s %*s %*s %*s %n", range, perms, &path_at) >= 2 && strchr(range, '-') &&
+            path_at > 0) {
+            line[strcspn(line, "\n")] = '\0';
+            in_file = strcmp(line + path_at, real) == 0;
+        }
+    }
+    fclose(f);
+    return 0;
 }
 
 /* NVML, declared by hand (nvml.h is not needed to build). */

@@ -27,6 +27,7 @@ struct bj_sysmem_paths {
     char self_cgroup[PATH_MAX];   /* /proc/self/cgroup */
     char cgroup_root[PATH_MAX];   /* /sys/fs/cgroup (v2 unified mount; v1 controllers below it) */
     char self_status[PATH_MAX];   /* /proc/self/status */
+    char self_smaps[PATH_MAX];    /* /proc/self/smaps */
     char tegra_release[PATH_MAX]; /* /etc/nv_tegra_release */
     char dt_compatible[PATH_MAX]; /* /proc/device-tree/compatible */
     char nvml_lib[PATH_MAX];      /* libnvidia-ml.so.1; empty: no GPU queries */
@@ -72,6 +73,11 @@ struct bj_proc_mem {
 
 /* Returns 0, or -1 when the file is unreadable or has no VmRSS. */
 int bj_sysmem_read_proc(const struct bj_sysmem_paths *p, struct bj_proc_mem *out);
+
+/* Resident bytes of this process's mappings of `file` (compared by real path), from smaps: how
+ * much of an mmap'd model is in memory. 0 with *out = 0 when it is not mapped; -1 when smaps
+ * or the file cannot be read. */
+int bj_sysmem_file_rss(const struct bj_sysmem_paths *p, const char *file, uint64_t *out);
 
 /* GPU memory, bytes, per device. */
 struct bj_gpu_dev {

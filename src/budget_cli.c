@@ -1,0 +1,352 @@
+/* budget_cli: see budget_cli.h. Parses flags, calls estimate/budget, prints. */
+#include "budget_cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "budget.h"
+#include "estimate.h"
+#include "log.h"
+#include "util.h"
+
+#define MB (1024.0 * 1024.0)
+
+static void estimate_usage(FILE *to)
+{
+    fprintf(to,
+            "usage: brainjar estimate MODEL.gguf [options]\n"
+            "  --ctx N            tokens in each brain's jar (default: the model's training context)\n"
+            "  --brains N         brains sharing the model (default 1, at most %d)\n"
+            "  --kv-type T        KV cache type: f16 (default), q8_0, q4_0, f32, bf16\n"
+            "  --gpu-layers N|all layers to offload (default all; ignored without a GPU backend)\n"
+            "  --no-mmap          read the weights instead of mapping the file\n"
+            "  --no-repack        keep llama.cpp from repacking weights (use_extra_bufts off)\n"
+            "  --no-dry-run       size compute buffers by formula, not by a llama.cpp dry run\n"
+            "  --threads N        CPU threads (default: all cores)\n"
+            "  --schedule S       auto (default: as the engine decides), batched or parallel\n"
+            "  --measure          also load the model like the engine, fill the jars and measure RSS (slow)\n"
+            "  --no-fill          with --measure: stop after the first decode and the decode steps\n"
+            "  --decode-steps N   with --measure: single-token steps timed at the end (default 8)\n"
+            "  --first-batch N    tokens in the measured first decode (default: a prefill chunk, 64, per brain)\n",
+            BJ_MAX_BRAINS);
+}
+
+/* "12.3 MB" / "1.23 GB" */
+static const char *fmt(char *buf, size_t len, uint64_t b)
+{
+    if ((double)b >= BJ_GB)
+        snprintf(buf, len, "%.2f GB", (double)b / BJ_GB);
+    else
+        snprintf(buf, len, "%.1f MB", (double)b / MB);
+    return buf;
+}
+
+static double pct_off(uint64_t predicted, uint64_t measured)
+{
+    return measured ? 100.0 * ((double)predicted - (double)measured) / (double)measured : 0.0;
+}
+
+static void print_row(FILE *out, const char *label, uint64_t cpu, uint64_t gpu, bool with_gpu, const char *note)
+{
+    char a[32], b[32];
+    if (with_gpu)
+        fprintf(out, "  %-30s %12s %12s  %s\n", label, fmt(a, sizeof a, cpu), fmt(b, sizeof b, gpu), note);
+    else
+        fprintf(out, "  %-30s %12s  %s\n", label, fmt(a, sizeof a, cpu), note);
+}
+
+static void print_estimate(const struct bj_est_model *m, const struct bj_est_opts *o, const long *jars, FILE *out)
+{
+    char a[32], b[32];
+    const struct bj_modelinfo *mi = &m->mi;
+    bool with_gpu = m->gpu_layers > 0 || m->output_on_gpu;
+    fprintf(out, "Model: %s\n", m->path);
+    fprintf(out, "  %s%s%s%s, %u layers, n_embd %u, %u heads (%u KV) x %u, vocab %u, training context %u\n", mi->arch,
+            mi->name[0] ? " \"" : "", mi->name, mi->name[0] ? "\"" : "", mi->n_layer, mi->n_embd, mi->n_head,
+            mi->n_head_kv, mi->head_dim_k, mi->n_vocab, mi->n_ctx_train);
+    fprintf(out, "  file %s, %.1f M parameters\n", fmt(a, sizeof a, mi->file_size), (double)mi->n_params / 1e6);
+    fprintf(out, "  load: %s, repack %s (%d tensors, %s), KV %s, ", o->use_mmap ? "mmap" : "read (no mmap)",
+            o->repack ? "on" : "off", m->n_repacked, fmt(b, sizeof b, m->repacked_bytes), ggml_type_name(o->kv_type));
+    if (!m->gpu_backend)
+        fprintf(out, "CPU only (no GPU backend in this llama.cpp)\n");
+    else
+        fprintf(out, "%d of %u layers%s on the GPU\n", m->gpu_layers, mi->n_layer, m->output_on_gpu ? " + output" : "");
+    fprintf(out, "  context: %d brain%s, %u cells in %u stream%s%s, n_batch %u, n_ubatch %u%s\n\n", m->n_brains,
+            m->n_brains == 1 ? "" : "s", m->n_ctx, m->n_stream, m->n_stream == 1 ? "" : "s",
+            m->unified ? " (unified)" : "", m->n_batch, m->n_ubatch,
+            m->n_contexts > 1 ? " (per brain: parallel schedule)" : "");
+
+    if (with_gpu)
+        fprintf(out, "  %-30s %12s %12s\n", "memory", "CPU (RAM)", "GPU");
+    else
+        fprintf(out, "  %-30s %12s\n", "memory", "CPU (RAM)");
+    print_row(out, "weights, anonymous", m->cpu.weights_anon, m->gpu.weights_anon, with_gpu,
+              o->use_mmap ? "(repacked copies)" : "(read into memory)");
+    print_row(out, "weights, mmap'd file resident", m->cpu.weights_file, m->gpu.weights_file, with_gpu, "");
+    print_row(out, "KV cache", m->cpu.kv, m->gpu.kv, with_gpu, "");
+    print_row(out, "compute buffers", m->cpu.compute, m->gpu.compute, with_gpu,
+              m->compute_from_llama ? "(llama.cpp dry run)" : "(formula)");
+    print_row(out, "output (logits)", m->cpu.output, m->gpu.output, with_gpu, "");
+    print_row(out, "runtime overhead", m->cpu.overhead, m->gpu.overhead, with_gpu, with_gpu ? "(GPU: assumed)" : "");
+    print_row(out, "total", bj_est_mem_total(&m->cpu), bj_est_mem_total(&m->gpu), with_gpu, "");
+    uint64_t all = bj_est_mem_total(&m->cpu) + bj_est_mem_total(&m->gpu);
+    fprintf(out, "  %-30s %12s  (the estimate is %+.0f%% of it)\n", "seed heuristic (file x 1.5)",
+            fmt(a, sizeof a, m->heuristic), pct_off(all, m->heuristic));
+    if (m->note[0])
+        fprintf(out, "  note: %s\n", m->note);
+
+    fprintf(out, "\n  %-12s %10s %12s\n", "brain", "jar tokens", "KV");
+    for (int i = 0; i < m->n_brains; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "brain %d", i + 1);
+        fprintf(out, "  %-12s %10ld %12s\n", id, jars[i],
+                fmt(a, sizeof a, bj_modelinfo_kv_bytes(mi, o->kv_type, o->kv_type, (uint64_t)jars[i])));
+    }
+    fprintf(out, "  shared by the brains (weights, buffers, overhead, KV padding): %s RAM",
+            fmt(a, sizeof a, bj_est_model_shared_cpu(m)));
+    if (with_gpu)
+        fprintf(out, ", %s GPU", fmt(b, sizeof b, bj_est_model_shared_gpu(m)));
+    fputc('\n', out);
+}
+
+static void print_rss(FILE *out, const char *when, const struct bj_est_measured *ms, const struct bj_est_rss *r,
+                      uint64_t pred, uint64_t heur)
+{
+    char a[32], b[32], c[32], d[32];
+    uint64_t grow = bj_est_rss_growth(ms, r);
+    uint64_t anon = r->anon > ms->before.anon ? r->anon - ms->before.anon : 0;
+    uint64_t file = r->model_file > ms->before.model_file ? r->model_file - ms->before.model_file : 0;
+    uint64_t rss = r->rss > ms->before.rss ? r->rss - ms->before.rss : 0;
+    fprintf(out, "  %-22s +%s (anonymous %s, model file %s; VmRSS +%s): estimate %+.1f%%, seed heuristic %+.1f%%\n",
+            when, fmt(a, sizeof a, grow), fmt(b, sizeof b, anon), fmt(c, sizeof c, file), fmt(d, sizeof d, rss),
+            pct_off(pred, grow), pct_off(heur, grow));
+}
+
+static void print_measured(const struct bj_est_model *m, const struct bj_est_measured *ms, FILE *out)
+{
+    char a[32], b[32];
+    uint64_t pred = bj_est_mem_total(&m->cpu);
+    fprintf(out, "\nMeasured (loaded as the engine does; estimate %s = anonymous %s + file %s):\n",
+            fmt(a, sizeof a, pred), fmt(b, sizeof b, pred - m->cpu.weights_file),
+            fmt((char[32]){0}, 32, m->cpu.weights_file));
+    char when[48];
+    snprintf(when, sizeof when, "first decode (%d tok)", ms->first_batch);
+    print_rss(out, when, ms, &ms->first, pred, m->heuristic);
+    print_rss(out, ms->filled ? "jars full" : "after decode steps", ms, &ms->full, pred, m->heuristic);
+    uint64_t gpu_pred = bj_est_mem_total(&m->gpu);
+    if (gpu_pred > 0) {
+        uint64_t g = bj_est_gpu_growth(ms, &ms->full);
+        if (g > 0)
+            fprintf(out, "  GPU memory (NVML)      +%s: estimate %s, %+.1f%%\n", fmt(a, sizeof a, g),
+                    fmt(b, sizeof b, gpu_pred), pct_off(gpu_pred, g));
+        else
+            fprintf(out, "  GPU memory             not measured (no NVML); estimate %s\n", fmt(b, sizeof b, gpu_pred));
+    }
+    fprintf(out, "  load %.2f s, prompt steps %.1f tokens/s, single-token steps %.1f tokens/s (%ld tokens)\n",
+            ms->load_s, ms->prefill_tok_s, ms->decode_tok_s, ms->tokens);
+    const struct bj_est_rss *r = ms->filled ? &ms->full : &ms->first;
+    uint64_t grow = bj_est_rss_growth(ms, r);
+    fprintf(out,
+            "  summary predicted_mib=%.1f measured_mib=%.1f error_pct=%.2f heuristic_pct=%.1f first_mib=%.1f "
+            "load_s=%.2f prompt_tps=%.1f decode_tps=%.1f\n",
+            (double)pred / MB, (double)grow / MB, pct_off(pred, grow), pct_off(m->heuristic, grow),
+            (double)bj_est_rss_growth(ms, &ms->first) / MB, ms->load_s, ms->prefill_tok_s, ms->decode_tok_s);
+}
+
+static int bad_flag(const char *flag, const char *arg, const char *want)
+{
+    fprintf(stderr, "brainjar estimate: %s wants %s, got '%s'\n", flag, want, arg);
+    return 2;
+}
+
+struct est_args {
+    const char *model;
+    long ctx, brains, first_batch, decode_steps;
+    bool measure, no_fill;
+    struct bj_est_opts o;
+};
+
+/* Parses argv into a; returns 0, 1 after --help, or 2 after printing what is wrong. */
+static int parse_estimate(int argc, char **argv, struct est_args *a)
+{
+    enum { O_CTX = 256, O_BRAINS, O_KV, O_NGL, O_NOMMAP, O_NOREPACK, O_NODRY, O_MEASURE, O_FIRST, O_THREADS, O_NOFILL, O_STEPS, O_SCHED };
+    static const struct option opts[] = {
+        {"ctx", required_argument, 0, O_CTX},         {"brains", required_argument, 0, O_BRAINS},
+        {"kv-type", required_argument, 0, O_KV},      {"gpu-layers", required_argument, 0, O_NGL},
+        {"no-mmap", no_argument, 0, O_NOMMAP},        {"no-repack", no_argument, 0, O_NOREPACK},
+        {"no-dry-run", no_argument, 0, O_NODRY},      {"measure", no_argument, 0, O_MEASURE},
+        {"first-batch", required_argument, 0, O_FIRST}, {"threads", required_argument, 0, O_THREADS},
+        {"no-fill", no_argument, 0, O_NOFILL},        {"decode-steps", required_argument, 0, O_STEPS},
+        {"schedule", required_argument, 0, O_SCHED}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    memset(a, 0, sizeof *a);
+    a->brains = 1;
+    a->decode_steps = 8;
+    bj_est_opts_default(&a->o);
+    long v;
+    int c;
+    optind = 1;
+    opterr = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_CTX:
+            if (bj_parse_long(optarg, 1, 1L << 24, &a->ctx))
+                return bad_flag("--ctx", optarg, "a positive number of tokens (at most 16777216)");
+            break;
+        case O_BRAINS:
+            if (bj_parse_long(optarg, 1, BJ_MAX_BRAINS, &a->brains))
+                return bad_flag("--brains", optarg, "a number of brains from 1 to 16");
+            break;
+        case O_KV:
+            if (bj_kv_type_parse(optarg, &a->o.kv_type))
+                return bad_flag("--kv-type", optarg, "f16, q8_0, q4_0, q4_1, q5_0, q5_1, f32 or bf16");
+            break;
+        case O_NGL:
+            if (strcmp(optarg, "all") == 0)
+                a->o.n_gpu_layers = -1;
+            else if (bj_parse_long(optarg, 0, 100000, &v))
+                return bad_flag("--gpu-layers", optarg, "a non-negative number of layers or 'all'");
+            else
+                a->o.n_gpu_layers = (int)v;
+            break;
+        case O_NOMMAP: a->o.use_mmap = false; break;
+        case O_NOREPACK: a->o.repack = false; break;
+        case O_NODRY: a->o.dry_run = false; break;
+        case O_MEASURE: a->measure = true; break;
+        case O_NOFILL: a->no_fill = true; break;
+        case O_SCHED:
+            if (strcmp(optarg, "auto") == 0)
+                a->o.schedule = BJ_SCHED_AUTO;
+            else if (strcmp(optarg, "batched") == 0)
+                a->o.schedule = BJ_SCHED_BATCHED;
+            else if (strcmp(optarg, "parallel") == 0)
+                a->o.schedule = BJ_SCHED_PARALLEL;
+            else
+                return bad_flag("--schedule", optarg, "auto, batched or parallel");
+            break;
+        case O_STEPS:
+            if (bj_parse_long(optarg, 0, 100000, &a->decode_steps))
+                return bad_flag("--decode-steps", optarg, "a non-negative number of steps");
+            break;
+        case O_FIRST:
+            if (bj_parse_long(optarg, 1, 1L << 20, &a->first_batch))
+                return bad_flag("--first-batch", optarg, "a positive number of tokens");
+            break;
+        case O_THREADS:
+            if (bj_parse_long(optarg, 1, 4096, &v))
+                return bad_flag("--threads", optarg, "a positive number of threads");
+            a->o.n_threads = (int)v;
+            break;
+        case 'h': estimate_usage(stdout); return 1;
+        default: estimate_usage(stderr); return 2;
+        }
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "brainjar estimate: which model? (brainjar estimate MODEL.gguf)\n");
+        return 2;
+    }
+    if (optind + 1 < argc) {
+        fprintf(stderr, "brainjar estimate: unexpected argument '%s'\n", argv[optind + 1]);
+        return 2;
+    }
+    a->model = argv[optind];
+    return 0;
+}
+
+int bj_estimate_main(int argc, char **argv)
+{
+    struct est_args a;
+    int rc = parse_estimate(argc, argv, &a);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    char err[512];
+    struct bj_modelinfo *mi = malloc(sizeof *mi);
+    struct bj_est_model *m = malloc(sizeof *m);
+    if (!mi || !m) {
+        fprintf(stderr, "brainjar estimate: out of memory\n");
+        rc = 1;
+        goto out;
+    }
+    if (bj_modelinfo_read(a.model, mi, err, sizeof err) != 0) {
+        fprintf(stderr, "brainjar estimate: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    long ctx = a.ctx > 0 ? a.ctx : (mi->n_ctx_train > 0 ? (long)mi->n_ctx_train : 4096);
+    long jars[BJ_MAX_BRAINS];
+    for (long i = 0; i < a.brains; i++)
+        jars[i] = ctx;
+    struct bj_est_measured ms;
+    /* measure first: the dry run would leave allocator residue in the process */
+    if (a.measure && bj_estimate_measure(a.model, &a.o, jars, (int)a.brains, (int)a.first_batch, !a.no_fill,
+                                         (int)a.decode_steps, &ms,
+                                         err, sizeof err) != 0) {
+        fprintf(stderr, "brainjar estimate: measuring failed: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    if (bj_estimate_model(a.model, &a.o, jars, (int)a.brains, m, err, sizeof err) != 0) {
+        fprintf(stderr, "brainjar estimate: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    print_estimate(m, &a.o, jars, stdout);
+    if (a.measure)
+        print_measured(m, &ms, stdout);
+    rc = 0;
+out:
+    free(mi);
+    free(m);
+    return rc;
+}
+
+int bj_validate_hive(const struct bj_config *c, const struct bj_est_hive *h, const struct bj_sysmem_paths *paths,
+                     FILE *out, struct bj_sysmem *sm, struct bj_gpu_info *gpu)
+{
+    char err[512];
+    struct bj_budget_settings s;
+    struct bj_budget_verdict *v = malloc(sizeof *v);
+    if (!v) {
+        fprintf(out, "validate: out of memory\n");
+        return 2;
+    }
+    int rc = 2;
+    memset(gpu, 0, sizeof *gpu);
+    if (bj_sysmem_read(paths, sm, err, sizeof err) != 0) {
+        fprintf(out, "validate: %s\n", err);
+        goto out;
+    }
+    if (bj_est_hive_gpu(h) > 0 || sm->unified)
+        bj_sysmem_read_gpu(paths, sm, gpu);
+    bj_budget_settings_from_config(&s, c);
+    rc = bj_budget_validate(&s, sm, gpu, h, v);
+    bj_budget_print_report(&s, sm, gpu, h, bj_mode_name(c->mode), v, out);
+out:
+    free(v);
+    return rc;
+}
+
+int bj_validate_run_paths(const struct bj_config *c, const char *default_model_path,
+                          const struct bj_sysmem_paths *paths, FILE *out)
+{
+    char err[512];
+    struct bj_est_hive *h = bj_estimate_config(c, default_model_path, err, sizeof err);
+    if (!h) {
+        fprintf(out, "validate: %s\n", err);
+        return 2;
+    }
+    struct bj_sysmem sm;
+    struct bj_gpu_info gpu;
+    int rc = bj_validate_hive(c, h, paths, out, &sm, &gpu);
+    bj_est_hive_free(h);
+    return rc;
+}
+
+int bj_validate_run(const struct bj_config *c, const char *default_model_path, FILE *out)
+{
+    struct bj_sysmem_paths p;
+    bj_sysmem_paths_default(&p);
+    return bj_validate_run_paths(c, default_model_path, &p, out);
+}

@@ -1,0 +1,952 @@
+/* estimate: see estimate.h.
+ *
+ * WHICH MEMORY THIS PREDICTS: the resident memory a model costs the process once it runs with
+ * its jars full, i.e. the growth of anonymous memory (RssAnon) plus the resident pages of the
+ * mmap'd model file, from before the model is loaded to after it is loaded, its context is
+ * created, every jar is filled in the engine's steps and the last step prefilled a chunk for
+ * every brain at once (the largest graph a hive runs). bj_estimate_measure() measures exactly
+ * that; the program's own code pages (paged in once, whatever the model) are left out. Parts:
+ *   - weights_anon: anonymous, not reclaimable without swap: every CPU weight when loaded
+ *     without mmap; with mmap, only the copies llama.cpp makes when it repacks weights (on x86
+ *     with AVX2, Q4_0 matrices go to an interleaved CPU_REPACK buffer);
+ *   - weights_file: pages of the mmap'd file. llama.cpp maps the file with MAP_POPULATE and,
+ *     after loading, unmaps only what lies outside the span of the tensors still read from the
+ *     mapping, so the whole span stays resident, repacked tensors' original pages included (the
+ *     "2x weights" trap of DESIGN.md section 4). Clean file pages are reclaimable in principle,
+ *     but the weights in them are read on every token, so the budget counts them as needed;
+ *   - kv: cleared at creation, so resident at once, padding included;
+ *   - compute and output: the buffers llama.cpp sizes in a no_alloc dry run. On the CPU the
+ *     compute buffer is virtual memory sized for llama.cpp's worst case (a full ubatch with
+ *     every token's logits); only what the engine's largest step writes becomes resident, so
+ *     the dry run reserves for that step (a prefill chunk per brain, one output per brain);
+ *   - overhead: fitted to measurements (docs/MEMORY.md): tokenizer tables (per vocabulary entry
+ *     and per BPE merge), per context, per KV cell in use, and the CPU backend's work buffer.
+ * The first decode after loading touches less (its attention spans few cells): the estimate is
+ * the upper bound a running hive reaches. Page cache a load leaves behind without mapping it
+ * (reading without mmap) is not predicted: the kernel reclaims it. On a GPU the same parts are
+ * device memory, in full (allocations there are physical), plus the CUDA runtime's context, an
+ * assumed constant that brainjar's tests do not measure. */
+#include "estimate.h"
+
+#include <malloc.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ggml-backend.h>
+#include <gguf.h>
+#include <llama.h>
+
+#include "log.h"
+#include "sysmem.h"
+#include "util.h"
+
+#define MIB (1024.0 * 1024.0)
+#define EST_UBATCH 512u            /* the engine's n_ubatch */
+#define EST_MIN_BATCH 512u         /* the engine's minimum n_batch */
+#define EST_CTX_PAD 256u           /* llama.cpp pads n_ctx and n_ctx_seq to this */
+#define EST_TENSOR_ALIGN 64u       /* CPU buffer alignment, rounded up */
+/* Runtime overhead on the CPU, fitted to measurements of tiny models with five different
+ * tokenizers (docs/MEMORY.md): a fixed part, per vocabulary entry and per BPE merge (llama.cpp's
+ * token tables and tokenizer maps), per context (graph metadata), and the CPU backend's work
+ * buffer, which holds the activations of the largest step converted for the matrix kernels. */
+#define EST_OVERHEAD_BASE (0.3 * MIB)
+#define EST_OVERHEAD_PER_VOCAB 205.0
+#define EST_OVERHEAD_PER_MERGE 133.0
+#define EST_OVERHEAD_PER_CTX (0.5 * MIB)
+/* Each context beyond the first (the parallel schedule): its scheduler, graph metadata and
+ * buffers' bookkeeping, measured at 1.9 MiB more than the first (docs/MEMORY.md). */
+#define EST_OVERHEAD_EXTRA_CTX (1.9 * MIB)
+#define EST_WORK_PER_TOKEN_FF 2.0 /* bytes per step token per feed-forward unit */
+/* llama.cpp's bookkeeping of each KV cell in use (sets of used cells and of positions per
+ * sequence): grows as the jars fill, measured (docs/MEMORY.md). */
+#define EST_OVERHEAD_PER_CELL 140.0
+/* The CUDA runtime's context on the device (kernels, cuBLAS workspace): assumed, not measured. */
+#define EST_GPU_RUNTIME (384.0 * MIB)
+
+void bj_est_opts_default(struct bj_est_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->n_gpu_layers = -1;
+    o->use_mmap = true;
+    o->repack = true;
+    o->kv_type = GGML_TYPE_F16;
+    o->flash_attn = -1;
+    o->prefill_chunk = 64;
+    o->n_threads = 0;
+    o->schedule = BJ_SCHED_AUTO;
+    o->dry_run = true;
+}
+
+void bj_est_opts_from_config(struct bj_est_opts *o, const struct bj_config *c)
+{
+    bj_est_opts_default(o);
+    o->n_gpu_layers = c->n_gpu_layers;
+    o->use_mmap = c->use_mmap;
+    o->kv_type = c->kv_type;
+    o->flash_attn = c->flash_attn;
+    o->prefill_chunk = c->prefill_chunk > 0 ? c->prefill_chunk : 64;
+    o->n_threads = c->n_threads;
+    o->schedule = c->schedule;
+}
+
+uint64_t bj_est_mem_total(const struct bj_est_mem *m)
+{
+    return m->weights_anon + m->weights_file + m->kv + m->compute + m->output + m->overhead;
+}
+
+uint64_t bj_est_heuristic(uint64_t file_size) { return file_size + file_size / 2; }
+
+static uint32_t pad_u32(uint32_t v, uint32_t to) { return (v + to - 1) / to * to; }
+static uint64_t pad_u64(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
+
+/* ---- context layout ---------------------------------------------------------------------- */
+
+/* One context as llama.cpp sizes it from the engine's parameters (llama_context's constructor:
+ * n_batch capped by n_ctx, n_ctx padded to 256, per-stream cells padded to 256). */
+struct ctx_layout {
+    uint32_t n_ctx, n_ctx_seq, n_stream, n_seq, n_batch, n_ubatch;
+    bool unified;
+};
+
+static void layout_one(uint32_t cells_req, int n_seq, bool unified, int prefill_chunk, struct ctx_layout *l)
+{
+    uint32_t want_batch = (uint32_t)n_seq * (uint32_t)prefill_chunk;
+    if (want_batch < EST_MIN_BATCH)
+        want_batch = EST_MIN_BATCH;
+    l->n_seq = (uint32_t)n_seq;
+    l->unified = unified;
+    l->n_batch = cells_req < want_batch ? cells_req : want_batch;
+    l->n_ubatch = l->n_batch < EST_UBATCH ? l->n_batch : EST_UBATCH;
+    l->n_ctx = pad_u32(cells_req, EST_CTX_PAD);
+    if (unified || n_seq <= 1) {
+        l->n_ctx_seq = l->n_ctx;
+        l->n_stream = unified ? 1 : (uint32_t)n_seq;
+    } else {
+        l->n_ctx_seq = pad_u32(l->n_ctx / (uint32_t)n_seq, EST_CTX_PAD);
+        l->n_ctx = l->n_ctx_seq * (uint32_t)n_seq;
+        l->n_stream = (uint32_t)n_seq;
+    }
+}
+
+/* ---- weight placement -------------------------------------------------------------------- */
+
+/* The buffer types llama.cpp would try before the plain CPU one (use_extra_bufts). */
+struct cpu_bufts {
+    ggml_backend_dev_t dev;
+    ggml_backend_buffer_type_t extra[8];
+    int n_extra;
+};
+
+static void cpu_bufts_get(bool repack, struct cpu_bufts *b)
+{
+    memset(b, 0, sizeof *b);
+    b->dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (!b->dev || !repack)
+        return;
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(b->dev);
+    ggml_backend_dev_get_extra_bufts_t fn = NULL;
+    *(void **)&fn = ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts");
+    if (!fn)
+        return;
+    for (ggml_backend_buffer_type_t *e = fn(b->dev); e && *e && b->n_extra < 8; e++)
+        b->extra[b->n_extra++] = *e;
+}
+
+/* Would llama.cpp put weight w (used by a matrix multiplication) in an extra (repacking) CPU
+ * buffer? Asks the CPU device exactly as llama.cpp's weight_buft_supported() does. */
+static bool cpu_repacks(const struct cpu_bufts *b, struct ggml_tensor *w)
+{
+    if (b->n_extra == 0 || ggml_n_dims(w) != 2)
+        return false;
+    struct ggml_init_params ip = {.mem_size = ggml_tensor_overhead() * 4, .mem_buffer = NULL, .no_alloc = true};
+    struct ggml_context *ctx = ggml_init(ip);
+    if (!ctx)
+        return false;
+    struct ggml_tensor *x = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, w->ne[0], 512, w->ne[2], w->ne[3]);
+    struct ggml_tensor *op = ggml_mul_mat(ctx, w, x);
+    bool yes = false;
+    for (int i = 0; i < b->n_extra && !yes; i++) {
+        w->buffer = ggml_backend_buft_alloc_buffer(b->extra[i], 0);
+        if (!w->buffer)
+            continue;
+        yes = ggml_backend_dev_supports_op(b->dev, op);
+        ggml_backend_buffer_free(w->buffer);
+        w->buffer = NULL;
+    }
+    ggml_free(ctx);
+    return yes;
+}
+
+static bool have_gpu_backend(void)
+{
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+        enum ggml_backend_dev_type t = ggml_backend_dev_type(ggml_backend_dev_get(i));
+        if (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU)
+            return true;
+    }
+    return false;
+}
+
+/* Layer index of a tensor: blk.N -> N, token_embd -> -1 (input, always on the CPU), anything
+ * else -> n_layer (the output layer). */
+static int tensor_layer(const char *name, uint32_t n_layer)
+{
+    unsigned il;
+    if (sscanf(name, "blk.%u.", &il) == 1)
+        return (int)il;
+    if (strncmp(name, "token_embd", 10) == 0)
+        return -1;
+    return (int)n_layer;
+}
+
+/* Matrix weights (used by MUL_MAT): 2-D ".weight" tensors other than the token embedding and
+ * norms. Only those may be repacked. */
+static bool is_matmul_weight(const char *name, const struct ggml_tensor *t)
+{
+    size_t n = strlen(name);
+    return ggml_n_dims(t) == 2 && n > 7 && strcmp(name + n - 7, ".weight") == 0 &&
+           strncmp(name, "token_embd", 10) != 0 && !strstr(name, "norm");
+}
+
+struct placement {
+    int i_gpu_start; /* layers >= this are on the GPU (n_layer + 1: none) */
+    bool gpu;        /* a GPU backend exists and some layer is offloaded */
+};
+
+static bool on_gpu(const struct placement *p, int layer) { return p->gpu && layer >= 0 && layer >= p->i_gpu_start; }
+
+/* Tensor by tensor: where each weight goes and what memory it takes. */
+static int place_weights(const char *path, const struct bj_est_opts *o, const struct placement *pl,
+                         struct bj_est_model *m, char *err, size_t errlen)
+{
+    struct ggml_context *meta = NULL;
+    struct gguf_init_params gp = {.no_alloc = true, .ctx = &meta};
+    struct gguf_context *g = gguf_init_from_file(path, gp);
+    if (!g) {
+        snprintf(err, errlen, "model file %s: corrupt or truncated GGUF header", path);
+        return -1;
+    }
+    struct cpu_bufts bufts;
+    cpu_bufts_get(o->repack, &bufts);
+    const uint64_t data0 = gguf_get_data_offset(g);
+    int64_t merges = gguf_find_key(g, "tokenizer.ggml.merges");
+    m->n_merges = merges >= 0 && gguf_get_kv_type(g, merges) == GGUF_TYPE_ARRAY ? (uint64_t)gguf_get_arr_n(g, merges) : 0;
+    uint64_t map_first = UINT64_MAX, map_last = 0;
+    bool tied = gguf_find_tensor(g, "output.weight") < 0;
+    int64_t n = gguf_get_n_tensors(g);
+    /* One extra pass for a tied output: llama.cpp uses token_embd as the output matrix too, and
+     * copies it when the output layer's buffer type differs (GPU, or repacked). */
+    for (int64_t i = 0; i <= n; i++) {
+        bool dup_output = i == n;
+        if (dup_output && !tied)
+            break;
+        int64_t ti = dup_output ? gguf_find_tensor(g, "token_embd.weight") : i;
+        if (ti < 0)
+            break;
+        const char *name = gguf_get_tensor_name(g, ti);
+        struct ggml_tensor *t = ggml_get_tensor(meta, name);
+        if (!t)
+            continue;
+        uint64_t bytes = ggml_nbytes(t);
+        uint64_t off = data0 + gguf_get_tensor_offset(g, ti);
+        int layer = dup_output ? (int)m->mi.n_layer : tensor_layer(name, m->mi.n_layer);
+        bool matmul = dup_output || is_matmul_weight(name, t);
+        if (on_gpu(pl, layer)) {
+            m->gpu.weights_anon += pad_u64(bytes, EST_TENSOR_ALIGN);
+            continue;
+        }
+        bool repacked = matmul && cpu_repacks(&bufts, t);
+        if (dup_output && !repacked)
+            break; /* same buffer type as token_embd: llama.cpp reuses the tensor, no copy */
+        m->cpu_weight_bytes += pad_u64(bytes, EST_TENSOR_ALIGN);
+        if (repacked) {
+            m->cpu.weights_anon += pad_u64(bytes, EST_TENSOR_ALIGN);
+            m->repacked_bytes += bytes;
+            m->n_repacked++;
+            continue;
+        }
+        if (!o->use_mmap) {
+            m->cpu.weights_anon += pad_u64(bytes, EST_TENSOR_ALIGN);
+            continue;
+        }
+        if (off < map_first)
+            map_first = off;
+        if (off + bytes > map_last)
+            map_last = off + bytes;
+    }
+    if (o->use_mmap && map_last > map_first) {
+        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+        uint64_t last = pad_u64(map_last, page);
+        if (last > m->mi.file_size)
+            last = m->mi.file_size;
+        m->cpu.weights_file = last - map_first / page * page;
+    }
+    gguf_free(g);
+    ggml_free(meta);
+    return 0;
+}
+
+/* ---- KV cache ---------------------------------------------------------------------------- */
+
+/* KV bytes of `cells` cells in one layer. All layers are full size: the engine keeps
+ * llama.cpp's swa_full default, so sliding-window layers are not capped. */
+static uint64_t kv_layer_bytes(const struct bj_modelinfo *mi, enum ggml_type t, uint64_t cells)
+{
+    uint64_t k = ggml_row_size(t, (int64_t)mi->n_head_kv * mi->head_dim_k);
+    uint64_t v = ggml_row_size(t, (int64_t)mi->n_head_kv * mi->head_dim_v);
+    return (k + v) * cells;
+}
+
+static void place_kv(const struct bj_est_opts *o, const struct placement *pl, uint64_t cells, struct bj_est_model *m)
+{
+    for (uint32_t il = 0; il < m->mi.n_layer; il++) {
+        uint64_t b = kv_layer_bytes(&m->mi, o->kv_type, cells);
+        if (on_gpu(pl, (int)il))
+            m->gpu.kv += b;
+        else
+            m->cpu.kv += b;
+    }
+}
+
+/* ---- compute and output buffers ---------------------------------------------------------- */
+
+struct dry_capture {
+    ggml_log_callback prev;
+    void *prev_ud;
+    uint64_t host_compute, dev_compute, output;
+    int n_compute;
+    char last_error[160];
+};
+
+/* A buffer name is host memory when it is the CPU's or a pinned host buffer ("CUDA_Host"). */
+static bool host_buffer_name(const char *name)
+{
+    return strncmp(name, "CPU", 3) == 0 || strstr(name, "_Host") != NULL || strstr(name, "Host") != NULL;
+}
+
+/* Parses "<func>: <NAME> compute buffer size = <x> MiB" and "<NAME>  output buffer size = ...". */
+static void dry_parse(struct dry_capture *c, const char *text)
+{
+    const char *kinds[] = {" compute buffer size = ", " output buffer size = "};
+    for (int k = 0; k < 2; k++) {
+        const char *at = strstr(text, kinds[k]);
+        if (!at)
+            continue;
+        double mib;
+        if (sscanf(at + strlen(kinds[k]), "%lf", &mib) != 1)
+            return;
+        /* the buffer name is the word before the kind */
+        const char *end = at;
+        while (end > text && end[-1] == ' ')
+            end--;
+        const char *start = end;
+        while (start > text && start[-1] != ' ')
+            start--;
+        char name[64];
+        size_t len = (size_t)(end - start) < sizeof name - 1 ? (size_t)(end - start) : sizeof name - 1;
+        memcpy(name, start, len);
+        name[len] = '\0';
+        uint64_t bytes = (uint64_t)llround(mib * MIB);
+        if (k == 1)
+            c->output += bytes;
+        else if (host_buffer_name(name))
+            c->host_compute += bytes;
+        else
+            c->dev_compute += bytes;
+        c->n_compute += k == 0;
+        return;
+    }
+}
+
+static void dry_log(enum ggml_log_level level, const char *text, void *ud)
+{
+    struct dry_capture *c = ud;
+    if (text) {
+        dry_parse(c, text);
+        if (level == GGML_LOG_LEVEL_ERROR)
+            bj_strlcpy(c->last_error, text, sizeof c->last_error);
+    }
+    /* keep llama.cpp's chatter at debug level: only errors are forwarded during a dry run */
+    if (c->prev && level == GGML_LOG_LEVEL_ERROR)
+        c->prev(level, text, c->prev_ud);
+}
+
+static struct llama_model_params engine_model_params(const struct bj_est_opts *o)
+{
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = o->n_gpu_layers;
+    mp.load_mode = o->use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+    mp.use_extra_bufts = o->repack;
+    return mp;
+}
+
+static int online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static struct llama_context_params engine_ctx_params(const struct bj_est_opts *o, const struct ctx_layout *l,
+                                                     uint32_t cells_req)
+{
+    struct llama_context_params cp = llama_context_default_params();
+    uint32_t want_batch = l->n_seq * (uint32_t)o->prefill_chunk;
+    cp.n_ctx = cells_req;
+    cp.n_seq_max = l->n_seq;
+    cp.kv_unified = l->unified;
+    cp.n_batch = want_batch > EST_MIN_BATCH ? want_batch : EST_MIN_BATCH;
+    cp.n_ubatch = EST_UBATCH;
+    cp.type_k = o->kv_type;
+    cp.type_v = o->kv_type;
+    cp.flash_attn_type = o->flash_attn < 0    ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                         : o->flash_attn == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                              : LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    cp.n_threads = o->n_threads > 0 ? o->n_threads : online_cores();
+    cp.n_threads_batch = cp.n_threads;
+    return cp;
+}
+
+/* The largest step the engine ever decodes: every brain a prefill chunk, one output (the last
+ * token's logits) per brain. */
+static uint32_t engine_step_tokens(const struct bj_est_opts *o, const struct ctx_layout *l)
+{
+    uint32_t t = l->n_seq * (uint32_t)o->prefill_chunk;
+    return t < l->n_batch ? t : l->n_batch;
+}
+
+/* llama.cpp lays out the model and one context without allocating (no_alloc) and logs the
+ * compute and output buffer sizes it would allocate; we read them from its log. With `touched`,
+ * the graph is reserved for the engine's largest real step (n_ubatch = that step, one output per
+ * brain) instead of llama.cpp's worst case (a full ubatch with every token's logits): on the CPU,
+ * only that part of the compute buffer is ever written, so only that part becomes resident.
+ * Returns 0 or -1 (c->last_error says why). */
+static int dry_run(const char *path, const struct bj_est_opts *o, const struct ctx_layout *l, uint32_t cells_req,
+                   bool touched, struct dry_capture *c)
+{
+    memset(c, 0, sizeof *c);
+    llama_log_get(&c->prev, &c->prev_ud);
+    llama_log_set(dry_log, c);
+    struct llama_model_params mp = engine_model_params(o);
+    mp.no_alloc = true;
+    mp.load_mode = LLAMA_LOAD_MODE_NONE; /* llama.cpp asserts: no_alloc maps nothing */
+    int rc = -1;
+    struct llama_model *model = llama_model_load_from_file(path, mp);
+    struct llama_context *ctx = NULL;
+    if (!model)
+        goto out;
+    struct llama_context_params cp = engine_ctx_params(o, l, cells_req);
+    if (touched) {
+        uint32_t step = engine_step_tokens(o, l);
+        cp.n_ubatch = step < cp.n_ubatch ? step : cp.n_ubatch;
+        cp.n_outputs_max = l->n_seq;
+    }
+    ctx = llama_init_from_model(model, cp);
+    if (!ctx)
+        goto out;
+    rc = c->n_compute > 0 ? 0 : -1;
+    if (rc)
+        bj_strlcpy(c->last_error, "llama.cpp reported no compute buffer", sizeof c->last_error);
+out:
+    if (ctx)
+        llama_free(ctx);
+    if (model)
+        llama_model_free(model);
+    llama_log_set(c->prev, c->prev_ud);
+    return rc;
+}
+
+/* Formula for when the dry run is off or fails, calibrated on dry runs (docs/MEMORY.md): logits
+ * of the outputs, activations of a ubatch, attention scores when flash attention is off. */
+static void compute_formula(const struct bj_modelinfo *mi, const struct bj_est_opts *o, const struct ctx_layout *l,
+                            uint32_t ubatch, uint32_t outputs, uint64_t *compute, uint64_t *output)
+{
+    uint64_t ub = ubatch;
+    uint64_t c = (uint64_t)outputs * mi->n_vocab * 4 + ub * (4ull * mi->n_embd + 2ull * mi->n_ff) * 4;
+    if (o->flash_attn == 0)
+        c += ub * (uint64_t)l->n_ctx_seq * mi->n_head * 4;
+    *compute = c;
+    *output = (uint64_t)l->n_seq * mi->n_vocab * 4;
+}
+
+/* Compute and output buffers of one context. On the CPU they count as far as the engine's
+ * largest step writes them; on a GPU (physical allocations) in full. */
+static void add_buffers(const char *path, const struct bj_est_opts *o, const struct ctx_layout *l, uint32_t cells_req,
+                        const struct placement *pl, bool first_ctx, struct bj_est_model *m)
+{
+    struct dry_capture c;
+    uint64_t host_compute, dev_compute = 0, output;
+    bool touched = !pl->gpu;
+    if (o->dry_run && dry_run(path, o, l, cells_req, touched, &c) == 0) {
+        host_compute = c.host_compute;
+        dev_compute = c.dev_compute;
+        output = c.output;
+        m->compute_from_llama = true;
+    } else {
+        if (o->dry_run)
+            snprintf(m->note, sizeof m->note, "dry run failed (%s); compute buffers from a formula",
+                     c.last_error[0] ? c.last_error : "no details");
+        uint64_t compute;
+        if (touched)
+            compute_formula(&m->mi, o, l, engine_step_tokens(o, l), l->n_seq, &compute, &output);
+        else
+            compute_formula(&m->mi, o, l, l->n_ubatch, l->n_ubatch, &compute, &output);
+        host_compute = pl->gpu ? compute / 8 : compute;
+        dev_compute = pl->gpu ? compute : 0;
+    }
+    m->cpu.compute += host_compute;
+    m->gpu.compute += dev_compute;
+    m->cpu.output += output;
+    m->cpu.overhead += (uint64_t)((first_ctx ? EST_OVERHEAD_PER_CTX : EST_OVERHEAD_EXTRA_CTX) +
+                                  EST_WORK_PER_TOKEN_FF * engine_step_tokens(o, l) * (double)m->mi.n_ff);
+}
+
+/* The engine's schedule: auto is batched with GPU layers or one brain, else parallel when each
+ * brain gets 4+ cores (engine.c's resolve_schedule). */
+static enum bj_schedule resolve_schedule(const struct bj_est_opts *o, int n_brains)
+{
+    if (o->schedule != BJ_SCHED_AUTO)
+        return n_brains > 1 ? o->schedule : BJ_SCHED_BATCHED;
+    bool gpu = llama_supports_gpu_offload() && o->n_gpu_layers != 0;
+    if (gpu || n_brains <= 1)
+        return BJ_SCHED_BATCHED;
+    int threads = o->n_threads > 0 ? o->n_threads : online_cores();
+    return threads >= 4 * n_brains ? BJ_SCHED_PARALLEL : BJ_SCHED_BATCHED;
+}
+
+/* ---- one model --------------------------------------------------------------------------- */
+
+/* Jars must hold at least a token and fit llama.cpp's 32-bit cell counts with room to spare. */
+static int check_jars(const long *jar_tokens, int n_brains, char *err, size_t errlen)
+{
+    if (n_brains < 1 || n_brains > BJ_MAX_BRAINS) {
+        snprintf(err, errlen, "%d brains on one model (1 to %d)", n_brains, BJ_MAX_BRAINS);
+        return -1;
+    }
+    const long max = (long)(UINT32_MAX / 2 / BJ_MAX_BRAINS);
+    for (int i = 0; i < n_brains; i++)
+        if (jar_tokens[i] < 1 || jar_tokens[i] > max) {
+            snprintf(err, errlen, "brain %d: a jar of %ld tokens is out of range (1 to %ld)", i + 1, jar_tokens[i], max);
+            return -1;
+        }
+    return 0;
+}
+
+int bj_estimate_model(const char *path, const struct bj_est_opts *o, const long *jar_tokens, int n_brains,
+                      struct bj_est_model *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    bj_strlcpy(out->path, path, sizeof out->path);
+    if (check_jars(jar_tokens, n_brains, err, errlen) != 0)
+        return -1;
+    if (bj_modelinfo_read(path, &out->mi, err, errlen) != 0)
+        return -1;
+    const struct bj_modelinfo *mi = &out->mi;
+    out->n_brains = n_brains;
+    out->heuristic = bj_est_heuristic(mi->file_size);
+
+    struct placement pl = {.i_gpu_start = (int)mi->n_layer + 1, .gpu = false};
+    out->gpu_backend = have_gpu_backend();
+    if (out->gpu_backend && o->n_gpu_layers != 0) {
+        int ngl = o->n_gpu_layers < 0 || o->n_gpu_layers > (int)mi->n_layer + 1 ? (int)mi->n_layer + 1 : o->n_gpu_layers;
+        pl.i_gpu_start = (int)mi->n_layer + 1 - ngl;
+        pl.gpu = true;
+        out->gpu_layers = ngl > (int)mi->n_layer ? (int)mi->n_layer : ngl - 1;
+        out->output_on_gpu = true;
+    }
+    if (place_weights(path, o, &pl, out, err, errlen) != 0)
+        return -1;
+
+    bool parallel = resolve_schedule(o, n_brains) == BJ_SCHED_PARALLEL;
+    out->n_contexts = parallel ? n_brains : 1;
+    uint64_t jar_cells = 0;
+    for (int i = 0; i < n_brains; i++) {
+        out->kv_jars += bj_modelinfo_kv_bytes(mi, o->kv_type, o->kv_type, (uint64_t)jar_tokens[i]);
+        jar_cells += (uint64_t)jar_tokens[i];
+    }
+    out->cpu.overhead += (uint64_t)(EST_OVERHEAD_PER_CELL * (double)jar_cells);
+    for (int c = 0; c < out->n_contexts; c++) {
+        struct ctx_layout l;
+        uint32_t cells;
+        bool unified = false;
+        if (parallel)
+            cells = (uint32_t)jar_tokens[c];
+        else
+            cells = bj_jar_kv_cells(jar_tokens, n_brains, &unified);
+        layout_one(cells, parallel ? 1 : n_brains, unified, o->prefill_chunk, &l);
+        place_kv(o, &pl, (uint64_t)l.n_ctx_seq * l.n_stream, out);
+        add_buffers(path, o, &l, cells, &pl, c == 0, out);
+        if (c == 0) {
+            out->n_ctx = l.n_ctx;
+            out->n_stream = l.n_stream;
+            out->unified = l.unified;
+            out->n_batch = l.n_batch;
+            out->n_ubatch = l.n_ubatch;
+        }
+    }
+    out->cpu.overhead += (uint64_t)(EST_OVERHEAD_BASE + EST_OVERHEAD_PER_VOCAB * mi->n_vocab +
+                                    EST_OVERHEAD_PER_MERGE * (double)out->n_merges);
+    if (pl.gpu)
+        out->gpu.overhead += (uint64_t)EST_GPU_RUNTIME;
+    return 0;
+}
+
+uint64_t bj_est_model_shared_cpu(const struct bj_est_model *m)
+{
+    uint64_t t = bj_est_mem_total(&m->cpu);
+    uint64_t jars_here = m->gpu.kv > 0 ? 0 : m->kv_jars; /* jars live with the KV */
+    return t > jars_here ? t - jars_here : 0;
+}
+
+uint64_t bj_est_model_shared_gpu(const struct bj_est_model *m)
+{
+    uint64_t t = bj_est_mem_total(&m->gpu);
+    uint64_t jars_here = m->gpu.kv > 0 ? m->kv_jars : 0;
+    return t > jars_here ? t - jars_here : 0;
+}
+
+/* ---- a hive ------------------------------------------------------------------------------ */
+
+static int find_or_add_model(struct bj_est_hive *h, const char *path)
+{
+    for (int i = 0; i < h->n_models; i++)
+        if (strcmp(h->models[i].path, path) == 0)
+            return i;
+    bj_strlcpy(h->models[h->n_models].path, path, sizeof h->models[0].path);
+    return h->n_models++;
+}
+
+struct bj_est_hive *bj_estimate_config(const struct bj_config *c, const char *default_model_path, char *err,
+                                       size_t errlen)
+{
+    struct bj_est_hive *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    bj_est_opts_from_config(&h->opts, c);
+    if (c->n_brains < 1 || c->n_brains > BJ_MAX_BRAINS) {
+        snprintf(err, errlen, "the hive has %d brains (1 to %d)", c->n_brains, BJ_MAX_BRAINS);
+        goto fail;
+    }
+    /* group brains by model file */
+    for (int i = 0; i < c->n_brains; i++) {
+        const char *path = bj_config_brain_model(c, &c->brains[i]);
+        if (!path || !path[0])
+            path = default_model_path;
+        if (!path || !path[0]) {
+            snprintf(err, errlen, "brain %s: no model (and no default model)", c->brains[i].id);
+            goto fail;
+        }
+        struct bj_est_brain *b = &h->brains[h->n_brains++]; /* index i: the config's brain i */
+        bj_strlcpy(b->id, c->brains[i].id, sizeof b->id);
+        b->jar_gb = c->brains[i].jar_tokens > 0 ? 0 : c->brains[i].jar_gb;
+        b->model = find_or_add_model(h, path);
+    }
+    for (int m = 0; m < h->n_models; m++) {
+        struct bj_modelinfo *mi = malloc(sizeof *mi);
+        char path[PATH_MAX];
+        if (!mi) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        bj_strlcpy(path, h->models[m].path, sizeof path);
+        if (bj_modelinfo_read(path, mi, err, errlen) != 0) {
+            free(mi);
+            goto fail;
+        }
+        long jars[BJ_MAX_BRAINS];
+        int n = 0;
+        for (int i = 0; i < h->n_brains; i++) {
+            struct bj_est_brain *b = &h->brains[i];
+            if (b->model != m)
+                continue;
+            if (bj_jar_resolve(&c->brains[i], mi, h->opts.kv_type, &b->jar, err, errlen) != 0) {
+                free(mi);
+                goto fail;
+            }
+            jars[n++] = b->jar.tokens;
+        }
+        free(mi);
+        if (bj_estimate_model(path, &h->opts, jars, n, &h->models[m], err, errlen) != 0)
+            goto fail;
+        for (int i = 0; i < h->n_brains; i++)
+            if (h->brains[i].model == m)
+                h->brains[i].kv_on_gpu = h->models[m].gpu.kv > 0 && h->models[m].cpu.kv == 0;
+    }
+    return h;
+fail:
+    free(h);
+    return NULL;
+}
+
+void bj_est_hive_free(struct bj_est_hive *h) { free(h); }
+
+uint64_t bj_est_hive_cpu(const struct bj_est_hive *h)
+{
+    uint64_t t = 0;
+    for (int m = 0; m < h->n_models; m++)
+        t += bj_est_model_shared_cpu(&h->models[m]);
+    for (int b = 0; b < h->n_brains; b++)
+        if (!h->brains[b].kv_on_gpu)
+            t += h->brains[b].jar.kv_bytes;
+    return t;
+}
+
+uint64_t bj_est_hive_gpu(const struct bj_est_hive *h)
+{
+    uint64_t t = 0;
+    for (int m = 0; m < h->n_models; m++)
+        t += bj_est_model_shared_gpu(&h->models[m]);
+    for (int b = 0; b < h->n_brains; b++)
+        if (h->brains[b].kv_on_gpu)
+            t += h->brains[b].jar.kv_bytes;
+    return t;
+}
+
+/* ---- measuring --------------------------------------------------------------------------- */
+
+static double now_s(void) { return (double)bj_now_us() / 1e6; }
+
+/* Fills a batch with up to `per_seq` tokens for each of n_seq sequences, each from its position
+ * pos[s] up to its target (pos[] advances), logits for each sequence's last token (as the engine
+ * asks). Token ids are arbitrary valid ones. */
+static void fill_batch(struct llama_batch *b, int n_seq, int per_seq, long *pos, const long *target, int n_vocab)
+{
+    b->n_tokens = 0;
+    for (int s = 0; s < n_seq; s++) {
+        long k_max = target[s] - pos[s] < per_seq ? target[s] - pos[s] : per_seq;
+        for (long k = 0; k < k_max; k++) {
+            int i = b->n_tokens++;
+            b->token[i] = (int)((7919u * (unsigned)(i + 1) + 13u * (unsigned)pos[s]) % (unsigned)n_vocab);
+            b->pos[i] = (llama_pos)(pos[s] + k);
+            b->n_seq_id[i] = 1;
+            b->seq_id[i][0] = s;
+            b->logits[i] = k == k_max - 1;
+        }
+        pos[s] += k_max > 0 ? k_max : 0;
+    }
+}
+
+static int read_rss(const char *model, bool gpu, struct bj_est_rss *r)
+{
+    struct bj_sysmem_paths sp;
+    struct bj_proc_mem pm;
+    bj_sysmem_paths_default(&sp);
+    if (bj_sysmem_read_proc(&sp, &pm) != 0 || bj_sysmem_file_rss(&sp, model, &r->model_file) != 0)
+        return -1;
+    r->rss = pm.rss;
+    r->anon = pm.rss_anon;
+    r->file = pm.rss_file;
+    r->gpu_used = 0;
+    if (gpu) {
+        struct bj_gpu_info g;
+        bj_sysmem_read_gpu(&sp, NULL, &g);
+        for (int i = 0; i < g.n; i++)
+            r->gpu_used += g.dev[i].total - g.dev[i].free;
+    }
+    return 0;
+}
+
+uint64_t bj_est_gpu_growth(const struct bj_est_measured *m, const struct bj_est_rss *after)
+{
+    return after->gpu_used > m->before.gpu_used ? after->gpu_used - m->before.gpu_used : 0;
+}
+
+uint64_t bj_est_rss_growth(const struct bj_est_measured *m, const struct bj_est_rss *after)
+{
+    int64_t d = (int64_t)after->anon - (int64_t)m->before.anon + (int64_t)after->model_file -
+                (int64_t)m->before.model_file;
+    return d > 0 ? (uint64_t)d : 0;
+}
+
+/* Decodes steps until every brain reaches its target, at most `per_seq` tokens per brain per
+ * step, spread so that all brains finish together (the last steps then see nearly full jars
+ * with every brain still prefilling: the largest graph a hive runs). Returns the number of
+ * tokens decoded, or -1 with err. */
+static long decode_until(struct llama_context *ctx, struct llama_batch *b, int n_seq, int per_seq, long *pos,
+                         const long *target, int n_vocab, char *err, size_t errlen)
+{
+    long done = 0, most = 0;
+    for (int s = 0; s < n_seq; s++)
+        if (target[s] - pos[s] > most)
+            most = target[s] - pos[s];
+    long steps = (most + per_seq - 1) / per_seq;
+    for (long step = 0; step < steps; step++) {
+        long step_target[BJ_MAX_BRAINS];
+        for (int s = 0; s < n_seq; s++) {
+            long left = target[s] - pos[s], steps_left = steps - step;
+            step_target[s] = pos[s] + (left + steps_left - 1) / steps_left;
+        }
+        fill_batch(b, n_seq, per_seq, pos, step_target, n_vocab);
+        if (b->n_tokens == 0)
+            continue;
+        int dr = llama_decode(ctx, *b);
+        if (dr != 0) {
+            snprintf(err, errlen, "decode of %d tokens failed (%d)", b->n_tokens, dr);
+            return -1;
+        }
+        done += b->n_tokens;
+    }
+    return done;
+}
+
+/* One context being measured: its brains' jars, positions and targets. */
+struct mctx {
+    struct llama_context *ctx;
+    int n_seq;
+    const long *jars;
+    long pos[BJ_MAX_BRAINS], target[BJ_MAX_BRAINS];
+};
+
+/* Sets every brain's target: jar - `less` (less < 0: its position + -less). */
+static void set_targets(struct mctx *cs, int n_ctx, long less)
+{
+    for (int c = 0; c < n_ctx; c++)
+        for (int s = 0; s < cs[c].n_seq; s++)
+            cs[c].target[s] = less < 0 ? cs[c].pos[s] - less : cs[c].jars[s] - less;
+}
+
+/* Decodes every context up to its targets. Returns the tokens decoded, or -1 with err. */
+static long decode_all(struct mctx *cs, int n_ctx, struct llama_batch *b, int per_seq, int n_vocab, char *err,
+                       size_t errlen)
+{
+    long done = 0;
+    for (int c = 0; c < n_ctx; c++) {
+        long n = decode_until(cs[c].ctx, b, cs[c].n_seq, per_seq, cs[c].pos, cs[c].target, n_vocab, err, errlen);
+        if (n < 0)
+            return -1;
+        done += n;
+    }
+    return done;
+}
+
+/* The jars, after `first` tokens per brain, leave room for a last chunk and the decode steps? */
+static bool room_for_last_chunk(const long *jars, int n, long first, long chunk, int decode_steps)
+{
+    for (int i = 0; i < n; i++)
+        if (jars[i] - decode_steps - first < 2 * chunk)
+            return false;
+    return true;
+}
+
+int bj_estimate_measure(const char *path, const struct bj_est_opts *o, const long *jar_tokens, int n_brains,
+                        int first_batch, bool fill, int decode_steps, struct bj_est_measured *out, char *err,
+                        size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (check_jars(jar_tokens, n_brains, err, errlen) != 0)
+        return -1;
+    bool parallel = resolve_schedule(o, n_brains) == BJ_SCHED_PARALLEL;
+    bool gpu = have_gpu_backend() && o->n_gpu_layers != 0; /* then device memory is measured too */
+    int n_ctx = parallel ? n_brains : 1;
+    struct mctx cs[BJ_MAX_BRAINS];
+    struct ctx_layout l[BJ_MAX_BRAINS];
+    uint32_t cells[BJ_MAX_BRAINS];
+    memset(cs, 0, sizeof cs);
+    for (int c = 0; c < n_ctx; c++) {
+        bool unified = false;
+        cs[c].n_seq = parallel ? 1 : n_brains;
+        cs[c].jars = parallel ? &jar_tokens[c] : jar_tokens;
+        cells[c] = parallel ? (uint32_t)jar_tokens[c] : bj_jar_kv_cells(jar_tokens, n_brains, &unified);
+        layout_one(cells[c], cs[c].n_seq, unified, o->prefill_chunk, &l[c]);
+    }
+    long min_jar = jar_tokens[0];
+    for (int i = 1; i < n_brains; i++)
+        if (jar_tokens[i] < min_jar)
+            min_jar = jar_tokens[i];
+    int per_seq = first_batch > 0 ? first_batch / cs[0].n_seq : o->prefill_chunk;
+    if ((uint32_t)per_seq * (uint32_t)cs[0].n_seq > l[0].n_batch)
+        per_seq = (int)(l[0].n_batch / (uint32_t)cs[0].n_seq); /* llama.cpp takes at most n_batch at once */
+    if (per_seq > min_jar - decode_steps)
+        per_seq = (int)(min_jar - decode_steps);
+    if (per_seq < 1) {
+        snprintf(err, errlen, "jars of %ld tokens are too small to measure %d decode steps", min_jar, decode_steps);
+        return -1;
+    }
+
+    malloc_trim(0); /* a clean baseline: free heap pages from earlier work go back to the system */
+    if (read_rss(path, gpu, &out->before) != 0) {
+        snprintf(err, errlen, "cannot read /proc/self/status or smaps");
+        return -1;
+    }
+    /* As in a hive, which validates (a dry run) before it loads. What the dry run leaves in the
+     * heap is reused by the load, so the growth from this baseline is the model's whole cost. */
+    struct dry_capture warm;
+    dry_run(path, o, &l[0], cells[0], true, &warm);
+
+    int rc = -1;
+    struct llama_batch batch = {0};
+    double t0 = now_s();
+    struct llama_model *model = llama_model_load_from_file(path, engine_model_params(o));
+    if (!model) {
+        snprintf(err, errlen, "model file %s: llama.cpp could not load it", path);
+        goto out;
+    }
+    for (int c = 0; c < n_ctx; c++) {
+        struct llama_context_params cp = engine_ctx_params(o, &l[c], cells[c]);
+        if (parallel)
+            cp.n_threads = cp.n_threads_batch = cp.n_threads / n_ctx > 0 ? cp.n_threads / n_ctx : 1;
+        if (!(cs[c].ctx = llama_init_from_model(model, cp))) {
+            snprintf(err, errlen, "model file %s: llama.cpp could not create a context of %u cells", path, cells[c]);
+            goto out;
+        }
+    }
+    out->load_s = now_s() - t0;
+    int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
+    int chunk = per_seq > o->prefill_chunk ? per_seq : o->prefill_chunk;
+    batch = llama_batch_init(chunk * cs[0].n_seq, 0, 1);
+    /* first decode: per_seq tokens per brain */
+    double t1 = now_s();
+    set_targets(cs, n_ctx, -per_seq);
+    long n1 = decode_all(cs, n_ctx, &batch, per_seq, n_vocab, err, errlen);
+    if (n1 < 0)
+        goto out;
+    out->first_batch = (int)n1;
+    if (read_rss(path, gpu, &out->first) != 0) {
+        snprintf(err, errlen, "cannot read /proc/self/status or smaps");
+        goto out;
+    }
+    long n2 = 0;
+    if (fill) {
+        /* fill all but a last chunk per brain, then prefill that chunk in one step for every
+         * brain at once: the largest graph, with the jars (nearly) full */
+        long last = room_for_last_chunk(jar_tokens, n_brains, per_seq, o->prefill_chunk, decode_steps)
+                        ? o->prefill_chunk : 0;
+        set_targets(cs, n_ctx, decode_steps + last);
+        long n = decode_all(cs, n_ctx, &batch, o->prefill_chunk, n_vocab, err, errlen);
+        if (n < 0)
+            goto out;
+        n2 += n;
+        set_targets(cs, n_ctx, decode_steps);
+        if ((n = decode_all(cs, n_ctx, &batch, o->prefill_chunk, n_vocab, err, errlen)) < 0)
+            goto out;
+        n2 += n;
+    }
+    out->prefill_tok_s = (double)(n1 + n2) / (now_s() - t1);
+    double t2 = now_s();
+    set_targets(cs, n_ctx, -decode_steps);
+    long n3 = decode_all(cs, n_ctx, &batch, 1, n_vocab, err, errlen);
+    if (n3 < 0)
+        goto out;
+    if (n3 > 0)
+        out->decode_tok_s = (double)n3 / (now_s() - t2);
+    out->tokens = n1 + n2 + n3;
+    if (read_rss(path, gpu, &out->full) != 0) {
+        snprintf(err, errlen, "cannot read /proc/self/status or smaps");
+        goto out;
+    }
+    out->filled = fill;
+    rc = 0;
+out:
+    if (batch.token)
+        llama_batch_free(batch);
+    for (int c = 0; c < n_ctx; c++)
+        if (cs[c].ctx)
+            llama_free(cs[c].ctx);
+    if (model)
+        llama_model_free(model);
+    return rc;
+}
