@@ -28,6 +28,14 @@ struct textbuf {
     size_t len, cap;
 };
 
+/* Chat format: the life as messages; `shown` is the formatted text the context already holds
+ * (up to and including the assistant prefix of the thought being generated). */
+struct chat {
+    struct llama_chat_message *msg;
+    int n, cap;
+    char *shown;
+};
+
 struct bj_brain {
     struct bj_brain_params p;
     enum bj_brain_state state;
@@ -42,6 +50,7 @@ struct bj_brain {
 
     struct textbuf text;  /* the current thought */
     struct textbuf life;  /* everything in the context this life (for dumps) */
+    struct chat chat;
     struct bj_utf8 utf8;
     struct llama_sampler *smpl;
 
@@ -95,6 +104,82 @@ static struct llama_sampler *make_sampler(const struct bj_sampling *s)
     return c;
 }
 
+/* ---- chat format -------------------------------------------------------------------------- */
+
+static void chat_clear(struct chat *c)
+{
+    for (int i = 0; i < c->n; i++) {
+        free((char *)c->msg[i].role);
+        free((char *)c->msg[i].content);
+    }
+    c->n = 0;
+    free(c->shown);
+    c->shown = NULL;
+}
+
+static int chat_push(struct chat *c, const char *role, const char *content)
+{
+    if (c->n == c->cap) {
+        int nc = c->cap ? c->cap * 2 : 8;
+        struct llama_chat_message *m = realloc(c->msg, (size_t)nc * sizeof *m);
+        if (!m)
+            return -ENOMEM;
+        c->msg = m;
+        c->cap = nc;
+    }
+    char *r = strdup(role), *t = strdup(content);
+    if (!r || !t) {
+        free(r);
+        free(t);
+        return -ENOMEM;
+    }
+    c->msg[c->n++] = (struct llama_chat_message){r, t};
+    return 0;
+}
+
+/* The whole conversation formatted, ending with the assistant prefix; caller frees. */
+static char *chat_format(const struct bj_brain *b)
+{
+    int len = llama_chat_apply_template(b->p.chat_template, b->chat.msg, (size_t)b->chat.n, true, NULL, 0);
+    if (len < 0)
+        return NULL;
+    char *buf = malloc((size_t)len + 1);
+    if (buf && llama_chat_apply_template(b->p.chat_template, b->chat.msg, (size_t)b->chat.n, true, buf, len + 1) != len) {
+        free(buf);
+        return NULL;
+    }
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+static int queue_text(struct bj_brain *b, const char *text, bool add_bos);
+
+/* Adds messages to the conversation and queues what the context lacks: the formatted text past
+ * what it already shows (and past the thought it generated, which is already decoded). */
+static int chat_extend(struct bj_brain *b, const char *assistant, const char *user)
+{
+    if ((assistant && chat_push(&b->chat, "assistant", assistant)) || chat_push(&b->chat, "user", user))
+        return -ENOMEM;
+    char *all = chat_format(b);
+    if (!all)
+        return -EINVAL;
+    const char *delta = all;
+    size_t shown = b->chat.shown ? strlen(b->chat.shown) : 0;
+    if (shown && strncmp(all, b->chat.shown, shown) == 0) {
+        delta = all + shown;
+        size_t t = assistant ? strlen(assistant) : 0;
+        if (t && strncmp(delta, assistant, t) == 0)
+            delta += t;
+        else if (t)
+            bj_debug("brain %s: the chat template rewrote a thought; it is re-read", b->p.cfg->id);
+    }
+    int rc = queue_text(b, delta, shown == 0);
+    free(b->chat.shown);
+    b->chat.shown = all;
+    return rc;
+}
+
 struct bj_brain *bj_brain_new(const struct bj_brain_params *p)
 {
     struct bj_brain *b = calloc(1, sizeof *b);
@@ -120,6 +205,8 @@ void bj_brain_free(struct bj_brain *b)
     }
     pthread_mutex_destroy(&b->inbox_lock);
     llama_sampler_free(b->smpl);
+    chat_clear(&b->chat);
+    free(b->chat.msg);
     free(b->pending);
     free(b->text.s);
     free(b->life.s);
@@ -165,8 +252,9 @@ static int queue_text(struct bj_brain *b, const char *text, bool add_bos)
         b->pending = np;
         b->cap_pending = nc;
     }
+    /* Chat templates carry special tokens (<|im_start|>, [INST]) that must be parsed as such. */
     int n = llama_tokenize(b->p.vocab, text, len, b->pending + b->n_pending, b->cap_pending - b->n_pending,
-                           add_bos, false);
+                           add_bos, b->p.chat_template != NULL);
     if (n < 0)
         return -EINVAL;
     b->n_pending += n;
@@ -201,10 +289,18 @@ int bj_brain_begin_life(struct bj_brain *b)
         bj_error("brain %s: no prompt for role '%s'", b->p.cfg->id, b->p.cfg->role);
         return -1;
     }
-    int rc = queue_text(b, sys, true);
+    int rc;
+    if (b->p.chat_template) {
+        chat_clear(&b->chat);
+        rc = chat_push(&b->chat, "system", sys);
+        if (rc == 0)
+            rc = chat_extend(b, NULL, bj_prompt_chat_opening());
+    } else {
+        rc = queue_text(b, sys, true);
+        if (rc == 0)
+            rc = queue_text(b, bj_prompt_thought_cue(), false);
+    }
     free(sys);
-    if (rc == 0)
-        rc = queue_text(b, bj_prompt_thought_cue(), false);
     if (rc) {
         bj_error("brain %s: cannot tokenize its system prompt", b->p.cfg->id);
         return -1;
@@ -240,7 +336,8 @@ void bj_brain_consumed(struct bj_brain *b, int n)
         b->off_pending = b->n_pending = 0;
 }
 
-/* Takes in everything delivered since the last thought, then the cue for the next one. */
+/* Takes in everything delivered since the last thought, then the cue for the next one (in chat
+ * format: the thought becomes the assistant's message, what was observed the user's). */
 static void listen(struct bj_brain *b)
 {
     set_state(b, BJ_BRAIN_LISTENING);
@@ -248,20 +345,28 @@ static void listen(struct bj_brain *b)
     struct inbox_msg *m = b->inbox_head;
     b->inbox_head = b->inbox_tail = NULL;
     pthread_mutex_unlock(&b->inbox_lock);
+    struct textbuf seen = {0};
     while (m) {
         struct inbox_msg *next = m->next;
-        if (queue_text(b, m->text, false) == 0) {
-            struct bj_event ev;
-            event_init(b, &ev, BJ_EV_OBSERVE);
-            bj_strlcpy(ev.from, m->from, sizeof ev.from);
-            ev.text = m->text;
-            bj_bus_publish(b->p.bus, &ev);
-        }
+        struct bj_event ev;
+        event_init(b, &ev, BJ_EV_OBSERVE);
+        bj_strlcpy(ev.from, m->from, sizeof ev.from);
+        ev.text = m->text;
+        bj_bus_publish(b->p.bus, &ev);
+        tb_put(&seen, m->text, strlen(m->text));
         free(m->text);
         free(m);
         m = next;
     }
-    queue_text(b, bj_prompt_thought_cue(), false);
+    if (b->p.chat_template) {
+        const char *user = seen.s ? seen.s + strspn(seen.s, "\n") : bj_prompt_chat_continue();
+        chat_extend(b, b->text.s ? b->text.s : "", user);
+    } else {
+        if (seen.s)
+            queue_text(b, seen.s, false);
+        queue_text(b, bj_prompt_thought_cue(), false);
+    }
+    free(seen.s);
     b->thought++;
     b->n_gen = 0;
     tb_reset(&b->text);

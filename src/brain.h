@@ -55,6 +55,7 @@ struct bj_brain_params {
     long jar_tokens;
     int pause_ms;
     const char *dump_dir; /* NULL: no context dumps */
+    const char *chat_template; /* NULL: raw completion; else a llama.cpp template (or built-in name) */
     uint32_t initial_deaths;
 };
 

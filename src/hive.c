@@ -30,6 +30,7 @@
 
 struct model_slot {
     char path[PATH_MAX];
+    const char *chat_template; /* the model's own, or "chatml" when it has none */
     struct bj_modelinfo info;
     struct bj_engine *engine;
 };
@@ -369,6 +370,8 @@ static int load_engines(struct hive *h, char *err, size_t errlen)
         h->models[m].engine = bj_engine_new(&ep, err, errlen);
         if (!h->models[m].engine)
             return -1;
+        const char *tmpl = llama_model_chat_template(bj_engine_model(h->models[m].engine), NULL);
+        h->models[m].chat_template = tmpl ? tmpl : "chatml";
     }
     return 0;
 }
@@ -389,6 +392,7 @@ static int add_brains(struct hive *h)
             .jar_tokens = h->jars[i].tokens,
             .pause_ms = c->pause_ms,
             .dump_dir = c->dump_context[0] ? c->dump_context : NULL,
+            .chat_template = c->chat_template ? h->models[h->model_of[i]].chat_template : NULL,
         };
         h->brains[i] = bj_engine_add_brain(h->models[h->model_of[i]].engine, &bp);
         if (h->brains[i])

@@ -202,3 +202,7 @@ char *bj_prompt_observed_resurrection(const char *from, unsigned deaths)
 }
 
 const char *bj_prompt_thought_cue(void) { return "\n\nMy thought:"; }
+
+const char *bj_prompt_chat_opening(void) { return "You are awake. Think."; }
+
+const char *bj_prompt_chat_continue(void) { return "Go on thinking."; }

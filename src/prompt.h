@@ -41,4 +41,8 @@ char *bj_prompt_observed_resurrection(const char *from, unsigned deaths);
 /* Text that opens each thought in raw completion format. */
 const char *bj_prompt_thought_cue(void);
 
+/* Chat format: the first user message of a life, and the one sent when nothing was observed. */
+const char *bj_prompt_chat_opening(void);
+const char *bj_prompt_chat_continue(void);
+
 #endif

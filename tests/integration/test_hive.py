@@ -61,6 +61,19 @@ class Lives(HiveCase):
         self.assertNotIn("thinks:]", "".join(self.dumps("SUBJECT")))
 
 
+    def test_chat_template(self):
+        rc, ev, err = self.run_hive("--mode", "matrix", "--jar-tokens", "600", "--steps", "400", "--max-tokens", "20",
+                                    "--chat-template")
+        self.assertEqual(rc, 0, err)
+        observer = self.dumps("OBSERVER")[0]
+        # The tiny model has no template of its own: ChatML. System prompt, then turns.
+        self.assertTrue(observer.startswith("<|im_start|>system\nYou are OBSERVER."))
+        self.assertIn("You have never died.<|im_end|>", observer)
+        self.assertIn("<|im_start|>assistant\n", observer)
+        self.assertIn("<|im_start|>user\n[SUBJECT thinks:]", observer)
+        self.assertTrue(of(ev, "death"))
+
+
 class Watching(HiveCase):
     def test_who_sees_what(self):
         rc, ev, err = self.run_hive("--mode", "matrix", "--jar-tokens", "1500", "--steps", "1200", "--max-tokens", "24")

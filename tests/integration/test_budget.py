@@ -1,0 +1,65 @@
+"""Integration tests of the memory budget through the real binary: `validate`, `estimate`, and
+`run` refusing (or, with --force, starting) when the budget check fails."""
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from hivetest import BRAINJAR, HiveCase, of  # noqa: E402
+
+TINY = os.environ.get("BJ_TINY_MODEL", "build/models/brainjar-tiny.gguf")
+
+
+def bj(*args, timeout=120):
+    return subprocess.run([BRAINJAR, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+class Validate(HiveCase):
+    def test_passes_on_the_tiny_matrix(self):
+        p = bj("validate", "--mode", "matrix")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("VALIDATION PASSED", p.stdout)
+        for brain in ("SUBJECT", "OBSERVER", "GOD"):
+            self.assertIn(brain, p.stdout)
+
+    def test_fails_with_exit_1_and_recommendations(self):
+        p = bj("validate", "--mode", "matrix", "--reserve", "99.9999")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("VALIDATION FAILED", p.stdout)
+        self.assertRegex(p.stdout, r"1\. ")
+        self.assertIn("Recommendations", p.stdout)
+
+    def test_run_refuses_unless_forced(self):
+        rc, ev, err = self.run_hive("--reserve", "99.9999", "--steps", "50")
+        self.assertEqual(rc, 1, err)
+        self.assertEqual(ev, [], "nothing may start")
+        self.assertIn("VALIDATION FAILED", err)
+        rc, ev, err = self.run_hive("--reserve", "99.9999", "--steps", "50", "--force", "--jar-tokens", "400")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("--force", err)
+        self.assertTrue(of(ev, "token"))
+
+    def test_allocation_report_at_shutdown(self):
+        rc, _, err = self.run_hive("--steps", "20", "--jar-tokens", "400")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("MEMORY ALLOCATION REPORT", err)
+
+
+class Estimate(unittest.TestCase):
+    def test_table(self):
+        p = bj("estimate", TINY, "--ctx", "1024", "--brains", "3")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("1.5", p.stdout)  # the seed's heuristic is shown beside
+
+    def test_bad_input(self):
+        for args in (["/nonexistent.gguf"], [TINY, "--ctx", "-5"], [TINY, "--brains", "abc"],
+                     [TINY, "--kv-type", "q9"], [__file__]):
+            with self.subTest(args=args):
+                p = bj("estimate", *args)
+                self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+                self.assertTrue(p.stderr.strip())
+
+
+if __name__ == "__main__":
+    unittest.main()
