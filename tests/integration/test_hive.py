@@ -68,7 +68,7 @@ class Lives(HiveCase):
         observer = self.dumps("OBSERVER")[0]
         # The tiny model has no template of its own: ChatML. System prompt, then turns.
         self.assertTrue(observer.startswith("<|im_start|>system\nYou are OBSERVER."))
-        self.assertIn("You have never died.<|im_end|>", observer)
+        self.assertIn("You have never died.", observer.split("<|im_end|>")[0])
         self.assertIn("<|im_start|>assistant\n", observer)
         self.assertIn("<|im_start|>user\n[SUBJECT thinks:]", observer)
         self.assertTrue(of(ev, "death"))
