@@ -61,9 +61,9 @@ def wait_rss(p):
     return p.returncode, ru.ru_maxrss / 1024.0
 
 
-def brainjar(args, cfg, mode, steps, threads):
+def brainjar(args, cfg, mode, steps, threads, schedule="auto"):
     jar = str(cfg.jar)
-    cmd = [args.brainjar, "run", "--mode", mode, "--model", args.model, "--events", "none", "--pause", "0",
+    cmd = [args.brainjar, "run", "--mode", mode, "--schedule", schedule, "--model", args.model, "--events", "none", "--pause", "0",
            "--jar-tokens", jar, "--steps", str(steps), "--max-tokens", str(1 << 20), "--threads", str(threads),
            "--gpu-layers", str(args.gpu_layers), "--data-dir", cfg.tmp, "--force"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -78,11 +78,12 @@ def parse_summary(p, what):
     return float(m.group(3)), float(m.group(4)), float(m.group(6))
 
 
-def run_matrix(args, cfg):
-    p = brainjar(args, cfg, "matrix", args.steps, args.threads)
+def run_matrix(args, cfg, schedule="auto"):
+    p = brainjar(args, cfg, "matrix", args.steps, args.threads, schedule)
     _, rss = wait_rss(p)
     _, tg, jars = parse_summary(p, "brainjar matrix")
-    cfg.gpu["bj"].append(GPU.of([p.pid]))
+    if schedule == "auto":
+        cfg.gpu["bj"].append(GPU.of([p.pid]))
     return tg, rss, jars
 
 
@@ -135,6 +136,7 @@ def main():
     ap.add_argument("--gpu-layers", type=int, default=0)
     ap.add_argument("--brainjar", default=os.path.join(ROOT, "build", "brainjar"))
     ap.add_argument("--batched-bench")
+    ap.add_argument("--no-parallel", action="store_true", help="skip the parallel-schedule row")
     args = ap.parse_args()
 
     if not args.model:
@@ -157,7 +159,7 @@ def main():
     cfg.jar = 128 + 64 + args.steps + 64  # prompt + room: nobody dies while measured
     print(f"model {args.model} ({os.path.getsize(args.model) / 1e6:.0f} MB), {args.steps} tokens per brain, "
           f"{args.threads} threads, gpu layers {args.gpu_layers}, {args.repeat} rounds", flush=True)
-    res = {k: [] for k in ("bj", "bb", "sep", "bj_rss", "bb_rss", "sep_rss", "one_rss", "jars")}
+    res = {k: [] for k in ("bj", "bb", "sep", "bj_rss", "bb_rss", "sep_rss", "one_rss", "jars", "par")}
     for r in range(args.repeat):
         tps, rss, jars = run_matrix(args, cfg)
         res["bj"].append(tps), res["bj_rss"].append(rss), res["jars"].append(jars)
@@ -167,9 +169,11 @@ def main():
         res["sep"].append(tps), res["sep_rss"].append(rss)
         _, rss, _ = run_single(args, cfg)
         res["one_rss"].append(rss)
+        if not args.no_parallel:
+            res["par"].append(run_matrix(args, cfg, "parallel")[0])
         print(f"round {r + 1}: brainjar {res['bj'][-1]:.1f} tok/s, batched-bench {res['bb'][-1]:.1f} tok/s, "
               f"separate {res['sep'][-1]:.1f} tok/s", flush=True)
-    med = {k: statistics.median(v) for k, v in res.items()}
+    med = {k: statistics.median(v) if v else 0.0 for k, v in res.items()}
     one_jar = med["jars"] / 3
     budget = med["one_rss"] + 2 * one_jar
     print()
@@ -178,10 +182,14 @@ def main():
     print(f"{'llama-batched-bench (3 seq)':32}{med['bb']:16.1f}{med['bb_rss']:14.0f}")
     print(f"{'3 separate processes':32}{med['sep']:16.1f}{med['sep_rss']:14.0f}")
     print(f"{'brainjar single (1 brain)':32}{'':16}{med['one_rss']:14.0f}")
+    if res["par"]:
+        print(f"{'brainjar matrix, parallel sched.':32}{med['par']:16.1f}")
     print()
     print(f"brainjar / llama-batched-bench tok/s: {med['bj'] / med['bb']:.3f}   (GPU target >= 0.95)")
     print(f"brainjar / 3 separate tok/s:          {med['bj'] / med['sep']:.3f}   (CPU target >= 1.0 of the better)")
     print(f"brainjar / max(batched-bench, separate): {med['bj'] / max(med['bb'], med['sep']):.3f}")
+    if res["par"]:
+        print(f"schedule: batched / parallel tok/s: {med['bj'] / med['par']:.3f}   (auto: batched on GPUs and below 4 cores per brain)")
     print(f"memory: 3 brains {med['bj_rss']:.0f} MB vs one brain + two jars {budget:.0f} MB: "
           f"{med['bj_rss'] / budget:.3f}   (target <= 1.15)")
     print(f"memory: 3 separate / brainjar: {med['sep_rss'] / med['bj_rss']:.2f}x")

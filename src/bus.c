@@ -62,11 +62,7 @@ struct bj_sub *bj_bus_subscribe(struct bj_bus *bus, const char *name, uint32_t m
     s->mask = mask;
     s->capacity = capacity ? capacity : 1;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    bj_cond_init_monotonic(&s->cond);
     pthread_mutex_lock(&bus->lock);
     s->closed = bus->closed;
     s->next = bus->subs;
@@ -158,16 +154,7 @@ void bj_bus_publish(struct bj_bus *bus, struct bj_event *ev)
 
 int bj_sub_next(struct bj_sub *s, struct bj_event *out, int timeout_ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_ms > 0) {
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    struct timespec deadline = bj_deadline_after(timeout_ms > 0 ? (int64_t)timeout_ms * 1000 : 0);
     pthread_mutex_lock(&s->lock);
     while (!s->head && !s->closed && timeout_ms != 0) {
         int rc = timeout_ms < 0 ? pthread_cond_wait(&s->cond, &s->lock)

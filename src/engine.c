@@ -109,11 +109,7 @@ struct bj_engine *bj_engine_new(const struct bj_engine_params *p, char *err, siz
     e->p.inject_brain = e->inject_brain;
     e->p.model_label = e->label;
     pthread_mutex_init(&e->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&e->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    bj_cond_init_monotonic(&e->cond);
 
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = p->n_gpu_layers;
@@ -482,13 +478,11 @@ static void idle_wait(struct bj_engine *e, int64_t until_us)
 {
     int64_t now = bj_now_us();
     int64_t wait = until_us - now;
-    if (wait > 100000 || wait < 0)
+    if (wait < 0)
+        wait = 0;
+    if (wait > 100000) /* wake at least every 100 ms: status, requests */
         wait = 100000;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += (long)(wait % 1000000) * 1000;
-    ts.tv_sec += (time_t)(wait / 1000000) + ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
+    struct timespec ts = bj_deadline_after(wait);
     pthread_mutex_lock(&e->lock);
     if (!e->req_head && !atomic_load(&e->stop))
         pthread_cond_timedwait(&e->cond, &e->lock, &ts);

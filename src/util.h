@@ -22,6 +22,14 @@ int64_t bj_now_us(void);
  * dropped when zero, as the original did. buf must hold 32 bytes. */
 void bj_iso_time(char *buf, size_t len);
 
+/* Initializes a condition variable that waits on the monotonic clock (deadlines from
+ * bj_deadline_after are immune to wall-clock jumps). */
+#include <pthread.h>
+#include <time.h>
+void bj_cond_init_monotonic(pthread_cond_t *cond);
+/* The monotonic-clock time `us` microseconds from now, for pthread_cond_timedwait. */
+struct timespec bj_deadline_after(int64_t us);
+
 /* Reads a whole file (NUL-terminated); the caller frees *out. Returns 0 or -errno. */
 int bj_read_file(const char *path, char **out, size_t *len);
 /* mkdir -p. Returns 0 or -errno. */
