@@ -32,6 +32,9 @@ struct work {
     int out_idx;              /* batch index of the token whose logits are sampled */
     bool injected;            /* fault injection: decode an invalid token */
     int rc;                   /* parallel schedule: llama_decode's result */
+    const float *row;         /* CPU sampling on threads: this brain's logits row */
+    llama_token token;        /* ... and the token sampled from it */
+    bool sampled;
 };
 
 struct bj_engine {
@@ -55,6 +58,7 @@ struct bj_engine {
 
     struct llama_context *ctx;                 /* batched */
     struct llama_batch batch;
+    llama_token_data *cand[BJ_MAX_BRAINS];     /* per-brain candidate arrays for threaded sampling */
     struct llama_context *bctx[BJ_MAX_BRAINS]; /* parallel */
     struct llama_batch bbatch[BJ_MAX_BRAINS];
 
@@ -143,6 +147,7 @@ void bj_engine_free(struct bj_engine *e)
             llama_batch_free(e->bbatch[i]);
         }
         bj_brain_free(e->brains[i]);
+        free(e->cand[i]);
     }
     if (e->ctx) {
         llama_free(e->ctx);
@@ -344,15 +349,74 @@ static int gather(struct bj_engine *e, struct work *works)
     return n;
 }
 
-/* After a successful decode of w: the brain moves on, and samples if it asked to. */
+/* After a successful decode of w: the brain moves on and, if it asked to, takes its token: the
+ * one already sampled on a thread (w->sampled), or sampled here. */
 static void finish(struct bj_engine *e, struct work *w, struct llama_context *ctx)
 {
     struct bj_brain *b = e->brains[w->i];
     bj_brain_consumed(b, w->n);
-    if (w->logits)
-        atomic_fetch_add(&e->generated, 1);
-    if (w->logits)
-        bj_brain_accept(b, llama_sampler_sample(bj_brain_sampler(b), ctx, w->out_idx));
+    if (!w->logits)
+        return;
+    atomic_fetch_add(&e->generated, 1);
+    llama_token t = w->sampled ? w->token : llama_sampler_sample(bj_brain_sampler(b), ctx, w->out_idx);
+    bj_brain_accept(b, t);
+}
+
+/* What llama_sampler_sample does, from a logits row instead of the context: a sampler thread
+ * then touches only its own brain's chain and candidate array, never the llama_context. */
+static void *sample_row(void *arg)
+{
+    struct work *w = arg;
+    struct bj_engine *e = w->e;
+    int n_vocab = llama_vocab_n_tokens(e->vocab);
+    llama_token_data *cand = e->cand[w->i];
+    for (int t = 0; t < n_vocab; t++)
+        cand[t] = (llama_token_data){t, w->row[t], 0.0f};
+    llama_token_data_array cur = {cand, (size_t)n_vocab, -1, false};
+    struct llama_sampler *smpl = bj_brain_sampler(e->brains[w->i]);
+    llama_sampler_apply(smpl, &cur);
+    w->token = cur.data[cur.selected].id;
+    llama_sampler_accept(smpl, w->token);
+    w->sampled = true;
+    return NULL;
+}
+
+/* Samples every brain of the step at once, one thread per brain (up to the engine's threads):
+ * with sampling on the CPU, each brain's sort of the whole vocabulary otherwise runs one after
+ * another while the GPU (or the other cores) wait. Brains it does not sample, finish() does. */
+static void sample_on_threads(struct bj_engine *e, struct work *works, int n, struct llama_context *ctx)
+{
+    int want = 0;
+    for (int k = 0; k < n; k++)
+        want += works[k].logits;
+    if (e->backend_sampling || want < 2 || e->n_threads < 2)
+        return;
+    int n_vocab = llama_vocab_n_tokens(e->vocab);
+    struct work *todo[BJ_MAX_BRAINS];
+    int m = 0;
+    for (int k = 0; k < n; k++) {
+        if (!works[k].logits)
+            continue;
+        if (!e->cand[works[k].i] && !(e->cand[works[k].i] = malloc((size_t)n_vocab * sizeof(llama_token_data))))
+            return; /* out of memory: finish() samples them one by one */
+        todo[m++] = &works[k];
+    }
+    for (int k = 0; k < m; k++) /* on this thread: the context is read by its owner only */
+        todo[k]->row = llama_get_logits_ith(ctx, todo[k]->out_idx);
+    for (int first = 0; first < m; first += e->n_threads) {
+        int last = first + e->n_threads < m ? first + e->n_threads : m;
+        pthread_t th[BJ_MAX_BRAINS];
+        bool spawned[BJ_MAX_BRAINS] = {0};
+        for (int k = first + 1; k < last; k++)
+            spawned[k] = pthread_create(&th[k], NULL, sample_row, todo[k]) == 0;
+        sample_row(todo[first]);
+        for (int k = first + 1; k < last; k++) {
+            if (spawned[k])
+                pthread_join(th[k], NULL);
+            else
+                sample_row(todo[k]);
+        }
+    }
 }
 
 static void decode_failed(struct bj_engine *e, struct work *w, int rc)
@@ -373,6 +437,7 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
     }
     int rc = llama_decode(e->ctx, e->batch);
     if (rc == 0) {
+        sample_on_threads(e, works, n, e->ctx);
         for (int k = 0; k < n; k++)
             finish(e, &works[k], e->ctx);
         return;
