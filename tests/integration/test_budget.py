@@ -61,5 +61,26 @@ class Estimate(unittest.TestCase):
                 self.assertTrue(p.stderr.strip())
 
 
+class Accuracy(HiveCase):
+    """The estimate within 5% of what loading the model really takes (RSS growth after load and
+    decode, jars full), on the largest shape that fits this machine comfortably: TinyLlama-1.1B
+    Q4_0, at two context sizes. The tiny model's rows are in unit_estimate; Mistral-7B's in
+    docs/MEMORY.md (bench/estimate_accuracy.sh, minutes)."""
+
+    def test_tinyllama_q4_0(self):
+        model = os.path.join(self.tmp, "tinyllama-q4_0.gguf")
+        p = bj("mkmodel", "--preset", "tinyllama-1.1b", "--type", "Q4_0", "--quiet", "-o", model)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for ctx in ("512", "2048"):
+            with self.subTest(ctx=ctx):
+                p = bj("estimate", model, "--ctx", ctx, "--measure", timeout=300)
+                self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+                line = [x for x in p.stdout.splitlines() if x.strip().startswith("summary ")][-1]
+                fields = dict(kv.split("=") for kv in line.split()[1:])
+                self.assertLess(abs(float(fields["error_pct"])), 5.0, line)
+                # ...and better than the seed's file size x 1.5 by a wide margin
+                self.assertGreater(abs(float(fields["heuristic_pct"])), 10.0, line)
+
+
 if __name__ == "__main__":
     unittest.main()
