@@ -1,0 +1,143 @@
+/* Unit tests for the engine's operator requests on the tiny model: a kill (the function the
+ * web/API will call) kills only its brain with cause OPERATOR, which comes back once; pause stops
+ * a brain's tokens without killing it, resume brings them back; unknown brains are refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <llama.h>
+
+#include "bus.h"
+#include "config.h"
+#include "engine.h"
+#include "log.h"
+#include "prompt.h"
+
+struct fixture {
+    struct bj_config cfg;
+    struct bj_bus *bus;
+    struct bj_sub *sub;
+    struct bj_prompts *prompts;
+    struct bj_engine *e;
+};
+
+static int setup(void **state)
+{
+    bj_log_set_level(BJ_LOG_WARN);
+    bj_log_attach_llama();
+    llama_backend_init();
+    struct fixture *f = calloc(1, sizeof *f);
+    bj_config_defaults(&f->cfg); /* matrix: SUBJECT, OBSERVER, GOD */
+    char err[512];
+    assert_int_equal(bj_config_finish(&f->cfg, err, sizeof err), 0);
+    f->bus = bj_bus_new();
+    f->sub = bj_bus_subscribe(f->bus, "test", BJ_EV_ALL, 1u << 20);
+    f->prompts = bj_prompts_load(NULL, err, sizeof err);
+    struct bj_engine_params ep;
+    bj_engine_params_default(&ep);
+    ep.model_path = getenv("BJ_TINY_MODEL");
+    ep.bus = f->bus;
+    ep.n_threads = 2;
+    f->e = bj_engine_new(&ep, err, sizeof err);
+    assert_non_null(f->e);
+    for (int i = 0; i < f->cfg.n_brains; i++) {
+        struct bj_brain_params bp = {.cfg = &f->cfg.brains[i], .prompts = f->prompts,
+                                     .vocab = bj_engine_vocab(f->e), .bus = f->bus, .jar_tokens = 3000};
+        assert_non_null(bj_engine_add_brain(f->e, &bp));
+    }
+    assert_int_equal(bj_engine_start(f->e, err, sizeof err), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    bj_engine_free(f->e);
+    bj_bus_close(f->bus);
+    bj_bus_unsubscribe(f->bus, f->sub);
+    bj_bus_free(f->bus);
+    bj_prompts_free(f->prompts);
+    free(f);
+    llama_backend_free();
+    return 0;
+}
+
+/* Waits (up to 10 s) for an event matching type and brain; counts the tokens of `count_brain`
+ * seen meanwhile. Returns 1 when found. */
+static int wait_for(struct fixture *f, enum bj_event_type type, const char *brain, struct bj_event *out,
+                    const char *count_brain, int *tokens)
+{
+    for (int i = 0; i < 100000; i++) {
+        struct bj_event ev;
+        int rc = bj_sub_next(f->sub, &ev, 10000);
+        if (rc != 1)
+            return 0;
+        if (tokens && ev.type == BJ_EV_TOKEN && strcmp(ev.brain, count_brain) == 0)
+            (*tokens)++;
+        if (ev.type == type && (!brain || strcmp(ev.brain, brain) == 0)) {
+            *out = ev;
+            return 1;
+        }
+        bj_event_clear(&ev);
+    }
+    return 0;
+}
+
+static void test_operator_kill(void **state)
+{
+    struct fixture *f = *state;
+    struct bj_event ev;
+    assert_int_equal(wait_for(f, BJ_EV_TOKEN, "OBSERVER", &ev, NULL, NULL), 1);
+    bj_event_clear(&ev);
+    assert_int_equal(bj_engine_kill(f->e, "NOBODY", "OPERATOR"), -1);
+    assert_int_equal(bj_engine_kill(f->e, "OBSERVER", "OPERATOR"), 0);
+    assert_int_equal(wait_for(f, BJ_EV_DEATH, NULL, &ev, NULL, NULL), 1);
+    assert_string_equal(ev.brain, "OBSERVER"); /* the first death is the one asked for */
+    assert_string_equal(ev.cause, "OPERATOR");
+    assert_int_equal(ev.crash_count, 1);
+    bj_event_clear(&ev);
+    assert_int_equal(wait_for(f, BJ_EV_RESURRECTION, "OBSERVER", &ev, NULL, NULL), 1);
+    assert_int_equal(ev.crash_count, 1);
+    bj_event_clear(&ev);
+    assert_int_equal(wait_for(f, BJ_EV_TOKEN, "OBSERVER", &ev, NULL, NULL), 1);
+    bj_event_clear(&ev);
+}
+
+static void test_pause_and_resume(void **state)
+{
+    struct fixture *f = *state;
+    struct bj_event ev;
+    assert_int_equal(bj_engine_pause(f->e, "SUBJECT", true), 0);
+    /* Once SUBJECT reports itself paused, the others go on and SUBJECT says nothing. */
+    for (;;) {
+        assert_int_equal(wait_for(f, BJ_EV_STATUS, "SUBJECT", &ev, NULL, NULL), 1);
+        bool paused = strcmp(ev.state, "paused") == 0;
+        bj_event_clear(&ev);
+        if (paused)
+            break;
+    }
+    int subject_tokens = 0;
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(wait_for(f, BJ_EV_TOKEN, "GOD", &ev, "SUBJECT", &subject_tokens), 1);
+        bj_event_clear(&ev);
+    }
+    assert_int_equal(subject_tokens, 0);
+    assert_int_equal(bj_engine_pause(f->e, "SUBJECT", false), 0);
+    assert_int_equal(wait_for(f, BJ_EV_TOKEN, "SUBJECT", &ev, NULL, NULL), 1);
+    bj_event_clear(&ev);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_operator_kill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_and_resume, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
