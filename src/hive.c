@@ -53,6 +53,7 @@ struct hive {
     struct bj_gpu_info gpu;
     struct bj_budget_settings budget_settings;
     struct bj_budget_manager *budget;
+    struct bj_term *term;
 };
 
 int bj_hive_model_path(const struct bj_config *c, const struct bj_brain_cfg *b, char *path, size_t len)
@@ -443,6 +444,8 @@ static void summary(const struct hive *h)
             all.tg_s > 0 ? (double)all.tg_tokens / all.tg_s : 0.0, (double)ru.ru_maxrss / 1024.0, (double)jars / 1e6);
 }
 
+/* Stops and frees everything that was started, in the order that loses nothing: engines (the
+ * publishers) first, then the bus is closed and the terminal prints what is still queued. */
 static void teardown(struct hive *h)
 {
     for (int m = 0; m < h->n_models; m++)
@@ -450,6 +453,11 @@ static void teardown(struct hive *h)
             bj_engine_stop(h->models[m].engine);
     for (int m = 0; m < h->n_models; m++)
         bj_engine_free(h->models[m].engine);
+    if (h->bus) {
+        bj_bus_close(h->bus);
+        bj_term_finish(h->term, h->bus);
+        bj_bus_free(h->bus);
+    }
     if (h->crash_fd >= 0)
         close(h->crash_fd);
     bj_prompts_free(h->prompts);
@@ -494,24 +502,17 @@ int bj_hive_run(const struct bj_config *c)
         goto fail;
     }
     const char *focus = c->focus[0] ? c->focus : c->brains[0].id;
-    struct bj_term *term = bj_term_start(h.bus, c->events, focus, stdout);
+    h.term = bj_term_start(h.bus, c->events, focus, stdout);
     if (add_brains(&h) == 0) {
         snprintf(err, sizeof err, "no brain could be started");
-        bj_bus_close(h.bus);
-        bj_term_finish(term, h.bus);
         goto fail;
     }
-    for (int m = 0; m < h.n_models; m++)
-        if (bj_engine_n_brains(h.models[m].engine) == 0) {
+    for (int m = 0; m < h.n_models; m++) {
+        if (bj_engine_n_brains(h.models[m].engine) == 0)
             atomic_fetch_add(&h.engines_done, 1); /* every brain of this model was denied */
-        } else if (bj_engine_start(h.models[m].engine, err, sizeof err)) {
-            bj_bus_close(h.bus);
-            teardown(&h);
-            bj_term_finish(term, h.bus);
-            bj_bus_free(h.bus);
-            bj_error("%s", err);
-            return 1;
-        }
+        else if (bj_engine_start(h.models[m].engine, err, sizeof err))
+            goto fail;
+    }
     bj_info("hive running: %d brain%s on %d model%s, %s mode; Ctrl-C stops", c->n_brains, c->n_brains == 1 ? "" : "s",
             h.n_models, h.n_models == 1 ? "" : "s", bj_mode_name(c->mode));
 
@@ -522,9 +523,6 @@ int bj_hive_run(const struct bj_config *c)
     if (bj_log_get_level() <= BJ_LOG_INFO)
         bj_budget_manager_report(h.budget, stderr);
     teardown(&h);
-    bj_bus_close(h.bus);
-    bj_term_finish(term, h.bus);
-    bj_bus_free(h.bus);
     return 0;
 
 fail:
