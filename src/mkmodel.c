@@ -268,7 +268,7 @@ static int check_params(const struct bj_mkmodel_params *p, char *err, size_t err
         snprintf(err, errlen, "dimensions too large (layers <= 512, embd <= 65536, ff <= 262144)");
         return -1;
     }
-    if (!bj_mkmodel_ftype_name(p->ftype) || strcmp(bj_mkmodel_ftype_name(p->ftype), "?") == 0) {
+    if (strcmp(bj_mkmodel_ftype_name(p->ftype), "?") == 0) {
         snprintf(err, errlen, "unsupported quantization type %d", p->ftype);
         return -1;
     }
