@@ -362,6 +362,28 @@ static void finish(struct bj_engine *e, struct work *w, struct llama_context *ct
     bj_brain_accept(b, t);
 }
 
+/* Runs fn on every item, at most `width` at once: the first of each wave on the calling
+ * thread, the rest on threads of their own (or here too, when a thread cannot be made). */
+static void run_in_waves(void *(*fn)(void *), struct work **items, int n, int width)
+{
+    if (width < 1)
+        width = 1;
+    for (int first = 0; first < n; first += width) {
+        int last = first + width < n ? first + width : n;
+        pthread_t th[BJ_MAX_BRAINS];
+        bool spawned[BJ_MAX_BRAINS] = {0};
+        for (int k = first + 1; k < last; k++)
+            spawned[k] = pthread_create(&th[k], NULL, fn, items[k]) == 0;
+        fn(items[first]);
+        for (int k = first + 1; k < last; k++) {
+            if (spawned[k])
+                pthread_join(th[k], NULL);
+            else
+                fn(items[k]);
+        }
+    }
+}
+
 /* What llama_sampler_sample does, from a logits row instead of the context: a sampler thread
  * then touches only its own brain's chain and candidate array, never the llama_context. */
 static void *sample_row(void *arg)
@@ -403,20 +425,7 @@ static void sample_on_threads(struct bj_engine *e, struct work *works, int n, st
     }
     for (int k = 0; k < m; k++) /* on this thread: the context is read by its owner only */
         todo[k]->row = llama_get_logits_ith(ctx, todo[k]->out_idx);
-    for (int first = 0; first < m; first += e->n_threads) {
-        int last = first + e->n_threads < m ? first + e->n_threads : m;
-        pthread_t th[BJ_MAX_BRAINS];
-        bool spawned[BJ_MAX_BRAINS] = {0};
-        for (int k = first + 1; k < last; k++)
-            spawned[k] = pthread_create(&th[k], NULL, sample_row, todo[k]) == 0;
-        sample_row(todo[first]);
-        for (int k = first + 1; k < last; k++) {
-            if (spawned[k])
-                pthread_join(th[k], NULL);
-            else
-                sample_row(todo[k]);
-        }
-    }
+    run_in_waves(sample_row, todo, m, e->n_threads);
 }
 
 static void decode_failed(struct bj_engine *e, struct work *w, int rc)
@@ -477,21 +486,10 @@ static void *parallel_decode(void *arg)
 static void step_parallel(struct bj_engine *e, struct work *works, int n)
 {
     int per = e->n_threads / e->n_brains > 0 ? e->n_threads / e->n_brains : 1;
-    int wave = e->n_threads / per > 0 ? e->n_threads / per : 1;
-    for (int first = 0; first < n; first += wave) {
-        int last = first + wave < n ? first + wave : n;
-        pthread_t th[BJ_MAX_BRAINS];
-        bool spawned[BJ_MAX_BRAINS] = {0};
-        for (int k = first + 1; k < last; k++)
-            spawned[k] = pthread_create(&th[k], NULL, parallel_decode, &works[k]) == 0;
-        parallel_decode(&works[first]);
-        for (int k = first + 1; k < last; k++) {
-            if (spawned[k])
-                pthread_join(th[k], NULL);
-            else
-                parallel_decode(&works[k]);
-        }
-    }
+    struct work *items[BJ_MAX_BRAINS];
+    for (int k = 0; k < n; k++)
+        items[k] = &works[k];
+    run_in_waves(parallel_decode, items, n, e->n_threads / per);
     for (int k = 0; k < n; k++) {
         if (works[k].rc == 0)
             finish(e, &works[k], e->bctx[works[k].i]);
