@@ -45,8 +45,8 @@ static int setup(void **state)
     ep.n_threads = 2;
     f->e = bj_engine_new(&ep, err, sizeof err);
     assert_non_null(f->e);
-    for (int i = 0; i < f->cfg.n_brains; i++) {
-        struct bj_brain_params bp = {.cfg = &f->cfg.brains[i], .prompts = f->prompts,
+    for (int i = 0; i < f->cfg.spec.n_brains; i++) {
+        struct bj_brain_params bp = {.cfg = &f->cfg.spec.brains[i], .prompts = f->prompts,
                                      .vocab = bj_engine_vocab(f->e), .bus = f->bus, .jar_tokens = 3000};
         assert_non_null(bj_engine_add_brain(f->e, &bp));
     }

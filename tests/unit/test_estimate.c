@@ -292,7 +292,7 @@ static void test_config_hive(void **state)
     char err[256];
     bj_config_defaults(c); /* matrix: 8/10/12 GB jars */
     assert_int_equal(bj_config_finish(c, err, sizeof err), 0);
-    struct bj_est_hive *h = bj_estimate_config(c, tiny(), err, sizeof err);
+    struct bj_est_hive *h = bj_estimate_spec(c, tiny(), err, sizeof err);
     if (!h)
         fail_msg("%s", err);
     assert_int_equal(h->n_models, 1);
@@ -305,16 +305,16 @@ static void test_config_hive(void **state)
     assert_true(bj_est_hive_cpu(h) == bj_est_mem_total(&h->models[0].cpu));
     bj_est_hive_free(h);
 
-    c->brains[1].jar_gb = 1e-12; /* holds no token */
-    h = bj_estimate_config(c, tiny(), err, sizeof err);
+    c->spec.brains[1].jar_gb = 1e-12; /* holds no token */
+    h = bj_estimate_spec(c, tiny(), err, sizeof err);
     assert_null(h);
     assert_non_null(strstr(err, "holds no token"));
-    c->brains[1].jar_gb = 1e9; /* absurdly large: clamped to the training context */
-    h = bj_estimate_config(c, tiny(), err, sizeof err);
+    c->spec.brains[1].jar_gb = 1e9; /* absurdly large: clamped to the training context */
+    h = bj_estimate_spec(c, tiny(), err, sizeof err);
     assert_non_null(h);
     assert_int_equal(h->brains[1].jar.tokens, 4096);
     bj_est_hive_free(h);
-    h = bj_estimate_config(c, "", err, sizeof err);
+    h = bj_estimate_spec(c, "", err, sizeof err);
     assert_null(h);
     assert_non_null(strstr(err, "no model"));
     free(c);

@@ -9,10 +9,8 @@
 #include "util.h"
 
 static const char *const k_modes[] = {"single", "matrix", "hive"};
-static const char *const k_scheds[] = {"auto", "batched", "parallel"};
 
 const char *bj_mode_name(enum bj_mode m) { return k_modes[m]; }
-const char *bj_schedule_name(enum bj_schedule s) { return k_scheds[s]; }
 
 /* min-p 0.05 at temperature 0.8, no top-k or top-p: a good guard against the vocabulary's tail
  * that costs little inside the decode graph (measured on an H100 with 3 brains: 0.96 of
@@ -31,28 +29,28 @@ void bj_config_defaults(struct bj_config *c)
     c->web_port = 8095;
     const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
     if (xdg && *xdg)
-        snprintf(c->data_dir, sizeof c->data_dir, "%s/brainjar", xdg);
+        snprintf(c->spec.data_dir, sizeof c->spec.data_dir, "%s/brainjar", xdg);
     else
-        snprintf(c->data_dir, sizeof c->data_dir, "%s/.local/share/brainjar", home && *home ? home : ".");
-    c->schedule = BJ_SCHED_AUTO;
-    c->n_gpu_layers = -1;
-    c->kv_type = GGML_TYPE_F16;
-    c->flash_attn = -1;
-    c->prefill_chunk = 64;
-    c->use_mmap = true;
-    c->backend_sampling = -1;
-    c->pause_ms = 3000;
+        snprintf(c->spec.data_dir, sizeof c->spec.data_dir, "%s/.local/share/brainjar", home && *home ? home : ".");
+    c->spec.schedule = BJ_SCHED_AUTO;
+    c->spec.n_gpu_layers = -1;
+    c->spec.kv_type = GGML_TYPE_F16;
+    c->spec.flash_attn = -1;
+    c->spec.prefill_chunk = 64;
+    c->spec.use_mmap = -1;
+    c->spec.backend_sampling = -1;
+    c->spec.pause_ms = 3000;
     c->events = BJ_OUT_TEXT;
-    c->reserve_pct = 15.0;
-    c->brain_share_pct = 50.0;
-    c->headroom_gb = 2.0;
-    c->inject_step = 0;
+    c->spec.reserve_pct = 15.0;
+    c->spec.brain_share_pct = 50.0;
+    c->spec.headroom_gb = 2.0;
+    c->spec.inject_step = 0;
     bj_config_apply_mode(c);
 }
 
 static struct bj_brain_cfg *add_brain(struct bj_config *c, const char *id, const char *role, double jar_gb)
 {
-    struct bj_brain_cfg *b = &c->brains[c->n_brains++];
+    struct bj_brain_cfg *b = &c->spec.brains[c->spec.n_brains++];
     memset(b, 0, sizeof *b);
     bj_strlcpy(b->id, id, sizeof b->id);
     bj_strlcpy(b->role, role, sizeof b->role);
@@ -63,7 +61,7 @@ static struct bj_brain_cfg *add_brain(struct bj_config *c, const char *id, const
 
 void bj_config_apply_mode(struct bj_config *c)
 {
-    c->n_brains = 0;
+    c->spec.n_brains = 0;
     if (c->mode == BJ_MODE_SINGLE) {
         add_brain(c, "SUBJECT", "single", 8.0);
         return;
@@ -77,19 +75,6 @@ void bj_config_apply_mode(struct bj_config *c)
     struct bj_brain_cfg *g = add_brain(c, "GOD", "god", 12.0);
     g->watches_all = true;
     g->sees_lifecycle = true;
-}
-
-int bj_config_find_brain(const struct bj_config *c, const char *id)
-{
-    for (int i = 0; i < c->n_brains; i++)
-        if (strcmp(c->brains[i].id, id) == 0)
-            return i;
-    return -1;
-}
-
-const char *bj_config_brain_model(const struct bj_config *c, const struct bj_brain_cfg *b)
-{
-    return b->model[0] ? b->model : c->model;
 }
 
 static bool valid_name(const char *s)
@@ -147,7 +132,7 @@ static int parse_watches(struct bj_brain_cfg *b, char *val, char *err, size_t er
             snprintf(err, errlen, "brain %s: bad name '%s' in watches", b->id, tok);
             return -1;
         }
-        if (b->n_watches >= BJ_MAX_BRAINS) {
+        if (b->n_watches >= BJ_MAX_WATCHES) {
             snprintf(err, errlen, "brain %s: watches too many brains", b->id);
             return -1;
         }
@@ -224,7 +209,7 @@ int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t
     }
     bj_strlcpy(c->hive_file, path, sizeof c->hive_file);
     c->mode = BJ_MODE_HIVE;
-    c->n_brains = 0;
+    c->spec.n_brains = 0;
     struct bj_brain_cfg *cur = NULL;
     bool in_hive = false;
     int line_no = 0;
@@ -256,11 +241,11 @@ int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t
                 snprintf(msg, sizeof msg, "bad brain name '%s' (letters, digits, _ and -, < %d chars)", name, BJ_NAME_MAX);
                 goto fail;
             }
-            if (bj_config_find_brain(c, name) >= 0) {
+            if (bj_spec_find_brain(&c->spec, name) >= 0) {
                 snprintf(msg, sizeof msg, "brain %s defined twice", name);
                 goto fail;
             }
-            if (c->n_brains >= BJ_MAX_BRAINS) {
+            if (c->spec.n_brains >= BJ_MAX_BRAINS) {
                 snprintf(msg, sizeof msg, "too many brains (at most %d)", BJ_MAX_BRAINS);
                 goto fail;
             }
@@ -280,7 +265,7 @@ int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t
         char *key = trim(s), *val = trim(eq + 1);
         if (in_hive) {
             if (strcmp(key, "model") == 0) {
-                resolve_path(c->model, sizeof c->model, path, val);
+                resolve_path(c->spec.model, sizeof c->spec.model, path, val);
                 continue;
             }
             snprintf(msg, sizeof msg, "unknown key '%s' in [hive]", key);
@@ -293,7 +278,7 @@ int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t
         if (brain_key(c, path, cur, key, val, msg, sizeof msg))
             goto fail;
     }
-    if (c->n_brains == 0) {
+    if (c->spec.n_brains == 0) {
         snprintf(err, errlen, "hive file %s: no [brain NAME] section", path);
         goto out;
     }
@@ -308,14 +293,14 @@ out:
 
 int bj_config_finish(struct bj_config *c, char *err, size_t errlen)
 {
-    if (c->n_brains == 0) {
+    if (c->spec.n_brains == 0) {
         snprintf(err, errlen, "no brains to run");
         return -1;
     }
-    for (int i = 0; i < c->n_brains; i++) {
-        struct bj_brain_cfg *b = &c->brains[i];
+    for (int i = 0; i < c->spec.n_brains; i++) {
+        struct bj_brain_cfg *b = &c->spec.brains[i];
         for (int w = 0; w < b->n_watches; w++) {
-            if (bj_config_find_brain(c, b->watches[w]) < 0) {
+            if (bj_spec_find_brain(&c->spec, b->watches[w]) < 0) {
                 snprintf(err, errlen, "brain %s watches %s, which is not in the hive", b->id, b->watches[w]);
                 return -1;
             }
@@ -332,16 +317,16 @@ int bj_config_finish(struct bj_config *c, char *err, size_t errlen)
         if (b->sampling.seed == 0)
             b->sampling.seed = 1234u + 7919u * (uint32_t)i;
     }
-    if (c->kv_type != GGML_TYPE_F16 && c->kv_type != GGML_TYPE_F32 && c->kv_type != GGML_TYPE_BF16 && c->flash_attn == 0) {
+    if (c->spec.kv_type != GGML_TYPE_F16 && c->spec.kv_type != GGML_TYPE_F32 && c->spec.kv_type != GGML_TYPE_BF16 && c->spec.flash_attn == 0) {
         snprintf(err, errlen, "a quantized KV cache (--kv-type) needs flash attention; drop --flash-attn off");
         return -1;
     }
-    if (c->focus[0] && bj_config_find_brain(c, c->focus) < 0) {
+    if (c->focus[0] && bj_spec_find_brain(&c->spec, c->focus) < 0) {
         snprintf(err, errlen, "--focus %s: no such brain", c->focus);
         return -1;
     }
-    if (c->inject_brain[0] && bj_config_find_brain(c, c->inject_brain) < 0) {
-        snprintf(err, errlen, "--inject-decode-error %s: no such brain", c->inject_brain);
+    if (c->spec.inject_brain[0] && bj_spec_find_brain(&c->spec, c->spec.inject_brain) < 0) {
+        snprintf(err, errlen, "--inject-decode-error %s: no such brain", c->spec.inject_brain);
         return -1;
     }
     return 0;

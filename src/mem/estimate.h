@@ -10,7 +10,7 @@
  * Shared weights are charged once per model file, jars once per brain.
  *
  * Threads: with opts.dry_run off, any thread. With it on (the default), bj_estimate_model() and
- * bj_estimate_config() use llama.cpp, as does bj_estimate_measure(): call them on the main
+ * bj_estimate_spec() use llama.cpp, as does bj_estimate_measure(): call them on the main
  * thread after llama_backend_init() and before engines start, since the dry run swaps
  * llama.cpp's process-wide log callback for its duration. */
 #ifndef BJ_ESTIMATE_H
@@ -23,7 +23,7 @@
 
 #include <ggml.h>
 
-#include "config.h"
+#include "spec.h"
 #include "jar.h"
 #include "modelinfo.h"
 
@@ -46,7 +46,7 @@ struct bj_est_opts {
  * all cores, batched, dry run on. */
 void bj_est_opts_default(struct bj_est_opts *o);
 /* The options a config implies (its engine section). */
-void bj_est_opts_from_config(struct bj_est_opts *o, const struct bj_config *c);
+void bj_est_opts_from_spec(struct bj_est_opts *o, const struct bj_hive_spec *c);
 
 /* Memory on one device, bytes. The sum is what the estimate predicts (see estimate.c). */
 struct bj_est_mem {
@@ -98,7 +98,7 @@ struct bj_est_brain {
     bool kv_on_gpu;       /* its jar lives on the GPU (all layers offloaded) */
 };
 
-/* A whole hive. Owned by the caller: bj_estimate_config() allocates, bj_est_hive_free() frees. */
+/* A whole hive. Owned by the caller: bj_estimate_spec() allocates, bj_est_hive_free() frees. */
 struct bj_est_hive {
     struct bj_est_opts opts;
     int n_models;
@@ -118,7 +118,7 @@ int bj_estimate_model(const char *path, const struct bj_est_opts *o, const long 
 
 /* Estimates a fully parsed config: brains grouped by model (c->model, or default_model_path when
  * that is empty), jars resolved with bj_jar_resolve. Returns a new hive or NULL with err. */
-struct bj_est_hive *bj_estimate_config(const struct bj_config *c, const char *default_model_path, char *err,
+struct bj_est_hive *bj_estimate_spec(const struct bj_hive_spec *c, const char *default_model_path, char *err,
                                        size_t errlen);
 void bj_est_hive_free(struct bj_est_hive *h);
 

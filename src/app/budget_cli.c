@@ -320,7 +320,7 @@ int bj_validate_hive(const struct bj_config *c, const struct bj_est_hive *h, con
     }
     if (bj_est_hive_gpu(h) > 0 || sm->unified)
         bj_sysmem_read_gpu(paths, sm, gpu);
-    bj_budget_settings_from_config(&s, c);
+    bj_budget_settings_from_spec(&s, c);
     rc = bj_budget_validate(&s, sm, gpu, h, v);
     bj_budget_print_report(&s, sm, gpu, h, bj_mode_name(c->mode), v, out);
 out:
@@ -332,7 +332,7 @@ int bj_validate_run_paths(const struct bj_config *c, const char *default_model_p
                           const struct bj_sysmem_paths *paths, FILE *out)
 {
     char err[512];
-    struct bj_est_hive *h = bj_estimate_config(c, default_model_path, err, sizeof err);
+    struct bj_est_hive *h = bj_estimate_spec(c, default_model_path, err, sizeof err);
     if (!h) {
         fprintf(out, "validate: %s\n", err);
         return 2;

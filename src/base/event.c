@@ -8,7 +8,8 @@
 #include <jansson.h>
 
 static const char *const k_names[BJ_EV_COUNT] = {
-    "token", "thought", "death", "resurrection", "observe", "status", "error", "budget",
+    "token", "thought", "death", "resurrection", "observe", "status", "error", "budget", "operator", "watchdog",
+    "link",
 };
 
 const char *bj_event_type_name(enum bj_event_type t)
@@ -56,6 +57,8 @@ char *bj_event_to_json(const struct bj_event *ev)
     json_object_set_new(o, "ts", json_string(ts));
     if (ev->brain[0])
         json_object_set_new(o, "brain", json_string(ev->brain));
+    if (ev->node[0])
+        json_object_set_new(o, "node", json_string(ev->node));
     json_object_set_new(o, "crash_count", json_integer(ev->crash_count));
     switch (ev->type) {
     case BJ_EV_TOKEN:
@@ -71,6 +74,14 @@ char *bj_event_to_json(const struct bj_event *ev)
         break;
     case BJ_EV_OBSERVE:
         json_object_set_new(o, "from", json_string(ev->from));
+        break;
+    case BJ_EV_OPERATOR:
+    case BJ_EV_WATCHDOG:
+        json_object_set_new(o, "action", json_string(ev->cause));
+        break;
+    case BJ_EV_LINK:
+        json_object_set_new(o, "peer", json_string(ev->from));
+        json_object_set_new(o, "state", json_string(ev->state));
         break;
     case BJ_EV_STATUS:
         json_object_set_new(o, "state", json_string(ev->state));

@@ -103,14 +103,14 @@ static int apply_tiers(const char *cmd, struct bj_config *c, const struct raw *r
                     cmd, "sog"[t], "sog"[t], k_tier_ids[t]);
             return 2;
         }
-        int i = bj_config_find_brain(c, k_tier_ids[t]);
+        int i = bj_spec_find_brain(&c->spec, k_tier_ids[t]);
         if (i < 0) {
             fprintf(stderr, "brainjar %s: a flag names %s, but %s has no such brain%s\n", cmd, k_tier_ids[t],
                     c->mode == BJ_MODE_HIVE ? "the hive file" : "this mode",
                     c->mode == BJ_MODE_SINGLE ? " (single mode has only SUBJECT)" : "");
             return 2;
         }
-        struct bj_brain_cfg *b = &c->brains[i];
+        struct bj_brain_cfg *b = &c->spec.brains[i];
         if (r->model[t])
             bj_strlcpy(b->model, r->model[t], sizeof b->model);
         if (r->ram_gb[t] > 0) {
@@ -125,8 +125,8 @@ static int apply_tiers(const char *cmd, struct bj_config *c, const struct raw *r
 
 static void apply_all(struct bj_config *c, const struct raw *r)
 {
-    for (int i = 0; i < c->n_brains; i++) {
-        struct bj_brain_cfg *b = &c->brains[i];
+    for (int i = 0; i < c->spec.n_brains; i++) {
+        struct bj_brain_cfg *b = &c->spec.brains[i];
         if (r->ram_gb[T_ALL] > 0) {
             b->jar_gb = r->ram_gb[T_ALL];
             b->jar_tokens = 0;
@@ -156,7 +156,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         switch (opt) {
         case O_MODE: r.mode = a; break;
         case O_HIVE: r.hive = a; break;
-        case O_MODEL: bj_strlcpy(c->model, a, sizeof c->model); break;
+        case O_MODEL: bj_strlcpy(c->spec.model, a, sizeof c->spec.model); break;
         case O_MODEL_S: case O_MODEL_O: case O_MODEL_G: r.model[opt - O_MODEL_S] = a; break;
         case O_RAM: case O_RAM_S: case O_RAM_O: case O_RAM_G:
             if (bj_parse_double(a, 1e-9, 1e6, &d))
@@ -174,51 +174,51 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
                 return bad(cmd, "--web-port", a, "a port (1-65535)");
             c->web_port = (int)l;
             break;
-        case O_DATA: bj_strlcpy(c->data_dir, a, sizeof c->data_dir); break;
-        case O_PROMPTS: bj_strlcpy(c->prompts_dir, a, sizeof c->prompts_dir); break;
+        case O_DATA: bj_strlcpy(c->spec.data_dir, a, sizeof c->spec.data_dir); break;
+        case O_PROMPTS: bj_strlcpy(c->spec.prompts_dir, a, sizeof c->spec.prompts_dir); break;
         case O_SCHED:
-            if (strcmp(a, "auto") == 0) c->schedule = BJ_SCHED_AUTO;
-            else if (strcmp(a, "batched") == 0) c->schedule = BJ_SCHED_BATCHED;
-            else if (strcmp(a, "parallel") == 0) c->schedule = BJ_SCHED_PARALLEL;
+            if (strcmp(a, "auto") == 0) c->spec.schedule = BJ_SCHED_AUTO;
+            else if (strcmp(a, "batched") == 0) c->spec.schedule = BJ_SCHED_BATCHED;
+            else if (strcmp(a, "parallel") == 0) c->spec.schedule = BJ_SCHED_PARALLEL;
             else return bad(cmd, "--schedule", a, "batched, parallel or auto");
             break;
         case O_THREADS:
             if (bj_parse_long(a, 1, 1024, &l))
                 return bad(cmd, "--threads", a, "a thread count (1-1024)");
-            c->n_threads = (int)l;
+            c->spec.n_threads = (int)l;
             break;
         case O_GPU:
             if (bj_parse_long(a, -1, 100000, &l))
                 return bad(cmd, "--gpu-layers", a, "a layer count (-1 for all)");
-            c->n_gpu_layers = (int)l;
+            c->spec.n_gpu_layers = (int)l;
             break;
         case O_KV:
-            if (bj_kv_type_parse(a, &c->kv_type))
+            if (bj_kv_type_parse(a, &c->spec.kv_type))
                 return bad(cmd, "--kv-type", a, "one of f16, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1");
             break;
         case O_FA:
-            if (strcmp(a, "auto") == 0) c->flash_attn = -1;
-            else if (strcmp(a, "on") == 0) c->flash_attn = 1;
-            else if (strcmp(a, "off") == 0) c->flash_attn = 0;
+            if (strcmp(a, "auto") == 0) c->spec.flash_attn = -1;
+            else if (strcmp(a, "on") == 0) c->spec.flash_attn = 1;
+            else if (strcmp(a, "off") == 0) c->spec.flash_attn = 0;
             else return bad(cmd, "--flash-attn", a, "on, off or auto");
             break;
         case O_CHUNK:
             if (bj_parse_long(a, 1, 8192, &l))
                 return bad(cmd, "--prefill-chunk", a, "a token count (1-8192)");
-            c->prefill_chunk = (int)l;
+            c->spec.prefill_chunk = (int)l;
             break;
-        case O_NO_MMAP: c->use_mmap = false; break;
+        case O_NO_MMAP: c->spec.use_mmap = 0; break;
         case O_BSAMPLE:
-            if (strcmp(a, "auto") == 0) c->backend_sampling = -1;
-            else if (strcmp(a, "on") == 0) c->backend_sampling = 1;
-            else if (strcmp(a, "off") == 0) c->backend_sampling = 0;
+            if (strcmp(a, "auto") == 0) c->spec.backend_sampling = -1;
+            else if (strcmp(a, "on") == 0) c->spec.backend_sampling = 1;
+            else if (strcmp(a, "off") == 0) c->spec.backend_sampling = 0;
             else return bad(cmd, "--backend-sampling", a, "on, off or auto");
             break;
-        case O_CHAT: c->chat_template = true; break;
+        case O_CHAT: c->spec.chat_template = true; break;
         case O_PAUSE:
             if (bj_parse_double(a, 0, 86400, &d))
                 return bad(cmd, "--pause", a, "seconds (0-86400)");
-            c->pause_ms = (int)(d * 1000.0 + 0.5);
+            c->spec.pause_ms = (int)(d * 1000.0 + 0.5);
             break;
         case O_TEMP:
             if (bj_parse_double(a, 0, 10, &d))
@@ -261,9 +261,9 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         case O_STEPS:
             if (bj_parse_long(a, 1, 1L << 40, &l))
                 return bad(cmd, "--steps", a, "a positive step count");
-            c->max_steps = l;
+            c->spec.max_steps = l;
             break;
-        case O_DUMP: bj_strlcpy(c->dump_context, a, sizeof c->dump_context); break;
+        case O_DUMP: bj_strlcpy(c->spec.dump_context, a, sizeof c->spec.dump_context); break;
         case O_LOG: {
             int lv = bj_log_level_parse(a);
             if (lv < 0)
@@ -274,21 +274,21 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         case O_RESERVE: case O_SHARE:
             if (bj_parse_double(a, 0, 100, &d) || (opt == O_SHARE && d <= 0))
                 return bad(cmd, argv[optind - 2], a, "a percentage (0-100)");
-            *(opt == O_RESERVE ? &c->reserve_pct : &c->brain_share_pct) = d;
+            *(opt == O_RESERVE ? &c->spec.reserve_pct : &c->spec.brain_share_pct) = d;
             break;
         case O_HEADROOM:
             if (bj_parse_double(a, 0, 1e6, &d))
                 return bad(cmd, "--headroom", a, "a non-negative number of GB");
-            c->headroom_gb = d;
+            c->spec.headroom_gb = d;
             break;
-        case O_FORCE: c->force = true; break;
+        case O_FORCE: c->spec.force = true; break;
         case O_INJECT: {
             const char *colon = strrchr(a, ':');
-            if (!colon || colon == a || (size_t)(colon - a) >= sizeof c->inject_brain ||
+            if (!colon || colon == a || (size_t)(colon - a) >= sizeof c->spec.inject_brain ||
                 bj_parse_long(colon + 1, 1, 1L << 40, &l))
                 return bad(cmd, "--inject-decode-error", a, "BRAIN:N");
-            snprintf(c->inject_brain, sizeof c->inject_brain, "%.*s", (int)(colon - a), a);
-            c->inject_step = l;
+            snprintf(c->spec.inject_brain, sizeof c->spec.inject_brain, "%.*s", (int)(colon - a), a);
+            c->spec.inject_step = l;
             break;
         }
         case 'h': bj_cli_usage_run(cmd, stdout); return 1;

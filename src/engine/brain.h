@@ -20,7 +20,7 @@
 #include <llama.h>
 
 #include "bus.h"
-#include "config.h"
+#include "spec.h"
 #include "prompt.h"
 #include "util.h"
 

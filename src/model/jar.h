@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "spec.h"
 #include "modelinfo.h"
 
 #define BJ_GB (1024.0 * 1024.0 * 1024.0) /* the original's "GB" was 1024**3 bytes */

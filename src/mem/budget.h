@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "config.h"
+#include "spec.h"
 #include "estimate.h"
 #include "sysmem.h"
 
@@ -38,7 +38,7 @@ struct bj_budget_settings {
 void bj_budget_settings_default(struct bj_budget_settings *s);
 /* The defaults, then the config's reserve_pct, brain_share_pct and headroom_gb where set (> 0;
  * a reserve of 0 is taken as given). */
-void bj_budget_settings_from_config(struct bj_budget_settings *s, const struct bj_config *c);
+void bj_budget_settings_from_spec(struct bj_budget_settings *s, const struct bj_hive_spec *c);
 
 /* usable = total x (1 - reserve). */
 uint64_t bj_budget_usable(const struct bj_budget_settings *s, uint64_t total);

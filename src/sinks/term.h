@@ -10,7 +10,8 @@
 #include <stdio.h>
 
 #include "bus.h"
-#include "config.h"
+
+enum bj_events_out { BJ_OUT_TEXT, BJ_OUT_JSONL, BJ_OUT_NONE };
 
 struct bj_term;
 

@@ -80,7 +80,7 @@ void bj_est_opts_default(struct bj_est_opts *o)
     o->dry_run = true;
 }
 
-void bj_est_opts_from_config(struct bj_est_opts *o, const struct bj_config *c)
+void bj_est_opts_from_spec(struct bj_est_opts *o, const struct bj_hive_spec *c)
 {
     bj_est_opts_default(o);
     o->n_gpu_layers = c->n_gpu_layers;
@@ -618,7 +618,7 @@ static int find_or_add_model(struct bj_est_hive *h, const char *path)
     return h->n_models++;
 }
 
-struct bj_est_hive *bj_estimate_config(const struct bj_config *c, const char *default_model_path, char *err,
+struct bj_est_hive *bj_estimate_spec(const struct bj_hive_spec *c, const char *default_model_path, char *err,
                                        size_t errlen)
 {
     struct bj_est_hive *h = calloc(1, sizeof *h);
@@ -626,14 +626,14 @@ struct bj_est_hive *bj_estimate_config(const struct bj_config *c, const char *de
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    bj_est_opts_from_config(&h->opts, c);
+    bj_est_opts_from_spec(&h->opts, c);
     if (c->n_brains < 1 || c->n_brains > BJ_MAX_BRAINS) {
         snprintf(err, errlen, "the hive has %d brains (1 to %d)", c->n_brains, BJ_MAX_BRAINS);
         goto fail;
     }
     /* group brains by model file */
     for (int i = 0; i < c->n_brains; i++) {
-        const char *path = bj_config_brain_model(c, &c->brains[i]);
+        const char *path = bj_spec_brain_model(c, &c->brains[i]);
         if (!path || !path[0])
             path = default_model_path;
         if (!path || !path[0]) {

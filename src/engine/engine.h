@@ -19,7 +19,7 @@
 
 #include "brain.h"
 #include "bus.h"
-#include "config.h"
+#include "spec.h"
 
 struct bj_engine;
 

@@ -23,7 +23,7 @@ void bj_budget_settings_default(struct bj_budget_settings *s)
     s->warn_use_pct = 75.0;
 }
 
-void bj_budget_settings_from_config(struct bj_budget_settings *s, const struct bj_config *c)
+void bj_budget_settings_from_spec(struct bj_budget_settings *s, const struct bj_hive_spec *c)
 {
     bj_budget_settings_default(s);
     if (c->reserve_pct >= 0 && c->reserve_pct < 100)

@@ -18,6 +18,9 @@ enum bj_event_type {
     BJ_EV_STATUS,       /* periodic: state, jar fill, tokens/s */
     BJ_EV_ERROR,        /* a brain could not start, or a hive-level problem */
     BJ_EV_BUDGET,       /* a memory budget report (text) */
+    BJ_EV_OPERATOR,     /* an operator action (cause: kill, resurrect, pause, resume, say; text) */
+    BJ_EV_WATCHDOG,     /* a watchdog or supervisor stage (cause: the stage; text: why) */
+    BJ_EV_LINK,         /* a peer link changed state (from: peer address; state: up/down; text) */
     BJ_EV_COUNT
 };
 #define BJ_EV_MASK(t) (1u << (t))
@@ -38,6 +41,7 @@ struct bj_event {
     int32_t jar_used, jar_tokens;
     double tok_s;
     bool complete;       /* THOUGHT: ended normally */
+    char node[48];       /* empty: a local brain; else the peer node it lives on (remote events) */
     char *text;          /* owned, NUL-terminated UTF-8, may be NULL */
 };
 

@@ -216,7 +216,7 @@ static int check_budget(struct hive *h, char *err, size_t errlen)
     const struct bj_config *c = h->c;
     char def[PATH_MAX] = "";
     bj_embedded_model_path(def, sizeof def);
-    h->est = bj_estimate_config(c, def, err, errlen);
+    h->est = bj_estimate_spec(c, def, err, errlen);
     if (!h->est)
         return -1;
     bj_sysmem_paths_default(&h->mem_paths);
@@ -243,7 +243,7 @@ static int check_budget(struct hive *h, char *err, size_t errlen)
     }
     free(report);
     if (rc == 0) {
-        bj_budget_settings_from_config(&h->budget_settings, c);
+        bj_budget_settings_from_spec(&h->budget_settings, c);
         h->budget = bj_budget_manager_new(&h->budget_settings, &h->sm, &h->gpu);
         if (!h->budget) {
             snprintf(err, errlen, "out of memory");

@@ -1,0 +1,47 @@
+/* config: everything a hive run needs, parsed and checked before anything starts.
+ *
+ * One plain struct filled from defaults, then a mode preset or a hive file, then flags
+ * (cli.c). After bj_config_finish() succeeds the struct is read-only for the whole run and may
+ * be read from any thread. */
+#ifndef BJ_CONFIG_H
+#define BJ_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spec.h"
+#include "term.h"
+
+enum bj_mode { BJ_MODE_SINGLE, BJ_MODE_MATRIX, BJ_MODE_HIVE };
+
+struct bj_config {
+    enum bj_mode mode;
+    char hive_file[PATH_MAX];
+    struct bj_hive_spec spec; /* brains, engine, lives, budget: what the hive runs */
+
+    char web_host[64];
+    int web_port;
+
+    /* output and run length */
+    enum bj_events_out events;
+    char focus[BJ_NAME_MAX];/* text view: whose tokens stream live */
+    double duration_s;      /* 0: until signalled */
+};
+
+/* Defaults (matrix mode, the original's 8/10/12 GB jars, 127.0.0.1:8095). */
+void bj_config_defaults(struct bj_config *c);
+
+/* Fills c->brains for c->mode (single or matrix) with the roles and watching of that mode. */
+void bj_config_apply_mode(struct bj_config *c);
+
+/* Reads a hive file (INI: [hive] and [brain NAME] sections). Returns 0 or -1 with err. */
+int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t errlen);
+
+/* Final checks after all sources are applied: names, references, ranges. 0 or -1 with err. */
+int bj_config_finish(struct bj_config *c, char *err, size_t errlen);
+
+const char *bj_mode_name(enum bj_mode m);
+
+#endif

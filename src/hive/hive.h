@@ -1,0 +1,108 @@
+/* hive: all brains of one process, their engines, and who watches whom, as one object.
+ *
+ * bj_hive_new() checks everything before anything runs (models, jars, prompts, the memory
+ * budget), loads each model once and builds one engine per model from the plan (plan.h);
+ * bj_hive_start() starts the engines. The hive routes each brain's thoughts, deaths and
+ * resurrections to the brains that watch it, makes every death durable in the journal
+ * (crash_reports.log) before it is published, and keeps a small view of every brain, fed by the
+ * bus, from which snapshots are answered.
+ *
+ * Operator calls (kill, resurrect, pause, resume, say) take a brain id, may be made from any
+ * thread, and go through the owning engine's request queue: nothing outside the engine ever
+ * touches a brain. The process loop (signals, timers, sd_notify) belongs to the caller (main).
+ *
+ * Threads: new/start/stop/free on one thread (main); everything else from any thread. */
+#ifndef BJ_HIVE_H
+#define BJ_HIVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "spec.h"
+
+struct bj_hive;
+
+struct bj_hive_params {
+    const struct bj_hive_spec *spec; /* read-only, must outlive the hive */
+    struct bj_bus *bus;              /* where the hive publishes; owned by the caller, outlives the hive */
+    const char *default_model;       /* path used when a brain has no model (the embedded one); may be NULL */
+    /* Deaths so far per brain (index as in spec->brains), e.g. restored from the store so that
+     * counts never go backwards across restarts; NULL: all 0. Copied by bj_hive_new. */
+    const uint32_t *initial_deaths;
+    /* Called on an engine thread, once the step's deaths are durable in crash_reports.log and
+     * before they are published; may be NULL. The store can take durability over from here. */
+    void (*on_durable)(void *ud, const struct bj_event *deaths, size_t n);
+    void *on_durable_ud;
+};
+struct bj_hive_params bj_hive_default_params(void);
+
+/* Checks and loads. NULL with err on failure; *status is then the process exit status the
+ * failure deserves (1: the memory budget or a runtime step failed, 2: bad input). */
+struct bj_hive *bj_hive_new(const struct bj_hive_params *p, int *status, char *err, size_t errlen);
+/* Starts every engine. 0, or -1 with err. */
+int bj_hive_start(struct bj_hive *h, char *err, size_t errlen);
+/* Readable (eventfd) when an engine has stopped by itself (--steps reached); owned by the hive. */
+int bj_hive_fd(const struct bj_hive *h);
+/* Whether every engine has stopped by itself. */
+bool bj_hive_done(const struct bj_hive *h);
+/* Stops every engine after its current step (idempotent) and prints the run summary. */
+void bj_hive_stop(struct bj_hive *h);
+void bj_hive_free(struct bj_hive *h);
+
+/* ---- operator calls: any thread; applied at the owning engine's next step -----------------
+ * Each returns 0, -ENOENT for an unknown brain, -EINVAL for bad arguments, and publishes an
+ * OPERATOR event (who = the caller's name for the actor, e.g. "web:admin"). */
+int bj_hive_kill(struct bj_hive *h, const char *brain, const char *who);       /* death cause OPERATOR */
+int bj_hive_resurrect(struct bj_hive *h, const char *brain, const char *who);  /* a dead brain now, skipping its pause */
+int bj_hive_pause(struct bj_hive *h, const char *brain, const char *who);
+int bj_hive_resume(struct bj_hive *h, const char *brain, const char *who);
+/* Text the brain takes in at its next thought boundary, framed as an outside voice (from). */
+int bj_hive_say(struct bj_hive *h, const char *brain, const char *from, const char *text, const char *who);
+/* Text from another mind (a remote brain) for every local brain that watches `from`. */
+void bj_hive_observe_remote(struct bj_hive *h, const char *from, const char *text, bool lifecycle);
+
+/* ---- snapshots: built from events, never from a brain's struct -------------------------- */
+#define BJ_VIEW_TEXT 2048
+struct bj_brain_view {
+    char id[BJ_NAME_MAX], role[BJ_NAME_MAX];
+    char model[256];             /* file name of its model */
+    char state[16];              /* thinking, listening, dead, paused, ... ("not started" when denied) */
+    bool started;
+    uint32_t deaths;             /* total, across restarts */
+    uint32_t life;               /* current life number */
+    uint32_t thought;            /* thought number within the life */
+    uint32_t deaths_by_cause[6]; /* this run: JAR_FULL, DECODE_ERROR, WATCHDOG, OPERATOR, UNCLEAN_EXIT, other */
+    int32_t jar_used, jar_tokens;
+    double tok_s;
+    uint64_t tokens;             /* generated this run */
+    int64_t last_death_us;       /* wall clock, 0: none this run */
+    int64_t updated_us;
+    char current[BJ_VIEW_TEXT];  /* the thought in progress (its tail when long) */
+    char last[BJ_VIEW_TEXT];     /* the last finished thought */
+    char watches[BJ_MAX_WATCHES][BJ_NAME_MAX];
+    int n_watches;
+    bool watches_all, sees_lifecycle;
+};
+extern const char *const bj_death_causes[6];
+
+struct bj_hive_snapshot {
+    int n_brains;
+    struct bj_brain_view *brains; /* n_brains, in spec order */
+    int64_t started_us;           /* wall clock at bj_hive_start */
+    uint64_t deaths, tokens;      /* totals this run */
+    double tok_s;                 /* sum of the brains' recent tokens/s */
+};
+/* Fills *out (the caller frees with bj_hive_snapshot_free). 0 or -1 when out of memory. */
+int bj_hive_snapshot(struct bj_hive *h, struct bj_hive_snapshot *out);
+void bj_hive_snapshot_free(struct bj_hive_snapshot *s);
+/* One brain's view; 0, or -ENOENT. */
+int bj_hive_brain(struct bj_hive *h, const char *brain, struct bj_brain_view *out);
+
+/* The spec the hive runs (read-only). */
+const struct bj_hive_spec *bj_hive_spec_of(const struct bj_hive *h);
+/* The memory budget report (validation + ledger) as text; the caller frees. */
+char *bj_hive_budget_report(struct bj_hive *h);
+
+#endif

@@ -1,0 +1,35 @@
+/* spec: see spec.h. */
+#include "spec.h"
+
+#include <string.h>
+
+const char *bj_schedule_name(enum bj_schedule s)
+{
+    static const char *const names[] = {"auto", "batched", "parallel"};
+    return names[s];
+}
+
+const char *bj_spec_brain_model(const struct bj_hive_spec *s, const struct bj_brain_cfg *b)
+{
+    return b->model[0] ? b->model : s->model;
+}
+
+int bj_spec_find_brain(const struct bj_hive_spec *s, const char *id)
+{
+    for (int i = 0; i < s->n_brains; i++)
+        if (strcmp(s->brains[i].id, id) == 0)
+            return i;
+    return -1;
+}
+
+bool bj_spec_watches(const struct bj_brain_cfg *w, const char *id)
+{
+    if (strcmp(w->id, id) == 0)
+        return false;
+    if (w->watches_all)
+        return true;
+    for (int i = 0; i < w->n_watches; i++)
+        if (strcmp(w->watches[i], id) == 0)
+            return true;
+    return false;
+}
