@@ -54,12 +54,16 @@ void bj_hive_free(struct bj_hive *h);
 /* ---- operator calls: any thread; applied at the owning engine's next step -----------------
  * Each returns 0, -ENOENT for an unknown brain, -EINVAL for bad arguments, and publishes an
  * OPERATOR event (who = the caller's name for the actor, e.g. "web:admin"). */
-int bj_hive_kill(struct bj_hive *h, const char *brain, const char *who);       /* death cause OPERATOR */
+/* cause: NULL for OPERATOR, or WATCHDOG (the watchdog's stages). */
+int bj_hive_kill(struct bj_hive *h, const char *brain, const char *cause, const char *who);
 int bj_hive_resurrect(struct bj_hive *h, const char *brain, const char *who);  /* a dead brain now, skipping its pause */
 int bj_hive_pause(struct bj_hive *h, const char *brain, const char *who);
 int bj_hive_resume(struct bj_hive *h, const char *brain, const char *who);
 /* Text the brain takes in at its next thought boundary, framed as an outside voice (from). */
 int bj_hive_say(struct bj_hive *h, const char *brain, const char *from, const char *text, const char *who);
+/* Watchdog stage "slow down": level 0 runs normally; level n > 0 makes every engine sleep n x 10 ms
+ * between steps (fewer steps per second, less heat and memory churn). Any thread. */
+void bj_hive_throttle(struct bj_hive *h, int level);
 /* Text from another mind (a remote brain) for every local brain that watches `from`. */
 void bj_hive_observe_remote(struct bj_hive *h, const char *from, const char *text, bool lifecycle);
 
@@ -99,6 +103,10 @@ int bj_hive_snapshot(struct bj_hive *h, struct bj_hive_snapshot *out);
 void bj_hive_snapshot_free(struct bj_hive_snapshot *s);
 /* One brain's view; 0, or -ENOENT. */
 int bj_hive_brain(struct bj_hive *h, const char *brain, struct bj_brain_view *out);
+
+/* Health for the supervisor: each engine thread beats once per step; returns the number of
+ * engines whose last beat is older than stall_ms (0: all healthy). Any thread. */
+int bj_hive_stalled(struct bj_hive *h, int stall_ms);
 
 /* The spec the hive runs (read-only). */
 const struct bj_hive_spec *bj_hive_spec_of(const struct bj_hive *h);
