@@ -302,44 +302,18 @@ out:
     return rc;
 }
 
-int bj_validate_hive(const struct bj_config *c, const struct bj_est_hive *h, const struct bj_sysmem_paths *paths,
-                     FILE *out, struct bj_sysmem *sm, struct bj_gpu_info *gpu)
-{
-    char err[512];
-    struct bj_budget_settings s;
-    struct bj_budget_verdict *v = malloc(sizeof *v);
-    if (!v) {
-        fprintf(out, "validate: out of memory\n");
-        return 2;
-    }
-    int rc = 2;
-    memset(gpu, 0, sizeof *gpu);
-    if (bj_sysmem_read(paths, sm, err, sizeof err) != 0) {
-        fprintf(out, "validate: %s\n", err);
-        goto out;
-    }
-    if (bj_est_hive_gpu(h) > 0 || sm->unified)
-        bj_sysmem_read_gpu(paths, sm, gpu);
-    bj_budget_settings_from_spec(&s, c);
-    rc = bj_budget_validate(&s, sm, gpu, h, v);
-    bj_budget_print_report(&s, sm, gpu, h, bj_mode_name(c->mode), v, out);
-out:
-    free(v);
-    return rc;
-}
-
 int bj_validate_run_paths(const struct bj_config *c, const char *default_model_path,
                           const struct bj_sysmem_paths *paths, FILE *out)
 {
     char err[512];
-    struct bj_est_hive *h = bj_estimate_spec(c, default_model_path, err, sizeof err);
+    struct bj_est_hive *h = bj_estimate_spec(&c->spec, default_model_path, err, sizeof err);
     if (!h) {
         fprintf(out, "validate: %s\n", err);
         return 2;
     }
     struct bj_sysmem sm;
     struct bj_gpu_info gpu;
-    int rc = bj_validate_hive(c, h, paths, out, &sm, &gpu);
+    int rc = bj_validate_hive(&c->spec, bj_mode_name(c->mode), h, paths, out, &sm, &gpu);
     bj_est_hive_free(h);
     return rc;
 }

@@ -660,3 +660,29 @@ int bj_budget_preload_check(const struct bj_budget_settings *s, const struct bj_
              fmt(a, sizeof a, now->available), fmt(b, sizeof b, need), fmt(c, sizeof c, headroom));
     return 0;
 }
+
+int bj_validate_hive(const struct bj_hive_spec *c, const char *label, const struct bj_est_hive *h, const struct bj_sysmem_paths *paths,
+                     FILE *out, struct bj_sysmem *sm, struct bj_gpu_info *gpu)
+{
+    char err[512];
+    struct bj_budget_settings s;
+    struct bj_budget_verdict *v = malloc(sizeof *v);
+    if (!v) {
+        fprintf(out, "validate: out of memory\n");
+        return 2;
+    }
+    int rc = 2;
+    memset(gpu, 0, sizeof *gpu);
+    if (bj_sysmem_read(paths, sm, err, sizeof err) != 0) {
+        fprintf(out, "validate: %s\n", err);
+        goto out;
+    }
+    if (bj_est_hive_gpu(h) > 0 || sm->unified)
+        bj_sysmem_read_gpu(paths, sm, gpu);
+    bj_budget_settings_from_spec(&s, c);
+    rc = bj_budget_validate(&s, sm, gpu, h, v);
+    bj_budget_print_report(&s, sm, gpu, h, label, v, out);
+out:
+    free(v);
+    return rc;
+}
