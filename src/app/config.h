@@ -11,10 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "peer.h"
 #include "spec.h"
 #include "term.h"
 
-enum bj_mode { BJ_MODE_SINGLE, BJ_MODE_MATRIX, BJ_MODE_HIVE };
+enum bj_mode { BJ_MODE_SINGLE, BJ_MODE_MATRIX, BJ_MODE_HIVE, BJ_MODE_PEER, BJ_MODE_OBSERVER, BJ_MODE_OBSERVED };
 
 struct bj_config {
     enum bj_mode mode;
@@ -28,20 +29,31 @@ struct bj_config {
     enum bj_events_out events;
     char focus[BJ_NAME_MAX];/* text view: whose tokens stream live */
     double duration_s;      /* 0: until signalled */
+
+    /* neural links (peer.h): on in the peer, observer and observed modes, with --peer/--port, or
+     * when a hive file has [links] or [peer NAME] sections. bus and hive are set by main. */
+    bool links;
+    struct bj_peer_params peer;
 };
 
 /* Defaults (matrix mode, the original's 8/10/12 GB jars, 127.0.0.1:8095). */
 void bj_config_defaults(struct bj_config *c);
 
-/* Fills c->brains for c->mode (single or matrix) with the roles and watching of that mode. */
+/* Fills c->brains for c->mode with the roles and watching of that mode (peer: SUBJECT watches every
+ * remote brain; observer: OBSERVER watches them and sends nothing; observed: SUBJECT, alone, whose
+ * thoughts go to whoever connects), and turns the links on for the last three. */
 void bj_config_apply_mode(struct bj_config *c);
 
-/* Reads a hive file (INI: [hive] and [brain NAME] sections). Returns 0 or -1 with err. */
+/* Reads a hive file (INI: [hive], [brain NAME], [links] and [peer NAME] sections; docs/PEERS.md).
+ * Returns 0 or -1 with err. */
 int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t errlen);
 
 /* Final checks after all sources are applied: names, references, ranges. 0 or -1 with err. */
 int bj_config_finish(struct bj_config *c, char *err, size_t errlen);
 
 const char *bj_mode_name(enum bj_mode m);
+
+/* Whether s names a remote brain (BRAIN@NODE) as hive files and watches may. */
+bool bj_config_remote_name(const char *s);
 
 #endif

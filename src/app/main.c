@@ -19,6 +19,7 @@
 #include "term.h"
 #include "util.h"
 #include "mkmodel.h"
+#include "peer.h"
 
 static void usage(FILE *to)
 {
@@ -93,6 +94,7 @@ static int run_hive(const struct bj_config *c)
     struct bj_bus *bus = bj_bus_new();
     struct bj_term *term = NULL;
     struct bj_hive *hive = NULL;
+    struct bj_peer *peer = NULL; /* peer links */
     if (sfd < 0 || !bus) {
         snprintf(err, sizeof err, "cannot set up: %s", strerror(errno));
         goto out;
@@ -107,6 +109,15 @@ static int run_hive(const struct bj_config *c)
     if (!hive)
         goto out;
     status = 1;
+    /* ---- peer links: after the hive exists, before it publishes ---- */
+    if (c->links) {
+        struct bj_peer_params pp = c->peer;
+        pp.bus = bus;
+        pp.hive = hive;
+        if (!(peer = bj_peer_start(&pp, err, sizeof err)))
+            goto out;
+    }
+    /* ---- end peer links ---- */
     if (bj_hive_start(hive, err, sizeof err))
         goto out;
     process_loop(c, hive, sfd);
@@ -116,6 +127,7 @@ out:
         bj_error("%s", err);
     if (hive)
         bj_hive_stop(hive); /* the publishers first, so that the sinks get everything */
+    bj_peer_stop(peer);     /* peer links: the last local events out, goodbyes; before the bus closes */
     if (bus) {
         bj_bus_close(bus);
         bj_term_finish(term, bus);

@@ -495,9 +495,12 @@ static void remote_event(struct bj_peer *pe, struct link *l, const struct bj_wir
         memcpy(words, text, n);
         words[n] = '\0';
     } else if (type == BJ_EV_DEATH) {
-        snprintf(words, sizeof words, "has died (%s); deaths so far: %u", ev.cause, ev.crash_count);
+        /* the hive frames thoughts itself and passes lifecycle text as it is */
+        snprintf(words, sizeof words, "\n\n[%s, a mind far away, has died (%s). Its deaths so far: %u.]", from,
+                 ev.cause, ev.crash_count);
     } else {
-        snprintf(words, sizeof words, "has come back to life; deaths so far: %u", ev.crash_count);
+        snprintf(words, sizeof words, "\n\n[%s, a mind far away, has come back with its memory wiped. It has died %u time%s.]",
+                 from, ev.crash_count, ev.crash_count == 1 ? "" : "s");
     }
     bj_hive_observe_remote(pe->p.hive, from, words, type != BJ_EV_THOUGHT);
 }
@@ -1192,6 +1195,13 @@ void bj_peer_stop(struct bj_peer *pe)
     uint64_t one = 1;
     if (write(pe->wake_fd, &one, sizeof one) < 0) { /* the loop also wakes on its tick */ }
     pthread_join(pe->thread, NULL);
+    struct bj_peer_stats st = pe->st;
+    bj_info("peer: %llu messages in, %llu out; links: %llu accepted, %llu dialed, %llu refused, %llu kicked; "
+            "dropped: %llu bad, %llu oversized, %llu flood, %llu unsent, %llu failed authentication",
+            (unsigned long long)st.msgs_in, (unsigned long long)st.msgs_out, (unsigned long long)st.accepted,
+            (unsigned long long)st.dialed, (unsigned long long)st.refused, (unsigned long long)st.kicked,
+            (unsigned long long)st.bad, (unsigned long long)st.oversized, (unsigned long long)st.flood_dropped,
+            (unsigned long long)st.out_dropped, (unsigned long long)st.auth_failed);
     bj_bus_unsubscribe(pe->p.bus, pe->sub);
     if (pe->listen_fd >= 0)
         close(pe->listen_fd);
