@@ -31,6 +31,7 @@
 #include "wire.h"
 
 #define TICK_MS 50
+#define CONNECT_TIMEOUT_MS 5000
 #define BAD_LIMIT 20.0      /* misbehaviour score that gets a peer disconnected */
 #define AUTH_SEND_MAX (BJ_WIRE_SEND_MAX - 80) /* room for the mac */
 
@@ -272,7 +273,7 @@ static struct link *link_new(struct bj_peer *pe, int fd, int dial, const char *a
     bj_strlcpy(l->addr, addr, sizeof l->addr);
     if (dial >= 0 && pe->dialers[dial].d.name[0])
         bj_strlcpy(l->alias, pe->dialers[dial].d.name, sizeof l->alias);
-    l->last_rx_ms = l->last_tx_ms = now_ms();
+    l->last_rx_ms = l->last_tx_ms = l->up_ms = now_ms(); /* up_ms: since the dial until it is up */
     l->tokens = 2.0 * pe->p.rate_msgs;
     l->last_seq_in = -1;
     randombytes_buf(l->my_nonce, sizeof l->my_nonce);
@@ -626,6 +627,8 @@ static int handle(struct bj_peer *pe, struct link *l, const char *obj, size_t le
         l->last_seq_in = m.sequence;
     }
     STAT_ADD(pe, msgs_in, 1);
+    if (l->dial >= 0)
+        pe->dialers[l->dial].backoff_ms = pe->p.backoff_min_ms; /* a good message: the link works */
     if (!l->remote_id[0] || m.type == BJ_WIRE_HANDSHAKE)
         bj_strlcpy(l->remote_id, m.sender_id, sizeof l->remote_id);
     if (!l->alias[0])
@@ -702,7 +705,7 @@ static void on_readable(struct bj_peer *pe, struct link *l)
         struct bj_wire_split_stats st = bj_wire_splitter_stats(l->sp);
         if (st.garbage > l->seen.garbage) {
             STAT_ADD(pe, garbage_bytes, st.garbage - l->seen.garbage);
-            misbehaved(pe, l, 1, "bytes outside any JSON object");
+            misbehaved(pe, l, 1.0 + (double)(st.garbage - l->seen.garbage) / 256.0, "bytes outside any JSON object");
         }
         if (st.oversized > l->seen.oversized) {
             STAT_ADD(pe, oversized, st.oversized - l->seen.oversized);
@@ -869,7 +872,6 @@ static void on_connected(struct bj_peer *pe, struct link *l)
         link_close(pe, l, strerror(err));
         return;
     }
-    pe->dialers[l->dial].backoff_ms = pe->p.backoff_min_ms;
     link_up(pe, l);
 }
 
@@ -935,6 +937,11 @@ static void tick(struct bj_peer *pe, int64_t now)
         if (l->paused_in && l->tokens > 0) {
             l->paused_in = false;
             ep_set(pe, l);
+        }
+        if (l->state == L_CONNECTING && now - l->up_ms > CONNECT_TIMEOUT_MS) {
+            link_close(pe, l, "connect timed out");
+            i--;
+            continue;
         }
         if (l->state != L_UP)
             continue;
