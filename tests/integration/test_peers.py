@@ -266,6 +266,84 @@ class OldNode(LinkCase):
         self.assertGreaterEqual(ok, 0.8 * len(r.chunks))
 
 
+class HiveFile(LinkCase):
+    def test_watch_a_named_remote_brain(self):
+        pi = self.node("PI", "--mode", "observed", "--port", "0")
+        port = pi.port()
+        hive = os.path.join(self.tmp, "lab.hive")
+        with open(hive, "w") as f:
+            f.write(f"""[links]
+listen = off
+[peer pi]
+address = 127.0.0.1:{port}
+[brain WATCHER]
+role = observer
+watches = SUBJECT@pi
+sees_deaths = true
+[brain LONER]
+role = single
+""")
+        lab = self.node("LAB", "--hive", hive)
+        lab.wait_for(lambda e: remote(e, "death", "pi"), what="a death on the Pi")
+        lab.wait_for(lambda e: remote(e, "thought", "pi") and e["seq"] > 0 and
+                     [x for x in lab.events() if remote(x, "death", "pi")][0]["seq"] < e["seq"],
+                     what="a thought after that death")
+        time.sleep(2)
+        self.assertEqual(lab.stop(), 0)
+        self.assertEqual(pi.stop(), 0)
+        w = lab.contexts("WATCHER")
+        self.assertIn("[Another mind, SUBJECT@pi, far away, thinks:]", w)
+        self.assertIn("[SUBJECT@pi, a mind far away, has died (JAR_FULL)", w)
+        self.assertNotIn("SUBJECT@pi", lab.contexts("LONER"))
+        # the observed subject believes it is alone: what LAB sends reaches PI's bus, not its brain
+        self.assertNotIn("Another mind", pi.contexts("SUBJECT"))
+        for n in (lab, pi):
+            self.check_local_counts(n, n.events())
+
+
+class Flags(LinkCase):
+    def run_bj(self, *args):
+        p = subprocess.run([BRAINJAR, "run", "--events", "none", "--duration", "1", "--data-dir",
+                            os.path.join(self.tmp, "d"), *args], capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stderr
+
+    def test_bad_link_settings(self):
+        cases = [
+            (("--mode", "observer"), "--target-ip"),
+            (("--peer", "nohost"), "HOST:PORT"),
+            (("--peer", "1.2.3.4:99999"), "HOST:PORT"),
+            (("--peer-port", "9000"), "--peer-ip"),
+            (("--mode", "peer", "--allow-unauthenticated"), "--peer-key"),
+            (("--mode", "peer", "--no-listen"), "neither listen nor dial"),
+        ]
+        for args, want in cases:
+            rc, err = self.run_bj(*args)
+            self.assertEqual(rc, 2, f"{args}: {err}")
+            self.assertIn(want, err, args)
+        hive = os.path.join(self.tmp, "h.hive")
+        with open(hive, "w") as f:
+            f.write("[brain A]\nwatches = SUBJECT@far\n")
+        rc, err = self.run_bj("--hive", hive)
+        self.assertEqual(rc, 2)
+        self.assertIn("no peer links", err)
+        with open(hive, "w") as f:
+            f.write("[peer far]\n[brain A]\nwatches = SUBJECT@far\n")
+        rc, err = self.run_bj("--hive", hive)
+        self.assertEqual(rc, 2)
+        self.assertIn("address", err)
+        rc, err = self.run_bj("--mode", "peer", "--port", "0", "--peer-key", os.path.join(self.tmp, "missing.key"))
+        self.assertEqual(rc, 1)
+        self.assertIn("peer key file", err)
+
+    def test_original_flags(self):
+        r = oldnode.Receiver()
+        rc, err = self.run_bj("--mode", "peer", "--port", "0", "--peer-ip", "127.0.0.1", "--peer-port", str(r.port),
+                              "--duration", "3", "--threads", "1", "--jar-tokens", "200", "--max-tokens", "24")
+        r.close()
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(r.parsed and r.parsed[0]["type"] == "NEURAL_HANDSHAKE", err)
+
+
 def netns_available():
     if os.geteuid() != 0 or not shutil.which("ip"):
         return False
