@@ -198,6 +198,25 @@ class TwoNodes(LinkCase):
         self.check_local_counts(a, a.events(2))
 
 
+    def test_authenticated(self):
+        key = os.path.join(self.tmp, "peer.key")
+        with open(key, "w") as f:
+            f.write("a shared secret for the test\n")
+        a = self.node("ALPHA", "--mode", "peer", "--port", "0", "--peer-key", key)
+        port = a.port()
+        b = self.node("BETA", "--mode", "peer", "--no-listen", "--peer", f"127.0.0.1:{port}", "--peer-key", key)
+        c = self.node("GAMMA", "--mode", "peer", "--no-listen", "--peer", f"127.0.0.1:{port}")  # no key
+        a.wait_for(lambda e: remote(e, "thought", "BETA"), what="a signed thought from BETA")
+        b.wait_for(lambda e: remote(e, "thought", "ALPHA"), what="a signed thought from ALPHA")
+        time.sleep(2)
+        for n in (c, b, a):
+            self.assertEqual(n.stop(), 0)
+        self.assertFalse([e for e in a.events() if e.get("node") == "GAMMA" and e["type"] == "thought"])
+        self.assertFalse([e for e in c.events() if remote(e, "thought")], "GAMMA got thoughts without the key")
+        m = re.search(r"(\d+) failed authentication", a.stderr())
+        self.assertTrue(m and int(m.group(1)) >= 1, a.stderr()[-1500:])
+
+
 class OldNode(LinkCase):
     def test_reads_glued_messages(self):
         n = self.node("BJ", "--mode", "peer", "--port", "0")
