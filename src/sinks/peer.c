@@ -469,7 +469,7 @@ static void remote_event(struct bj_peer *pe, struct link *l, const struct bj_wir
 {
     const char *brain = m->brain[0] ? m->brain : "PEER";
     struct bj_event ev = {.type = type, .complete = true};
-    ev.time_us = m->time_us > 0 ? m->time_us : 0;
+    ev.time_us = 0; /* received now (the bus stamps it): one clock orders the local stream */
     bj_strlcpy(ev.brain, brain, sizeof ev.brain);
     bj_strlcpy(ev.node, l->alias, sizeof ev.node);
     ev.crash_count = m->crash_count > 0 ? (uint32_t)m->crash_count : 0;
@@ -1099,7 +1099,7 @@ static int listen_on(struct bj_peer *pe, char *err, size_t errlen)
     int one = 1;
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 128)) {
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, SOMAXCONN)) {
         snprintf(err, errlen, "cannot listen on %s:%d for peers: %s", pe->p.listen_host, pe->p.port, strerror(errno));
         if (fd >= 0)
             close(fd);
