@@ -631,8 +631,17 @@ static int handle(struct bj_peer *pe, struct link *l, const char *obj, size_t le
         pe->dialers[l->dial].backoff_ms = pe->p.backoff_min_ms; /* a good message: the link works */
     if (!l->remote_id[0] || m.type == BJ_WIRE_HANDSHAKE)
         bj_strlcpy(l->remote_id, m.sender_id, sizeof l->remote_id);
-    if (!l->alias[0])
+    if (!l->alias[0]) {
         sanitize(l->alias, 21, m.sender_id);
+        /* a caller may not take the name of a peer we dial (whose brains local ones may watch) */
+        for (int i = 0; i < pe->p.n_dial; i++)
+            if (strcmp(l->alias, pe->dialers[i].d.name) == 0) {
+                char t[sizeof l->alias];
+                snprintf(t, sizeof t, "x-%s", l->alias);
+                bj_strlcpy(l->alias, t, sizeof l->alias);
+                break;
+            }
+    }
     int closed = 0;
     l->got_handshake = true; /* we know what the peer is: its first message says */
     switch (m.type) {
