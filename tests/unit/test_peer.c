@@ -377,6 +377,17 @@ static void test_auth(void **state)
     assert_true(wait_event(&a, BJ_EV_THOUGHT, true, "signed", NULL, 5000));
     publish(&a, BJ_EV_THOUGHT, "SUBJECT", "signed back", 0);
     assert_true(wait_event(&b, BJ_EV_THOUGHT, true, "signed back", NULL, 5000));
+    /* a long thought: signed parts, each still under 4 KB with its MAC, put together again */
+    char *big = malloc(12001);
+    for (int i = 0; i < 12000; i++)
+        big[i] = "signed long "[i % 12];
+    big[12000] = '\0';
+    publish(&a, BJ_EV_THOUGHT, "SUBJECT", big, 0);
+    struct bj_event long_ev;
+    assert_true(wait_event(&b, BJ_EV_THOUGHT, true, "signed long", &long_ev, 5000));
+    assert_string_equal(long_ev.text, big);
+    bj_event_clear(&long_ev);
+    free(big);
     node_stop(&b);
 
     /* the wrong key: refused, nothing gets through */
