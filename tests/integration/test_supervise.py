@@ -3,6 +3,7 @@ within the stall timeout, its brains die with cause WATCHDOG (journaled), a new 
 loaded model resurrects them, and the hive goes on; the abandoned engine's late events are never
 published."""
 import os
+import json
 import re
 import signal
 import subprocess
@@ -17,9 +18,31 @@ BRAINS = ("SUBJECT", "OBSERVER", "GOD")
 
 
 class Supervisor(HiveCase):
+    def run_until(self, args, done, timeout=180):
+        """Runs the hive, reading its events until done(events) holds, then stops it with SIGINT."""
+        cmd = [BRAINJAR, "run", "--events", "jsonl", "--data-dir", self.data, "--pause", "0"] + list(args)
+        err_path = os.path.join(self.tmp, "err")
+        with open(err_path, "w") as err_f:
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_f, stdin=subprocess.DEVNULL, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        ev, deadline = [], time.time() + timeout
+        for line in p.stdout:
+            ev.append(json.loads(line))
+            if done(ev) or time.time() > deadline:
+                break
+        p.send_signal(signal.SIGINT)
+        for line in p.stdout:
+            ev.append(json.loads(line))
+        p.wait(timeout=60)
+        with open(err_path) as f:
+            return p.returncode, ev, f.read()
+
     def test_stalled_engine_is_rebuilt(self):
-        rc, ev, err = self.run_hive("--mode", "matrix", "--inject-stall", "SUBJECT:20:4000", "--stall-timeout", "1",
-                                    "--duration", "8", dump=False)
+        def back(ev):  # every brain resurrected and thinking again
+            rises = {e["brain"]: e["seq"] for e in of(ev, "resurrection")}
+            return all(any(t["seq"] > rises.get(b, 1 << 62) for t in of(ev, "token", b)) for b in BRAINS)
+        rc, ev, err = self.run_until(["--mode", "matrix", "--inject-stall", "SUBJECT:5:4000", "--stall-timeout", "1"],
+                                     back)
         self.assertEqual(rc, 0, err)
         restarts = [e for e in of(ev, "watchdog") if e.get("action") == "engine_restart"]
         self.assertEqual(len(restarts), 1, err)
