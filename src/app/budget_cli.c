@@ -235,8 +235,11 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
                 return bad_flag("--first-batch", optarg, "a positive number of tokens");
             break;
         case O_THREADS:
-            if (bj_parse_long(optarg, 1, 4096, &v))
-                return bad_flag("--threads", optarg, "a positive number of threads");
+            if (bj_parse_long(optarg, 1, bj_max_threads(), &v)) {
+                char want[64];
+                snprintf(want, sizeof want, "a number of threads from 1 to %ld (4 per core)", bj_max_threads());
+                return bad_flag("--threads", optarg, want);
+            }
             a->o.n_threads = (int)v;
             break;
         case 'h': estimate_usage(stdout); return 1;

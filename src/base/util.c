@@ -59,6 +59,12 @@ int bj_parse_bool(const char *s, bool *out)
     return -1;
 }
 
+long bj_max_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return 4 * (n > 0 ? n : 1);
+}
+
 int64_t bj_now_us(void)
 {
     struct timespec ts;

@@ -16,6 +16,9 @@ int bj_parse_long(const char *s, long min, long max, long *out);
 int bj_parse_double(const char *s, double min, double max, double *out);
 int bj_parse_bool(const char *s, bool *out);
 
+/* The most compute threads a flag may ask for: 4 per online core (more only thrashes). */
+long bj_max_threads(void);
+
 /* Monotonic and wall clocks. */
 int64_t bj_now_us(void);
 /* ISO-8601 UTC with microseconds and 'Z' ("2025-11-16T08:55:40.004210Z"); the fraction is
