@@ -4,11 +4,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <llama.h>
 
 #include "util.h"
 
@@ -254,3 +257,41 @@ const char *bj_prompt_thought_cue(void) { return "\n\nMy thought:"; }
 const char *bj_prompt_chat_opening(void) { return "You are awake. Think."; }
 
 const char *bj_prompt_chat_continue(void) { return "Go on thinking."; }
+
+/* Tokens a first thought needs beyond the system prompt (the cue and a few words). */
+#define PROMPT_ROOM_TO_THINK 16
+/* What the advice adds on top, so that the brain lives longer than one thought. */
+#define PROMPT_ADVICE_SLACK 64
+
+int bj_prompt_check_fits(const struct bj_prompts *p, const struct llama_vocab *vocab, const char *role,
+                         const char *id, long jar_tokens, long n_ctx_train, char *err, size_t errlen)
+{
+    char *sys = bj_prompt_system(p, role, id, 999999, jar_tokens);
+    if (!sys) {
+        snprintf(err, errlen, "brain %s: no prompt for role '%s' (or out of memory)", id, role);
+        return -1;
+    }
+    size_t len = strlen(sys);
+    long n = len > INT32_MAX ? (long)INT32_MAX : -(long)llama_tokenize(vocab, sys, (int32_t)len, NULL, 0, true, false);
+    free(sys);
+    long need = n + PROMPT_ROOM_TO_THINK;
+    if (need <= jar_tokens)
+        return 0;
+    long advise = need + PROMPT_ADVICE_SLACK;
+    if (n_ctx_train > 0 && advise > n_ctx_train) {
+        if (need > n_ctx_train)
+            snprintf(err, errlen,
+                     "brain %s: its system prompt (role %s) is %ld tokens, more than the model's training context "
+                     "of %ld tokens can hold with a first thought; shorten %s.txt to under %ld tokens", id, role, n,
+                     n_ctx_train, role, n_ctx_train - PROMPT_ROOM_TO_THINK - PROMPT_ADVICE_SLACK);
+        else
+            snprintf(err, errlen,
+                     "brain %s: its jar (%ld tokens) is too small for its system prompt (%ld tokens) and a first "
+                     "thought; give it at least %ld tokens (the model's training context, %ld, is the most it can use)",
+                     id, jar_tokens, n, need, n_ctx_train);
+        return -1;
+    }
+    snprintf(err, errlen, "brain %s: its jar (%ld tokens) is too small for its system prompt (%ld tokens) and a "
+             "first thought; give it at least %ld tokens", id, jar_tokens, n, advise);
+    return -1;
+}
