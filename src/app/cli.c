@@ -338,8 +338,8 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
                 const char *eq = strchr(arg_at, '=');
                 fprintf(stderr, "brainjar %s: %.*s takes no value\n", cmd, eq ? (int)(eq - arg_at) : 64, arg_at);
             } else {
-                fprintf(stderr, "brainjar %s: unknown %soption '%s' (see brainjar %s --help)\n", cmd,
-                        strncmp(arg_at, "--", 2) == 0 ? "or ambiguous " : "", arg_at, cmd);
+                fprintf(stderr, "brainjar %s: unknown option '%s' (%ssee brainjar %s --help)\n", cmd, arg_at,
+                        strncmp(arg_at, "--", 2) == 0 ? "or an ambiguous abbreviation; " : "", cmd);
             }
             return 2;
         }
