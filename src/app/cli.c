@@ -151,8 +151,13 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
     int opt;
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h", k_opts, NULL)) != -1) {
+    int li = -1;
+    while ((opt = getopt_long(argc, argv, ":h", k_opts, &li)) != -1) {
         const char *a = optarg;
+        /* The option's own name (argv[optind - 2] is another argument in the --flag=value form). */
+        char flag[48] = "";
+        if (opt >= O_MODE && li >= 0)
+            snprintf(flag, sizeof flag, "--%s", k_opts[li].name);
         switch (opt) {
         case O_MODE: r.mode = a; break;
         case O_HIVE: r.hive = a; break;
@@ -160,12 +165,12 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         case O_MODEL_S: case O_MODEL_O: case O_MODEL_G: r.model[opt - O_MODEL_S] = a; break;
         case O_RAM: case O_RAM_S: case O_RAM_O: case O_RAM_G:
             if (bj_parse_double(a, 1e-9, 1e6, &d))
-                return bad(cmd, argv[optind - 2], a, "a positive number of GB");
+                return bad(cmd, flag, a, "a positive number of GB");
             r.ram_gb[opt == O_RAM ? T_ALL : opt - O_RAM_S] = d;
             break;
         case O_JAR: case O_JAR_S: case O_JAR_O: case O_JAR_G:
             if (bj_parse_long(a, 1, 1L << 30, &l))
-                return bad(cmd, argv[optind - 2], a, "a positive number of tokens");
+                return bad(cmd, flag, a, "a positive number of tokens");
             r.jar_tokens[opt == O_JAR ? T_ALL : opt - O_JAR_S] = l;
             break;
         case O_WEB_HOST: bj_strlcpy(c->web_host, a, sizeof c->web_host); break;
@@ -233,7 +238,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             break;
         case O_TOPP: case O_MINP:
             if (bj_parse_double(a, 0, 1, &d))
-                return bad(cmd, argv[optind - 2], a, "a probability (0-1)");
+                return bad(cmd, flag, a, "a probability (0-1)");
             if (opt == O_TOPP) r.s.top_p = (float)d, r.set_top_p = true;
             else r.s.min_p = (float)d, r.set_min_p = true;
             break;
@@ -274,7 +279,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         }
         case O_RESERVE: case O_SHARE:
             if (bj_parse_double(a, 0, 100, &d) || (opt == O_SHARE && d <= 0))
-                return bad(cmd, argv[optind - 2], a, "a percentage (0-100)");
+                return bad(cmd, flag, a, "a percentage (0-100)");
             *(opt == O_RESERVE ? &c->spec.reserve_pct : &c->spec.brain_share_pct) = d;
             break;
         case O_HEADROOM:

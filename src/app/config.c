@@ -215,7 +215,11 @@ int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t
     int line_no = 0;
     char msg[400];
     rc = -1;
-    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    /* Line by line, blank ones included (strtok would skip them and miscount the lines). */
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
         line_no++;
         char *s = trim(line);
         if (!*s || *s == '#' || *s == ';')
