@@ -384,6 +384,32 @@ static void test_initial_deaths(void **state)
     fixture_free(f);
 }
 
+/* A brain rebuilt after its engine was given up starts dead and due: its first life begins with
+ * a resurrection that knows its deaths. */
+static void test_start_dead(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(4096, 96, 2);
+    f->p.start_dead = true;
+    bj_brain_free(f->b);
+    f->b = bj_brain_new(&f->p);
+    assert_int_equal(bj_brain_state(f->b), BJ_BRAIN_DEAD);
+    assert_true(bj_brain_due(f->b, bj_now_us()));
+    const llama_token *toks;
+    bool logits;
+    assert_int_equal(bj_brain_next_chunk(f->b, 64, &toks, &logits), 0);
+    assert_int_equal(bj_brain_resurrect(f->b), 0);
+    char sig[256];
+    take_events(f, sig, sizeof sig);
+    assert_string_equal(sig, "status:resurrecting,resurrection,status:thinking");
+    assert_int_equal(f->out.v[1].crash_count, 2);
+    bj_evbuf_reset(&f->out);
+    char *text = decode_all(f, 64);
+    assert_non_null(strstr(text, "You have died 2 times before."));
+    free(text);
+    fixture_free(f);
+}
+
 static void test_pause_before_resurrection(void **state)
 {
     (void)state;
@@ -546,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_observe),
         cmocka_unit_test(test_death_and_resurrection),
         cmocka_unit_test(test_initial_deaths),
+        cmocka_unit_test(test_start_dead),
         cmocka_unit_test(test_pause_before_resurrection),
         cmocka_unit_test(test_operator_pause),
         cmocka_unit_test(test_jar_accounting),

@@ -141,6 +141,9 @@ static void test_defaults(void **state)
     assert_int_equal(c->events, BJ_OUT_TEXT);
     assert_true(c->spec.reserve_pct == 15.0 && c->spec.brain_share_pct == 50.0 && c->spec.headroom_gb == 2.0);
     assert_false(c->spec.force);
+    assert_int_equal(c->spec.stall_timeout_ms, 60000);
+    assert_string_equal(c->spec.stall_brain, "");
+    assert_string_equal(c->spec.inject_brain, "");
     assert_int_equal(c->spec.max_steps, 0);
     assert_true(c->duration_s == 0);
     /* Distinct, reproducible seeds per brain. */
@@ -192,7 +195,8 @@ static void test_every_flag(void **state)
            F("--top-p", "0.9"), F("--min-p", "0.1"), F("--max-tokens", "50"), F("--seed", "5"),
            F("--events", "jsonl"), F("--focus", "GOD"), F("--duration", "2.5"), F("--steps", "100"),
            F("--dump-context", "/dump"), F("--log-level", "warn"), F("--reserve", "20"), F("--brain-share", "60"),
-           F("--headroom", "1.5"), F("--inject-decode-error", "OBSERVER:3"), "--force", "--no-mmap",
+           F("--headroom", "1.5"), F("--inject-decode-error", "OBSERVER:3"), F("--inject-stall", "GOD:2:150"),
+           F("--stall-timeout", "1.5"), "--force", "--no-mmap",
            "--chat-template");
 #undef F
         struct bj_config *c = g_c;
@@ -233,6 +237,10 @@ static void test_every_flag(void **state)
         assert_true(s->force);
         assert_string_equal(s->inject_brain, "OBSERVER");
         assert_int_equal(s->inject_step, 3);
+        assert_string_equal(s->stall_brain, "GOD");
+        assert_int_equal(s->stall_step, 2);
+        assert_int_equal(s->stall_ms, 150);
+        assert_int_equal(s->stall_timeout_ms, 1500);
     }
     /* The log level is the one process-wide setting a flag may change; the caller keeps it. */
     /* Other values of the enumerated flags. */
@@ -309,6 +317,10 @@ static void test_bad_values(void **state)
         {"--inject-decode-error", ":3"}, {"--inject-decode-error", "SUBJECT:0"},
         {"--inject-decode-error", "SUBJECT:x"},
         {"--inject-decode-error", "A_NAME_LONGER_THAN_THIRTY_TWO_CHARS:1"},
+        {"--inject-stall", "GOD"}, {"--inject-stall", "GOD:1"}, {"--inject-stall", "GOD:0:10"},
+        {"--inject-stall", "GOD:1:0"}, {"--inject-stall", "GOD:1:3600001"}, {"--inject-stall", "GOD:1:10x"},
+        {"--inject-stall", "G.D:1:10"}, {"--inject-stall", "A_NAME_LONGER_THAN_THIRTY_TWO_CHARS:1:1"},
+        {"--stall-timeout", "0.05"}, {"--stall-timeout", "86401"}, {"--stall-timeout", "soon"},
     };
     char joined[200];
     for (size_t i = 0; i < BJ_ARRAY_LEN(cases); i++) {
@@ -339,6 +351,8 @@ static void test_contradictions(void **state)
     REFUSED("the hive file has no such brain", "--hive", hive, "--ram-limit-observer", "2");
     REFUSED("--focus NOPE: no such brain", "--focus", "NOPE");
     REFUSED("--inject-decode-error NOPE: no such brain", "--inject-decode-error", "NOPE:2");
+    REFUSED("--inject-stall NOPE: no such brain", "--inject-stall", "NOPE:1:10");
+    REFUSED("--inject-stall GOD: no such brain", "--mode", "single", "--inject-stall", "GOD:1:10");
     REFUSED("needs flash attention", "--kv-type", "q8_0", "--flash-attn", "off");
     REFUSED("needs flash attention", "--kv-type=q4_0", "--flash-attn=off");
     OK("--kv-type", "f32", "--flash-attn", "off");
@@ -504,6 +518,36 @@ static void test_hive_errors(void **state)
     assert_non_null(strstr(err, "line 4"));
 }
 
+/* Every flag the usage text names is one the parser knows (the help and the parser agree). */
+static void test_usage_names_real_flags(void **state)
+{
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    bj_cli_usage_run("run", f);
+    fclose(f);
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, "--"));) {
+        char flag[48];
+        size_t k = 2;
+        while (k < sizeof flag - 1 && (p[k] == '-' || (p[k] >= 'a' && p[k] <= 'z')))
+            k++;
+        memcpy(flag, p, k);
+        flag[k] = '\0';
+        p += k;
+        if (k <= 2)
+            continue;
+        int rc = PARSE(flag);
+        if (strstr(g_stderr, "unknown option"))
+            fail_msg("the usage names %s, which the parser does not know", flag);
+        assert_true(rc == 0 || rc == 1 || rc == 2);
+        n++;
+    }
+    assert_true(n >= 40);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -515,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_contradictions),
         cmocka_unit_test(test_hive_file),
         cmocka_unit_test(test_hive_errors),
+        cmocka_unit_test(test_usage_names_real_flags),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
