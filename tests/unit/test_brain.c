@@ -496,8 +496,24 @@ static void test_jar_accounting(void **state)
     fixture_free(f);
     f = fixture_new(10, 96, 0);
     assert_int_equal(bj_brain_begin_life(f->b), -1);
-    fixture_free(f);
     bj_log_set_level(lv);
+    /* The engine then kills it (PROMPT_ERROR): a death like any other, counted; it comes back
+     * after its pause and fails again, never decoding a truncated prompt. */
+    assert_int_equal(bj_brain_state(f->b), BJ_BRAIN_LOADING);
+    bj_evbuf_reset(&f->out);
+    bj_brain_die(f->b, "PROMPT_ERROR", "its system prompt does not fit in its jar");
+    EXPECT_EVENTS(f, "status:dying,death,status:dead");
+    assert_int_equal(bj_brain_deaths(f->b), 1);
+    const llama_token *toks;
+    bool logits;
+    assert_int_equal(bj_brain_next_chunk(f->b, 64, &toks, &logits), 0);
+    bj_log_set_level(BJ_LOG_ERROR + 1);
+    assert_int_equal(bj_brain_resurrect(f->b), -1);
+    bj_log_set_level(lv);
+    assert_int_equal(bj_brain_next_chunk(f->b, 64, &toks, &logits), 0); /* RESURRECTING: no decode */
+    bj_brain_die(f->b, "PROMPT_ERROR", "again");
+    assert_int_equal(bj_brain_deaths(f->b), 2);
+    fixture_free(f);
 }
 
 static void test_bad_role(void **state)
