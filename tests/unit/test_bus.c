@@ -264,24 +264,26 @@ static double now_s(void) { return (double)bj_now_us() / 1e6; }
 static void test_coalescing_is_o1(void **state)
 {
     (void)state;
-    double t[2];
+    double t[2] = {1e9, 1e9};
     int queued[2] = {10, 100000};
-    for (int k = 0; k < 2; k++) {
-        struct bj_bus *bus = bj_bus_new();
-        struct bj_sub *s = bj_bus_subscribe(bus, "stalled", BJ_EV_ALL, 4);
-        publish_token(bus, "A", 0, 1, "a");
-        struct bj_event ev = {.type = BJ_EV_OBSERVE};
-        strcpy(ev.brain, "B");
-        for (int i = 0; i < queued[k]; i++)
-            bj_bus_publish(bus, &ev); /* lifecycle: always queued, behind A's token */
-        double t0 = now_s();
-        for (int i = 0; i < 6000; i++)
-            publish_token(bus, "A", 0, 1, "b");
-        t[k] = now_s() - t0;
-        assert_int_equal(bj_sub_coalesced(s), 6000);
-        bj_bus_unsubscribe(bus, s);
-        bj_bus_free(bus);
-    }
+    for (int k = 0; k < 2; k++)
+        for (int rep = 0; rep < 3; rep++) { /* the best of 3: the machine may be busy */
+            struct bj_bus *bus = bj_bus_new();
+            struct bj_sub *s = bj_bus_subscribe(bus, "stalled", BJ_EV_ALL, 4);
+            publish_token(bus, "A", 0, 1, "a");
+            struct bj_event ev = {.type = BJ_EV_OBSERVE};
+            strcpy(ev.brain, "B");
+            for (int i = 0; i < queued[k]; i++)
+                bj_bus_publish(bus, &ev); /* lifecycle: always queued, behind A's token */
+            double t0 = now_s();
+            for (int i = 0; i < 6000; i++)
+                publish_token(bus, "A", 0, 1, "b");
+            double dt = now_s() - t0;
+            t[k] = dt < t[k] ? dt : t[k];
+            assert_int_equal(bj_sub_coalesced(s), 6000);
+            bj_bus_unsubscribe(bus, s);
+            bj_bus_free(bus);
+        }
     print_message("6000 merges: %.2f ms behind 10 queued events, %.2f ms behind 100000\n", t[0] * 1e3, t[1] * 1e3);
     assert_true(t[1] < 10 * t[0] + 0.05); /* a scan would be ~10000 times slower */
 }
