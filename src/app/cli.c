@@ -48,6 +48,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "Testing:\n"
             "  --inject-decode-error BRAIN:N   fail BRAIN's Nth decode\n",
             cmd);
+    bj_ops_usage(to);
 }
 
 static int bad(const char *cmd, const char *flag, const char *val, const char *want)
@@ -88,6 +89,7 @@ static const struct option k_opts[] = {
     {"brain-share", required_argument, 0, O_SHARE}, {"headroom", required_argument, 0, O_HEADROOM},
     {"force", no_argument, 0, O_FORCE}, {"inject-decode-error", required_argument, 0, O_INJECT},
     {"backend-sampling", required_argument, 0, O_BSAMPLE},
+    BJ_OPS_OPTIONS,
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 };
 
@@ -295,9 +297,15 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         case ':':
             fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, argv[optind - 1]);
             return 2;
-        default:
+        default: {
+            int rc = bj_ops_parse_option(cmd, opt, a, &c->ops); /* store and watchdog (ops.c) */
+            if (rc == 0)
+                break;
+            if (rc > 0)
+                return rc;
             fprintf(stderr, "brainjar %s: unknown option '%s' (see brainjar %s --help)\n", cmd, argv[optind - 1], cmd);
             return 2;
+        }
         }
     }
     if (optind < argc) {

@@ -1192,6 +1192,8 @@ int bj_store_start(struct bj_store *st, struct bj_bus *bus, char *err, size_t er
         return -1;
     }
     st->bus = bus;
+    if (!st->p.report_bus)
+        st->p.report_bus = bus;
     st->sub = bj_bus_subscribe(bus, "store", BJ_EV_ALL & ~BJ_EV_MASK(BJ_EV_STATUS), 4096);
     if (!st->sub) {
         snprintf(err, errlen, "out of memory");
