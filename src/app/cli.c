@@ -35,7 +35,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "Engine:\n"
             "  --schedule batched|parallel|auto  one batched context, or one context per brain in threads\n"
             "  --threads N  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
-            "  --prefill-chunk N (64)  --no-mmap  --chat-template\n"
+            "  --prefill-chunk N (64)  --mmap | --no-mmap (default: read where weights are repacked)  --chat-template\n"
             "  --backend-sampling on|off|auto  sample inside the decode graph (auto: on with a GPU)\n"
             "Lives and sampling (all brains; hive files set them per brain):\n"
             "  --pause SECONDS (3)  --temp T  --top-k K  --top-p P  --min-p P  --max-tokens N  --seed N\n"
@@ -60,7 +60,7 @@ static int bad(const char *cmd, const char *flag, const char *val, const char *w
 enum {
     O_MODE = 256, O_HIVE, O_MODEL, O_MODEL_S, O_MODEL_O, O_MODEL_G, O_RAM, O_RAM_S, O_RAM_O, O_RAM_G,
     O_JAR, O_JAR_S, O_JAR_O, O_JAR_G, O_WEB_HOST, O_WEB_PORT, O_DATA, O_PROMPTS, O_SCHED, O_THREADS,
-    O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_CHAT, O_PAUSE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
+    O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_MMAP, O_CHAT, O_PAUSE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
     O_SEED, O_EVENTS, O_FOCUS, O_DURATION, O_STEPS, O_DUMP, O_LOG, O_RESERVE, O_SHARE, O_HEADROOM,
     O_FORCE, O_INJECT, O_BSAMPLE,
 };
@@ -78,7 +78,7 @@ static const struct option k_opts[] = {
     {"schedule", required_argument, 0, O_SCHED}, {"threads", required_argument, 0, O_THREADS},
     {"gpu-layers", required_argument, 0, O_GPU}, {"kv-type", required_argument, 0, O_KV},
     {"flash-attn", required_argument, 0, O_FA}, {"prefill-chunk", required_argument, 0, O_CHUNK},
-    {"no-mmap", no_argument, 0, O_NO_MMAP}, {"chat-template", no_argument, 0, O_CHAT},
+    {"no-mmap", no_argument, 0, O_NO_MMAP}, {"mmap", no_argument, 0, O_MMAP}, {"chat-template", no_argument, 0, O_CHAT},
     {"pause", required_argument, 0, O_PAUSE}, {"temp", required_argument, 0, O_TEMP},
     {"top-k", required_argument, 0, O_TOPK}, {"top-p", required_argument, 0, O_TOPP},
     {"min-p", required_argument, 0, O_MINP}, {"max-tokens", required_argument, 0, O_MAXTOK},
@@ -210,6 +210,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             c->spec.prefill_chunk = (int)l;
             break;
         case O_NO_MMAP: c->spec.use_mmap = 0; break;
+        case O_MMAP: c->spec.use_mmap = 1; break;
         case O_BSAMPLE:
             if (strcmp(a, "auto") == 0) c->spec.backend_sampling = -1;
             else if (strcmp(a, "on") == 0) c->spec.backend_sampling = 1;
