@@ -14,7 +14,6 @@
 #include <llama.h>
 
 #include "config.h"
-#include "embedded.h"
 #include "hive.h"
 #include "log.h"
 #include "notify.h"
@@ -218,7 +217,7 @@ static char *config_json(const struct bj_config *c, char **seeds)
     return text;
 }
 
-static char *models_json(const struct bj_config *c)
+static char *models_json(const struct bj_config *c, const char *default_model)
 {
     json_t *o = json_object();
     for (int i = 0; i < c->spec.n_brains; i++) {
@@ -226,7 +225,9 @@ static char *models_json(const struct bj_config *c)
         char path[PATH_MAX] = "";
         if (m && *m)
             bj_strlcpy(path, m, sizeof path);
-        else if (bj_embedded_model_path(path, sizeof path) != 0)
+        else if (default_model && *default_model)
+            bj_strlcpy(path, default_model, sizeof path);
+        else
             continue;
         const char *key = strncmp(path, "/proc/", 6) == 0 ? "(embedded)" : path;
         if (json_object_get(o, key))
@@ -247,7 +248,8 @@ static char *models_json(const struct bj_config *c)
     return text;
 }
 
-struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, uint32_t *initial_deaths, int *status)
+struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, const char *default_model,
+                           uint32_t *initial_deaths, int *status)
 {
     *status = 1;
     struct bj_ops *o = calloc(1, sizeof *o);
@@ -271,7 +273,7 @@ struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, uin
         free(o);
         return NULL;
     }
-    char *seeds = NULL, *config = config_json(c, &seeds), *models = models_json(c), *args = join_argv(argc, argv);
+    char *seeds = NULL, *config = config_json(c, &seeds), *models = models_json(c, default_model), *args = join_argv(argc, argv);
     char *hive_text = NULL;
     size_t len;
     if (c->hive_file[0] && bj_read_file(c->hive_file, &hive_text, &len) != 0)

@@ -63,8 +63,10 @@ int bj_ops_parse_option(const char *cmd, int opt, const char *arg, struct bj_ops
 void bj_ops_usage(FILE *to);
 
 /* Returns NULL with *status (2: the data directory is held by another daemon, or bad input; 1:
- * the store cannot be opened) after logging why. initial_deaths: spec.n_brains entries, filled. */
-struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, uint32_t *initial_deaths, int *status);
+ * the store cannot be opened) after logging why. initial_deaths: spec.n_brains entries, filled.
+ * default_model: the model of brains that name none (hashed into the run's record). */
+struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, const char *default_model,
+                           uint32_t *initial_deaths, int *status);
 int bj_ops_start_store(struct bj_ops *o, struct bj_bus *bus);
 int bj_ops_hive_started(struct bj_ops *o, struct bj_hive *h, struct bj_bus *bus);
 void bj_ops_tick(struct bj_ops *o);

@@ -195,8 +195,8 @@ int bj_logfile_check(struct bj_logfile *lf)
 {
     char dir[PATH_MAX];
     dir_of(lf->path, dir, sizeof dir);
-    dev_t ddev;
-    ino_t dino;
+    dev_t ddev = 0;
+    ino_t dino = 0;
     struct stat st;
     const char *why = NULL;
     if (bj_dir_identity(dir, &ddev, &dino) != 0)

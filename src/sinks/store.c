@@ -1017,8 +1017,8 @@ static void reopen_after_dir_change(struct bj_store *st)
 
 static void check_dir(struct bj_store *st)
 {
-    dev_t dev;
-    ino_t ino;
+    dev_t dev = 0;
+    ino_t ino = 0;
     const char *why = NULL;
     if (bj_dir_identity(st->dir, &dev, &ino) != 0)
         why = "was deleted";
