@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -258,6 +259,9 @@ struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, con
         return NULL;
     }
     o->c = c;
+    /* A file-size limit (RLIMIT_FSIZE) then fails a write with EFBIG, which the store and the
+     * journal report and retry, instead of killing the whole process. */
+    signal(SIGXFSZ, SIG_IGN);
     for (int i = 0; i < c->spec.n_brains; i++)
         initial_deaths[i] = 0;
     if (c->ops.no_store)

@@ -1342,15 +1342,23 @@ int bj_store_read_thoughts(struct bj_store *st, const char *brain, int64_t run, 
     sqlite3_bind_int64(s, 2, run);
     sqlite3_bind_int64(s, 3, before_us > 0 ? before_us : INT64_MAX);
     sqlite3_bind_int(s, 4, limit);
-    struct bj_stored_thought *v = calloc((size_t)limit, sizeof *v);
-    if (!v) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
+    struct bj_stored_thought *v = NULL;
+    int cap = 0;
     n = 0;
-    int rc;
-    while (n < limit && (rc = sqlite3_step(s)) == SQLITE_ROW)
+    while (n < limit && sqlite3_step(s) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct bj_stored_thought *nv = realloc(v, (size_t)cap * sizeof *v);
+            if (!nv) {
+                bj_store_free_thoughts(v, n);
+                snprintf(err, errlen, "out of memory");
+                n = -1;
+                goto out;
+            }
+            v = nv;
+        }
         row_thought(s, &v[n++]);
+    }
     *out = v;
 out:
     sqlite3_finalize(s);
@@ -1420,14 +1428,23 @@ int bj_store_read_deaths(struct bj_store *st, const char *brain, int64_t run, in
     sqlite3_bind_int64(s, 2, run);
     sqlite3_bind_int64(s, 3, before_us > 0 ? before_us : INT64_MAX);
     sqlite3_bind_int(s, 4, limit);
-    struct bj_stored_death *v = calloc((size_t)limit, sizeof *v);
-    if (!v) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
+    struct bj_stored_death *v = NULL;
+    int cap = 0;
     n = 0;
     while (n < limit && sqlite3_step(s) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct bj_stored_death *nv = realloc(v, (size_t)cap * sizeof *v);
+            if (!nv) {
+                free(v);
+                snprintf(err, errlen, "out of memory");
+                n = -1;
+                goto out;
+            }
+            v = nv;
+        }
         struct bj_stored_death *d = &v[n++];
+        memset(d, 0, sizeof *d);
         d->id = sqlite3_column_int64(s, 0);
         d->run = sqlite3_column_int64(s, 1);
         const char *b = (const char *)sqlite3_column_text(s, 2), *c = (const char *)sqlite3_column_text(s, 4);
