@@ -1130,7 +1130,9 @@ static int flush(struct bj_store *st)
 static void *writer_main(void *arg)
 {
     struct bj_store *st = arg;
-    int64_t deadline = 0; /* monotonic: when the oldest queued event must be committed */
+    int64_t deadline = 0;    /* monotonic: when the oldest queued event must be committed */
+    int64_t last_commit = 0; /* commits come as soon as the bus goes quiet, at most every 10 ms */
+    const int64_t gap_us = 10000;
     bool bus_closed = false;
     for (;;) {
         int64_t now = bj_now_us();
@@ -1141,7 +1143,9 @@ static void *writer_main(void *arg)
         bool stopping = atomic_load(&st->stopping);
         int wait_ms = 1000;
         if (st->len > 0) {
-            int64_t due = deadline > st->retry_at_us ? deadline : st->retry_at_us;
+            int64_t due = last_commit + gap_us < deadline ? last_commit + gap_us : deadline;
+            if (due < st->retry_at_us)
+                due = st->retry_at_us;
             wait_ms = due <= now ? 0 : (int)((due - now + 999) / 1000);
         }
         if (stopping || bus_closed)
@@ -1165,9 +1169,14 @@ static void *writer_main(void *arg)
         }
         now = bj_now_us();
         bool drained = r != 1; /* nothing more was waiting */
-        if (st->len > 0 && (st->len >= (size_t)st->p.batch || now >= deadline || ((stopping || bus_closed) && drained))) {
-            if (flush(st) == 0 && st->len > 0)
-                deadline = now; /* more than one batch was waiting */
+        bool quiet = r == 0 && now >= last_commit + gap_us;
+        if (st->len > 0 && (st->len >= (size_t)st->p.batch || now >= deadline || quiet ||
+                            ((stopping || bus_closed) && drained))) {
+            if (flush(st) == 0) {
+                last_commit = now;
+                if (st->len > 0)
+                    deadline = now; /* more than one batch was waiting */
+            }
         }
         if ((stopping || bus_closed) && drained) {
             if (st->len == 0)

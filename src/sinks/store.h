@@ -8,7 +8,8 @@
  * actions, observations, notices (errors, watchdog stages, budget reports) and link events.
  *
  * Durability: a writer thread takes events from its bus subscription and commits them in small
- * transactions (at most `commit_ms` or `batch` events apart). A commit in WAL mode with
+ * transactions: as soon as the bus goes quiet (at most one commit per 10 ms), and at the latest
+ * `commit_ms` after an event or every `batch` events. A commit in WAL mode with
  * synchronous=NORMAL survives a kill of the process (not a power cut: the deaths of the journal,
  * crash_reports.log, are fdatasync'ed and re-imported from there at the next open). When a commit
  * fails (full disk, read-only directory, locked database) the batch is kept, the failure is
