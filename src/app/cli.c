@@ -46,7 +46,9 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "Memory budget:\n"
             "  --reserve PCT (15)  --brain-share PCT (50)  --headroom GB (2)  --force (start despite a failed check)\n"
             "Testing:\n"
-            "  --inject-decode-error BRAIN:N   fail BRAIN's Nth decode\n",
+            "  --inject-decode-error BRAIN:N   fail BRAIN's Nth decode\n"
+            "  --inject-stall BRAIN:N:MS   stall the engine of BRAIN for MS ms at its Nth step (tests the supervisor)\n"
+            "  --stall-timeout SEC (60)   an engine silent this long is rebuilt and its brains die (WATCHDOG)\n",
             cmd);
     bj_ops_usage(to);
 }
@@ -62,7 +64,7 @@ enum {
     O_JAR, O_JAR_S, O_JAR_O, O_JAR_G, O_WEB_HOST, O_WEB_PORT, O_DATA, O_PROMPTS, O_SCHED, O_THREADS,
     O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_MMAP, O_CHAT, O_PAUSE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
     O_SEED, O_EVENTS, O_FOCUS, O_DURATION, O_STEPS, O_DUMP, O_LOG, O_RESERVE, O_SHARE, O_HEADROOM,
-    O_FORCE, O_INJECT, O_BSAMPLE,
+    O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE,
 };
 
 static const struct option k_opts[] = {
@@ -88,6 +90,7 @@ static const struct option k_opts[] = {
     {"log-level", required_argument, 0, O_LOG}, {"reserve", required_argument, 0, O_RESERVE},
     {"brain-share", required_argument, 0, O_SHARE}, {"headroom", required_argument, 0, O_HEADROOM},
     {"force", no_argument, 0, O_FORCE}, {"inject-decode-error", required_argument, 0, O_INJECT},
+    {"inject-stall", required_argument, 0, O_STALL}, {"stall-timeout", required_argument, 0, O_STALL_TIMEOUT},
     {"backend-sampling", required_argument, 0, O_BSAMPLE},
     BJ_OPS_OPTIONS,
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
@@ -294,6 +297,23 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             c->spec.inject_step = l;
             break;
         }
+        case O_STALL: {
+            char name[BJ_NAME_MAX];
+            long step, ms;
+            int n = 0;
+            if (sscanf(a, "%31[A-Za-z0-9_-]:%ld:%ld%n", name, &step, &ms, &n) != 3 || a[n] || step < 1 ||
+                ms < 1 || ms > 3600000)
+                return bad(cmd, "--inject-stall", a, "BRAIN:N:MS");
+            bj_strlcpy(c->spec.stall_brain, name, sizeof c->spec.stall_brain);
+            c->spec.stall_step = step;
+            c->spec.stall_ms = (int)ms;
+            break;
+        }
+        case O_STALL_TIMEOUT:
+            if (bj_parse_double(a, 0.1, 86400, &d))
+                return bad(cmd, "--stall-timeout", a, "seconds (0.1 to 86400)");
+            c->spec.stall_timeout_ms = (int)(d * 1000);
+            break;
         case 'h': bj_cli_usage_run(cmd, stdout); return 1;
         case ':':
             fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, argv[optind - 1]);

@@ -44,7 +44,6 @@ void bj_ops_config_defaults(struct bj_ops_config *o)
     o->wd_calm = wp.calm_samples;
     o->wd_kill_cooldown_ms = wp.kill_cooldown_ms;
     o->wd_exit_after = wp.exit_after;
-    o->stall_ms = 30000;
 }
 
 void bj_ops_usage(FILE *to)
@@ -363,7 +362,7 @@ void bj_ops_tick(struct bj_ops *o)
         return;
     o->last_tick_us = bj_now_us();
     /* Keep-alives only while every engine beats: a stalled daemon is restarted by systemd. */
-    if (bj_hive_stalled(o->hive, o->c->ops.stall_ms) == 0)
+    if (bj_hive_stalled(o->hive, o->c->spec.stall_timeout_ms > 0 ? o->c->spec.stall_timeout_ms : 60000) == 0)
         bj_notify_watchdog();
     if (!bj_notify_enabled())
         return;
