@@ -40,7 +40,6 @@ struct bj_ops_config {
     int wd_calm;                 /* --watchdog-calm N samples */
     int wd_kill_cooldown_ms;     /* --watchdog-kill-cooldown SECONDS */
     int wd_exit_after;           /* --watchdog-exit-after N samples */
-    int stall_ms;                /* an engine silent this long is not healthy (WATCHDOG=1 withheld) */
 };
 void bj_ops_config_defaults(struct bj_ops_config *o);
 
