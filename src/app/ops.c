@@ -26,7 +26,8 @@ struct bj_ops {
     struct bj_store *store;
     struct bj_watchdog *wd;
     struct bj_hive *hive;
-    int64_t last_tick_us;
+    int64_t last_tick_us, last_rotate_us;
+    uint64_t dir_changes;
     bool stopping;
 };
 
@@ -361,6 +362,20 @@ void bj_ops_tick(struct bj_ops *o)
     if (!o || !o->hive || o->stopping)
         return;
     o->last_tick_us = bj_now_us();
+    /* The journal (the hive's crash_reports.log) is reopened when the store found the data
+     * directory replaced or deleted, and after a size-based rotation (checked every 10 s). */
+    if (o->store) {
+        struct bj_store_stats ss;
+        bj_store_stats(o->store, &ss);
+        bool reopen = ss.dir_changes != o->dir_changes;
+        o->dir_changes = ss.dir_changes;
+        if (o->last_tick_us - o->last_rotate_us >= 10000000) {
+            o->last_rotate_us = o->last_tick_us;
+            reopen |= bj_store_rotate_journal(o->store) == 1;
+        }
+        if (reopen)
+            bj_hive_reopen_logs(o->hive);
+    }
     /* Keep-alives only while every engine beats: a stalled daemon is restarted by systemd. */
     if (bj_hive_stalled(o->hive, o->c->spec.stall_timeout_ms > 0 ? o->c->spec.stall_timeout_ms : 60000) == 0)
         bj_notify_watchdog();

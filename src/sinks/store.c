@@ -151,6 +151,8 @@ void bj_store_default_params(struct bj_store_params *p)
     p->batch = 512;
     p->backlog_max = 100000;
     p->busy_timeout_ms = 50;
+    p->journal_max_bytes = 64ull << 20;
+    p->journal_keep = 5;
 }
 
 const char *bj_store_path(const struct bj_store *st) { return st->db_path; }
@@ -623,6 +625,7 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
                 imported == 1 ? "" : "s", BJ_STORE_JOURNAL_NAME);
     if (recover_unclean(st, err, errlen))
         goto fail;
+    bj_store_rotate_journal(st); /* after the import: it reads the newest rotated file too */
     st->rdb = open_db(st->db_path, false, 2000, err, errlen);
     if (!st->rdb)
         goto fail;
@@ -631,6 +634,23 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
 fail:
     bj_store_close(st);
     return NULL;
+}
+
+int bj_store_rotate_journal(struct bj_store *st)
+{
+    struct stat sb;
+    if (!st->p.journal_max_bytes || stat(st->journal_path, &sb) != 0 || (uint64_t)sb.st_size <= st->p.journal_max_bytes)
+        return 0;
+    struct bj_logfile lf;
+    int rc = bj_logfile_open(&lf, st->journal_path, 0, st->p.journal_keep > 0 ? st->p.journal_keep : 5);
+    if (rc == 0)
+        rc = bj_logfile_rotate(&lf);
+    bj_logfile_close(&lf);
+    if (rc) {
+        bj_warn("%s: rotation failed: %s", st->journal_path, strerror(-rc));
+        return -1;
+    }
+    return 1;
 }
 
 uint32_t bj_store_brain_deaths(struct bj_store *st, const char *id)

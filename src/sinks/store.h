@@ -52,6 +52,10 @@ struct bj_store_params {
     struct bj_bus *report_bus; /* where failures are published as ERROR events; may be NULL */
     /* test hook: the writer's database is opened with this busy timeout (ms, default 50) */
     int busy_timeout_ms;
+    /* crash_reports.log is rotated past this size (bj_store_rotate_journal; 0: never), keeping
+     * `journal_keep` older files (.1 newest). Defaults 64 MiB, 5. */
+    uint64_t journal_max_bytes;
+    int journal_keep;
 };
 void bj_store_default_params(struct bj_store_params *p);
 
@@ -80,6 +84,12 @@ struct bj_store_run_info {
 /* Records a new run (and its brains). Returns the run id (> 0) or -1 with err. Main thread,
  * before bj_store_start. */
 int64_t bj_store_begin_run(struct bj_store *st, const struct bj_store_run_info *info, char *err, size_t errlen);
+
+/* Rotates crash_reports.log when it is past journal_max_bytes (name -> name.1 -> ... ->
+ * name.<keep>; the oldest is dropped). Returns 1 when it rotated (whoever holds the file open
+ * must reopen it: bj_hive_reopen_logs), 0 when not needed, -1 on error (logged). Main thread;
+ * bj_store_open does it once before the hive opens the journal. */
+int bj_store_rotate_journal(struct bj_store *st);
 
 /* Deaths so far of brain `id` in this data directory (0 for a new brain). */
 uint32_t bj_store_brain_deaths(struct bj_store *st, const char *id);

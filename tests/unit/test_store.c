@@ -301,6 +301,37 @@ static void test_journal_import_and_torn_line(void **state)
     assert_int_equal(q("SELECT time_us FROM deaths WHERE count=1") % 1000000, 500000);
 }
 
+/* A journal past its size limit is rotated at open; its deaths still count. */
+static void test_journal_rotation(void **state)
+{
+    (void)state;
+    make_dir("jrot");
+    char path[600];
+    snprintf(path, sizeof path, "%s/" BJ_STORE_JOURNAL_NAME, g_dir);
+    FILE *f = fopen(path, "w");
+    for (int i = 1; i <= 100; i++)
+        fprintf(f, "2026-11-25T13:40:%02dZ - CRASH #%d: GOD JAR_FULL (padding padding padding)\n", i % 60, i);
+    fclose(f);
+    struct bj_store_params p;
+    bj_store_default_params(&p);
+    p.data_dir = g_dir;
+    p.journal_max_bytes = 1000;
+    char err[300];
+    int status;
+    struct bj_store *st = bj_store_open(&p, &status, err, sizeof err);
+    assert_non_null(st);
+    assert_int_equal(bj_store_brain_deaths(st, "GOD"), 100);
+    bj_store_close(st);
+    struct stat sb;
+    assert_int_not_equal(stat(path, &sb) == 0 && sb.st_size > 0, 1); /* a fresh, empty file */
+    char old[620];
+    snprintf(old, sizeof old, "%s.1", path);
+    assert_int_equal(stat(old, &sb), 0);
+    st = bj_store_open(&p, &status, err, sizeof err);
+    assert_int_equal(bj_store_brain_deaths(st, "GOD"), 100);
+    bj_store_close(st);
+}
+
 static void test_lock(void **state)
 {
     (void)state;
@@ -451,6 +482,7 @@ int main(void)
         cmocka_unit_test(test_batching_and_restore),
         cmocka_unit_test(test_unclean_exit),
         cmocka_unit_test(test_journal_import_and_torn_line),
+        cmocka_unit_test(test_journal_rotation),
         cmocka_unit_test(test_lock),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_dir_replaced),
