@@ -276,6 +276,38 @@ class History(HiveCase):
             self.assertIn("not a regular file", out.stderr)
 
 
+class Notify(HiveCase):
+    def test_sd_notify_messages(self):
+        import socket
+        path = os.path.join(self.tmp, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(0.2)
+        env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="20000000", WATCHDOG_PID="")
+        d = Daemon(self.data, *SMALL, "--no-watchdog", env=env)
+        msgs = []
+        end = time.time() + 60
+        while time.time() < end and not (any("READY=1" in m for m in msgs) and any("WATCHDOG=1" in m for m in msgs)
+                                          and any(m.startswith("STATUS=") for m in msgs)):
+            try:
+                msgs.append(sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+        self.assertEqual(d.stop(), 0)
+        end = time.time() + 5
+        while time.time() < end and not any("STOPPING=1" in m for m in msgs):
+            try:
+                msgs.append(sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+        sock.close()
+        ready = next(i for i, m in enumerate(msgs) if "READY=1" in m)
+        self.assertTrue(any("WATCHDOG=1" in m for m in msgs[ready:]), msgs)
+        status = [m for m in msgs if m.startswith("STATUS=")]
+        self.assertRegex(status[-1], r"STATUS=\d+/3 brains alive, \d+ deaths in all, .* store ok; watchdog off")
+        self.assertTrue(any("STOPPING=1" in m for m in msgs), msgs)
+
+
 class Systemd(unittest.TestCase):
     def test_unit_verifies(self):
         import shutil
