@@ -420,6 +420,40 @@ static void test_disk_full(void **state)
     assert_true(q("SELECT lost FROM runs") >= 298);   /* ...but what overflowed is on record */
 }
 
+/* Another process holds the database locked: commits fail (busy), are reported and retried, and
+ * go through once the lock is gone. */
+static void test_locked_db(void **state)
+{
+    (void)state;
+    make_dir("locked");
+    struct bj_store *st = open_store(NULL);
+    begin(st, 0);
+    struct bj_bus *bus = bj_bus_new();
+    char err[256];
+    assert_int_equal(bj_store_start(st, bus, err, sizeof err), 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/" BJ_STORE_DB_NAME, g_dir);
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    pub(bus, BJ_EV_DEATH, "SUBJECT", 1, 0, NULL, "JAR_FULL");
+    sleep_ms(500);
+    struct bj_store_stats ss;
+    bj_store_stats(st, &ss);
+    assert_true(ss.failing);
+    assert_true(ss.commit_errors >= 1);
+    assert_non_null(strstr(ss.last_error, "locked"));
+    assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    wait_rows(st, 1, 8000);
+    bj_store_stats(st, &ss);
+    assert_false(ss.failing);
+    bj_store_stop(st, true, 2000);
+    bj_store_close(st);
+    bj_bus_free(bus);
+    assert_int_equal(q("SELECT COUNT(*) FROM deaths"), 1);
+}
+
 /* The data directory is moved away while running: noticed, reported, writing goes on in a new one. */
 static void test_dir_replaced(void **state)
 {
@@ -485,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_journal_rotation),
         cmocka_unit_test(test_lock),
         cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_locked_db),
         cmocka_unit_test(test_dir_replaced),
         cmocka_unit_test(test_logfile_rotation),
     };
