@@ -445,6 +445,7 @@ int bj_ops_exit_status(const struct bj_ops *o)
 }
 
 struct bj_store *bj_ops_store(struct bj_ops *o) { return o ? o->store : NULL; }
+struct bj_watchdog *bj_ops_watchdog(struct bj_ops *o) { return o ? o->wd : NULL; }
 
 void bj_ops_free(struct bj_ops *o)
 {

@@ -78,5 +78,7 @@ void bj_ops_free(struct bj_ops *o);
 
 /* The store of this run (NULL with --no-store), for the web's history reads. */
 struct bj_store *bj_ops_store(struct bj_ops *o);
+/* The watchdog (NULL with --no-watchdog or before the hive started), for metrics. */
+struct bj_watchdog *bj_ops_watchdog(struct bj_ops *o);
 
 #endif

@@ -445,7 +445,7 @@ static int recover_unclean(struct bj_store *st, char *err, size_t errlen)
     }
     if (sqlite3_prepare_v2(st->db,
             "SELECT r.id, r.pause_ms, MAX(r.started_us, COALESCE(r.last_us,0),"
-            "  COALESCE((SELECT MAX(time_us) FROM deaths d WHERE d.run=r.id),0)) FROM runs r"
+            "  COALESCE((SELECT MAX(time_us) FROM deaths d WHERE d.run=r.id),0)), r.started_us FROM runs r"
             " WHERE r.ended_us IS NULL AND r.recovered=0 ORDER BY r.id", -1, &runs, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db,
             "SELECT rb.brain, b.deaths,"
@@ -465,9 +465,11 @@ static int recover_unclean(struct bj_store *st, char *err, size_t errlen)
         int64_t run = sqlite3_column_int64(runs, 0);
         int64_t pause_us = sqlite3_column_int64(runs, 1) * 1000;
         int64_t last = sqlite3_column_int64(runs, 2);
+        /* Nothing was ever written for it: it died before its brains lived (e.g. loading). */
+        bool lived = last > sqlite3_column_int64(runs, 3);
         int alive = 0;
         sqlite3_bind_int64(brains, 1, run);
-        while (sqlite3_step(brains) == SQLITE_ROW) {
+        while (lived && sqlite3_step(brains) == SQLITE_ROW) {
             const char *b = (const char *)sqlite3_column_text(brains, 0);
             uint32_t deaths = (uint32_t)sqlite3_column_int64(brains, 1);
             bool has_death = sqlite3_column_type(brains, 2) != SQLITE_NULL;

@@ -78,12 +78,25 @@ class Daemon:
         return rc
 
 
+class StoreCase(HiveCase):
+    def daemon(self, *args, **kw):
+        """A Daemon that is killed at the end of the test whatever happens."""
+        d = Daemon(*args, **kw)
+
+        def reap():
+            if d.p.poll() is None:
+                d.p.kill()
+                d.p.wait(timeout=30)
+        self.addCleanup(reap)
+        return d
+
+
 def db(data):
     c = sqlite3.connect(os.path.join(data, "brainjar.db"), timeout=10)
     return c
 
 
-class KillLoop(HiveCase):
+class KillLoop(StoreCase):
     def test_kill9_loop(self):
         kills = int(os.environ.get("BJ_KILLS", "10"))
         seen_deaths = []   # every death event read before a kill
@@ -92,7 +105,7 @@ class KillLoop(HiveCase):
         recovery = []
         last = {b: 0 for b in BRAINS}
         for k in range(kills):
-            d = Daemon(self.data, *SMALL, "--no-watchdog")
+            d = self.daemon(self.data, *SMALL, "--no-watchdog")
             run = k + 1
             ok = d.pump(lambda ev: sum(1 for e in ev if e["type"] == "death") >= 2, timeout=90)
             self.assertTrue(ok, "no deaths within 90 s: " + "".join(d.err[-5:]))
@@ -114,7 +127,7 @@ class KillLoop(HiveCase):
             seen_deaths += [(run, e) for e in d.events if e["type"] == "death"]
             seen_thoughts += [(run, e["seq"], e["_seen"], t_kill, e) for e in d.events if e["type"] == "thought"]
         # One clean run records the last kill's unclean exit, then stops in order.
-        d = Daemon(self.data, *SMALL, "--no-watchdog", "--steps", "3")
+        d = self.daemon(self.data, *SMALL, "--no-watchdog", "--steps", "3")
         self.assertEqual(d.p.wait(timeout=120), 0, "".join(d.err[-5:]))
         d.drain()
 
@@ -154,13 +167,13 @@ class KillLoop(HiveCase):
               file=sys.stderr)
 
 
-class Restore(HiveCase):
+class Restore(StoreCase):
     def test_counts_survive_a_clean_restart(self):
-        rc, ev, err = self.run_hive(*SMALL, "--steps", "400", "--no-watchdog", dump=False)
+        rc, ev, err = self.run_hive(*SMALL, "--steps", "250", "--no-watchdog", dump=False)
         self.assertEqual(rc, 0, err[-2000:])
         first = {b: max([e["crash_count"] for e in of(ev, "death", b)] or [0]) for b in BRAINS}
         self.assertTrue(any(first.values()), "no death in the first run")
-        rc, ev2, err = self.run_hive(*SMALL, "--steps", "400", "--no-watchdog", dump=False)
+        rc, ev2, err = self.run_hive(*SMALL, "--steps", "250", "--no-watchdog", dump=False)
         self.assertEqual(rc, 0, err[-2000:])
         for b in BRAINS:
             later = [e["crash_count"] for e in of(ev2, "death", b)]
@@ -176,7 +189,7 @@ class Restore(HiveCase):
                                    "OR started_us IS NULL OR started_us>ended_us)").fetchone()[0], 0)
 
     def test_second_daemon_is_refused(self):
-        d = Daemon(self.data, "--no-watchdog", "--threads", "1")
+        d = self.daemon(self.data, "--no-watchdog", "--threads", "1")
         self.assertTrue(d.pump(lambda ev: any(e["type"] == "token" for e in ev), timeout=60))
         rc, ev, err = self.run_hive("--duration", "1", dump=False)
         self.assertEqual(rc, 2)
@@ -184,11 +197,11 @@ class Restore(HiveCase):
         self.assertEqual(d.stop(), 0)
 
 
-class DiskFull(HiveCase):
+class DiskFull(StoreCase):
     def test_full_disk_is_reported_and_writing_resumes(self):
         # A file-size limit on the running daemon stands for a full disk (a tmpfs needs privileges).
         os.makedirs(self.data)
-        d = Daemon(self.data, *SMALL, "--no-watchdog", "--log-level", "info")
+        d = self.daemon(self.data, *SMALL, "--no-watchdog", "--log-level", "info")
         self.assertTrue(d.pump(lambda ev: len(of(ev, "thought")) >= 2, timeout=60))
         time.sleep(0.5)
         wal = os.path.join(self.data, "brainjar.db-wal")
@@ -212,7 +225,7 @@ class DiskFull(HiveCase):
         self.assertEqual(c.execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
 
-class Watchdog(HiveCase):
+class Watchdog(StoreCase):
     def meminfo(self, root, used_pct):
         total = 16000000
         avail = int(total * (100 - used_pct) / 100)
@@ -225,7 +238,7 @@ class Watchdog(HiveCase):
     def test_pressure_stages_in_order_one_brain_dies_process_lives(self):
         root = os.path.join(self.tmp, "sys")
         self.meminfo(root, 50)
-        d = Daemon(self.data, "--jar-tokens", "600", "--threads", "1", "--watchdog-sysroot", root, "--watchdog-interval", "200",
+        d = self.daemon(self.data, "--jar-tokens", "600", "--threads", "1", "--watchdog-sysroot", root, "--watchdog-interval", "200",
                    "--watchdog-calm", "2", "--watchdog-kill-cooldown", "600")
         self.assertTrue(d.pump(lambda ev: any(e["type"] == "token" for e in ev), timeout=60))
         self.meminfo(root, 96)  # past the kill threshold (95%), short of the exit one (98%)
@@ -248,7 +261,7 @@ class Watchdog(HiveCase):
         self.assertEqual(c.execute("SELECT COUNT(*) FROM notices WHERE kind='watchdog'").fetchone()[0], len(stages))
 
 
-class History(HiveCase):
+class History(StoreCase):
     def test_runs_and_export(self):
         rc, ev, err = self.run_hive(*SMALL, "--steps", "300", "--no-watchdog", dump=False)
         self.assertEqual(rc, 0, err[-2000:])
@@ -276,7 +289,7 @@ class History(HiveCase):
             self.assertIn("not a regular file", out.stderr)
 
 
-class Notify(HiveCase):
+class Notify(StoreCase):
     def test_sd_notify_messages(self):
         import socket
         path = os.path.join(self.tmp, "notify.sock")
@@ -284,7 +297,7 @@ class Notify(HiveCase):
         sock.bind(path)
         sock.settimeout(0.2)
         env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="20000000", WATCHDOG_PID="")
-        d = Daemon(self.data, *SMALL, "--no-watchdog", env=env)
+        d = self.daemon(self.data, *SMALL, "--no-watchdog", env=env)
         msgs = []
         end = time.time() + 60
         while time.time() < end and not (any("READY=1" in m for m in msgs) and any("WATCHDOG=1" in m for m in msgs)
