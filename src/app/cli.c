@@ -34,7 +34,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --jar-tokens-subject|-observer|-god N jar sizes in tokens; --jar-tokens N for all\n"
             "Engine:\n"
             "  --schedule batched|parallel|auto  one batched context, or one context per brain in threads\n"
-            "  --threads N  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
+            "  --threads N (default: all cores but one on a CPU)  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
             "  --prefill-chunk N (64)  --mmap | --no-mmap (default: read where weights are repacked)  --chat-template\n"
             "  --backend-sampling on|off|auto  sample inside the decode graph (auto: on with a GPU)\n"
             "Lives and sampling (all brains; hive files set them per brain):\n"
