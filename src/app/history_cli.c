@@ -295,3 +295,78 @@ out:
         fprintf(stderr, "brainjar export: %" PRIu64 " records written to %s\n", x.rows, outpath);
     return rc;
 }
+
+/* ---- replay --------------------------------------------------------------------------------- */
+
+int bj_replay_args(int argc, char **argv, int *out_argc, char ***out_argv)
+{
+    const char *run_s = NULL, *from = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--replay") == 0 && i + 1 < argc)
+            run_s = argv[++i];
+        else if (strncmp(argv[i], "--replay=", 9) == 0)
+            run_s = argv[i] + 9;
+        else if (strcmp(argv[i], "--replay-from") == 0 && i + 1 < argc)
+            from = argv[++i];
+    }
+    if (!run_s)
+        return 0;
+    long run;
+    if (bj_parse_long(run_s, 1, 1L << 50, &run)) {
+        fprintf(stderr, "brainjar run: --replay: '%s' is not a run number (see brainjar runs)\n", run_s);
+        return 2;
+    }
+    char dir[PATH_MAX];
+    if (from)
+        bj_strlcpy(dir, from, sizeof dir);
+    else
+        default_dir(dir, sizeof dir);
+    struct bj_store *st = open_ro(dir);
+    if (!st)
+        return 2;
+    struct bj_stored_run *r;
+    char err[300];
+    int n = bj_store_read_runs(st, &r, err, sizeof err);
+    bj_store_close(st);
+    if (n < 0) {
+        fprintf(stderr, "brainjar run: --replay: %s\n", err);
+        return 2;
+    }
+    json_t *rec = NULL;
+    for (int i = 0; i < n; i++)
+        if (r[i].id == run && r[i].argv)
+            rec = json_loads(r[i].argv, 0, NULL);
+    bj_store_free_runs(r, n);
+    if (!json_is_array(rec) || json_array_size(rec) < 2) {
+        fprintf(stderr, "brainjar run: --replay: run %ld is not recorded with its arguments in %s\n", run, dir);
+        json_decref(rec);
+        return 2;
+    }
+    size_t nrec = json_array_size(rec);
+    char **v = calloc(nrec + (size_t)argc + 8, sizeof *v);
+    int k = 0;
+    v[k++] = argv[0];
+    for (size_t i = 2; i < nrec; i++) { /* recorded: brainjar run ARGS... */
+        const char *a = json_string_value(json_array_get(rec, i));
+        v[k++] = strdup(a ? a : "");
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--replay") == 0 || strcmp(argv[i], "--replay-from") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp(argv[i], "--replay=", 9) == 0)
+            continue;
+        v[k++] = argv[i];
+    }
+    char num[32];
+    snprintf(num, sizeof num, "%ld", run);
+    v[k++] = "--replay-run";
+    v[k++] = strdup(num);
+    v[k++] = "--replay-from";
+    v[k++] = strdup(dir);
+    json_decref(rec);
+    *out_argc = k;
+    *out_argv = v;
+    return 1;
+}

@@ -8,4 +8,11 @@
 int bj_runs_main(int argc, char **argv);
 int bj_export_main(int argc, char **argv);
 
+/* `run` arguments with `--replay R [--replay-from DIR]`: returns 1 and *out_argv = run R's recorded
+ * arguments, then the ones given now (later flags win: give a fresh --data-dir, --steps, ...),
+ * then --replay-run R --replay-from DIR (DIR defaults to the default data directory); 0 when there
+ * is no --replay (nothing changed); 2 after printing why run R cannot be replayed. argv[0] is the
+ * command name; *out_argv is malloc'ed and lives as long as the process. */
+int bj_replay_args(int argc, char **argv, int *out_argc, char ***out_argv);
+
 #endif

@@ -157,7 +157,10 @@ out:
 static int run(int argc, char **argv)
 {
     static struct bj_config c; /* large (brains, paths): not on the stack */
-    int rc = bj_cli_parse_run("run", argc, argv, &c);
+    int rc = bj_replay_args(argc, argv, &argc, &argv); /* ops: --replay R runs run R's recorded arguments */
+    if (rc == 2)
+        return 2;
+    rc = bj_cli_parse_run("run", argc, argv, &c);
     if (rc)
         return rc == 1 ? 0 : rc;
     return run_hive(&c, argc, argv);

@@ -58,7 +58,10 @@ void bj_ops_usage(FILE *to)
             "       temp: C, 80,85,90,95; gpu: %% of GPU memory, 90,95,98,0)\n"
             "  --watchdog-thermal-types T1,T2  zones to watch by type (default all)\n"
             "  --watchdog-kill-cooldown SECONDS (10)  --watchdog-exit-after N (10)\n"
-            "  --watchdog-sysroot DIR   read the sensors under DIR (tests)\n");
+            "  --watchdog-sysroot DIR   read the sensors under DIR (tests)\n"
+            "Replay:\n"
+            "  --replay R [--replay-from DIR]  run R again (its recorded flags and seeds, its death counts\n"
+            "      at its start) from DIR (default: the default data directory) into another --data-dir\n");
 }
 
 static int parse_limits(const char *a, struct bj_wd_limits *l)
@@ -124,6 +127,11 @@ int bj_ops_parse_option(const char *cmd, int opt, const char *a, struct bj_ops_c
         if (bj_parse_long(a, 1, 3600, &l) == 0) { o->wd_exit_after = (int)l; return 0; }
         flag = "--watchdog-exit-after", want = "a sample count (1-3600)";
         break;
+    case 13:
+        if (bj_parse_long(a, 1, 1L << 50, &l) == 0) { o->replay_run = l; return 0; }
+        flag = "--replay", want = "a run number (brainjar runs)";
+        break;
+    case 14: bj_strlcpy(o->replay_from, a, sizeof o->replay_from); return 0;
     default:
         return -1;
     }
@@ -249,6 +257,43 @@ static char *models_json(const struct bj_config *c, const char *default_model)
     return text;
 }
 
+/* A replay starts each brain at the count it had when run R started (the prompts say it), in a
+ * data directory of its own: counts there must never go backwards. */
+static int replay_counts(struct bj_ops *o, const struct bj_config *c, uint32_t *initial_deaths, int *status)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    *status = 2;
+    if (!realpath(c->ops.replay_from, a) || !realpath(c->spec.data_dir, b)) {
+        bj_error("--replay-from %s: %s", c->ops.replay_from, strerror(errno));
+        return -1;
+    }
+    if (strcmp(a, b) == 0) {
+        bj_error("a replay needs a --data-dir of its own (not %s, where run %ld is recorded)", a, c->ops.replay_run);
+        return -1;
+    }
+    for (int i = 0; i < c->spec.n_brains; i++)
+        if (initial_deaths[i] > 0) {
+            bj_error("a replay needs a fresh --data-dir: %s already has deaths of %s", b, c->spec.brains[i].id);
+            return -1;
+        }
+    struct bj_store_params sp;
+    bj_store_default_params(&sp);
+    sp.data_dir = a;
+    sp.read_only = true;
+    char err[600];
+    int st2;
+    struct bj_store *src = bj_store_open(&sp, &st2, err, sizeof err);
+    if (!src) {
+        bj_error("--replay: %s", err);
+        return -1;
+    }
+    for (int i = 0; i < c->spec.n_brains; i++)
+        initial_deaths[i] = bj_store_deaths_before_run(src, c->spec.brains[i].id, c->ops.replay_run);
+    bj_store_close(src);
+    bj_info("replaying run %ld of %s", c->ops.replay_run, a);
+    return 0;
+}
+
 struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, const char *default_model,
                            uint32_t *initial_deaths, int *status)
 {
@@ -308,6 +353,10 @@ struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, con
     for (int i = 0; i < c->spec.n_brains; i++) {
         initial_deaths[i] = bj_store_brain_deaths(o->store, c->spec.brains[i].id);
         restored += initial_deaths[i] > 0;
+    }
+    if (c->ops.replay_run > 0 && replay_counts(o, c, initial_deaths, status)) {
+        bj_ops_free(o);
+        return NULL;
     }
     bj_info("store: run %" PRId64 " in %s%s", run, bj_store_path(o->store),
             restored ? " (death counts restored)" : "");

@@ -40,6 +40,8 @@ struct bj_ops_config {
     int wd_calm;                 /* --watchdog-calm N samples */
     int wd_kill_cooldown_ms;     /* --watchdog-kill-cooldown SECONDS */
     int wd_exit_after;           /* --watchdog-exit-after N samples */
+    long replay_run;             /* --replay R (rewritten by bj_replay_args): run R's counts at its start */
+    char replay_from[PATH_MAX];  /* --replay-from DIR: the data directory that recorded run R */
 };
 void bj_ops_config_defaults(struct bj_ops_config *o);
 
@@ -54,7 +56,9 @@ void bj_ops_config_defaults(struct bj_ops_config *o);
     {"watchdog-sysroot", required_argument, 0, BJ_OPS_OPT_BASE + 9},                                     \
     {"watchdog-calm", required_argument, 0, BJ_OPS_OPT_BASE + 10},                                       \
     {"watchdog-kill-cooldown", required_argument, 0, BJ_OPS_OPT_BASE + 11},                              \
-    {"watchdog-exit-after", required_argument, 0, BJ_OPS_OPT_BASE + 12}
+    {"watchdog-exit-after", required_argument, 0, BJ_OPS_OPT_BASE + 12},                                 \
+    {"replay-run", required_argument, 0, BJ_OPS_OPT_BASE + 13},                                          \
+    {"replay-from", required_argument, 0, BJ_OPS_OPT_BASE + 14}
 
 /* Applies option `opt` (from getopt_long) with `arg`. Returns -1 when opt is not of this group,
  * 0 when applied, 2 after printing why the value is bad. */

@@ -1545,6 +1545,23 @@ out:
     return n;
 }
 
+uint32_t bj_store_deaths_before_run(struct bj_store *st, const char *brain, int64_t run)
+{
+    uint32_t n = 0;
+    pthread_mutex_lock(&st->rlock);
+    sqlite3_stmt *s;
+    if (st->rdb && sqlite3_prepare_v2(st->rdb, "SELECT COALESCE(MAX(count),0) FROM deaths WHERE brain=?1 AND"
+                                      " (run IS NULL OR run<?2)", -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, brain, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 2, run);
+        if (sqlite3_step(s) == SQLITE_ROW)
+            n = (uint32_t)sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+    }
+    pthread_mutex_unlock(&st->rlock);
+    return n;
+}
+
 void bj_store_free_runs(struct bj_stored_run *r, int n)
 {
     for (int i = 0; r && i < n; i++) {

@@ -162,6 +162,10 @@ int bj_store_read_deaths(struct bj_store *st, const char *brain, int64_t run, in
 int bj_store_read_runs(struct bj_store *st, struct bj_stored_run **out, char *err, size_t errlen);
 void bj_store_free_runs(struct bj_stored_run *r, int n);
 
+/* Deaths of `brain` recorded before run `run` started (its count at that run's start), for
+ * replaying a run with the counts it began with. */
+uint32_t bj_store_deaths_before_run(struct bj_store *st, const char *brain, int64_t run);
+
 /* Calls fn for every thought matching (brain, run), oldest first, without holding them all in
  * memory (export). Returns rows visited or -1 with err. */
 int bj_store_each_thought(struct bj_store *st, const char *brain, int64_t run,

@@ -289,6 +289,31 @@ class History(StoreCase):
             self.assertIn("not a regular file", out.stderr)
 
 
+class Replay(StoreCase):
+    def stream(self, events):
+        return [(e["type"], e.get("brain"), e.get("crash_count"), e.get("text")) for e in events
+                if e["type"] in ("token", "thought", "death", "resurrection")]
+
+    def test_replay_repeats_a_run(self):
+        args = (*SMALL, "--steps", "150", "--seed", "7", "--no-watchdog")
+        rc, _, err = self.run_hive(*args, dump=False)              # run 1: counts from 0
+        self.assertEqual(rc, 0, err[-2000:])
+        rc, ev2, err = self.run_hive(*args, dump=False)            # run 2: counts restored
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertTrue(of(ev2, "death"), "no death in run 2")
+        other = os.path.join(self.tmp, "replay")
+        p = subprocess.run([BRAINJAR, "run", "--replay", "2", "--replay-from", self.data, "--data-dir", other],
+                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        ev3 = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+        self.assertEqual(self.stream(ev3), self.stream(ev2))  # same flags, seeds and starting counts
+        # Into the directory that recorded it, counts would go backwards: refused.
+        p = subprocess.run([BRAINJAR, "run", "--replay", "2", "--replay-from", self.data, "--data-dir", self.data],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("of its own", p.stderr)
+
+
 class Notify(StoreCase):
     def test_sd_notify_messages(self):
         import socket
