@@ -31,22 +31,6 @@ struct bj_ops {
     bool stopping;
 };
 
-void bj_ops_config_defaults(struct bj_ops_config *o)
-{
-    memset(o, 0, sizeof *o);
-    struct bj_watchdog_params wp;
-    bj_watchdog_default_params(&wp);
-    o->store_commit_ms = 100;
-    o->wd_interval_ms = wp.interval_ms;
-    o->wd_mem = wp.mem_pct;
-    o->wd_psi = wp.psi;
-    o->wd_temp = wp.temp_c;
-    o->wd_gpu = wp.gpu_pct;
-    o->wd_calm = wp.calm_samples;
-    o->wd_kill_cooldown_ms = wp.kill_cooldown_ms;
-    o->wd_exit_after = wp.exit_after;
-}
-
 void bj_ops_usage(FILE *to)
 {
     fprintf(to,

@@ -43,7 +43,22 @@ struct bj_ops_config {
     long replay_run;             /* --replay R (rewritten by bj_replay_args): run R's counts at its start */
     char replay_from[PATH_MAX];  /* --replay-from DIR: the data directory that recorded run R */
 };
-void bj_ops_config_defaults(struct bj_ops_config *o);
+/* Defaults: the watchdog's own (bj_watchdog_default_params; unit_watchdog checks they agree).
+ * Inline, so that config.c links alone (the fuzz target builds it without the rest). */
+static inline void bj_ops_config_defaults(struct bj_ops_config *o)
+{
+    *o = (struct bj_ops_config){
+        .store_commit_ms = 100,
+        .wd_interval_ms = 1000,
+        .wd_mem = {85, 90, 95, 98},
+        .wd_psi = {20, 40, 60, 0},
+        .wd_temp = {80, 85, 90, 95},
+        .wd_gpu = {90, 95, 98, 0},
+        .wd_calm = 5,
+        .wd_kill_cooldown_ms = 10000,
+        .wd_exit_after = 10,
+    };
+}
 
 /* Long options of the group, for getopt_long (ids from 1000). */
 #define BJ_OPS_OPT_BASE 1000

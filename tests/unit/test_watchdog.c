@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "bus.h"
+#include "ops.h"
 #include "util.h"
 #include "watchdog.h"
 
@@ -194,11 +195,30 @@ static void test_escalation(void **state)
     bj_bus_free(bus);
 }
 
+/* The app's defaults (ops.h, inline) are the watchdog's. */
+static void test_app_defaults_agree(void **state)
+{
+    (void)state;
+    struct bj_watchdog_params p;
+    bj_watchdog_default_params(&p);
+    struct bj_ops_config o;
+    bj_ops_config_defaults(&o);
+    assert_int_equal(o.wd_interval_ms, p.interval_ms);
+    assert_int_equal(o.wd_calm, p.calm_samples);
+    assert_int_equal(o.wd_kill_cooldown_ms, p.kill_cooldown_ms);
+    assert_int_equal(o.wd_exit_after, p.exit_after);
+    assert_memory_equal(&o.wd_mem, &p.mem_pct, sizeof o.wd_mem);
+    assert_memory_equal(&o.wd_psi, &p.psi, sizeof o.wd_psi);
+    assert_memory_equal(&o.wd_temp, &p.temp_c, sizeof o.wd_temp);
+    assert_memory_equal(&o.wd_gpu, &p.gpu_pct, sizeof o.wd_gpu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sensors),
         cmocka_unit_test(test_escalation),
+        cmocka_unit_test(test_app_defaults_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
