@@ -50,6 +50,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --inject-stall BRAIN:N:MS   stall the engine of BRAIN for MS ms at its Nth step (tests the supervisor)\n"
             "  --stall-timeout SEC (60)   an engine silent this long is rebuilt and its brains die (WATCHDOG)\n",
             cmd);
+    bj_ops_usage(to);
 }
 
 static int bad(const char *cmd, const char *flag, const char *val, const char *want)
@@ -91,6 +92,7 @@ static const struct option k_opts[] = {
     {"force", no_argument, 0, O_FORCE}, {"inject-decode-error", required_argument, 0, O_INJECT},
     {"inject-stall", required_argument, 0, O_STALL}, {"stall-timeout", required_argument, 0, O_STALL_TIMEOUT},
     {"backend-sampling", required_argument, 0, O_BSAMPLE},
+    BJ_OPS_OPTIONS,
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 };
 
@@ -333,7 +335,12 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         case ':':
             fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, arg_at);
             return 2;
-        default:
+        default: {
+            int rc = bj_ops_parse_option(cmd, opt, a, &c->ops); /* store and watchdog (ops.c) */
+            if (rc == 0)
+                break;
+            if (rc > 0)
+                return rc;
             if (optopt >= O_MODE) { /* a flag without a value given one ("--force=1") */
                 const char *eq = strchr(arg_at, '=');
                 fprintf(stderr, "brainjar %s: %.*s takes no value\n", cmd, eq ? (int)(eq - arg_at) : 64, arg_at);
@@ -342,6 +349,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
                         strncmp(arg_at, "--", 2) == 0 ? "or an ambiguous abbreviation; " : "", cmd);
             }
             return 2;
+        }
         }
     }
     if (optind < argc) {
