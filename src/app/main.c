@@ -21,6 +21,7 @@
 #include "term.h"
 #include "util.h"
 #include "mkmodel.h"
+#include "peer.h"
 
 static void usage(FILE *to)
 {
@@ -107,6 +108,7 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     struct bj_bus *bus = bj_bus_new();
     struct bj_term *term = NULL;
     struct bj_hive *hive = NULL;
+    struct bj_peer *peer = NULL; /* peer links */
     /* ops: lock the data directory, open the store, restore the death counts (ops.h) */
     static uint32_t deaths[BJ_MAX_BRAINS];
     struct bj_ops *ops = bj_ops_open(c, argc, argv, def, deaths, &status);
@@ -130,6 +132,15 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     if (!hive)
         goto out;
     status = 1;
+    /* ---- peer links: after the hive exists, before it publishes ---- */
+    if (c->links) {
+        struct bj_peer_params pp = c->peer;
+        pp.bus = bus;
+        pp.hive = hive;
+        if (!(peer = bj_peer_start(&pp, err, sizeof err)))
+            goto out;
+    }
+    /* ---- end peer links ---- */
     if (bj_hive_start(hive, err, sizeof err) || bj_ops_hive_started(ops, hive, bus)) /* ops: watchdog, READY=1 */
         goto out;
     status = process_loop(c, hive, sfd, ops);
@@ -139,6 +150,7 @@ out:
     bj_ops_stopping(ops); /* ops: STOPPING=1, the watchdog stops */
     if (hive)
         bj_hive_stop(hive); /* the publishers first, so that the sinks get everything */
+    bj_peer_stop(peer);     /* peer links: the last local events out, goodbyes; before the bus closes */
     bj_ops_finish(ops, status == 0); /* ops: the store writes what is queued */
     if (status == 0)
         status = bj_ops_exit_status(ops); /* 3: the watchdog's last resort */
