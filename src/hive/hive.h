@@ -47,6 +47,8 @@ int bj_hive_start(struct bj_hive *h, char *err, size_t errlen);
 int bj_hive_fd(const struct bj_hive *h);
 /* Whether every engine has stopped by itself. */
 bool bj_hive_done(const struct bj_hive *h);
+/* Reopens crash_reports.log (SIGHUP, after a log rotation). Any thread. */
+void bj_hive_reopen_logs(struct bj_hive *h);
 /* Stops every engine after its current step (idempotent) and prints the run summary. */
 void bj_hive_stop(struct bj_hive *h);
 void bj_hive_free(struct bj_hive *h);
