@@ -1,3 +1,4 @@
+cmake_policy(SET CMP0057 NEW)
 # Turns the dashboard's files into a C file: web/* served at /<name>, and uPlot's dist files
 # (pinned in package-lock.json, installed by scripts/bootstrap) at /vendor/<name>.
 # Usage: cmake -DWEB_DIR=<web> -DUPLOT_DIR=<node_modules/uplot/dist> -DOUT=<file.c> -P embed_web.cmake

@@ -19,6 +19,8 @@
 #include "term.h"
 #include "util.h"
 #include "mkmodel.h"
+#include "web.h"     /* web */
+#include "web_cli.h" /* web */
 
 static void usage(FILE *to)
 {
@@ -28,6 +30,8 @@ static void usage(FILE *to)
             "  validate   check the hive's memory budget and exit (0 ok, 1 too big)\n"
             "  estimate   estimate the memory a model needs\n"
             "  mkmodel    write a synthetic GGUF model\n"
+            "  passwd     set a web user's password (brainjar passwd USER [--role viewer|operator])\n"
+            "  token      create a web API token (brainjar token create --role viewer|operator)\n"
             "  --version  print versions\n"
             "`brainjar COMMAND --help` explains each command.\n");
 }
@@ -93,9 +97,26 @@ static int run_hive(const struct bj_config *c)
     struct bj_bus *bus = bj_bus_new();
     struct bj_term *term = NULL;
     struct bj_hive *hive = NULL;
+    struct bj_web *web = NULL; /* web */
     if (sfd < 0 || !bus) {
         snprintf(err, sizeof err, "cannot set up: %s", strerror(errno));
         goto out;
+    }
+    /* web: bind first, so that a port in use fails before any model loads. */
+    if (!c->no_web) {
+        struct bj_web_params wp = bj_web_default_params();
+        wp.host = c->web_host;
+        wp.port = c->web_port;
+        wp.data_dir = c->spec.data_dir;
+        wp.allow_origin = c->web_allow_origin;
+        wp.trusted_proxy = c->web_trusted_proxy;
+        wp.auth = c->web_auth;
+        wp.metrics_public = c->metrics_public;
+        wp.mode = bj_mode_name(c->mode);
+        wp.bus = bus;
+        web = bj_web_new(&wp, &status, err, sizeof err);
+        if (!web)
+            goto out;
     }
     const char *focus = c->focus[0] ? c->focus : c->spec.brains[0].id;
     term = bj_term_start(bus, c->events, focus, stdout);
@@ -107,6 +128,8 @@ static int run_hive(const struct bj_config *c)
     if (!hive)
         goto out;
     status = 1;
+    if (web && bj_web_start(web, hive, err, sizeof err)) /* web */
+        goto out;
     if (bj_hive_start(hive, err, sizeof err))
         goto out;
     process_loop(c, hive, sfd);
@@ -120,6 +143,7 @@ out:
         bj_bus_close(bus);
         bj_term_finish(term, bus);
     }
+    bj_web_free(web); /* web: stops its thread before the hive goes */
     bj_hive_free(hive);
     bj_bus_free(bus);
     if (sfd >= 0)
@@ -173,6 +197,10 @@ int main(int argc, char **argv)
         rc = bj_estimate_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "mkmodel") == 0) {
         rc = bj_mkmodel_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "passwd") == 0) { /* web */
+        rc = bj_passwd_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "token") == 0) { /* web */
+        rc = bj_token_main(argc - 1, argv + 1);
     } else {
         fprintf(stderr, "brainjar: unknown command '%s'\n", cmd);
         usage(stderr);

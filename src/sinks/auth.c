@@ -376,6 +376,12 @@ static struct user *find_user(struct bj_auth *a, const char *name)
     return NULL;
 }
 
+enum bj_role bj_auth_user_role(struct bj_auth *a, const char *user)
+{
+    struct user *u = find_user(a, user);
+    return u ? u->role : BJ_ROLE_NONE;
+}
+
 int bj_auth_set_password(struct bj_auth *a, const char *user, const char *password, enum bj_role role,
                          char *err, size_t errlen)
 {

@@ -39,6 +39,8 @@ const char *bj_role_name(enum bj_role r);
 enum bj_role bj_role_parse(const char *s);
 
 int bj_auth_user_count(const struct bj_auth *a);
+/* A user's role, or BJ_ROLE_NONE when there is no such user. */
+enum bj_role bj_auth_user_role(struct bj_auth *a, const char *user);
 /* Whether a name is acceptable: 1..63 of [A-Za-z0-9_.@-]. */
 bool bj_auth_valid_name(const char *name);
 
