@@ -54,7 +54,18 @@ struct bj_auth {
     struct limit limits[LIMIT_SLOTS];
     int max_failures, window_s;
     char dummy_hash[crypto_pwhash_STRBYTES]; /* verified against when the user does not exist */
+    struct stat users_st, tokens_st;         /* as last read */
+    int64_t checked_s;
 };
+
+static struct user *find_user(struct bj_auth *a, const char *name);
+static int save_sessions(struct bj_auth *a);
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_ino == b->st_ino && a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
 
 const char *bj_role_name(enum bj_role r)
 {
@@ -185,6 +196,7 @@ static int save_users(struct bj_auth *a)
     if (!rc)
         rc = write_atomic(a->users_path, b.s);
     free(b.s);
+    stat(a->users_path, &a->users_st);
     return rc;
 }
 
@@ -200,6 +212,7 @@ static int save_tokens(struct bj_auth *a)
     if (!rc)
         rc = write_atomic(a->tokens_path, b.s);
     free(b.s);
+    stat(a->tokens_path, &a->tokens_st);
     return rc;
 }
 
@@ -341,6 +354,8 @@ struct bj_auth *bj_auth_open(const char *dir, char *err, size_t errlen)
             return NULL;
         }
     }
+    stat(a->users_path, &a->users_st);
+    stat(a->tokens_path, &a->tokens_st);
     /* A hash to verify against for unknown users, so that their answer takes as long. */
     char pw[BJ_AUTH_SECRET_LEN + 1];
     random_secret(pw);
@@ -363,6 +378,55 @@ void bj_auth_free(struct bj_auth *a)
         sodium_memzero(a->sessions, sizeof *a->sessions * (size_t)a->n_sessions);
     free(a->sessions);
     free(a);
+}
+
+void bj_auth_refresh(struct bj_auth *a, int64_t now_s)
+{
+    if (now_s == a->checked_s)
+        return;
+    a->checked_s = now_s;
+    struct stat st;
+    if (stat(a->users_path, &st) == 0 && !same_file(&st, &a->users_st)) {
+        int n = a->n_users;
+        struct user *old = n ? malloc(sizeof *old * (size_t)n) : NULL;
+        if (n && !old)
+            return;
+        if (n)
+            memcpy(old, a->users, sizeof *old * (size_t)n);
+        a->n_users = 0;
+        if (each_line(a->users_path, parse_user, a) == 0) {
+            a->users_st = st;
+            bj_info("web: %s changed: %d users", a->users_path, a->n_users);
+            /* A changed password or role, or a removed user, ends that user's sessions. */
+            int k = 0;
+            for (int i = 0; i < a->n_sessions; i++) {
+                struct user *u = find_user(a, a->sessions[i].user);
+                bool keep = false;
+                for (int j = 0; u && j < n; j++)
+                    if (strcmp(old[j].name, u->name) == 0)
+                        keep = strcmp(old[j].hash, u->hash) == 0 && old[j].role == u->role;
+                if (keep)
+                    a->sessions[k++] = a->sessions[i];
+            }
+            if (k != a->n_sessions) {
+                a->n_sessions = k;
+                save_sessions(a);
+            }
+        } else {
+            a->n_users = n;
+        }
+        free(old);
+    }
+    if (stat(a->tokens_path, &st) == 0 && !same_file(&st, &a->tokens_st)) {
+        int n = a->n_tokens;
+        a->n_tokens = 0;
+        if (each_line(a->tokens_path, parse_token, a) == 0) {
+            a->tokens_st = st;
+            bj_info("web: %s changed: %d API tokens", a->tokens_path, a->n_tokens);
+        } else {
+            a->n_tokens = n;
+        }
+    }
 }
 
 int bj_auth_user_count(const struct bj_auth *a) { return a->n_users; }

@@ -33,6 +33,9 @@ struct bj_auth;
  * cannot create the directory). Lines that do not parse are skipped with a warning. */
 struct bj_auth *bj_auth_open(const char *dir, char *err, size_t errlen);
 void bj_auth_free(struct bj_auth *a);
+/* Re-reads the users and tokens files when another process (brainjar passwd, brainjar token)
+ * changed them; checks at most once a second (now_s: a monotonic clock in seconds). */
+void bj_auth_refresh(struct bj_auth *a, int64_t now_s);
 
 const char *bj_role_name(enum bj_role r);
 /* "viewer" or "operator"; BJ_ROLE_NONE otherwise. */

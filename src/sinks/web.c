@@ -85,6 +85,7 @@ struct client {
     struct client *prev, *next;
     struct lws *wsi;
     bool authed, dead;
+    bool closing;               /* close once the queue is written (a failed authentication) */
     enum bj_role role;
     char user[BJ_AUTH_NAME_MAX + 8];
     uint64_t filter[BJ_MAX_BRAINS / 64]; /* brains it wants; all bits set: everything */
@@ -693,13 +694,14 @@ static int client_rx(struct bj_web *w, struct client *c, const char *text, size_
         char name[96] = "";
         enum bj_role role = BJ_ROLE_NONE;
         if (tok) {
+            bj_auth_refresh(w->auth, bj_now_us() / 1000000);
             role = bj_auth_token(w->auth, tok, name, sizeof name);
             if (role == BJ_ROLE_NONE)
                 role = bj_auth_session(w->auth, tok, name, sizeof name);
         }
         if (role == BJ_ROLE_NONE) {
             client_reply(c, ctrl_msg("{\"type\":\"error\",\"error\":\"Authentication required\"}"));
-            rc = c->authed ? 0 : -1; /* an unauthenticated client gets one try */
+            c->closing = !c->authed; /* an unauthenticated client gets one try */
         } else if (!c->authed) {
             c->authed = true;
             c->role = role;
@@ -709,7 +711,7 @@ static int client_rx(struct bj_web *w, struct client *c, const char *text, size_
         }
     } else if (!c->authed) {
         client_reply(c, ctrl_msg("{\"type\":\"error\",\"error\":\"Authentication required\"}"));
-        rc = -1;
+        c->closing = true;
     } else if (strcmp(type, "filter") == 0) {
         json_t *arr = json_object_get(o, "brains");
         if (json_is_null(arr) || !arr) {
@@ -761,8 +763,13 @@ static int client_write(struct bj_web *w, struct client *c)
             c->pend_tick = NULL;
         }
     }
-    if (c->qlen == 0)
+    if (c->qlen == 0) {
+        if (c->closing) {
+            lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)"unauthenticated", 15);
+            return -1;
+        }
         return 0;
+    }
     struct msg *m = c->q[c->qhead];
     int n = lws_write(c->wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT);
     c->qhead = (c->qhead + 1) % c->qcap;
@@ -770,7 +777,7 @@ static int client_write(struct bj_web *w, struct client *c)
     msg_unref(m);
     if (n < (int)m->len && n < 0)
         return -1;
-    if (c->qlen || c->resync)
+    if (c->qlen || c->resync || c->closing)
         lws_callback_on_writable(c->wsi);
     else {
         for (int b = 0; b < c->n_pend; b++)
@@ -1035,6 +1042,7 @@ static int ws_established(struct bj_web *w, struct lws *wsi, struct pss *ps)
     copy_hdr(wsi, WSI_TOKEN_HTTP_COOKIE, cookies, sizeof cookies);
     cookie_value(cookies, "bj_session", session, sizeof session);
     copy_hdr(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, authz, sizeof authz);
+    bj_auth_refresh(w->auth, bj_now_us() / 1000000);
     if (!w->p.auth) {
         c->authed = true;
         c->role = BJ_ROLE_OPERATOR;
@@ -1086,12 +1094,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             char cl[32];
             copy_hdr(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof cl);
             long n = cl[0] ? strtol(cl, NULL, 10) : 0;
-            if (n > WEB_BODY_MAX) {
+            if (n > WEB_BODY_MAX)
                 ps->rq->body_too_big = true;
-                return respond(w, wsi, ps);
-            }
-            if (n > 0 || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
-                return 0; /* the body follows */
+            if (n > 1024 * 1024)
+                return respond(w, wsi, ps); /* not worth reading: answered now, closed when the body comes */
+            /* lws reports the body's end (also for Content-Length: 0); the answer waits for it. */
+            if (cl[0] || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
+                return 0;
         }
         return respond(w, wsi, ps);
     }
@@ -1116,8 +1125,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (!ps || !ps->rq)
+        if (!ps)
             return -1;
+        if (!ps->rq)
+            return 0; /* answered already */
         return respond(w, wsi, ps);
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return ps ? write_body(wsi, ps) : 0;

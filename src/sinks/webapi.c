@@ -635,7 +635,7 @@ static void r_action(struct ctx *x)
             resp_err(x->rs, 400, "'text' must be a string (and 'from', if given, a string)");
             return;
         }
-        const char *text = json_string_value(jt), *from = jf ? json_string_value(jf) : "a voice from outside";
+        const char *text = json_string_value(jt), *from = jf ? json_string_value(jf) : "a visitor";
         size_t n = utf8_chars(text);
         if (n == 0 || n > WEB_SAY_MAX || strlen(from) == 0 || utf8_chars(from) > 31) {
             json_decref(o);
@@ -952,6 +952,7 @@ static void identify(struct bj_web *w, struct web_req *rq)
         return;
     }
     struct bj_auth *a = web_auth(w);
+    bj_auth_refresh(a, bj_now_us() / 1000000);
     if (rq->bearer[0]) {
         rq->role = bj_auth_token(a, rq->bearer, rq->user, sizeof rq->user);
         if (rq->role == BJ_ROLE_NONE)
