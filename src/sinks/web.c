@@ -428,7 +428,8 @@ static void pend_add(struct pending_tok *p, const struct bj_event *ev, const cha
         p->crash_count = ev->crash_count;
     }
     p->seq = ev->seq;
-    p->time_us = ev->time_us;
+    if (!p->time_us)
+        p->time_us = ev->time_us; /* the first piece's time: a merged token is as late as its oldest part */
     char *t = realloc(p->text, p->len + len + 1);
     if (!t)
         return;

@@ -279,7 +279,14 @@ static const char *original_status(const char *state)
 
 static json_t *cpu_temp(void)
 {
-    /* The hottest thermal zone that reads; null when there is no sensor (never invented). */
+    /* The hottest thermal zone that reads; null when there is no sensor (never invented).
+     * Read at most once a second (the web thread is the only caller). */
+    static int64_t when;
+    static double cached = -1000;
+    int64_t now = bj_now_us() / 1000000;
+    if (now == when)
+        return cached > -1000 ? json_real(cached) : json_null();
+    when = now;
     double best = -1000;
     for (int i = 0; i < 32; i++) {
         char path[96];
@@ -292,11 +299,19 @@ static json_t *cpu_temp(void)
             best = mc / 1000.0;
         fclose(f);
     }
-    return best > -1000 ? json_real(((int)(best * 10)) / 10.0) : json_null();
+    cached = best > -1000 ? ((int)(best * 10)) / 10.0 : -1000;
+    return cached > -1000 ? json_real(cached) : json_null();
 }
 
 static json_t *memory_percent(void)
 {
+    static int64_t when;
+    static json_int_t cached = -1;
+    int64_t now = bj_now_us() / 1000000;
+    if (now == when)
+        return cached >= 0 ? json_integer(cached) : json_null();
+    when = now;
+    cached = -1;
     FILE *f = fopen("/proc/meminfo", "re");
     if (!f)
         return json_null();
@@ -309,7 +324,8 @@ static json_t *memory_percent(void)
     fclose(f);
     if (total <= 0 || avail < 0)
         return json_null();
-    return json_integer((json_int_t)((total - avail) * 100 / total));
+    cached = (json_int_t)((total - avail) * 100 / total);
+    return json_integer(cached);
 }
 
 json_t *webapi_state_json(struct bj_web *w, const struct bj_hive_snapshot *s, int i)

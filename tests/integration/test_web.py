@@ -471,5 +471,41 @@ class Stream(WebCase):
         live.close()
 
 
+class Docs(WebCase):
+    """Every `json example METHOD PATH` block of docs/API.md has the live answer's keys."""
+
+    def shape(self, doc, live, where):
+        if isinstance(doc, dict):
+            self.assertIsInstance(live, dict, where)
+            self.assertEqual(set(doc), set(live), where)
+            for k in doc:
+                if k != "data":  # free-form per log level
+                    self.shape(doc[k], live[k], f"{where}.{k}")
+        elif isinstance(doc, list) and doc and live:
+            self.shape(doc[0], live[0], where + "[0]")
+
+    def test_examples(self):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(os.path.join(root, "docs", "API.md"), encoding="utf-8") as f:
+            md = f.read()
+        blocks = re.findall(r"```json example (\w+) (\S+)\n(.*?)```", md, re.S)
+        self.assertGreaterEqual(len(blocks), 12)
+        h = self.start("--jar-tokens", "300", "--max-tokens", "12")
+        s = h.login()
+        h.wait_for(lambda: h.get("/api/brains/SUBJECT/thoughts?limit=1", s).json()["count"] and
+                   h.get("/api/deaths?limit=1", s).json()["count"], timeout=90, what="a thought and a death")
+        for method, path, body in blocks:
+            with self.subTest(f"{method} {path}"):
+                doc = json.loads(body)
+                if path == "/login":
+                    r = h.request("POST", "/login", {"password": h.password})
+                elif path == "/logout":
+                    r = h.request("GET", "/logout", cookie=h.login())
+                else:
+                    r = h.request(method, path, {} if method == "POST" else None, cookie=s)
+                self.assertLess(r.status, 300, f"{method} {path}: {r.status} {r.body[:200]}")
+                self.shape(doc, r.json(), f"{method} {path}")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""bench/web: what the web server costs the hive, and how fast it answers.
+
+For each case a fresh `brainjar run` (matrix mode, the embedded tiny model, --web-auth off on
+loopback so the clients need no login) runs for --seconds after a warm-up:
+  * clients=N   N WebSocket clients read everything; one of them measures token-to-client
+                latency (the token event's generation time `ts` to its arrival, same clock);
+  * stalled     one live client and one that never reads (a tiny receive buffer);
+  * http        one WebSocket client while wrk hammers /api/health, then /api/status.
+The hive's tokens/s is read from /api/metrics (tokens generated this run) at both ends of the
+window. Figures go to stdout as a table and to --out as JSON.
+
+usage: bench/web/bench.py [--brainjar build/brainjar] [--seconds 15] [--clients 0,1,100,1000]
+"""
+import argparse
+import base64
+import datetime
+import json
+import os
+import selectors
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def ws_connect(port, rcvbuf=None):
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(4096)
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    return s, rest
+
+
+class Readers:
+    """Reads every client on one thread; client 0 parses frames and measures latency."""
+
+    def __init__(self, port, n):
+        self.sel = selectors.DefaultSelector()
+        self.socks = []
+        self.lat_ms = []
+        self.measure_buf = b""
+        self.stop = False
+        for i in range(n):
+            s, rest = ws_connect(port)
+            s.setblocking(False)
+            self.socks.append(s)
+            if i == 0:
+                self.measure_buf = rest
+            self.sel.register(s, selectors.EVENT_READ, i)
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def frames(self):
+        b = self.measure_buf
+        while len(b) >= 2:
+            n = b[1] & 0x7F
+            off = 2
+            if n == 126:
+                if len(b) < 4:
+                    break
+                n, off = struct.unpack("!H", b[2:4])[0], 4
+            elif n == 127:
+                if len(b) < 10:
+                    break
+                n, off = struct.unpack("!Q", b[2:10])[0], 10
+            if len(b) < off + n:
+                break
+            yield b[off:off + n]
+            b = b[off + n:]
+        self.measure_buf = b
+
+    def run(self):
+        while not self.stop:
+            for key, _ in self.sel.select(0.2):
+                try:
+                    data = key.fileobj.recv(1 << 20)
+                except BlockingIOError:
+                    continue
+                if key.data != 0 or not data:
+                    continue
+                now = time.time()
+                self.measure_buf += data
+                for f in self.frames():
+                    if not f.startswith(b'{"type":"token"'):
+                        continue
+                    m = json.loads(f)
+                    ts = datetime.datetime.strptime(m["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                        tzinfo=datetime.timezone.utc).timestamp()
+                    self.lat_ms.append((now - ts) * 1000)
+
+    def close(self):
+        self.stop = True
+        self.t.join()
+        for s in self.socks:
+            s.close()
+
+
+def pct(xs, p):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+def hive(args, port, data):
+    cmd = [args.brainjar, "run", "--events", "none", "--data-dir", data, "--web-port", str(port), "--web-auth", "off",
+           "--pause", "0", "--jar-tokens", str(args.jar), "--log-level", "warn"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            get(port, "/api/health")
+            return p
+        except OSError:
+            time.sleep(0.1)
+    p.kill()
+    raise SystemExit("brainjar did not start")
+
+
+def tokens(port):
+    return get(port, "/api/metrics")["tokens"]
+
+
+def wrk(port, path, seconds):
+    if not shutil.which("wrk"):
+        return None
+    out = subprocess.run(["wrk", "-t", "1", "-c", "16", "-d", f"{seconds}s", f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    return None
+
+
+def case(args, name, n_clients=0, stalled=False, http=None):
+    port = free_port()
+    data = tempfile.mkdtemp(prefix="bj-bench-web-")
+    p = hive(args, port, data)
+    r = stall = None
+    try:
+        time.sleep(args.warmup)
+        if n_clients:
+            r = Readers(port, n_clients)
+        if stalled:
+            stall, _ = ws_connect(port, rcvbuf=4096)
+        time.sleep(1)
+        t0, k0 = time.time(), tokens(port)
+        rps = {}
+        if http:
+            for path in http:
+                rps[path] = wrk(port, path, args.seconds // len(http))
+        else:
+            time.sleep(args.seconds)
+        t1, k1 = time.time(), tokens(port)
+        res = {"case": name, "clients": n_clients, "stalled": stalled, "tok_s": round((k1 - k0) / (t1 - t0), 1)}
+        if r:
+            res["latency_ms_p50"] = round(pct(r.lat_ms, 50), 2) if r.lat_ms else None
+            res["latency_ms_p99"] = round(pct(r.lat_ms, 99), 2) if r.lat_ms else None
+            res["token_messages"] = len(r.lat_ms)
+        if http:
+            res["req_s"] = rps
+        if stalled:
+            m = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            res["resyncs"] = [l for l in m.splitlines() if l.startswith("brainjar_ws_resyncs_total")][0].split()[1]
+            res["coalesced"] = [l for l in m.splitlines() if l.startswith("brainjar_ws_coalesced_total")][0].split()[1]
+        return res
+    finally:
+        if r:
+            r.close()
+        if stall:
+            stall.close()
+        p.terminate()
+        p.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--brainjar", default="build/brainjar")
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--warmup", type=float, default=3)
+    ap.add_argument("--jar", type=int, default=2000)
+    ap.add_argument("--clients", default="0,1,100,1000")
+    ap.add_argument("--out", default="bench/out/web.json")
+    args = ap.parse_args()
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    results = []
+    for n in [int(x) for x in args.clients.split(",")]:
+        results.append(case(args, f"clients={n}", n_clients=n))
+        print(json.dumps(results[-1]), flush=True)
+    results.append(case(args, "stalled", n_clients=1, stalled=True))
+    print(json.dumps(results[-1]), flush=True)
+    results.append(case(args, "http", n_clients=1, http=["/api/health", "/api/status"]))
+    print(json.dumps(results[-1]), flush=True)
+    results.append(case(args, "clients=0 (again)", n_clients=0))
+    print(json.dumps(results[-1]), flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"machine": os.uname().nodename, "cores": os.cpu_count(),
+                   "load": os.getloadavg(), "results": results}, f, indent=1)
+    print(f"{'case':<20}{'tok/s':>8}{'p50 ms':>9}{'p99 ms':>9}  other")
+    for r in results:
+        other = {k: v for k, v in r.items() if k in ("req_s", "resyncs", "coalesced")}
+        print(f"{r['case']:<20}{r['tok_s']:>8}{str(r.get('latency_ms_p50', '')):>9}{str(r.get('latency_ms_p99', '')):>9}  {other or ''}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
