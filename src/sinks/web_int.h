@@ -69,7 +69,7 @@ struct web_req {
     char user[BJ_AUTH_NAME_MAX + 8];
     bool via_session;
 };
-#define WEB_RESP_HEADERS 6
+#define WEB_RESP_HEADERS 8
 struct web_resp {
     int status;
     const char *ctype;
@@ -77,7 +77,7 @@ struct web_resp {
     size_t len;
     bool body_static;
     int n_headers;
-    char hname[WEB_RESP_HEADERS][32];
+    char hname[WEB_RESP_HEADERS][48];
     char hval[WEB_RESP_HEADERS][256];
 };
 

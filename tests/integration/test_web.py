@@ -257,6 +257,27 @@ class Auth(WebCase):
         self.assertEqual(h.request("GET", "/api/status").status, 200)
         self.assertEqual(h.request("GET", "/metrics").status, 200)
 
+    def test_cors_only_for_the_allowed_origin(self):
+        h = self.start("--web-allow-origin", "https://gallery.example")
+        s = h.login()
+        r = h.request("OPTIONS", "/api/status", headers={"Origin": "https://gallery.example",
+                                                          "Access-Control-Request-Method": "GET"})
+        self.assertEqual(r.status, 204)
+        self.assertEqual(r.header("Access-Control-Allow-Origin"), "https://gallery.example")
+        self.assertIn("POST", r.header("Access-Control-Allow-Methods"))
+        r = h.request("GET", "/api/status", cookie=s, headers={"Origin": "https://gallery.example"})
+        self.assertEqual(r.header("Access-Control-Allow-Origin"), "https://gallery.example")
+        self.assertEqual(r.header("Access-Control-Allow-Credentials"), "true")
+        r = h.request("GET", "/api/status", cookie=s, headers={"Origin": "https://evil.example"})
+        self.assertIsNone(r.header("Access-Control-Allow-Origin"))
+        r = h.request("OPTIONS", "/api/status", headers={"Origin": "https://evil.example"})
+        self.assertIsNone(r.header("Access-Control-Allow-Origin"))
+        self.assertEqual(h.request("POST", "/api/brains/GOD/pause", {}, cookie=s,
+                                   headers={"Origin": "https://gallery.example"}).status, 202)
+        p = subprocess.run([BRAINJAR, "run", "--data-dir", self.data, "--web-allow-origin", "*"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 2)
+
     def test_port_in_use_fails_before_models_load(self):
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
