@@ -47,6 +47,7 @@ struct bj_brain_params {
     const char *dump_dir; /* NULL: no context dumps */
     const char *chat_template; /* NULL: raw completion; else a llama.cpp template (or built-in name) */
     uint32_t initial_deaths;
+    bool start_dead;       /* begins DEAD and due: its first life starts with a resurrection */
 };
 
 struct bj_brain *bj_brain_new(const struct bj_brain_params *p);
@@ -88,6 +89,9 @@ int64_t bj_brain_resurrect_at(const struct bj_brain *b);
 
 /* Brings a DEAD brain back: event, hook, new life. Returns bj_brain_begin_life's result. */
 int bj_brain_resurrect(struct bj_brain *b);
+
+/* Prompt files used from the next life on. */
+void bj_brain_set_prompts(struct bj_brain *b, const struct bj_prompts *prompts);
 
 /* Operator pause/resume: a paused brain keeps its memory and gets no decode. */
 void bj_brain_set_paused(struct bj_brain *b, bool paused);
