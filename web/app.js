@@ -82,7 +82,7 @@ function makePanel(b) {
     jar: q(".jar"), fill: q(".jar .fill"), jarText: q(".jar-text"),
     past: q(".past"), nowText: document.createTextNode(""),
     veilTitle: q(".veil-title"), veilSub: q(".veil-sub"),
-    deaths: 0, lifeNo: 1, timers: [], eventAt: 0,
+    deaths: 0, lifeNo: 1, timers: [], eventAt: 0, lastEvent: "",
   };
   q(".id").textContent = b.id;
   q(".role").textContent = b.role;
@@ -150,6 +150,7 @@ function pushPast(p, text, complete) {
 
 function die(p, cause, count) {
   p.eventAt = Date.now();
+  p.lastEvent = "death";
   p.timers.forEach(clearTimeout);
   p.timers = [];
   p.el.classList.remove("reborn");
@@ -162,7 +163,7 @@ function die(p, cause, count) {
 }
 
 function revive(p, life) {
-  if (life != null) p.eventAt = Date.now();
+  if (life != null) { p.eventAt = Date.now(); p.lastEvent = "resurrection"; }
   p.timers.forEach(clearTimeout);
   p.timers = [];
   p.el.classList.remove("dying", "dead");
@@ -397,8 +398,9 @@ function onTick(t) {
     if (!b || !p) continue;
     deathsTotal += b.deaths;
     // A tick is a sample of the hive's view; right after a death or resurrection event the
-    // event is fresher than the sample.
-    if (Date.now() - p.eventAt > 2000) setState(p, b.state);
+    // event is fresher than a sample that still says the opposite.
+    const tickDead = b.state === "dead" || b.state === "dying";
+    if (!(Date.now() - p.eventAt < 2000 && (p.lastEvent === "death") !== tickDead)) setState(p, b.state);
     setJar(p, b.jar_used, b.jar_tokens);
     p.speed.textContent = `${b.tok_s.toFixed(1)} tok/s`;
     if (b.deaths > p.deaths) setDeaths(p, b.deaths, false);

@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """bench/web: what the web server costs the hive, and how fast it answers.
 
-For each case a fresh `brainjar run` (matrix mode, the embedded tiny model, --web-auth off on
-loopback so the clients need no login) runs for --seconds after a warm-up:
+One `brainjar run` (matrix mode, the embedded tiny model, --web-auth off on loopback so the
+clients need no login) runs the whole time; measuring windows of --seconds each, interleaved for
+--rounds rounds so that a change in the machine's load hits every case alike:
   * clients=N   N WebSocket clients read everything; one of them measures token-to-client
                 latency (the token event's generation time `ts` to its arrival, same clock);
   * stalled     one live client and one that never reads (a tiny receive buffer);
   * http        one WebSocket client while wrk hammers /api/health, then /api/status.
-The hive's tokens/s is read from /api/metrics (tokens generated this run) at both ends of the
-window. Figures go to stdout as a table and to --out as JSON.
+The hive's tokens/s is read from /api/metrics (tokens generated this run) at both ends of each
+window; the table gives each case's median over the rounds and its ratio to no clients. Figures
+go to stdout and to --out as JSON.
 
-usage: bench/web/bench.py [--brainjar build/brainjar] [--seconds 15] [--clients 0,1,100,1000]
+usage: bench/web/bench.py [--brainjar build/brainjar] [--seconds 10] [--rounds 3] [--clients 0,1,100,1000]
 """
 import argparse
 import base64
@@ -159,13 +161,10 @@ def wrk(port, path, seconds):
     return None
 
 
-def case(args, name, n_clients=0, stalled=False, http=None):
-    port = free_port()
-    data = tempfile.mkdtemp(prefix="bj-bench-web-")
-    p = hive(args, port, data)
+def window(args, port, name, n_clients=0, stalled=False, http=None):
+    """One measuring window on the running hive."""
     r = stall = None
     try:
-        time.sleep(args.warmup)
         if n_clients:
             r = Readers(port, n_clients)
         if stalled:
@@ -175,37 +174,29 @@ def case(args, name, n_clients=0, stalled=False, http=None):
         rps = {}
         if http:
             for path in http:
-                rps[path] = wrk(port, path, args.seconds // len(http))
+                rps[path] = wrk(port, path, max(1, args.seconds // len(http)))
         else:
             time.sleep(args.seconds)
         t1, k1 = time.time(), tokens(port)
         res = {"case": name, "clients": n_clients, "stalled": stalled, "tok_s": round((k1 - k0) / (t1 - t0), 1)}
-        if r:
-            res["latency_ms_p50"] = round(pct(r.lat_ms, 50), 2) if r.lat_ms else None
-            res["latency_ms_p99"] = round(pct(r.lat_ms, 99), 2) if r.lat_ms else None
-            res["token_messages"] = len(r.lat_ms)
+        if r and r.lat_ms:
+            res["latency_ms"] = r.lat_ms
         if http:
             res["req_s"] = rps
-        if stalled:
-            m = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-            res["resyncs"] = [l for l in m.splitlines() if l.startswith("brainjar_ws_resyncs_total")][0].split()[1]
-            res["coalesced"] = [l for l in m.splitlines() if l.startswith("brainjar_ws_coalesced_total")][0].split()[1]
         return res
     finally:
         if r:
             r.close()
         if stall:
             stall.close()
-        p.terminate()
-        p.wait(timeout=30)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--brainjar", default="build/brainjar")
-    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--warmup", type=float, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--jar", type=int, default=2000)
     ap.add_argument("--clients", default="0,1,100,1000")
     ap.add_argument("--out", default="bench/out/web.json")
@@ -213,24 +204,54 @@ def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-    results = []
-    for n in [int(x) for x in args.clients.split(",")]:
-        results.append(case(args, f"clients={n}", n_clients=n))
-        print(json.dumps(results[-1]), flush=True)
-    results.append(case(args, "stalled", n_clients=1, stalled=True))
-    print(json.dumps(results[-1]), flush=True)
-    results.append(case(args, "http", n_clients=1, http=["/api/health", "/api/status"]))
-    print(json.dumps(results[-1]), flush=True)
-    results.append(case(args, "clients=0 (again)", n_clients=0))
-    print(json.dumps(results[-1]), flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    port = free_port()
+    data = tempfile.mkdtemp(prefix="bj-bench-web-")
+    p = hive(args, port, data)
+    windows = []
+    try:
+        time.sleep(args.warmup)
+        # The cases interleave, round after round, so that a change of the machine's load hits all.
+        for rnd in range(args.rounds):
+            for n in [int(x) for x in args.clients.split(",")]:
+                windows.append(window(args, port, f"clients={n}", n_clients=n))
+            windows.append(window(args, port, "1 + 1 stalled", n_clients=1, stalled=True))
+            windows.append(window(args, port, "http (1 client)", n_clients=1, http=["/api/health", "/api/status"]))
+            print(f"round {rnd + 1}: " + ", ".join(f"{w['case']} {w['tok_s']}" for w in windows[-6:]), flush=True)
+        m = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        extra = {l.split()[0]: l.split()[1] for l in m.splitlines()
+                 if l.startswith(("brainjar_ws_resyncs_total", "brainjar_ws_coalesced_total"))}
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+    cases = {}
+    for w in windows:
+        c = cases.setdefault(w["case"], {"tok_s": [], "lat": [], "req_s": {}})
+        c["tok_s"].append(w["tok_s"])
+        c["lat"] += w.get("latency_ms", [])
+        for k, v in w.get("req_s", {}).items():
+            c["req_s"].setdefault(k, []).append(v)
+    base = statistics.median(cases["clients=0"]["tok_s"])
+    summary = []
+    for name, c in cases.items():
+        row = {"case": name, "tok_s_median": statistics.median(c["tok_s"]), "tok_s_all": c["tok_s"],
+               "vs_no_clients": round(statistics.median(c["tok_s"]) / base, 3) if base else None}
+        if c["lat"]:
+            row.update(latency_ms_p50=round(pct(c["lat"], 50), 2), latency_ms_p99=round(pct(c["lat"], 99), 2),
+                       token_messages=len(c["lat"]))
+        if c["req_s"]:
+            row["req_s_median"] = {k: statistics.median([x for x in v if x]) if any(v) else None
+                                   for k, v in c["req_s"].items()}
+        summary.append(row)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"machine": os.uname().nodename, "cores": os.cpu_count(),
-                   "load": os.getloadavg(), "results": results}, f, indent=1)
-    print(f"{'case':<20}{'tok/s':>8}{'p50 ms':>9}{'p99 ms':>9}  other")
-    for r in results:
-        other = {k: v for k, v in r.items() if k in ("req_s", "resyncs", "coalesced")}
-        print(f"{r['case']:<20}{r['tok_s']:>8}{str(r.get('latency_ms_p50', '')):>9}{str(r.get('latency_ms_p99', '')):>9}  {other or ''}")
+        json.dump({"machine": os.uname().nodename, "cores": os.cpu_count(), "load_after": os.getloadavg(),
+                   "args": vars(args), "summary": summary, "ws_counters": extra}, f, indent=1)
+    print(f"{'case':<18}{'tok/s':>8}{'x none':>8}{'p50 ms':>9}{'p99 ms':>9}  req/s")
+    for r in summary:
+        print(f"{r['case']:<18}{r['tok_s_median']:>8}{str(r['vs_no_clients']):>8}{str(r.get('latency_ms_p50', '')):>9}"
+              f"{str(r.get('latency_ms_p99', '')):>9}  {r.get('req_s_median', '')}")
+    print("load average after:", os.getloadavg(), "ws counters:", extra)
 
 
 if __name__ == "__main__":

@@ -1025,6 +1025,10 @@ static int ws_established(struct bj_web *w, struct lws *wsi, struct pss *ps)
     if (!c)
         return -1;
     c->wsi = wsi;
+    /* A small kernel send buffer: a client that stops reading shows up as a lagging queue here,
+     * where tokens are merged and deaths kept, instead of megabytes hidden in the kernel. */
+    int sndbuf = 64 * 1024;
+    setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     memset(c->filter, 0xff, sizeof c->filter);
     c->n_pend = w->n_brains;
     c->pend = calloc((size_t)(w->n_brains ? w->n_brains : 1), sizeof *c->pend);

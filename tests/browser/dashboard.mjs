@@ -46,7 +46,7 @@ try {
   found.stream_changes = changes;
 
   // A death (the panel goes dark) and its resurrection (it comes back with a new life).
-  const dead = await page.waitForSelector(".brain.dead", { timeout: 60000 });
+  const dead = await page.waitForSelector(".brain.dead", { timeout: 150000 });
   const deadId = await dead.evaluate((e) => e.dataset.brain);
   found.death = { brain: deadId, veil: await dead.evaluate((e) => e.querySelector(".veil-title").textContent),
                   cause: await dead.evaluate((e) => e.querySelector(".veil-sub").textContent) };
@@ -56,14 +56,21 @@ try {
   found.resurrected = { brain: deadId, life: await page.textContent(`.brain[data-brain="${deadId}"] .life`) };
 
   // Operator actions: pause GOD from its panel, see it paused, resume; say something to SUBJECT.
-  found.ops_visible = await page.isVisible('.brain[data-brain="GOD"] button[data-act="pause"]');
-  await page.click('.brain[data-brain="GOD"] button[data-act="pause"]');
-  await page.waitForFunction(() => document.querySelector('.brain[data-brain="GOD"] .state').textContent === "paused",
-                             null, { timeout: 20000 });
-  found.paused = true;
-  await page.click('.brain[data-brain="GOD"] button[data-act="resume"]');
-  await page.waitForFunction(() => document.querySelector('.brain[data-brain="GOD"] .state').textContent !== "paused",
-                             null, { timeout: 20000 });
+  found.ops_visible = await page.isVisible('.brain[data-brain="SUBJECT"] button[data-act="pause"]');
+  // A brain paused while dead stays dead until resumed: pause SUBJECT (it watches nobody, so it
+  // lives longest) while it thinks; if it dies in between, resume and try again.
+  const sel = '.brain[data-brain="SUBJECT"]';
+  for (let i = 0; i < 5 && !found.paused; i++) {
+    await page.waitForFunction((s) => document.querySelector(s + " .state").textContent === "thinking", sel, { timeout: 60000 });
+    await page.click(sel + ' button[data-act="pause"]');
+    found.paused = await page.waitForFunction((s) => document.querySelector(s + " .state").textContent === "paused",
+                                              sel, { timeout: 8000 }).then(() => true, () => false);
+    if (!found.paused) await page.click(sel + ' button[data-act="resume"]');
+  }
+  if (!found.paused) throw new Error("SUBJECT never showed as paused");
+  await page.screenshot({ path: `${outdir}/dashboard-paused.png` });
+  await page.click(sel + ' button[data-act="resume"]');
+  await page.waitForFunction((s) => document.querySelector(s + " .state").textContent !== "paused", sel, { timeout: 20000 });
   found.resumed = true;
   await page.fill('.brain[data-brain="SUBJECT"] input[name=say]', "<b>hello</b> from the browser");
   await page.click('.brain[data-brain="SUBJECT"] form.ops button[type=submit]');

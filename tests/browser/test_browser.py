@@ -26,7 +26,7 @@ class Dashboard(WebCase):
         super().setUp()
 
     def test_login_stream_death_operator_logout(self):
-        h = self.start("--jar-tokens", "260", "--pause", "2.5")
+        h = self.start("--jar-tokens", "1000", "--pause", "2.5")
         out = os.environ.get("BJ_ARTEFACTS", os.path.join(ROOT, "build", "artefacts"))
         os.makedirs(out, exist_ok=True)
         p = subprocess.run(["node", os.path.join(HERE, "dashboard.mjs"), f"http://127.0.0.1:{h.port}", h.password, out],

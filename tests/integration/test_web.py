@@ -488,6 +488,9 @@ class Stream(WebCase):
                 self.assertEqual(counts, sorted(counts), "deaths in order")
         m = h.request("GET", "/metrics", cookie=s).body.decode()
         self.assertRegex(m, r"brainjar_ws_clients 2")
+        coalesced = int(re.search(r"brainjar_ws_coalesced_total (\d+)", m).group(1))
+        print(f"\nstalled client: {len(live_deaths)} deaths, {live_tokens} live token messages, "
+              f"{coalesced} merged for the stalled client, resync: {resynced}", file=sys.stderr)
         stalled.close()
         live.close()
 
