@@ -4,8 +4,10 @@
 One `brainjar run` (matrix mode, the embedded tiny model, --web-auth off on loopback so the
 clients need no login) runs the whole time; measuring windows of --seconds each, interleaved for
 --rounds rounds so that a change in the machine's load hits every case alike:
-  * clients=N   N WebSocket clients read everything; one of them measures token-to-client
-                latency (the token event's generation time `ts` to its arrival, same clock);
+  * clients=N   N WebSocket clients read everything: one measures token-to-client latency on
+                its own thread (the token event's generation time `ts`, which for merged tokens
+                is the oldest part's, to its arrival; same clock), the others read in a
+                separate process so that reading them does not delay the measuring one;
   * stalled     one live client and one that never reads (a tiny receive buffer);
   * http        one WebSocket client while wrk hammers /api/health, then /api/status.
 The hive's tokens/s is read from /api/metrics (tokens generated this run) at both ends of each
@@ -61,22 +63,43 @@ def ws_connect(port, rcvbuf=None):
     return s, rest
 
 
+def bulk_reader(port, n, ready, stop):
+    """Another process: n clients that read and discard everything (so that reading them does
+    not delay the measuring client)."""
+    sel = selectors.DefaultSelector()
+    socks = []
+    for _ in range(n):
+        s, _ = ws_connect(port)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+        socks.append(s)
+    ready.set()
+    while not stop.is_set():
+        for key, _ in sel.select(0.2):
+            try:
+                key.fileobj.recv(1 << 20)
+            except BlockingIOError:
+                pass
+    for s in socks:
+        s.close()
+
+
 class Readers:
-    """Reads every client on one thread; client 0 parses frames and measures latency."""
+    """Client 0 measures token latency on its own thread; the other n-1 read in another process."""
 
     def __init__(self, port, n):
-        self.sel = selectors.DefaultSelector()
-        self.socks = []
+        import multiprocessing
         self.lat_ms = []
         self.measure_buf = b""
         self.stop = False
-        for i in range(n):
-            s, rest = ws_connect(port)
-            s.setblocking(False)
-            self.socks.append(s)
-            if i == 0:
-                self.measure_buf = rest
-            self.sel.register(s, selectors.EVENT_READ, i)
+        self.bulk = None
+        if n > 1:
+            self.ready, self.stop_ev = multiprocessing.Event(), multiprocessing.Event()
+            self.bulk = multiprocessing.Process(target=bulk_reader, args=(port, n - 1, self.ready, self.stop_ev))
+            self.bulk.start()
+            self.ready.wait(120)
+        self.sock, self.measure_buf = ws_connect(port)
+        self.sock.settimeout(0.2)
         self.t = threading.Thread(target=self.run, daemon=True)
         self.t.start()
 
@@ -101,28 +124,29 @@ class Readers:
 
     def run(self):
         while not self.stop:
-            for key, _ in self.sel.select(0.2):
-                try:
-                    data = key.fileobj.recv(1 << 20)
-                except BlockingIOError:
+            try:
+                data = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            if not data:
+                return
+            now = time.time()
+            self.measure_buf += data
+            for f in self.frames():
+                if not f.startswith(b'{"type":"token"'):
                     continue
-                if key.data != 0 or not data:
-                    continue
-                now = time.time()
-                self.measure_buf += data
-                for f in self.frames():
-                    if not f.startswith(b'{"type":"token"'):
-                        continue
-                    m = json.loads(f)
-                    ts = datetime.datetime.strptime(m["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-                        tzinfo=datetime.timezone.utc).timestamp()
-                    self.lat_ms.append((now - ts) * 1000)
+                m = json.loads(f)
+                ts = datetime.datetime.strptime(m["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                    tzinfo=datetime.timezone.utc).timestamp()
+                self.lat_ms.append((now - ts) * 1000)
 
     def close(self):
         self.stop = True
         self.t.join()
-        for s in self.socks:
-            s.close()
+        self.sock.close()
+        if self.bulk:
+            self.stop_ev.set()
+            self.bulk.join(60)
 
 
 def pct(xs, p):

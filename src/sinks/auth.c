@@ -55,7 +55,6 @@ struct bj_auth {
     int max_failures, window_s;
     char dummy_hash[crypto_pwhash_STRBYTES]; /* verified against when the user does not exist */
     struct stat users_st, tokens_st;         /* as last read */
-    int64_t checked_s;
 };
 
 static struct user *find_user(struct bj_auth *a, const char *name);
@@ -380,11 +379,8 @@ void bj_auth_free(struct bj_auth *a)
     free(a);
 }
 
-void bj_auth_refresh(struct bj_auth *a, int64_t now_s)
+void bj_auth_refresh(struct bj_auth *a)
 {
-    if (now_s == a->checked_s)
-        return;
-    a->checked_s = now_s;
     struct stat st;
     if (stat(a->users_path, &st) == 0 && !same_file(&st, &a->users_st)) {
         int n = a->n_users;

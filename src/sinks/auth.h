@@ -34,8 +34,8 @@ struct bj_auth;
 struct bj_auth *bj_auth_open(const char *dir, char *err, size_t errlen);
 void bj_auth_free(struct bj_auth *a);
 /* Re-reads the users and tokens files when another process (brainjar passwd, brainjar token)
- * changed them; checks at most once a second (now_s: a monotonic clock in seconds). */
-void bj_auth_refresh(struct bj_auth *a, int64_t now_s);
+ * changed them (two stat calls when nothing changed). */
+void bj_auth_refresh(struct bj_auth *a);
 
 const char *bj_role_name(enum bj_role r);
 /* "viewer" or "operator"; BJ_ROLE_NONE otherwise. */

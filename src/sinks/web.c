@@ -126,6 +126,8 @@ struct bj_web {
     atomic_bool stop;
     int64_t started_us;
     lws_sorted_usec_list_t tick_sul;
+    lws_sorted_usec_list_t flush_sul; /* sends the merged tokens of the last drains */
+    bool flush_armed;
 
     struct client *clients;
     int n_clients;
@@ -564,6 +566,19 @@ static void handle_event(struct bj_web *w, struct bj_event *ev)
     msg_unref(m);
 }
 
+static void flush_tokens(lws_sorted_usec_list_t *sul)
+{
+    struct bj_web *w = lws_container_of(sul, struct bj_web, flush_sul);
+    w->flush_armed = false;
+    for (int b = 0; b < w->n_brains; b++)
+        flush_batch_token(w, b);
+}
+
+/* Tokens wait a little before they fan out, in proportion to the clients: 50 us per client, at
+ * most 50 ms. One client gets every drain at once; a thousand get 20 merged messages a second
+ * per brain. So the work of fanning out tokens is bounded (about 20000 writes per second per
+ * brain however many watch) and the added latency stays under 50 ms. Lifecycle events flush
+ * their brain's tokens first, so the order per brain holds. */
 static void drain_bus(struct bj_web *w)
 {
     struct bj_event ev;
@@ -574,8 +589,20 @@ static void drain_bus(struct bj_web *w)
         handle_event(w, &ev);
         bj_event_clear(&ev);
     }
-    for (int b = 0; b < w->n_brains; b++)
-        flush_batch_token(w, b);
+    lws_usec_t delay = (lws_usec_t)w->n_clients * 50;
+    if (delay > 50000)
+        delay = 50000;
+    if (delay < 1000) {
+        if (w->flush_armed) {
+            lws_sul_cancel(&w->flush_sul);
+            w->flush_armed = false;
+        }
+        for (int b = 0; b < w->n_brains; b++)
+            flush_batch_token(w, b);
+    } else if (!w->flush_armed) {
+        w->flush_armed = true;
+        lws_sul_schedule(w->ctx, 0, &w->flush_sul, flush_tokens, delay);
+    }
 }
 
 /* The once-a-second message: every brain's state in the original's shape plus the chart point. */
@@ -695,7 +722,7 @@ static int client_rx(struct bj_web *w, struct client *c, const char *text, size_
         char name[96] = "";
         enum bj_role role = BJ_ROLE_NONE;
         if (tok) {
-            bj_auth_refresh(w->auth, bj_now_us() / 1000000);
+            bj_auth_refresh(w->auth);
             role = bj_auth_token(w->auth, tok, name, sizeof name);
             if (role == BJ_ROLE_NONE)
                 role = bj_auth_session(w->auth, tok, name, sizeof name);
@@ -1047,7 +1074,7 @@ static int ws_established(struct bj_web *w, struct lws *wsi, struct pss *ps)
     copy_hdr(wsi, WSI_TOKEN_HTTP_COOKIE, cookies, sizeof cookies);
     cookie_value(cookies, "bj_session", session, sizeof session);
     copy_hdr(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, authz, sizeof authz);
-    bj_auth_refresh(w->auth, bj_now_us() / 1000000);
+    bj_auth_refresh(w->auth);
     if (!w->p.auth) {
         c->authed = true;
         c->role = BJ_ROLE_OPERATOR;
@@ -1398,6 +1425,7 @@ fail:
 static void *loop_main(void *arg)
 {
     struct bj_web *w = arg;
+    pthread_setname_np(pthread_self(), "bj-web");
     while (!atomic_load(&w->stop))
         if (lws_service(w->ctx, 0) < 0)
             break;

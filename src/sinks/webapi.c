@@ -968,7 +968,7 @@ static void identify(struct bj_web *w, struct web_req *rq)
         return;
     }
     struct bj_auth *a = web_auth(w);
-    bj_auth_refresh(a, bj_now_us() / 1000000);
+    bj_auth_refresh(a);
     if (rq->bearer[0]) {
         rq->role = bj_auth_token(a, rq->bearer, rq->user, sizeof rq->user);
         if (rq->role == BJ_ROLE_NONE)
