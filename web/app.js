@@ -460,12 +460,15 @@ function connect() {
   ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   ws.onopen = () => { conn.className = "conn live"; backoff = 500; };
   ws.onmessage = (e) => {
-    let m;
-    try { m = JSON.parse(e.data); } catch { return; }
-    if (m.type === "snapshot") onSnapshot(m);
-    else if (m.type === "tick") onTick(m);
-    else if (m.type === "resync") { /* the snapshot follows */ }
-    else onEvent(m);
+    let data;
+    try { data = JSON.parse(e.data); } catch { return; }
+    // One message, or several queued ones as an array.
+    for (const m of Array.isArray(data) ? data : [data]) {
+      if (m.type === "snapshot") onSnapshot(m);
+      else if (m.type === "tick") onTick(m);
+      else if (m.type === "resync") { /* the snapshot follows */ }
+      else onEvent(m);
+    }
   };
   ws.onclose = () => {
     conn.className = "conn lost";

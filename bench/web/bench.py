@@ -133,12 +133,15 @@ class Readers:
             now = time.time()
             self.measure_buf += data
             for f in self.frames():
-                if not f.startswith(b'{"type":"token"'):
+                if b'"type":"token"' not in f:
                     continue
-                m = json.loads(f)
-                ts = datetime.datetime.strptime(m["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-                    tzinfo=datetime.timezone.utc).timestamp()
-                self.lat_ms.append((now - ts) * 1000)
+                data = json.loads(f)
+                for m in data if isinstance(data, list) else [data]:
+                    if m.get("type") != "token":
+                        continue
+                    ts = datetime.datetime.strptime(m["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                        tzinfo=datetime.timezone.utc).timestamp()
+                    self.lat_ms.append((now - ts) * 1000)
 
     def close(self):
         self.stop = True

@@ -159,6 +159,7 @@ class WebSocket:
                 raise ConnectionError("closed during the handshake")
             self.buf += chunk
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.pending = []
         self.status = int(head.split(b" ")[1])
         if self.status != 101:
             raise ConnectionRefusedError(f"handshake answered {self.status}")
@@ -186,7 +187,17 @@ class WebSocket:
         return out
 
     def recv(self):
-        """The next text message as JSON; None when the server closes."""
+        """The next message as JSON (frames holding an array of messages are split); None when
+        the server closes."""
+        if self.pending:
+            return self.pending.pop(0)
+        m = self.recv_frame()
+        if isinstance(m, list):
+            self.pending = m[1:]
+            return m[0]
+        return m
+
+    def recv_frame(self):
         parts = []
         while True:
             b0, b1 = self._read(2)
