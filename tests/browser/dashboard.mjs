@@ -1,10 +1,10 @@
 // Drives Debian's chromium through the dashboard (playwright-core from npm, pinned in
 // package-lock.json): log in, three brains streaming, a death and its resurrection, an operator
 // action, log out. Prints one JSON object of findings; screenshots go to the folder given.
-// usage: node dashboard.mjs URL PASSWORD OUTDIR
+// usage: node dashboard.mjs URL PASSWORD OUTDIR [VIEWER_PASSWORD (user vera)]
 import { chromium } from "playwright-core";
 
-const [url, password, outdir] = process.argv.slice(2);
+const [url, password, outdir, viewerPassword] = process.argv.slice(2);
 const found = { errors: [] };
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -107,6 +107,25 @@ try {
   await page.waitForURL(/\/login/, { timeout: 10000 });
   found.after_logout = new URL(page.url()).pathname;
   found.me_after_logout = await page.evaluate(async () => (await fetch("/api/me")).status);
+
+  // A viewer sees everything but no operator controls; and a 4K gallery screen in kiosk mode.
+  if (viewerPassword) {
+    await page.fill("#username", "vera");
+    await page.fill("#password", viewerPassword);
+    await page.click("#login-form button[type=submit]");
+    await page.waitForSelector('.brain[data-brain="GOD"]', { timeout: 20000 });
+    await sleep(1000);
+    found.viewer_role = await page.textContent("#who");
+    found.viewer_controls_visible = await page.isVisible('.brain button[data-act="kill"]');
+    const big = await ctx.newPage();
+    await big.setViewportSize({ width: 3840, height: 2160 });
+    await big.goto(url + "/?kiosk=1");
+    await big.waitForSelector('.brain[data-brain="GOD"]');
+    await sleep(3000);
+    found.kiosk_4k_overflow = await big.evaluate(() => document.documentElement.scrollHeight > window.innerHeight + 1);
+    await big.screenshot({ path: `${outdir}/dashboard-kiosk-4k.png` });
+    await big.close();
+  }
 } catch (e) {
   found.failure = String(e && e.stack || e);
 } finally {

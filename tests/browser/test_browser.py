@@ -11,6 +11,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from hivetest import BRAINJAR  # noqa: E402
 from webtest import WebCase  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -29,7 +30,11 @@ class Dashboard(WebCase):
         h = self.start("--jar-tokens", "1000", "--pause", "2.5")
         out = os.environ.get("BJ_ARTEFACTS", os.path.join(ROOT, "build", "artefacts"))
         os.makedirs(out, exist_ok=True)
-        p = subprocess.run(["node", os.path.join(HERE, "dashboard.mjs"), f"http://127.0.0.1:{h.port}", h.password, out],
+        viewer = subprocess.run([BRAINJAR, "passwd", "vera", "--role", "viewer", "--data-dir", self.data],
+                                input="viewer-password-1\n", capture_output=True, text=True, timeout=60)
+        self.assertEqual(viewer.returncode, 0, viewer.stderr)
+        p = subprocess.run(["node", os.path.join(HERE, "dashboard.mjs"), f"http://127.0.0.1:{h.port}", h.password, out,
+                            "viewer-password-1"],
                            capture_output=True, text=True, timeout=300, cwd=ROOT)
         self.assertEqual(p.returncode, 0, p.stderr)
         f = json.loads(p.stdout.strip().splitlines()[-1])
@@ -48,8 +53,12 @@ class Dashboard(WebCase):
         self.assertFalse(f["kiosk_controls_visible"])
         self.assertEqual(f["after_logout"], "/login")
         self.assertEqual(f["me_after_logout"], 401)
+        self.assertEqual(f["viewer_role"], "vera · viewer")
+        self.assertFalse(f["viewer_controls_visible"], "operator controls only for operators")
+        self.assertFalse(f["kiosk_4k_overflow"], "the kiosk view fits a 4K screen")
         self.assertEqual(f["errors"], [])
-        for name in ("dashboard.png", "dashboard-death.png", "dashboard-phone.png", "dashboard-kiosk.png"):
+        for name in ("dashboard.png", "dashboard-death.png", "dashboard-phone.png", "dashboard-kiosk.png",
+                     "dashboard-kiosk-4k.png"):
             self.assertGreater(os.path.getsize(os.path.join(out, name)), 10000)
 
 
