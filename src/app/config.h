@@ -23,8 +23,14 @@ struct bj_config {
     char hive_file[PATH_MAX];
     struct bj_hive_spec spec; /* brains, engine, lives, budget: what the hive runs */
 
+    /* web (src/sinks/web.h) */
     char web_host[64];
     int web_port;
+    bool no_web;                 /* --no-web */
+    char web_allow_origin[256];  /* the one origin CORS allows; empty: none */
+    char web_trusted_proxy[64];  /* whose X-Forwarded-For counts; empty: nobody's */
+    bool web_auth;               /* --web-auth off: only on loopback */
+    bool metrics_public;         /* /metrics without a token (loopback only) */
 
     /* output and run length */
     enum bj_events_out events;

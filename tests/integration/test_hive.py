@@ -158,7 +158,7 @@ class Faults(HiveCase):
             data = os.path.join(self.tmp, f"data-{sig}")
             with open(out, "w") as f:
                 p = subprocess.Popen([BRAINJAR, "run", "--events", "jsonl", "--data-dir", data, "--pause", "0",
-                                      "--jar-tokens", "300"], stdout=f, stderr=subprocess.DEVNULL)
+                                      "--no-web", "--jar-tokens", "300"], stdout=f, stderr=subprocess.DEVNULL)
                 time.sleep(2.5)
                 p.send_signal(sig)
                 rc = p.wait(timeout=30)
@@ -184,7 +184,7 @@ class Faults(HiveCase):
 
 class BadInput(HiveCase):
     def expect_usage_error(self, args, pattern):
-        p = subprocess.run([BRAINJAR, "run", "--data-dir", self.data, *args], capture_output=True, text=True,
+        p = subprocess.run([BRAINJAR, "run", "--data-dir", self.data, "--no-web", *args], capture_output=True, text=True,
                            timeout=60, stdin=subprocess.DEVNULL)
         self.assertEqual(p.returncode, 2, f"{args}: rc {p.returncode}\n{p.stderr}")
         self.assertRegex(p.stderr, pattern)
