@@ -366,7 +366,7 @@ static double eval_loss(struct llama_context *c, const struct tokens *t, int n_c
 enum {
     O_MODEL = 256, O_TRAIN, O_VALID, O_OUT, O_CSV, O_SEED, O_CTX, O_LR, O_LR_MIN, O_WD, O_BETA2, O_WARMUP, O_REWARM,
     O_STEPS, O_BUDGET, O_TIME, O_SAVE_EVERY, O_GPU, O_THREADS, O_EMBD, O_LAYERS, O_HEADS, O_FF, O_VOCAB, O_TYPE,
-    O_TEXT, O_EVAL_MAX, O_PROMPT, O_TEMP, O_N, O_VERBOSE, O_EPOCHS
+    O_TEXT, O_EVAL_MAX, O_PROMPT, O_TEMP, O_N, O_VERBOSE, O_EPOCHS, O_EMBD_TYPE
 };
 
 static const struct option k_opts[] = {
@@ -386,11 +386,12 @@ static const struct option k_opts[] = {
     {"eval-windows", required_argument, 0, O_EVAL_MAX}, {"prompt", required_argument, 0, O_PROMPT},
     {"temp", required_argument, 0, O_TEMP}, {"tokens", required_argument, 0, 'n'},
     {"verbose", no_argument, 0, O_VERBOSE}, {"epochs", required_argument, 0, O_EPOCHS},
+    {"embd-type", required_argument, 0, O_EMBD_TYPE},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 };
 
 struct args {
-    const char *model, *train, *valid, *out, *csv, *vocab, *type, *text, *prompt;
+    const char *model, *train, *valid, *out, *csv, *vocab, *type, *text, *prompt, *embd_type;
     uint64_t seed;
     int n_ctx, warmup, rewarm, gpu_layers, threads, n_tokens;
     uint32_t embd, layers, heads, ff;
@@ -408,7 +409,7 @@ static void usage(FILE *f)
           "           [--steps N | --budget-s S | --epochs E] [--time-limit S] [--save-every S]\n"
           "           [--gpu-layers 99] [--threads N] [--eval-windows 64]\n"
           "  eval     --model M --text V.txt [--ctx 512] [--eval-windows N]\n"
-          "  convert  --model IN --out OUT --type F32|F16|Q8_0|Q6_K\n"
+          "  convert  --model IN --out OUT --type F32|F16|Q8_0|Q6_K [--embd-type Q4_K|Q5_K|Q6_K|Q8_0]\n"
           "  sample   --model M [--prompt P] [-n 64] [--temp 0.8] [--seed 1]\n",
           f);
 }
@@ -454,6 +455,7 @@ static int parse(int argc, char **argv, struct args *a)
         case O_FF: a->ff = (uint32_t)atoi(optarg); break;
         case O_VOCAB: a->vocab = optarg; break;
         case O_TYPE: a->type = optarg; break;
+        case O_EMBD_TYPE: a->embd_type = optarg; break;
         case O_TEXT: a->text = optarg; break;
         case O_EVAL_MAX: a->eval_windows = atoll(optarg); break;
         case O_PROMPT: a->prompt = optarg; break;
@@ -517,8 +519,8 @@ static int cmd_train(const struct args *a)
                 (long long)s.total_steps);
     if (a->steps > 0)
         s.total_steps = a->steps;
-    else if (a->budget_s > 0)
-        s.total_steps = 0; /* planned after two chunks (a warm restart when resuming) */
+    /* With --budget-s the schedule is planned again after two chunks (a warm restart when
+     * resuming); until then a resumed run follows its old schedule, a fresh one the peak. */
 
     struct llama_model *m = load_model(a->model, a->gpu_layers);
     if (!m)
@@ -688,6 +690,18 @@ static int cmd_convert(const struct args *a)
     else {
         fprintf(stderr, "brainjar-train convert: unknown type %s (F32, F16, Q8_0, Q6_K)\n", a->type);
         return 2;
+    }
+    if (a->embd_type) { /* the token embedding alone in another type (it is only looked up) */
+        static const struct { const char *name; enum ggml_type t; } k[] = {
+            {"Q4_K", GGML_TYPE_Q4_K}, {"Q5_K", GGML_TYPE_Q5_K}, {"Q6_K", GGML_TYPE_Q6_K}, {"Q8_0", GGML_TYPE_Q8_0}};
+        qp.token_embedding_type = GGML_TYPE_COUNT;
+        for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+            if (!strcasecmp(a->embd_type, k[i].name))
+                qp.token_embedding_type = k[i].t;
+        if (qp.token_embedding_type == GGML_TYPE_COUNT) {
+            fprintf(stderr, "brainjar-train convert: unknown --embd-type %s (Q4_K, Q5_K, Q6_K, Q8_0)\n", a->embd_type);
+            return 2;
+        }
     }
     qp.allow_requantize = true;
     qp.nthread = a->threads;
