@@ -24,13 +24,6 @@ int bj_estimate_main(int argc, char **argv);
  * be estimated at all (e.g. an unreadable model; the reason is printed to `out`). */
 int bj_validate_run(const struct bj_config *c, const char *default_model_path, FILE *out);
 
-/* Layer 1 for an estimate already made (the hive estimates once and keeps the estimate for
- * layers 2 and 3): reads memory facts from `paths` into *sm and *gpu (kept for the allocation
- * manager) and prints the report to `out`. Returns 0 pass, 1 fail, 2 memory facts unreadable. */
-struct bj_est_hive;
-int bj_validate_hive(const struct bj_config *c, const struct bj_est_hive *h, const struct bj_sysmem_paths *paths,
-                     FILE *out, struct bj_sysmem *sm, struct bj_gpu_info *gpu);
-
 /* The same against memory facts read from `paths` (tests feed fake /proc and cgroup files). */
 int bj_validate_run_paths(const struct bj_config *c, const char *default_model_path,
                           const struct bj_sysmem_paths *paths, FILE *out);

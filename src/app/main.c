@@ -1,6 +1,12 @@
 /* brainjar: keeps language-model brains alive in memory jars. main() only dispatches. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 #include <llama.h>
 
@@ -10,6 +16,8 @@
 #include "config.h"
 #include "hive.h"
 #include "log.h"
+#include "term.h"
+#include "util.h"
 #include "mkmodel.h"
 
 static void usage(FILE *to)
@@ -29,13 +37,111 @@ static void print_version(void)
     printf("brainjar %s\nllama.cpp %s (ggml %s)\n", BJ_VERSION, llama_version(), ggml_version());
 }
 
+/* Signals are taken synchronously by the process loop (signalfd); every thread inherits the
+ * mask, so none is interrupted. SIGPIPE is ignored: a closed pipe is an EPIPE for that sink only. */
+static int signals_fd(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    return signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* The process loop: waits for a signal, the hive's own end (--steps) or --duration, and runs the
+ * supervisor's round once a second. Returns the exit status. */
+static int process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd)
+{
+    int64_t t0 = bj_now_us();
+    for (;;) {
+        struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = bj_hive_fd(hive), .events = POLLIN}};
+        int timeout = 1000;
+        if (c->duration_s > 0) {
+            int64_t left = t0 + (int64_t)(c->duration_s * 1e6) - bj_now_us();
+            if (left <= 0)
+                return 0;
+            timeout = left / 1000 < timeout ? (int)(left / 1000) + 1 : timeout;
+        }
+        if (poll(p, 2, timeout) < 0 && errno != EINTR)
+            return 1;
+        if (p[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == sizeof si) {
+                if (si.ssi_signo == SIGHUP) {
+                    bj_info("SIGHUP: reopening log files, reloading prompt files");
+                    bj_hive_reopen_logs(hive);
+                    char err[512];
+                    if (bj_hive_reload_prompts(hive, err, sizeof err) != 0)
+                        bj_error("SIGHUP: %s", err);
+                    continue;
+                }
+                bj_info("signal %u: stopping", si.ssi_signo);
+                return 0;
+            }
+        }
+        if (bj_hive_done(hive))
+            return 0;
+        char err[512];
+        if (bj_hive_supervise(hive, err, sizeof err) < 0) {
+            bj_error("supervisor: %s", err);
+            return 1;
+        }
+    }
+}
+
+static int run_hive(const struct bj_config *c)
+{
+    char err[1024] = "";
+    int status = 1;
+    int sfd = signals_fd();
+    char def[4096] = "";
+    bj_embedded_model_path(def, sizeof def);
+    struct bj_bus *bus = bj_bus_new();
+    struct bj_term *term = NULL;
+    struct bj_hive *hive = NULL;
+    if (sfd < 0 || !bus) {
+        snprintf(err, sizeof err, "cannot set up: %s", strerror(errno));
+        goto out;
+    }
+    const char *focus = c->focus[0] ? c->focus : c->spec.brains[0].id;
+    term = bj_term_start(bus, c->events, focus, stdout);
+    struct bj_hive_params hp = bj_hive_default_params();
+    hp.spec = &c->spec;
+    hp.bus = bus;
+    hp.default_model = def[0] ? def : NULL;
+    hive = bj_hive_new(&hp, &status, err, sizeof err);
+    if (!hive)
+        goto out;
+    status = 1;
+    if (bj_hive_start(hive, err, sizeof err))
+        goto out;
+    status = process_loop(c, hive, sfd);
+out:
+    if (err[0])
+        bj_error("%s", err);
+    if (hive)
+        bj_hive_stop(hive); /* the publishers first, so that the sinks get everything */
+    if (bus) {
+        bj_bus_close(bus);
+        bj_term_finish(term, bus);
+    }
+    bj_hive_free(hive);
+    bj_bus_free(bus);
+    if (sfd >= 0)
+        close(sfd);
+    return status;
+}
+
 static int run(int argc, char **argv)
 {
-    static struct bj_config c; /* large (paths): not on the stack */
+    static struct bj_config c; /* large (brains, paths): not on the stack */
     int rc = bj_cli_parse_run("run", argc, argv, &c);
     if (rc)
         return rc == 1 ? 0 : rc;
-    return bj_hive_run(&c);
+    return run_hive(&c);
 }
 
 static int validate(int argc, char **argv)

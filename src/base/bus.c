@@ -1,45 +1,96 @@
-/* bus: see bus.h. One mutex for the subscriber list and sequence counter, one per queue. */
+/* bus: see bus.h.
+ *
+ * A published event becomes one reference-counted message shared by every subscription that
+ * wants it. The subscription list is guarded by a read-write lock (publishers read it at once);
+ * each subscription has its own mutex around a ring of message pointers, so a consumer that is
+ * slow (or holds its lock while it copies) only ever delays publishers by one short critical
+ * section and never by its own work. */
 #include "bus.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
 
-struct node {
-    struct node *next;
-    struct bj_event ev;
+struct msg {
+    atomic_int refs;
+    struct bj_event ev; /* text owned by the message */
+};
+
+static struct msg *msg_new(const struct bj_event *ev)
+{
+    struct msg *m = malloc(sizeof *m);
+    if (!m)
+        return NULL;
+    if (bj_event_copy(&m->ev, ev)) {
+        free(m);
+        return NULL;
+    }
+    atomic_init(&m->refs, 1);
+    return m;
+}
+
+static void msg_unref(struct msg *m)
+{
+    if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
+        bj_event_clear(&m->ev);
+        free(m);
+    }
+}
+
+/* The newest queued token of a brain, by absolute queue position, for O(1) coalescing. */
+#define TOKEN_INDEX 64
+struct token_slot {
+    char brain[32];
+    uint64_t pos; /* absolute position in the ring + 1; 0: empty */
 };
 
 struct bj_sub {
     struct bj_sub *next;
     char name[32];
     uint32_t mask;
-    size_t capacity, len;
-    struct node *head, *tail;
+    size_t capacity;
+    pthread_mutex_t lock;
+    struct msg **ring;      /* power-of-two size >= capacity; grows for lifecycle events */
+    size_t size;
+    uint64_t head, tail;    /* absolute positions: queued = tail - head */
+    struct token_slot tokens[TOKEN_INDEX];
     uint64_t dropped, coalesced;
     bool closed;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
+    int fd;                 /* eventfd: non-zero while events are queued or the bus is closed */
+    bool signalled;
+};
+
+struct tap {
+    struct tap *next;
+    uint32_t mask;
+    void (*fn)(void *ud, const struct bj_event *ev);
+    void *ud;
 };
 
 struct bj_bus {
-    pthread_mutex_t lock;
+    pthread_rwlock_t lock; /* the subscription list */
     struct bj_sub *subs;
-    uint64_t seq;
+    struct tap *taps;
+    atomic_uint_fast64_t seq;
     bool closed;
 };
 
 struct bj_bus *bj_bus_new(void)
 {
     struct bj_bus *bus = calloc(1, sizeof *bus);
-    if (bus)
-        pthread_mutex_init(&bus->lock, NULL);
+    if (!bus)
+        return NULL;
+    pthread_rwlock_init(&bus->lock, NULL);
+    atomic_init(&bus->seq, 0);
     return bus;
 }
 
@@ -49,8 +100,20 @@ void bj_bus_free(struct bj_bus *bus)
         return;
     while (bus->subs)
         bj_bus_unsubscribe(bus, bus->subs);
-    pthread_mutex_destroy(&bus->lock);
+    for (struct tap *t = bus->taps, *next; t; t = next) {
+        next = t->next;
+        free(t);
+    }
+    pthread_rwlock_destroy(&bus->lock);
     free(bus);
+}
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t s = 16;
+    while (s < n)
+        s <<= 1;
+    return s;
 }
 
 struct bj_sub *bj_bus_subscribe(struct bj_bus *bus, const char *name, uint32_t mask, size_t capacity)
@@ -61,149 +124,293 @@ struct bj_sub *bj_bus_subscribe(struct bj_bus *bus, const char *name, uint32_t m
     bj_strlcpy(s->name, name, sizeof s->name);
     s->mask = mask;
     s->capacity = capacity ? capacity : 1;
+    s->size = pow2_at_least(s->capacity < 4096 ? s->capacity + 16 : 4096);
+    s->ring = calloc(s->size, sizeof *s->ring);
+    s->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!s->ring || s->fd < 0) {
+        free(s->ring);
+        if (s->fd >= 0)
+            close(s->fd);
+        free(s);
+        return NULL;
+    }
     pthread_mutex_init(&s->lock, NULL);
-    bj_cond_init_monotonic(&s->cond);
-    pthread_mutex_lock(&bus->lock);
+    pthread_rwlock_wrlock(&bus->lock);
     s->closed = bus->closed;
     s->next = bus->subs;
     bus->subs = s;
-    pthread_mutex_unlock(&bus->lock);
+    pthread_rwlock_unlock(&bus->lock);
     return s;
 }
 
 void bj_bus_unsubscribe(struct bj_bus *bus, struct bj_sub *sub)
 {
-    pthread_mutex_lock(&bus->lock);
+    pthread_rwlock_wrlock(&bus->lock);
     for (struct bj_sub **p = &bus->subs; *p; p = &(*p)->next)
         if (*p == sub) {
             *p = sub->next;
             break;
         }
-    pthread_mutex_unlock(&bus->lock);
-    for (struct node *n = sub->head, *next; n; n = next) {
-        next = n->next;
-        bj_event_clear(&n->ev);
-        free(n);
-    }
+    pthread_rwlock_unlock(&bus->lock);
+    for (uint64_t i = sub->head; i < sub->tail; i++)
+        msg_unref(sub->ring[i & (sub->size - 1)]);
+    free(sub->ring);
+    close(sub->fd);
     pthread_mutex_destroy(&sub->lock);
-    pthread_cond_destroy(&sub->cond);
     free(sub);
 }
 
-/* Over capacity: merge a token into the newest queued token of the same brain. */
+int bj_bus_tap(struct bj_bus *bus, uint32_t mask, void (*fn)(void *ud, const struct bj_event *ev), void *ud)
+{
+    struct tap *t = calloc(1, sizeof *t);
+    if (!t)
+        return -1;
+    t->mask = mask;
+    t->fn = fn;
+    t->ud = ud;
+    pthread_rwlock_wrlock(&bus->lock);
+    t->next = bus->taps;
+    bus->taps = t;
+    pthread_rwlock_unlock(&bus->lock);
+    return 0;
+}
+
+/* Caller holds s->lock. */
+static void wake(struct bj_sub *s)
+{
+    if (s->signalled)
+        return;
+    uint64_t one = 1;
+    if (write(s->fd, &one, sizeof one) == sizeof one)
+        s->signalled = true;
+}
+
+static void unwake(struct bj_sub *s)
+{
+    if (!s->signalled)
+        return;
+    uint64_t v;
+    if (read(s->fd, &v, sizeof v) == sizeof v || errno == EAGAIN)
+        s->signalled = false;
+}
+
+static struct token_slot *token_slot(struct bj_sub *s, const char *brain)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = brain; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return &s->tokens[h % TOKEN_INDEX];
+}
+
+/* Over capacity: merge a token into the newest queued token of its brain and thought. The
+ * queued message may be shared with other subscriptions, so the merge makes a private one. */
 static bool coalesce_token(struct bj_sub *s, const struct bj_event *ev)
 {
-    struct node *last = NULL;
-    for (struct node *n = s->head; n; n = n->next)
-        if (n->ev.type == BJ_EV_TOKEN && strcmp(n->ev.brain, ev->brain) == 0)
-            last = n;
-    if (!last || last->ev.thought != ev->thought || !ev->text)
+    struct token_slot *slot = token_slot(s, ev->brain);
+    if (!slot->pos || slot->pos - 1 < s->head || strcmp(slot->brain, ev->brain) != 0 || !ev->text)
         return false;
-    size_t a = last->ev.text ? strlen(last->ev.text) : 0, b = strlen(ev->text);
-    char *t = realloc(last->ev.text, a + b + 1);
-    if (!t)
+    struct msg **at = &s->ring[(slot->pos - 1) & (s->size - 1)];
+    struct msg *old = *at;
+    if (old->ev.thought != ev->thought || old->ev.crash_count != ev->crash_count || strcmp(old->ev.node, ev->node) != 0)
         return false;
+    size_t a = old->ev.text ? strlen(old->ev.text) : 0, b = strlen(ev->text);
+    char *t = malloc(a + b + 1);
+    struct msg *m = t ? malloc(sizeof *m) : NULL;
+    if (!m) {
+        free(t);
+        return false;
+    }
+    if (a)
+        memcpy(t, old->ev.text, a);
     memcpy(t + a, ev->text, b + 1);
-    last->ev.text = t;
+    m->ev = old->ev;
+    m->ev.text = t;
+    atomic_init(&m->refs, 1);
+    *at = m;
+    msg_unref(old);
     return true;
 }
 
-static void deliver(struct bj_sub *s, const struct bj_event *ev)
+static int grow(struct bj_sub *s)
 {
-    pthread_mutex_lock(&s->lock);
+    size_t n = s->size * 2;
+    struct msg **r = calloc(n, sizeof *r);
+    if (!r)
+        return -1;
+    for (uint64_t i = s->head; i < s->tail; i++)
+        r[i & (n - 1)] = s->ring[i & (s->size - 1)];
+    free(s->ring);
+    s->ring = r;
+    s->size = n;
+    return 0;
+}
+
+/* Caller holds s->lock. Takes a reference to m when it queues it. */
+static void enqueue(struct bj_sub *s, struct msg *m)
+{
+    const struct bj_event *ev = &m->ev;
+    size_t queued = (size_t)(s->tail - s->head);
     bool lifecycle = BJ_EV_MASK(ev->type) & BJ_EV_LIFECYCLE;
-    if (!lifecycle && s->len >= s->capacity) {
+    if (!lifecycle && queued >= s->capacity) {
         if (ev->type == BJ_EV_TOKEN && coalesce_token(s, ev))
             s->coalesced++;
         else
             s->dropped++;
-        pthread_mutex_unlock(&s->lock);
         return;
     }
-    struct node *n = malloc(sizeof *n);
-    if (!n || bj_event_copy(&n->ev, ev)) {
-        free(n);
+    if (queued == s->size && grow(s) != 0) {
         s->dropped++;
-        pthread_mutex_unlock(&s->lock);
         bj_error("bus: out of memory; %s event lost for %s", bj_event_type_name(ev->type), s->name);
         return;
     }
-    n->next = NULL;
-    if (s->tail)
-        s->tail->next = n;
-    else
-        s->head = n;
-    s->tail = n;
-    s->len++;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+    atomic_fetch_add(&m->refs, 1);
+    s->ring[s->tail & (s->size - 1)] = m;
+    s->tail++;
+    if (ev->type == BJ_EV_TOKEN) {
+        struct token_slot *slot = token_slot(s, ev->brain);
+        bj_strlcpy(slot->brain, ev->brain, sizeof slot->brain);
+        slot->pos = s->tail;
+    }
+}
+
+void bj_bus_publish_many(struct bj_bus *bus, struct bj_event *evs, size_t n)
+{
+    if (n == 0)
+        return;
+    struct msg *stack[64], **msgs = n <= 64 ? stack : malloc(n * sizeof *msgs);
+    if (!msgs) {
+        bj_error("bus: out of memory; %zu events lost", n);
+        return;
+    }
+    pthread_rwlock_rdlock(&bus->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (!evs[i].time_us)
+            evs[i].time_us = bj_event_now();
+        evs[i].seq = atomic_fetch_add(&bus->seq, 1) + 1;
+        for (struct tap *t = bus->taps; t; t = t->next)
+            if (t->mask & BJ_EV_MASK(evs[i].type))
+                t->fn(t->ud, &evs[i]);
+        msgs[i] = msg_new(&evs[i]);
+        if (!msgs[i])
+            bj_error("bus: out of memory; %s event lost", bj_event_type_name(evs[i].type));
+    }
+    for (struct bj_sub *s = bus->subs; s; s = s->next) {
+        bool locked = false;
+        for (size_t i = 0; i < n; i++) {
+            if (!msgs[i] || !(s->mask & BJ_EV_MASK(evs[i].type)))
+                continue;
+            if (!locked) {
+                pthread_mutex_lock(&s->lock);
+                locked = true;
+            }
+            enqueue(s, msgs[i]);
+        }
+        if (locked) {
+            if (s->tail != s->head)
+                wake(s);
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
+    pthread_rwlock_unlock(&bus->lock);
+    for (size_t i = 0; i < n; i++)
+        msg_unref(msgs[i]);
+    if (msgs != stack)
+        free(msgs);
 }
 
 void bj_bus_publish(struct bj_bus *bus, struct bj_event *ev)
 {
-    if (!ev->time_us)
-        ev->time_us = bj_event_now();
-    /* The bus lock is held across delivery so that every subscriber sees one global order. */
-    pthread_mutex_lock(&bus->lock);
-    ev->seq = ++bus->seq;
-    for (struct bj_sub *s = bus->subs; s; s = s->next)
-        if (s->mask & BJ_EV_MASK(ev->type))
-            deliver(s, ev);
-    pthread_mutex_unlock(&bus->lock);
+    bj_bus_publish_many(bus, ev, 1);
+}
+
+static bool take(struct bj_sub *s, struct bj_event *out)
+{
+    if (s->head == s->tail)
+        return false;
+    struct msg *m = s->ring[s->head & (s->size - 1)];
+    s->head++;
+    if (s->head == s->tail && !s->closed)
+        unwake(s);
+    *out = m->ev;
+    out->text = NULL;
+    if (m->ev.text) {
+        if (atomic_load(&m->refs) == 1) { /* the last holder: take the text instead of copying */
+            out->text = m->ev.text;
+            m->ev.text = NULL;
+        } else if (!(out->text = strdup(m->ev.text))) {
+            s->dropped++;
+        }
+    }
+    msg_unref(m);
+    return true;
 }
 
 int bj_sub_next(struct bj_sub *s, struct bj_event *out, int timeout_ms)
 {
-    struct timespec deadline = bj_deadline_after(timeout_ms > 0 ? (int64_t)timeout_ms * 1000 : 0);
-    pthread_mutex_lock(&s->lock);
-    while (!s->head && !s->closed && timeout_ms != 0) {
-        int rc = timeout_ms < 0 ? pthread_cond_wait(&s->cond, &s->lock)
-                                : pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
-        if (rc == ETIMEDOUT)
-            break;
+    int64_t deadline = timeout_ms > 0 ? bj_now_us() + (int64_t)timeout_ms * 1000 : 0;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        bool got = take(s, out);
+        bool closed = s->closed;
+        pthread_mutex_unlock(&s->lock);
+        if (got)
+            return 1;
+        if (closed)
+            return -1;
+        if (timeout_ms == 0)
+            return 0;
+        int wait_ms = -1;
+        if (timeout_ms > 0) {
+            int64_t left = deadline - bj_now_us();
+            if (left <= 0)
+                return 0;
+            wait_ms = (int)((left + 999) / 1000);
+        }
+        struct pollfd p = {.fd = s->fd, .events = POLLIN};
+        if (poll(&p, 1, wait_ms) < 0 && errno != EINTR)
+            return 0;
     }
-    int result;
-    if (s->head) {
-        struct node *n = s->head;
-        s->head = n->next;
-        if (!s->head)
-            s->tail = NULL;
-        s->len--;
-        *out = n->ev;
-        free(n);
-        result = 1;
-    } else {
-        result = s->closed ? -1 : 0;
-    }
-    pthread_mutex_unlock(&s->lock);
-    return result;
 }
 
-uint64_t bj_sub_dropped(struct bj_sub *s)
+int bj_sub_fd(const struct bj_sub *s)
 {
-    pthread_mutex_lock(&s->lock);
-    uint64_t d = s->dropped;
-    pthread_mutex_unlock(&s->lock);
-    return d;
+    return s->fd;
 }
 
-uint64_t bj_sub_coalesced(struct bj_sub *s)
+#define SUB_GETTER(name, type, expr)        \
+    type name(struct bj_sub *s)             \
+    {                                       \
+        pthread_mutex_lock(&s->lock);       \
+        type v = (type)(expr);              \
+        pthread_mutex_unlock(&s->lock);     \
+        return v;                           \
+    }
+SUB_GETTER(bj_sub_pending, size_t, s->tail - s->head)
+SUB_GETTER(bj_sub_dropped, uint64_t, s->dropped)
+SUB_GETTER(bj_sub_coalesced, uint64_t, s->coalesced)
+
+const char *bj_sub_name(const struct bj_sub *s)
 {
-    pthread_mutex_lock(&s->lock);
-    uint64_t d = s->coalesced;
-    pthread_mutex_unlock(&s->lock);
-    return d;
+    return s->name;
+}
+
+void bj_bus_each_sub(struct bj_bus *bus, void (*fn)(void *ud, struct bj_sub *sub), void *ud)
+{
+    pthread_rwlock_rdlock(&bus->lock);
+    for (struct bj_sub *s = bus->subs; s; s = s->next)
+        fn(ud, s);
+    pthread_rwlock_unlock(&bus->lock);
 }
 
 void bj_bus_close(struct bj_bus *bus)
 {
-    pthread_mutex_lock(&bus->lock);
+    pthread_rwlock_wrlock(&bus->lock);
     bus->closed = true;
     for (struct bj_sub *s = bus->subs; s; s = s->next) {
         pthread_mutex_lock(&s->lock);
         s->closed = true;
-        pthread_cond_broadcast(&s->cond);
+        wake(s);
         pthread_mutex_unlock(&s->lock);
     }
-    pthread_mutex_unlock(&bus->lock);
+    pthread_rwlock_unlock(&bus->lock);
 }

@@ -7,6 +7,8 @@
 
 #include <jansson.h>
 
+#include "util.h"
+
 static const char *const k_names[BJ_EV_COUNT] = {
     "token", "thought", "death", "resurrection", "observe", "status", "error", "budget", "operator", "watchdog",
     "link",
@@ -31,6 +33,37 @@ void bj_event_clear(struct bj_event *ev)
     ev->text = NULL;
 }
 
+int bj_evbuf_push(struct bj_evbuf *b, const struct bj_event *ev)
+{
+    if (b->n == b->cap) {
+        size_t nc = b->cap ? b->cap * 2 : 64;
+        struct bj_event *nv = realloc(b->v, nc * sizeof *nv);
+        if (!nv)
+            return -1;
+        b->v = nv;
+        b->cap = nc;
+    }
+    if (bj_event_copy(&b->v[b->n], ev))
+        return -1;
+    b->n++;
+    return 0;
+}
+
+void bj_evbuf_reset(struct bj_evbuf *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        bj_event_clear(&b->v[i]);
+    b->n = 0;
+}
+
+void bj_evbuf_free(struct bj_evbuf *b)
+{
+    bj_evbuf_reset(b);
+    free(b->v);
+    b->v = NULL;
+    b->cap = 0;
+}
+
 int64_t bj_event_now(void)
 {
     struct timespec ts;
@@ -38,19 +71,11 @@ int64_t bj_event_now(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static void iso(int64_t us, char *buf, size_t len)
-{
-    time_t s = (time_t)(us / 1000000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, len - n, ".%06dZ", (int)(us % 1000000));
-}
 
 char *bj_event_to_json(const struct bj_event *ev)
 {
     char ts[40];
-    iso(ev->time_us, ts, sizeof ts);
+    bj_iso_time_us(ev->time_us, ts, sizeof ts);
     json_t *o = json_object();
     json_object_set_new(o, "type", json_string(bj_event_type_name(ev->type)));
     json_object_set_new(o, "seq", json_integer((json_int_t)ev->seq));

@@ -7,6 +7,7 @@
 #define BJ_EVENT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum bj_event_type {
@@ -53,6 +54,18 @@ void bj_event_clear(struct bj_event *ev);
 
 /* One compact JSON object, no newline; the caller frees. NULL when out of memory. */
 char *bj_event_to_json(const struct bj_event *ev);
+
+/* A growable list of events that owns their texts: what an engine step produced, published
+ * together once the step is over. */
+struct bj_evbuf {
+    struct bj_event *v;
+    size_t n, cap;
+};
+/* Appends a deep copy of ev. 0, or -1 when out of memory (the event is lost and logged). */
+int bj_evbuf_push(struct bj_evbuf *b, const struct bj_event *ev);
+/* Frees the texts and empties the list (keeps its memory for reuse). */
+void bj_evbuf_reset(struct bj_evbuf *b);
+void bj_evbuf_free(struct bj_evbuf *b);
 
 /* Wall clock now, microseconds since the epoch. */
 int64_t bj_event_now(void);

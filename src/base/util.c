@@ -63,18 +63,24 @@ int64_t bj_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+void bj_iso_time_us(int64_t us, char *buf, size_t len)
+{
+    time_t sec = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    long frac = (long)(us % 1000000);
+    if (frac)
+        snprintf(buf + n, len - n, ".%06ldZ", frac);
+    else
+        snprintf(buf + n, len - n, "Z");
+}
+
 void bj_iso_time(char *buf, size_t len)
 {
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    long us = ts.tv_nsec / 1000;
-    if (us)
-        snprintf(buf + n, len - n, ".%06ldZ", us);
-    else
-        snprintf(buf + n, len - n, "Z");
+    bj_iso_time_us((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000, buf, len);
 }
 
 void bj_cond_init_monotonic(pthread_cond_t *cond)
@@ -211,4 +217,35 @@ size_t bj_utf8_feed(struct bj_utf8 *st, const char *in, size_t inlen, char *out)
     }
     out[o] = '\0';
     return o;
+}
+
+bool bj_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned c = *p;
+        int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (len == 0 || end - p < len)
+            return false;
+        uint32_t cp = len == 1 ? c : c & (0x7F >> len);
+        for (int k = 1; k < len; k++) {
+            if ((p[k] & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[k] & 0x3F);
+        }
+        static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        p += len;
+    }
+    return true;
+}
+
+void bj_utf8_repair_start(char *s)
+{
+    size_t k = 0;
+    while (((unsigned char)s[k] & 0xC0) == 0x80)
+        k++;
+    if (k)
+        memmove(s, s + k, strlen(s + k) + 1);
 }

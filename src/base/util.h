@@ -21,6 +21,8 @@ int64_t bj_now_us(void);
 /* ISO-8601 UTC with microseconds and 'Z' ("2025-11-16T08:55:40.004210Z"); the fraction is
  * dropped when zero, as the original did. buf must hold 32 bytes. */
 void bj_iso_time(char *buf, size_t len);
+/* The same for a wall-clock time in microseconds since the epoch. */
+void bj_iso_time_us(int64_t us, char *buf, size_t len);
 
 /* Initializes a condition variable that waits on the monotonic clock (deadlines from
  * bj_deadline_after are immune to wall-clock jumps). */
@@ -41,5 +43,9 @@ int bj_mkdirs(const char *path);
 struct bj_utf8 { unsigned char pending[4]; int n; };
 /* Returns the number of bytes written into out (out must have 3*inlen+8 bytes), terminated. */
 size_t bj_utf8_feed(struct bj_utf8 *st, const char *in, size_t inlen, char *out);
+/* Whether s[0..n) is valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
+bool bj_utf8_valid(const char *s, size_t n);
+/* Drops continuation bytes at the start of s (after cutting a string at an arbitrary byte). */
+void bj_utf8_repair_start(char *s);
 
 #endif

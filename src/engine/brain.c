@@ -1,6 +1,7 @@
 /* brain: see brain.h. */
 #include "brain.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,7 +188,8 @@ struct bj_brain *bj_brain_new(const struct bj_brain_params *p)
         return NULL;
     b->p = *p;
     b->deaths = p->initial_deaths;
-    b->state = BJ_BRAIN_LOADING;
+    b->state = p->start_dead ? BJ_BRAIN_DEAD : BJ_BRAIN_LOADING;
+    b->resurrect_at = 0;
     b->smpl = make_sampler(&p->cfg->sampling);
     pthread_mutex_init(&b->inbox_lock, NULL);
     b->window_start = bj_now_us();
@@ -229,6 +231,14 @@ static void event_init(const struct bj_brain *b, struct bj_event *ev, enum bj_ev
     ev->thought = b->thought;
     ev->jar_used = b->n_past;
     ev->jar_tokens = (int32_t)b->p.jar_tokens;
+}
+
+/* Every event goes to the engine's step buffer: the engine publishes a step's events together,
+ * after the hive has made its deaths durable. */
+static void emit(struct bj_brain *b, const struct bj_event *ev)
+{
+    if (bj_evbuf_push(b->p.out, ev) != 0)
+        bj_error("brain %s: out of memory; a %s event is lost", b->p.cfg->id, bj_event_type_name(ev->type));
 }
 
 static void set_state(struct bj_brain *b, enum bj_brain_state s)
@@ -338,7 +348,7 @@ void bj_brain_consumed(struct bj_brain *b, int n)
 
 /* Takes in everything delivered since the last thought, then the cue for the next one (in chat
  * format: the thought becomes the assistant's message, what was observed the user's). */
-static void listen(struct bj_brain *b)
+static int listen(struct bj_brain *b)
 {
     set_state(b, BJ_BRAIN_LISTENING);
     pthread_mutex_lock(&b->inbox_lock);
@@ -352,25 +362,31 @@ static void listen(struct bj_brain *b)
         event_init(b, &ev, BJ_EV_OBSERVE);
         bj_strlcpy(ev.from, m->from, sizeof ev.from);
         ev.text = m->text;
-        bj_bus_publish(b->p.bus, &ev);
+        emit(b, &ev);
         tb_put(&seen, m->text, strlen(m->text));
         free(m->text);
         free(m);
         m = next;
     }
+    int rc;
     if (b->p.chat_template) {
         const char *user = seen.s ? seen.s + strspn(seen.s, "\n") : bj_prompt_chat_continue();
-        chat_extend(b, b->text.s ? b->text.s : "", user);
+        rc = chat_extend(b, b->text.s ? b->text.s : "", user);
     } else {
-        if (seen.s)
-            queue_text(b, seen.s, false);
-        queue_text(b, bj_prompt_thought_cue(), false);
+        rc = seen.s ? queue_text(b, seen.s, false) : 0;
+        if (rc == 0)
+            rc = queue_text(b, bj_prompt_thought_cue(), false);
     }
     free(seen.s);
+    if (rc != 0) {
+        bj_error("brain %s: cannot take in what it observed (%s)", b->p.cfg->id, strerror(-rc));
+        return rc;
+    }
     b->thought++;
     b->n_gen = 0;
     tb_reset(&b->text);
     set_state(b, BJ_BRAIN_THINKING);
+    return 0;
 }
 
 static void publish_thought(struct bj_brain *b, bool complete)
@@ -379,60 +395,60 @@ static void publish_thought(struct bj_brain *b, bool complete)
     event_init(b, &ev, BJ_EV_THOUGHT);
     ev.complete = complete;
     ev.text = b->text.s ? b->text.s : (char *)"";
-    bj_bus_publish(b->p.bus, &ev);
+    emit(b, &ev);
 }
 
-static void end_thought(struct bj_brain *b)
+static int end_thought(struct bj_brain *b)
 {
     publish_thought(b, true);
-    if (b->p.hooks.on_thought)
-        b->p.hooks.on_thought(b->p.hooks.ud, b, b->text.s ? b->text.s : "");
-    listen(b);
+    return listen(b);
 }
 
-void bj_brain_accept(struct bj_brain *b, llama_token t)
+int bj_brain_accept(struct bj_brain *b, llama_token t)
 {
+    assert(b->state == BJ_BRAIN_THINKING);
     b->window_tokens++;
-    if (llama_vocab_is_eog(b->p.vocab, t)) {
-        end_thought(b);
-        return;
-    }
+    if (llama_vocab_is_eog(b->p.vocab, t))
+        return end_thought(b);
     char piece[256], clean[3 * 256 + 8];
     int n = llama_token_to_piece(b->p.vocab, t, piece, sizeof piece, 0, false);
     if (n < 0)
         n = 0;
     size_t m = bj_utf8_feed(&b->utf8, piece, (size_t)n, clean);
     if (m > 0) {
-        tb_put(&b->text, clean, m);
-        tb_put(&b->life, clean, m);
+        if (tb_put(&b->text, clean, m) != 0 || tb_put(&b->life, clean, m) != 0)
+            return -ENOMEM;
         struct bj_event ev;
         event_init(b, &ev, BJ_EV_TOKEN);
         ev.text = clean;
-        bj_bus_publish(b->p.bus, &ev);
+        emit(b, &ev);
     }
-    queue_token(b, t);
+    int rc = queue_token(b, t);
+    if (rc != 0)
+        return rc;
     b->n_gen++;
     bool blank_line = b->text.len >= 2 && strcmp(b->text.s + b->text.len - 2, "\n\n") == 0;
     if (b->n_gen >= b->p.cfg->sampling.max_tokens || (blank_line && b->n_gen >= MIN_TOKENS_BEFORE_BLANK_LINE))
-        end_thought(b);
+        return end_thought(b);
+    return 0;
 }
 
 void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail)
 {
+    assert(b->state != BJ_BRAIN_DEAD && b->state != BJ_BRAIN_LOADING);
     set_state(b, BJ_BRAIN_DYING);
     if (b->text.len > 0)
         publish_thought(b, false); /* last words: nothing observable is lost */
     bj_brain_dump_context(b);
     b->deaths++;
-    /* The hook (crash log, synced) runs before the event is published: whoever saw the death
-     * can find it in crash_reports.log, even if the process is killed right after. */
-    if (b->p.hooks.on_death)
-        b->p.hooks.on_death(b->p.hooks.ud, b, cause, detail);
+    /* The engine hands the step's events to the hive, which writes the deaths to
+     * crash_reports.log and syncs once, before they are published: whoever saw the death can
+     * find it there, even if the process is killed right after. */
     struct bj_event ev;
     event_init(b, &ev, BJ_EV_DEATH);
     bj_strlcpy(ev.cause, cause, sizeof ev.cause);
     ev.text = (char *)detail;
-    bj_bus_publish(b->p.bus, &ev);
+    emit(b, &ev);
     b->n_past = 0;
     b->n_pending = b->off_pending = 0;
     tb_reset(&b->text);
@@ -450,14 +466,19 @@ int64_t bj_brain_resurrect_at(const struct bj_brain *b) { return b->resurrect_at
 
 int bj_brain_resurrect(struct bj_brain *b)
 {
+    assert(b->state == BJ_BRAIN_DEAD);
     set_state(b, BJ_BRAIN_RESURRECTING);
     struct bj_event ev;
     event_init(b, &ev, BJ_EV_RESURRECTION);
     ev.thought = 0;
-    bj_bus_publish(b->p.bus, &ev);
-    if (b->p.hooks.on_resurrection)
-        b->p.hooks.on_resurrection(b->p.hooks.ud, b);
+    emit(b, &ev);
     return bj_brain_begin_life(b);
+}
+
+void bj_brain_set_prompts(struct bj_brain *b, const struct bj_prompts *prompts)
+{
+    if (prompts)
+        b->p.prompts = prompts;
 }
 
 void bj_brain_set_paused(struct bj_brain *b, bool paused)
@@ -499,7 +520,7 @@ void bj_brain_publish_status(struct bj_brain *b, int64_t now_us)
     event_init(b, &ev, BJ_EV_STATUS);
     bj_strlcpy(ev.state, k_state_names[b->state], sizeof ev.state);
     ev.tok_s = b->tok_s;
-    bj_bus_publish(b->p.bus, &ev);
+    emit(b, &ev);
 }
 
 void bj_brain_dump_context(const struct bj_brain *b)

@@ -19,7 +19,7 @@
 
 #include <llama.h>
 
-#include "bus.h"
+#include "event.h"
 #include "spec.h"
 #include "prompt.h"
 #include "util.h"
@@ -37,26 +37,17 @@ const char *bj_brain_state_name(enum bj_brain_state s);
 
 struct bj_brain;
 
-/* What the hive wants to hear about (routing to watchers, the crash log). Called on the
- * engine thread, synchronously, before the brain goes on. */
-struct bj_brain_hooks {
-    void *ud;
-    void (*on_thought)(void *ud, const struct bj_brain *b, const char *text);
-    void (*on_death)(void *ud, const struct bj_brain *b, const char *cause, const char *detail);
-    void (*on_resurrection)(void *ud, const struct bj_brain *b);
-};
-
 struct bj_brain_params {
     const struct bj_brain_cfg *cfg;
     const struct bj_prompts *prompts;
     const struct llama_vocab *vocab;
-    struct bj_bus *bus;
-    struct bj_brain_hooks hooks;
+    struct bj_evbuf *out;      /* where its events go (the engine's step buffer) */
     long jar_tokens;
     int pause_ms;
     const char *dump_dir; /* NULL: no context dumps */
     const char *chat_template; /* NULL: raw completion; else a llama.cpp template (or built-in name) */
     uint32_t initial_deaths;
+    bool start_dead;       /* begins DEAD and due: its first life starts with a resurrection */
 };
 
 struct bj_brain *bj_brain_new(const struct bj_brain_params *p);
@@ -82,8 +73,10 @@ bool bj_brain_fits(const struct bj_brain *b, int n);
 /* The engine decoded the first n tokens of the chunk. */
 void bj_brain_consumed(struct bj_brain *b, int n);
 
-/* A token was sampled for this brain: streams it, and ends the thought when due. */
-void bj_brain_accept(struct bj_brain *b, llama_token t);
+/* A token was sampled for this brain: streams it, and ends the thought when due. Returns 0, or
+ * a negative errno when the brain cannot go on (out of memory, its next cue does not tokenize):
+ * the engine then kills it. */
+int bj_brain_accept(struct bj_brain *b, llama_token t);
 
 /* Ends the life (cause JAR_FULL, DECODE_ERROR, OPERATOR, ...): deaths+1, events, hooks. The
  * engine clears the brain's KV memory itself. */
@@ -96,6 +89,9 @@ int64_t bj_brain_resurrect_at(const struct bj_brain *b);
 
 /* Brings a DEAD brain back: event, hook, new life. Returns bj_brain_begin_life's result. */
 int bj_brain_resurrect(struct bj_brain *b);
+
+/* Prompt files used from the next life on. */
+void bj_brain_set_prompts(struct bj_brain *b, const struct bj_prompts *prompts);
 
 /* Operator pause/resume: a paused brain keeps its memory and gets no decode. */
 void bj_brain_set_paused(struct bj_brain *b, bool paused);

@@ -13,13 +13,16 @@
 #include "log.h"
 #include "util.h"
 
-enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME };
+enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME, REQ_RESURRECT, REQ_SAY, REQ_PROMPTS };
 
 struct request {
     struct request *next;
     enum req_kind kind;
     int brain;
     char cause[24];
+    char from[BJ_NAME_MAX]; /* REQ_SAY */
+    char *text;             /* REQ_SAY: owned */
+    const struct bj_prompts *prompts; /* REQ_PROMPTS */
 };
 
 /* One brain's part of a step. */
@@ -39,12 +42,13 @@ struct work {
 
 struct bj_engine {
     struct bj_engine_params p;
+    struct bj_plan plan;
     char label[256];
     char inject_brain[BJ_NAME_MAX];
     struct llama_model *model;
     const struct llama_vocab *vocab;
-    enum bj_schedule sched;
-    int n_threads;
+    enum bj_schedule sched;   /* plan.schedule */
+    int n_threads;            /* plan.n_threads */
 
     struct bj_brain *brains[BJ_MAX_BRAINS];
     int n_brains;
@@ -64,12 +68,19 @@ struct bj_engine {
 
     pthread_t thread;
     bool started;
+    bool owns_model;
+    char stall_brain[BJ_NAME_MAX];
     atomic_bool stop;
+    atomic_bool abandoned;    /* given up by the supervisor: publishes nothing more */
+    atomic_bool finished;     /* the thread has left its loop */
     atomic_long steps;
     atomic_long generated;    /* tokens sampled */
     int64_t t_first, t_last;  /* monotonic: first and last decode step */
     int64_t tg_us;            /* time in steps that only generated (one token per brain) */
     long tg_tokens;
+    struct bj_evbuf out;      /* this step's events, published together at its end */
+    atomic_int throttle_ms;   /* watchdog: sleep between steps */
+    atomic_int_fast64_t beat; /* monotonic time of the loop's last turn (supervision) */
     pthread_mutex_t lock; /* guards the request queue */
     pthread_cond_t cond;
     struct request *req_head, *req_tail;
@@ -79,13 +90,6 @@ struct bj_engine {
 void bj_engine_params_default(struct bj_engine_params *p)
 {
     memset(p, 0, sizeof *p);
-    p->schedule = BJ_SCHED_AUTO;
-    p->n_gpu_layers = -1;
-    p->kv_type = GGML_TYPE_F16;
-    p->flash_attn = -1;
-    p->prefill_chunk = 64;
-    p->use_mmap = true;
-    p->backend_sampling = -1;
 }
 
 static bool load_progress(float progress, void *ud)
@@ -107,6 +111,16 @@ struct bj_engine *bj_engine_new(const struct bj_engine_params *p, char *err, siz
         return NULL;
     }
     e->p = *p;
+    if (!p->plan) {
+        snprintf(err, errlen, "engine %s: no plan", p->model_label ? p->model_label : p->model_path);
+        free(e);
+        return NULL;
+    }
+    e->plan = *p->plan;
+    e->p.plan = &e->plan;
+    e->sched = e->plan.schedule;
+    e->n_threads = e->plan.n_threads;
+    e->backend_sampling = e->plan.backend_sampling;
     bj_strlcpy(e->label, p->model_label ? p->model_label : p->model_path, sizeof e->label);
     if (p->inject_brain)
         bj_strlcpy(e->inject_brain, p->inject_brain, sizeof e->inject_brain);
@@ -114,10 +128,19 @@ struct bj_engine *bj_engine_new(const struct bj_engine_params *p, char *err, siz
     e->p.model_label = e->label;
     pthread_mutex_init(&e->lock, NULL);
     bj_cond_init_monotonic(&e->cond);
+    atomic_init(&e->throttle_ms, 0);
+    atomic_init(&e->beat, 0);
 
-    struct llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = p->n_gpu_layers;
-    mp.load_mode = p->use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+    struct llama_model_params mp = bj_plan_model_params(&e->plan);
+    if (p->stall_brain)
+        bj_strlcpy(e->stall_brain, p->stall_brain, sizeof e->stall_brain);
+    e->p.stall_brain = e->stall_brain;
+    if (p->model) { /* shared: loaded once by someone else */
+        e->model = p->model;
+        e->vocab = llama_model_get_vocab(e->model);
+        return e;
+    }
+    e->owns_model = true;
     int last = 0; /* progress is logged from 25% on: small models load silently */
     mp.progress_callback = load_progress;
     mp.progress_callback_user_data = &last;
@@ -155,9 +178,11 @@ void bj_engine_free(struct bj_engine *e)
     }
     for (struct request *r = e->req_head, *n; r; r = n) {
         n = r->next;
+        free(r->text);
         free(r);
     }
-    if (e->model)
+    bj_evbuf_free(&e->out);
+    if (e->model && e->owns_model)
         llama_model_free(e->model);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->cond);
@@ -177,114 +202,82 @@ void bj_engine_stats(const struct bj_engine *e, struct bj_engine_stats *st)
     st->tg_s = (double)e->tg_us / 1e6;
 }
 
-struct bj_brain *bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_params *bp)
+int bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_params *bp)
 {
     if (e->started || e->n_brains >= BJ_MAX_BRAINS)
-        return NULL;
-    struct bj_brain *b = bj_brain_new(bp);
-    if (b)
-        e->brains[e->n_brains++] = b;
-    return b;
+        return -1;
+    struct bj_brain_params p = *bp;
+    p.out = &e->out;
+    struct bj_brain *b = bj_brain_new(&p);
+    if (!b)
+        return -1;
+    e->brains[e->n_brains] = b;
+    return e->n_brains++;
 }
 
 int bj_engine_n_brains(const struct bj_engine *e) { return e->n_brains; }
 
-struct bj_brain *bj_engine_find(struct bj_engine *e, const char *brain)
+int bj_engine_index(const struct bj_engine *e, const char *brain)
 {
     for (int i = 0; i < e->n_brains; i++)
         if (strcmp(bj_brain_id(e->brains[i]), brain) == 0)
-            return e->brains[i];
-    return NULL;
+            return i;
+    return -1;
 }
 
 /* ---- contexts ---------------------------------------------------------------------------- */
 
-static int online_cores(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
-/* auto: batched wherever layers are offloaded to a GPU (one pass over the weights serves every
- * brain) and on CPUs without several cores per brain; parallel contexts only when each brain
- * can have 4+ cores of its own. See docs/BENCHMARKS.md for the measurements behind this. */
-static enum bj_schedule resolve_schedule(const struct bj_engine *e)
-{
-    if (e->p.schedule != BJ_SCHED_AUTO)
-        return e->p.schedule;
-    bool gpu = llama_supports_gpu_offload() && e->p.n_gpu_layers != 0;
-    if (gpu || e->n_brains <= 1)
-        return BJ_SCHED_BATCHED;
-    return e->n_threads >= 4 * e->n_brains ? BJ_SCHED_PARALLEL : BJ_SCHED_BATCHED;
-}
-
-static struct llama_context_params context_params(const struct bj_engine *e, uint32_t n_ctx, int n_seq,
-                                                  int n_threads)
-{
-    struct llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = n_ctx;
-    cp.n_seq_max = (uint32_t)n_seq;
-    cp.n_batch = (uint32_t)(n_seq * e->p.prefill_chunk > 512 ? n_seq * e->p.prefill_chunk : 512);
-    cp.n_ubatch = 512;
-    cp.n_threads = cp.n_threads_batch = n_threads;
-    cp.type_k = cp.type_v = e->p.kv_type;
-    cp.flash_attn_type = e->p.flash_attn < 0   ? LLAMA_FLASH_ATTN_TYPE_AUTO
-                         : e->p.flash_attn > 0 ? LLAMA_FLASH_ATTN_TYPE_ENABLED
-                                               : LLAMA_FLASH_ATTN_TYPE_DISABLED;
-    cp.no_perf = true;
-    return cp;
-}
-
 static int create_contexts(struct bj_engine *e, char *err, size_t errlen)
 {
-    if (e->sched == BJ_SCHED_BATCHED) {
+    if (e->plan.n_brains != e->n_brains) { /* some brains were not admitted: plan for those that were */
         long jars[BJ_MAX_BRAINS];
         for (int i = 0; i < e->n_brains; i++)
             jars[i] = bj_brain_jar(e->brains[i]);
-        bool unified;
-        uint32_t cells = bj_jar_kv_cells(jars, e->n_brains, &unified);
-        struct llama_context_params cp = context_params(e, cells, e->n_brains, e->n_threads);
-        cp.kv_unified = unified;
+        if (bj_plan_make(&e->plan.settings, &e->plan.facts, jars, e->n_brains, &e->plan, err, errlen) != 0)
+            return -1;
+        e->sched = e->plan.schedule;
+        e->n_threads = e->plan.n_threads;
+        e->backend_sampling = e->plan.backend_sampling;
+    }
+    for (int c = 0; c < e->plan.n_contexts; c++) {
+        struct llama_context_params cp = bj_plan_context_params(&e->plan, c);
+        bool batched = e->sched == BJ_SCHED_BATCHED;
         if (e->backend_sampling) {
+            int first = batched ? 0 : c, n = batched ? e->n_brains : 1;
+            for (int i = first; i < first + n; i++)
+                e->sampler_cfg[i] = (struct llama_sampler_seq_config){batched ? (llama_seq_id)i : 0,
+                                                                      bj_brain_sampler(e->brains[i])};
+            cp.samplers = &e->sampler_cfg[first];
+            cp.n_samplers = (size_t)n;
+        }
+        struct llama_context *ctx = llama_init_from_model(e->model, cp);
+        if (!ctx) {
+            snprintf(err, errlen, "cannot create a context of %u cells for %d brain%s on %s", cp.n_ctx,
+                     (int)cp.n_seq_max, cp.n_seq_max == 1 ? "" : "s", e->label);
+            return -1;
+        }
+        if (batched) {
+            e->ctx = ctx;
+            e->batch = llama_batch_init((int32_t)cp.n_batch, 0, 1);
+            uint32_t per_seq = e->plan.unified ? llama_n_ctx(ctx) : llama_n_ctx_seq(ctx);
             for (int i = 0; i < e->n_brains; i++)
-                e->sampler_cfg[i] = (struct llama_sampler_seq_config){(llama_seq_id)i, bj_brain_sampler(e->brains[i])};
-            cp.samplers = e->sampler_cfg;
-            cp.n_samplers = (size_t)e->n_brains;
+                if (e->plan.jar[i] > (long)per_seq) {
+                    snprintf(err, errlen, "brain %s: jar %ld exceeds the %u cells its sequence got",
+                             bj_brain_id(e->brains[i]), e->plan.jar[i], per_seq);
+                    return -1;
+                }
+        } else {
+            e->bctx[c] = ctx;
+            e->bbatch[c] = llama_batch_init((int32_t)cp.n_batch, 0, 1);
         }
-        e->ctx = llama_init_from_model(e->model, cp);
-        if (!e->ctx) {
-            snprintf(err, errlen, "cannot create a context of %u cells for %d brains on %s", cells, e->n_brains, e->label);
-            return -1;
-        }
-        uint32_t per_seq = unified ? llama_n_ctx(e->ctx) : llama_n_ctx_seq(e->ctx);
-        for (int i = 0; i < e->n_brains; i++)
-            if (jars[i] > (long)per_seq) {
-                snprintf(err, errlen, "brain %s: jar %ld exceeds the %u cells its sequence got",
-                         bj_brain_id(e->brains[i]), jars[i], per_seq);
-                return -1;
-            }
-        e->batch = llama_batch_init((int32_t)cp.n_batch, 0, 1);
-        bj_info("engine %s: batched, %d brains, %u KV cells (%s), %d threads, sampling on the %s", e->label,
-                e->n_brains, llama_n_ctx(e->ctx), unified ? "one shared pool" : "one stream per brain", e->n_threads,
-                e->backend_sampling ? "backend" : "CPU");
-        return 0;
     }
-    int per = e->n_threads / e->n_brains > 0 ? e->n_threads / e->n_brains : 1;
-    for (int i = 0; i < e->n_brains; i++) {
-        struct llama_context_params cp = context_params(e, (uint32_t)bj_brain_jar(e->brains[i]), 1, per);
-        if (e->backend_sampling) {
-            e->sampler_cfg[i] = (struct llama_sampler_seq_config){0, bj_brain_sampler(e->brains[i])};
-            cp.samplers = &e->sampler_cfg[i];
-            cp.n_samplers = 1;
-        }
-        e->bctx[i] = llama_init_from_model(e->model, cp);
-        if (!e->bctx[i]) {
-            snprintf(err, errlen, "cannot create a context for brain %s", bj_brain_id(e->brains[i]));
-            return -1;
-        }
-        e->bbatch[i] = llama_batch_init((int32_t)cp.n_batch, 0, 1);
-    }
-    bj_info("engine %s: parallel, %d brains, one context each, %d threads each", e->label, e->n_brains, per);
+    if (e->sched == BJ_SCHED_BATCHED)
+        bj_info("engine %s: batched, %d brains, %u KV cells (%s), %d threads, sampling on the %s, %s", e->label,
+                e->n_brains, llama_n_ctx(e->ctx), e->plan.unified ? "one shared pool" : "one stream per brain",
+                e->n_threads, e->backend_sampling ? "backend" : "CPU", e->plan.use_mmap ? "mmap" : "read (no mmap)");
+    else
+        bj_info("engine %s: parallel, %d brains, one context each, %d threads each, %s", e->label, e->n_brains,
+                e->plan.threads_per_ctx, e->plan.use_mmap ? "mmap" : "read (no mmap)");
     return 0;
 }
 
@@ -331,7 +324,7 @@ static int gather(struct bj_engine *e, struct work *works)
     for (int i = 0; i < e->n_brains; i++) {
         struct bj_brain *b = e->brains[i];
         struct work w = {.e = e, .i = i};
-        w.n = bj_brain_next_chunk(b, e->p.prefill_chunk, &w.tokens, &w.logits);
+        w.n = bj_brain_next_chunk(b, e->plan.prefill_chunk, &w.tokens, &w.logits);
         if (w.n == 0)
             continue;
         if (!bj_brain_fits(b, w.n)) {
@@ -359,7 +352,9 @@ static void finish(struct bj_engine *e, struct work *w, struct llama_context *ct
         return;
     atomic_fetch_add(&e->generated, 1);
     llama_token t = w->sampled ? w->token : llama_sampler_sample(bj_brain_sampler(b), ctx, w->out_idx);
-    bj_brain_accept(b, t);
+    int rc = bj_brain_accept(b, t);
+    if (rc != 0)
+        kill_brain(e, w->i, "INTERNAL_ERROR", strerror(-rc));
 }
 
 /* Runs fn on every item, at most `width` at once: the first of each wave on the calling
@@ -485,7 +480,7 @@ static void *parallel_decode(void *arg)
  * threads on oversubscribed cores are many times slower. */
 static void step_parallel(struct bj_engine *e, struct work *works, int n)
 {
-    int per = e->n_threads / e->n_brains > 0 ? e->n_threads / e->n_brains : 1;
+    int per = e->plan.threads_per_ctx;
     struct work *items[BJ_MAX_BRAINS];
     for (int k = 0; k < n; k++)
         items[k] = &works[k];
@@ -509,13 +504,29 @@ static void apply_requests(struct bj_engine *e)
     while (r) {
         struct request *next = r->next;
         struct bj_brain *b = e->brains[r->brain];
-        if (r->kind == REQ_KILL) {
-            enum bj_brain_state s = bj_brain_state(b);
+        enum bj_brain_state s = bj_brain_state(b);
+        switch (r->kind) {
+        case REQ_KILL:
             if (s != BJ_BRAIN_DEAD && s != BJ_BRAIN_LOADING)
-                kill_brain(e, r->brain, r->cause, "killed by an operator");
-        } else {
+                kill_brain(e, r->brain, r->cause,
+                           strcmp(r->cause, "OPERATOR") == 0 ? "killed by an operator" : "killed by the watchdog");
+            break;
+        case REQ_RESURRECT:
+            if (s == BJ_BRAIN_DEAD && bj_brain_resurrect(b) != 0)
+                kill_brain(e, r->brain, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
+            break;
+        case REQ_SAY:
+            bj_brain_deliver(b, r->from, r->text);
+            break;
+        case REQ_PROMPTS:
+            bj_brain_set_prompts(b, r->prompts);
+            break;
+        case REQ_PAUSE:
+        case REQ_RESUME:
             bj_brain_set_paused(b, r->kind == REQ_PAUSE);
+            break;
         }
+        free(r->text);
         free(r);
         r = next;
     }
@@ -552,14 +563,50 @@ static void idle_wait(struct bj_engine *e, int64_t until_us)
     pthread_mutex_unlock(&e->lock);
 }
 
+/* Hands the step's events to the hive (which makes the deaths durable), then publishes them in
+ * one bus operation. */
+static void flush(struct bj_engine *e)
+{
+    if (e->out.n == 0)
+        return;
+    if (atomic_load(&e->abandoned)) { /* the supervisor has replaced this engine */
+        bj_evbuf_reset(&e->out);
+        return;
+    }
+    if (e->p.on_events)
+        e->p.on_events(e->p.on_events_ud, e->out.v, e->out.n);
+    bj_bus_publish_many(e->p.bus, e->out.v, e->out.n);
+    bj_evbuf_reset(&e->out);
+}
+
+static void throttle(struct bj_engine *e)
+{
+    int ms = atomic_load(&e->throttle_ms);
+    if (ms <= 0)
+        return;
+    struct timespec ts = bj_deadline_after((int64_t)ms * 1000);
+    pthread_mutex_lock(&e->lock);
+    if (!atomic_load(&e->stop))
+        pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+    pthread_mutex_unlock(&e->lock);
+}
+
 static void *engine_main(void *arg)
 {
     struct bj_engine *e = arg;
-    struct work works[BJ_MAX_BRAINS];
-    for (int i = 0; i < e->n_brains; i++)
-        if (bj_brain_begin_life(e->brains[i]) != 0)
+    struct work *works = calloc(BJ_MAX_BRAINS, sizeof *works);
+    if (!works) {
+        bj_error("engine %s: out of memory", e->label);
+        return NULL;
+    }
+    for (int i = 0; i < e->n_brains; i++) /* brains that start dead begin with a resurrection */
+        if (bj_brain_state(e->brains[i]) == BJ_BRAIN_LOADING && bj_brain_begin_life(e->brains[i]) != 0)
             kill_brain(e, i, "PROMPT_ERROR", "its system prompt does not fit in its jar");
+    flush(e);
+    int stall_ix = e->stall_brain[0] ? bj_engine_index(e, e->stall_brain) : -1;
     while (!atomic_load(&e->stop)) {
+        atomic_store(&e->beat, bj_now_us());
+        throttle(e);
         apply_requests(e);
         int64_t now = bj_now_us();
         int64_t next_wake = resurrect_due(e, now);
@@ -570,6 +617,7 @@ static void *engine_main(void *arg)
         }
         int n = gather(e, works);
         if (n == 0) {
+            flush(e);
             idle_wait(e, next_wake);
             continue;
         }
@@ -579,6 +627,10 @@ static void *engine_main(void *arg)
         bool generation_only = true;
         for (int k = 0; k < n; k++)
             generation_only = generation_only && works[k].n == 1 && works[k].logits;
+        if (stall_ix >= 0 && atomic_load(&e->steps) + 1 == e->p.stall_step) {
+            bj_warn("engine %s: stalling %d ms (--inject-stall)", e->label, e->p.stall_ms);
+            usleep((useconds_t)e->p.stall_ms * 1000);
+        }
         if (e->sched == BJ_SCHED_BATCHED)
             step_batched(e, works, n);
         else
@@ -588,14 +640,18 @@ static void *engine_main(void *arg)
             e->tg_us += e->t_last - t0;
             e->tg_tokens += n;
         }
+        flush(e);
         long steps = atomic_fetch_add(&e->steps, 1) + 1;
         if (e->p.max_steps > 0 && steps >= e->p.max_steps)
             break;
     }
+    flush(e);
+    free(works);
     for (int i = 0; i < e->n_brains; i++)
         bj_brain_dump_context(e->brains[i]);
     if (!atomic_load(&e->stop) && e->p.on_done)
         e->p.on_done(e->p.on_done_ud);
+    atomic_store(&e->finished, true);
     return NULL;
 }
 
@@ -605,18 +661,35 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
         snprintf(err, errlen, "engine %s has no brains", e->label);
         return -1;
     }
-    e->n_threads = e->p.n_threads > 0 ? e->p.n_threads : online_cores();
-    e->sched = resolve_schedule(e);
-    e->backend_sampling = e->p.backend_sampling < 0 ? llama_supports_gpu_offload() && e->p.n_gpu_layers != 0
-                                                    : e->p.backend_sampling > 0;
     if (create_contexts(e, err, errlen))
         return -1;
+    atomic_store(&e->beat, bj_now_us());
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         snprintf(err, errlen, "cannot start the engine thread: %s", strerror(errno));
         return -1;
     }
     e->started = true;
     return 0;
+}
+
+void bj_engine_abandon(struct bj_engine *e)
+{
+    atomic_store(&e->abandoned, true);
+    pthread_mutex_lock(&e->lock);
+    atomic_store(&e->stop, true);
+    pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+}
+
+bool bj_engine_finished(struct bj_engine *e)
+{
+    return !e->started || atomic_load(&e->finished);
+}
+
+struct llama_model *bj_engine_take_model(struct bj_engine *e)
+{
+    e->owns_model = false;
+    return e->model;
 }
 
 void bj_engine_stop(struct bj_engine *e)
@@ -631,20 +704,8 @@ void bj_engine_stop(struct bj_engine *e)
     e->started = false;
 }
 
-static int post(struct bj_engine *e, const char *brain, enum req_kind kind, const char *cause)
+static void enqueue(struct bj_engine *e, struct request *r)
 {
-    int idx = -1;
-    for (int i = 0; i < e->n_brains; i++)
-        if (strcmp(bj_brain_id(e->brains[i]), brain) == 0)
-            idx = i;
-    if (idx < 0)
-        return -1;
-    struct request *r = calloc(1, sizeof *r);
-    if (!r)
-        return -1;
-    r->kind = kind;
-    r->brain = idx;
-    bj_strlcpy(r->cause, cause ? cause : "OPERATOR", sizeof r->cause);
     pthread_mutex_lock(&e->lock);
     if (e->req_tail)
         e->req_tail->next = r;
@@ -653,15 +714,73 @@ static int post(struct bj_engine *e, const char *brain, enum req_kind kind, cons
     e->req_tail = r;
     pthread_cond_signal(&e->cond);
     pthread_mutex_unlock(&e->lock);
+}
+
+static int post(struct bj_engine *e, int idx, enum req_kind kind, const char *cause, const char *from,
+                const char *text)
+{
+    if (idx < 0 || idx >= e->n_brains)
+        return -ENOENT;
+    struct request *r = calloc(1, sizeof *r);
+    if (!r || (text && !(r->text = strdup(text)))) {
+        free(r);
+        return -ENOMEM;
+    }
+    r->kind = kind;
+    r->brain = idx;
+    bj_strlcpy(r->cause, cause ? cause : "OPERATOR", sizeof r->cause);
+    if (from)
+        bj_strlcpy(r->from, from, sizeof r->from);
+    enqueue(e, r);
     return 0;
 }
 
-int bj_engine_kill(struct bj_engine *e, const char *brain, const char *cause)
+int bj_engine_kill(struct bj_engine *e, int brain, const char *cause)
 {
-    return post(e, brain, REQ_KILL, cause);
+    return post(e, brain, REQ_KILL, cause, NULL, NULL);
 }
 
-int bj_engine_pause(struct bj_engine *e, const char *brain, bool paused)
+int bj_engine_pause(struct bj_engine *e, int brain, bool paused)
 {
-    return post(e, brain, paused ? REQ_PAUSE : REQ_RESUME, NULL);
+    return post(e, brain, paused ? REQ_PAUSE : REQ_RESUME, NULL, NULL, NULL);
+}
+
+int bj_engine_resurrect(struct bj_engine *e, int brain)
+{
+    return post(e, brain, REQ_RESURRECT, NULL, NULL, NULL);
+}
+
+int bj_engine_say(struct bj_engine *e, int brain, const char *from, const char *text)
+{
+    return post(e, brain, REQ_SAY, NULL, from, text);
+}
+
+int bj_engine_set_prompts(struct bj_engine *e, const struct bj_prompts *prompts)
+{
+    for (int i = 0; i < e->n_brains; i++) {
+        struct request *r = calloc(1, sizeof *r);
+        if (!r)
+            return -ENOMEM;
+        *r = (struct request){.kind = REQ_PROMPTS, .brain = i, .prompts = prompts};
+        enqueue(e, r);
+    }
+    return 0;
+}
+
+int bj_engine_deliver(struct bj_engine *e, int brain, const char *from, const char *text)
+{
+    if (brain < 0 || brain >= e->n_brains)
+        return -ENOENT;
+    bj_brain_deliver(e->brains[brain], from, text); /* the inbox has its own lock */
+    return 0;
+}
+
+void bj_engine_throttle(struct bj_engine *e, int ms)
+{
+    atomic_store(&e->throttle_ms, ms);
+}
+
+int64_t bj_engine_beat(const struct bj_engine *e)
+{
+    return e->started ? atomic_load(&((struct bj_engine *)e)->beat) : 0;
 }

@@ -9,8 +9,13 @@
  * A failed batched decode is retried brain by brain, so a fault kills only the brain it
  * belongs to.
  *
+ * Every event of a step (tokens, thoughts, deaths, ...) is collected while the step runs, handed
+ * to on_events (the hive makes the deaths durable and routes thoughts to watchers) and then
+ * published in one bus operation. Brains are addressed by their index in this engine; no
+ * caller outside the engine ever holds a brain.
+ *
  * Threads: new/add_brain/start/stop/free on the main thread; the engine runs its own thread
- * between start and stop; deliver/kill/pause may be called from any thread. */
+ * between start and stop; the operator calls, deliver, throttle and beat from any thread. */
 #ifndef BJ_ENGINE_H
 #define BJ_ENGINE_H
 
@@ -19,6 +24,7 @@
 
 #include "brain.h"
 #include "bus.h"
+#include "plan.h"
 #include "spec.h"
 
 struct bj_engine;
@@ -26,20 +32,20 @@ struct bj_engine;
 struct bj_engine_params {
     const char *model_path;
     const char *model_label;  /* for messages (the embedded model has a /proc path) */
-    enum bj_schedule schedule;
-    int n_threads;            /* for this engine; 0: all online cores */
-    int n_gpu_layers;
-    enum ggml_type kv_type;
-    int flash_attn;           /* -1 auto, 0 off, 1 on */
-    int prefill_chunk;
-    bool use_mmap;
-    int backend_sampling;     /* -1 auto (on when layers are on a GPU), 0 off, 1 on */
+    const struct bj_plan *plan; /* how it runs (copied): schedule, threads, load mode, contexts */
+    struct llama_model *model;  /* already loaded (shared, not owned; model_path is then a label), or NULL */
+    const char *stall_brain;    /* fault injection: the engine sleeps stall_ms at its stall_step-th step */
+    long stall_step;
+    int stall_ms;
     long max_steps;           /* 0: unlimited */
     struct bj_bus *bus;
     const char *inject_brain; /* fault injection: brain whose Nth decode gets an invalid token */
     long inject_step;
     void (*on_done)(void *ud);/* called on the engine thread when it stops by itself (max_steps) */
     void *on_done_ud;
+    /* Called on the engine thread with each step's events before they are published. */
+    void (*on_events)(void *ud, const struct bj_event *evs, size_t n);
+    void *on_events_ud;
 };
 
 void bj_engine_params_default(struct bj_engine_params *p);
@@ -51,8 +57,11 @@ void bj_engine_free(struct bj_engine *e);
 const struct llama_model *bj_engine_model(const struct bj_engine *e);
 const struct llama_vocab *bj_engine_vocab(const struct bj_engine *e);
 
-/* Adds a brain (before start). The engine owns it. Returns it, or NULL when out of memory. */
-struct bj_brain *bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_params *bp);
+/* Adds a brain (before start; bp->out is set by the engine). The engine owns it. Returns its
+ * index in this engine, or -1 when out of memory or full. */
+int bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_params *bp);
+/* Index of brain `id` in this engine, or -1. */
+int bj_engine_index(const struct bj_engine *e, const char *id);
 
 /* Brains added so far. */
 int bj_engine_n_brains(const struct bj_engine *e);
@@ -63,15 +72,35 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen);
 /* Asks the engine to stop after its current step and joins its thread. Idempotent. */
 void bj_engine_stop(struct bj_engine *e);
 
-/* The schedule actually used (auto resolved). */
+/* Gives up a stalled engine without waiting for it: it publishes nothing more, and its thread
+ * ends by itself whenever it comes back. Main thread. */
+void bj_engine_abandon(struct bj_engine *e);
+/* For an abandoned engine: whether its thread has ended (then bj_engine_free is safe). */
+bool bj_engine_finished(struct bj_engine *e);
+
+/* Hands over the loaded model: the engine no longer frees it (the caller must outlive the
+ * engine's contexts with it). */
+struct llama_model *bj_engine_take_model(struct bj_engine *e);
+
+/* The schedule the plan chose. */
 enum bj_schedule bj_engine_schedule(const struct bj_engine *e);
 
-/* Operator actions, from any thread; applied at the next step. Return 0, or -1 if no brain. */
-int bj_engine_kill(struct bj_engine *e, const char *brain, const char *cause);
-int bj_engine_pause(struct bj_engine *e, const char *brain, bool paused);
+/* Operator actions by brain index, from any thread; applied at the engine's next step. Return
+ * 0, -ENOENT (no such brain) or -ENOMEM. */
+int bj_engine_kill(struct bj_engine *e, int brain, const char *cause);
+int bj_engine_pause(struct bj_engine *e, int brain, bool paused);
+int bj_engine_resurrect(struct bj_engine *e, int brain); /* a dead brain now, skipping its pause */
+int bj_engine_say(struct bj_engine *e, int brain, const char *from, const char *text);
+/* New prompt files for every brain, from their next life on (SIGHUP); `prompts` must outlive the
+ * engine. Any thread. */
+int bj_engine_set_prompts(struct bj_engine *e, const struct bj_prompts *prompts);
+/* Queues text for the brain's next thought boundary at once (its inbox is locked). */
+int bj_engine_deliver(struct bj_engine *e, int brain, const char *from, const char *text);
 
-/* Finds a brain of this engine by id (any thread; brains are fixed after start). */
-struct bj_brain *bj_engine_find(struct bj_engine *e, const char *brain);
+/* Sleep between steps (the watchdog's "slow down"); 0: none. Any thread. */
+void bj_engine_throttle(struct bj_engine *e, int ms);
+/* Monotonic time of the engine loop's last turn (0 before start): the supervisor's heartbeat. */
+int64_t bj_engine_beat(const struct bj_engine *e);
 
 /* Decode steps done so far (approximate when read from another thread). */
 long bj_engine_steps(const struct bj_engine *e);

@@ -190,6 +190,16 @@ char *bj_prompt_observed_thought(const char *from, const char *text)
     return fmt_alloc("\n\n[%s thinks:] %s", from, text);
 }
 
+char *bj_prompt_outside_voice(const char *from, const char *text)
+{
+    return fmt_alloc("\n\n[A voice from outside the jar (%s) says:] %.*s", from, BJ_PROMPT_SAY_MAX, text);
+}
+
+char *bj_prompt_remote_thought(const char *from, const char *text)
+{
+    return fmt_alloc("\n\n[Another mind, %s, far away, thinks:] %.*s", from, BJ_PROMPT_SAY_MAX, text);
+}
+
 char *bj_prompt_observed_death(const char *from, const char *cause, unsigned deaths)
 {
     return fmt_alloc("\n\n[%s has died (%s). Deaths so far: %u.]", from, cause, deaths);

@@ -37,6 +37,10 @@ char *bj_prompt_system(const struct bj_prompts *p, const char *role, const char 
 char *bj_prompt_observed_thought(const char *from, const char *text);
 char *bj_prompt_observed_death(const char *from, const char *cause, unsigned deaths);
 char *bj_prompt_observed_resurrection(const char *from, unsigned deaths);
+/* An operator's message (cut to BJ_PROMPT_SAY_MAX bytes), and another machine's brain's words. */
+#define BJ_PROMPT_SAY_MAX 1000
+char *bj_prompt_outside_voice(const char *from, const char *text);
+char *bj_prompt_remote_thought(const char *from, const char *text);
 
 /* Text that opens each thought in raw completion format. */
 const char *bj_prompt_thought_cue(void);

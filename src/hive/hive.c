@@ -1,51 +1,71 @@
-/* hive: see hive.h. */
+/* hive: see hive.h.
+ *
+ * Set-up happens in bj_hive_new, entirely before anything runs: resolve each brain's model and
+ * jar, estimate and check the memory budget (layer 1), open the journal, load each model once
+ * (layer 3 right before, layer 2 charges), check every first prompt fits, add the admitted
+ * brains to their engines. Afterwards the hive only reacts: engine threads hand it each step's
+ * events (on_step_events: journal, routing to watchers), a bus tap keeps the view that answers
+ * snapshots, and operator calls are turned into engine requests. */
 #include "hive.h"
 
+#include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "brain.h"
 #include "budget.h"
-#include "budget_cli.h"
-#include "bus.h"
-#include "embedded.h"
 #include "engine.h"
 #include "estimate.h"
 #include "jar.h"
+#include "journal.h"
 #include "log.h"
 #include "modelinfo.h"
 #include "prompt.h"
 #include "sysmem.h"
-#include "term.h"
 #include "util.h"
+
+const char *const bj_death_causes[6] = {"JAR_FULL", "DECODE_ERROR", "WATCHDOG", "OPERATOR", "UNCLEAN_EXIT", "other"};
 
 struct model_slot {
     char path[PATH_MAX];
     const char *chat_template; /* the model's own, or "chatml" when it has none */
     struct bj_modelinfo info;
-    struct bj_engine *engine;
+    struct llama_model *model;  /* loaded once; outlives every engine built on it */
+    /* Atomic: the supervisor swaps in a rebuilt engine while other threads route to it. */
+    struct bj_engine *_Atomic engine;
 };
 
-struct hive {
-    const struct bj_config *c;
+/* Engines given up by the supervisor, freed once their thread has come back. */
+struct grave {
+    struct grave *next;
+    struct bj_engine *engine;
+    int model;
+};
+
+struct bj_hive {
+    struct bj_hive_params p;
+    const struct bj_hive_spec *s;
     struct bj_bus *bus;
     struct bj_prompts *prompts;
-    struct model_slot models[BJ_MAX_BRAINS];
+    struct bj_prompts *old_prompts[8]; /* replaced by SIGHUP; brains may still read them until their next life */
+    int n_old_prompts;
+    struct model_slot *models; /* n_models; at most one per brain */
     int n_models;
-    int model_of[BJ_MAX_BRAINS];       /* brain index -> model slot */
-    struct bj_jar jars[BJ_MAX_BRAINS];
-    struct bj_brain *brains[BJ_MAX_BRAINS]; /* NULL: not started */
-    int crash_fd;
+    int *model_of;             /* brain -> model slot */
+    int *engine_ix;            /* brain -> index in its engine; -1: not started */
+    struct bj_jar *jars;
+    uint32_t *initial_deaths;
+    struct bj_journal *journal;
+    int done_fd;
     atomic_int engines_done;
+    bool running;
     /* memory budget: the estimate (made once), the facts it was checked against, the ledger */
     struct bj_est_hive *est;
     struct bj_sysmem_paths mem_paths;
@@ -53,100 +73,210 @@ struct hive {
     struct bj_gpu_info gpu;
     struct bj_budget_settings budget_settings;
     struct bj_budget_manager *budget;
-    struct bj_term *term;
+    char *budget_report;
+    /* the view: fed by a bus tap, read by snapshots */
+    pthread_mutex_t view_lock;
+    struct bj_brain_view *views;
+    int64_t started_us;
+    uint64_t deaths, tokens;
+    /* supervision (main thread) */
+    struct grave *graveyard;
+    int64_t restarts[5];       /* monotonic times of the last restarts (intensity limit) */
+    int n_restarts;
 };
 
-int bj_hive_model_path(const struct bj_config *c, const struct bj_brain_cfg *b, char *path, size_t len)
+struct bj_hive_params bj_hive_default_params(void)
 {
-    const char *m = bj_config_brain_model(c, b);
-    if (m && *m) {
-        bj_strlcpy(path, m, len);
-        return 0;
-    }
-    return bj_embedded_model_path(path, len);
+    return (struct bj_hive_params){0};
 }
 
 static const char *model_label(const char *path)
 {
-    return strncmp(path, "/proc/", 6) == 0 ? "(embedded tiny model)" : path;
+    return strncmp(path, "/proc/", 6) == 0 ? "(embedded model)" : path;
 }
 
-/* ---- routing: engine threads call these ---------------------------------------------------- */
-
-static bool watches(const struct bj_brain_cfg *w, const char *id)
+static int model_path(const struct bj_hive *h, const struct bj_brain_cfg *b, char *path, size_t len)
 {
-    if (strcmp(w->id, id) == 0)
-        return false;
-    if (w->watches_all)
-        return true;
-    for (int i = 0; i < w->n_watches; i++)
-        if (strcmp(w->watches[i], id) == 0)
-            return true;
-    return false;
+    const char *m = bj_spec_brain_model(h->s, b);
+    if (!m || !*m)
+        m = h->p.default_model;
+    if (!m || !*m)
+        return -1;
+    bj_strlcpy(path, m, len);
+    return 0;
 }
 
-static void route(struct hive *h, const struct bj_brain *from, bool lifecycle, const char *text)
+/* ---- engine threads: a step's events, before they are published ------------------------- */
+
+static void route(struct bj_hive *h, const char *from, bool lifecycle, const char *text)
 {
     if (!text)
         return;
-    for (int i = 0; i < h->c->n_brains; i++) {
-        const struct bj_brain_cfg *w = &h->c->brains[i];
-        if (h->brains[i] && watches(w, bj_brain_id(from)) && (!lifecycle || w->sees_lifecycle))
-            bj_brain_deliver(h->brains[i], bj_brain_id(from), text);
+    for (int i = 0; i < h->s->n_brains; i++) {
+        const struct bj_brain_cfg *w = &h->s->brains[i];
+        if (h->engine_ix[i] >= 0 && bj_spec_watches(w, from) && (!lifecycle || w->sees_lifecycle))
+            bj_engine_deliver(h->models[h->model_of[i]].engine, h->engine_ix[i], from, text);
     }
 }
 
-static void on_thought(void *ud, const struct bj_brain *b, const char *text)
+static void route_event(struct bj_hive *h, const struct bj_event *ev)
 {
-    if (!*text)
+    char *msg = NULL;
+    bool lifecycle = true;
+    if (ev->type == BJ_EV_THOUGHT && ev->complete && ev->text && *ev->text) {
+        msg = bj_prompt_observed_thought(ev->brain, ev->text);
+        lifecycle = false;
+    } else if (ev->type == BJ_EV_DEATH) {
+        msg = bj_prompt_observed_death(ev->brain, ev->cause, ev->crash_count);
+    } else if (ev->type == BJ_EV_RESURRECTION) {
+        msg = bj_prompt_observed_resurrection(ev->brain, ev->crash_count);
+    } else {
         return;
-    char *msg = bj_prompt_observed_thought(bj_brain_id(b), text);
-    route(ud, b, false, msg);
+    }
+    route(h, ev->brain, lifecycle, msg);
     free(msg);
 }
 
-/* One line per death, the original's format plus the brain: written and synced before the
- * brain goes on, so a kill -9 of the daemon cannot lose it. */
-static void crash_log(struct hive *h, const struct bj_brain *b, const char *cause, const char *detail)
+/* Deaths first: written and synced once for the whole step (group commit), so that the step's
+ * death events are durable before anyone can see them; then the watchers are told. */
+static void on_step_events(void *ud, const struct bj_event *evs, size_t n)
 {
-    if (h->crash_fd < 0)
-        return;
-    char ts[40], line[512];
-    bj_iso_time(ts, sizeof ts);
-    int n = snprintf(line, sizeof line, "%s - CRASH #%u: %s %s (%s)\n", ts, bj_brain_deaths(b), bj_brain_id(b),
-                     cause, detail ? detail : "");
-    if (n > (int)sizeof line - 1)
-        n = (int)sizeof line - 1;
-    if (write(h->crash_fd, line, (size_t)n) != n || fdatasync(h->crash_fd) != 0)
-        bj_warn("crash_reports.log: write failed: %s", strerror(errno));
-}
-
-static void on_death(void *ud, const struct bj_brain *b, const char *cause, const char *detail)
-{
-    struct hive *h = ud;
-    crash_log(h, b, cause, detail);
-    char *msg = bj_prompt_observed_death(bj_brain_id(b), cause, bj_brain_deaths(b));
-    route(h, b, true, msg);
-    free(msg);
-}
-
-static void on_resurrection(void *ud, const struct bj_brain *b)
-{
-    char *msg = bj_prompt_observed_resurrection(bj_brain_id(b), bj_brain_deaths(b));
-    route(ud, b, true, msg);
-    free(msg);
+    struct bj_hive *h = ud;
+    size_t deaths = 0;
+    for (size_t i = 0; i < n; i++)
+        if (evs[i].type == BJ_EV_DEATH) {
+            bj_journal_death(h->journal, &evs[i]);
+            deaths++;
+        }
+    if (deaths) {
+        bj_journal_commit(h->journal);
+        if (h->p.on_durable)
+            for (size_t i = 0; i < n; i++)
+                if (evs[i].type == BJ_EV_DEATH)
+                    h->p.on_durable(h->p.on_durable_ud, &evs[i], 1);
+    }
+    for (size_t i = 0; i < n; i++)
+        route_event(h, &evs[i]);
 }
 
 static void on_engine_done(void *ud)
 {
-    struct hive *h = ud;
+    struct bj_hive *h = ud;
     atomic_fetch_add(&h->engines_done, 1);
-    kill(getpid(), SIGUSR1); /* wakes the main thread's sigtimedwait */
+    uint64_t one = 1;
+    if (write(h->done_fd, &one, sizeof one) != sizeof one)
+        bj_debug("hive: cannot signal an engine's end");
+}
+
+/* ---- the view (a bus tap: publisher threads, under view_lock) ---------------------------- */
+
+static int view_index(const struct bj_hive *h, const char *id)
+{
+    return bj_spec_find_brain(h->s, id);
+}
+
+/* Appends text, keeping the tail when it would overflow (a thought in progress). */
+static void view_append(char *dst, const char *text)
+{
+    size_t a = strlen(dst), b = strlen(text);
+    if (b >= BJ_VIEW_TEXT - 1) {
+        text += b - (BJ_VIEW_TEXT / 2);
+        b = strlen(text);
+        a = 0;
+    } else if (a + b >= BJ_VIEW_TEXT) {
+        size_t keep = BJ_VIEW_TEXT / 2;
+        memmove(dst, dst + a - keep, keep);
+        a = keep;
+    }
+    memcpy(dst + a, text, b + 1);
+    bj_utf8_repair_start(dst);
+}
+
+static int cause_slot(const char *cause)
+{
+    for (int k = 0; k < 5; k++)
+        if (strcmp(cause, bj_death_causes[k]) == 0)
+            return k;
+    return 5;
+}
+
+static void view_tap(void *ud, const struct bj_event *ev)
+{
+    struct bj_hive *h = ud;
+    if (ev->node[0])
+        return; /* remote brains are the peer links' to show */
+    int i = view_index(h, ev->brain);
+    if (i < 0)
+        return;
+    pthread_mutex_lock(&h->view_lock);
+    struct bj_brain_view *v = &h->views[i];
+    v->updated_us = ev->time_us;
+    switch (ev->type) {
+    case BJ_EV_TOKEN:
+        if (v->thought != ev->thought)
+            v->current[0] = '\0';
+        v->thought = ev->thought;
+        if (ev->text)
+            view_append(v->current, ev->text);
+        v->tokens++;
+        h->tokens++;
+        break;
+    case BJ_EV_THOUGHT:
+        bj_strlcpy(v->last, ev->text ? ev->text : "", sizeof v->last);
+        v->current[0] = '\0';
+        break;
+    case BJ_EV_DEATH:
+        v->deaths = ev->crash_count;
+        v->deaths_by_cause[cause_slot(ev->cause)]++;
+        v->last_death_us = ev->time_us;
+        v->current[0] = '\0';
+        bj_strlcpy(v->state, "dead", sizeof v->state);
+        h->deaths++;
+        break;
+    case BJ_EV_RESURRECTION:
+        v->deaths = ev->crash_count;
+        v->life = ev->crash_count + 1;
+        v->thought = 0;
+        break;
+    case BJ_EV_STATUS:
+        bj_strlcpy(v->state, ev->state, sizeof v->state);
+        v->jar_used = ev->jar_used;
+        v->jar_tokens = ev->jar_tokens;
+        v->tok_s = ev->tok_s;
+        v->deaths = ev->crash_count;
+        v->life = ev->crash_count + 1;
+        break;
+    default:
+        break;
+    }
+    pthread_mutex_unlock(&h->view_lock);
+}
+
+static void view_init(struct bj_hive *h)
+{
+    for (int i = 0; i < h->s->n_brains; i++) {
+        const struct bj_brain_cfg *b = &h->s->brains[i];
+        struct bj_brain_view *v = &h->views[i];
+        bj_strlcpy(v->id, b->id, sizeof v->id);
+        bj_strlcpy(v->role, b->role, sizeof v->role);
+        const char *path = h->models[h->model_of[i]].path;
+        const char *base = strrchr(path, '/');
+        bj_strlcpy(v->model, strncmp(path, "/proc/", 6) == 0 ? "embedded" : base ? base + 1 : path, sizeof v->model);
+        v->started = h->engine_ix[i] >= 0;
+        bj_strlcpy(v->state, v->started ? "loading" : "not started", sizeof v->state);
+        v->deaths = h->initial_deaths[i];
+        v->life = v->deaths + 1;
+        v->jar_tokens = (int32_t)h->jars[i].tokens;
+        memcpy(v->watches, b->watches, sizeof v->watches);
+        v->n_watches = b->n_watches;
+        v->watches_all = b->watches_all;
+        v->sees_lifecycle = b->sees_lifecycle;
+    }
 }
 
 /* ---- set-up, all before anything starts -------------------------------------------------- */
 
-static int find_or_add_model(struct hive *h, const char *path, char *err, size_t errlen)
+static int find_or_add_model(struct bj_hive *h, const char *path, char *err, size_t errlen)
 {
     for (int m = 0; m < h->n_models; m++)
         if (strcmp(h->models[m].path, path) == 0)
@@ -158,13 +288,13 @@ static int find_or_add_model(struct hive *h, const char *path, char *err, size_t
     return h->n_models++;
 }
 
-static int resolve(struct hive *h, char *err, size_t errlen)
+static int resolve(struct bj_hive *h, char *err, size_t errlen)
 {
-    const struct bj_config *c = h->c;
-    for (int i = 0; i < c->n_brains; i++) {
-        const struct bj_brain_cfg *b = &c->brains[i];
+    const struct bj_hive_spec *s = h->s;
+    for (int i = 0; i < s->n_brains; i++) {
+        const struct bj_brain_cfg *b = &s->brains[i];
         char path[PATH_MAX];
-        if (bj_hive_model_path(c, b, path, sizeof path)) {
+        if (model_path(h, b, path, sizeof path)) {
             snprintf(err, errlen, "brain %s has no model: give --model FILE (this binary has no embedded model)", b->id);
             return -1;
         }
@@ -172,7 +302,7 @@ static int resolve(struct hive *h, char *err, size_t errlen)
         if (m < 0)
             return -1;
         h->model_of[i] = m;
-        if (bj_jar_resolve(b, &h->models[m].info, c->kv_type, &h->jars[i], err, errlen))
+        if (bj_jar_resolve(b, &h->models[m].info, s->kv_type, &h->jars[i], err, errlen))
             return -1;
         if (h->jars[i].clamped)
             bj_info("brain %s: jar of %ld tokens clamped to the model's training context, %ld tokens", b->id,
@@ -188,10 +318,11 @@ static int resolve(struct hive *h, char *err, size_t errlen)
 
 /* The first life's system prompt must fit in the jar, with room to think. Checked with the
  * model's own tokenizer once it is loaded, before any engine starts. */
-static int check_prompt_fits(struct hive *h, int i, char *err, size_t errlen)
+static int check_prompt_fits(struct bj_hive *h, int i, char *err, size_t errlen)
 {
-    const struct bj_brain_cfg *b = &h->c->brains[i];
-    const struct llama_vocab *v = bj_engine_vocab(h->models[h->model_of[i]].engine);
+    const struct bj_brain_cfg *b = &h->s->brains[i];
+    const struct model_slot *ms = &h->models[h->model_of[i]];
+    const struct llama_vocab *v = bj_engine_vocab(ms->engine);
     char *sys = bj_prompt_system(h->prompts, b->role, b->id, 999999, h->jars[i].tokens);
     if (!sys) {
         snprintf(err, errlen, "out of memory");
@@ -201,73 +332,66 @@ static int check_prompt_fits(struct hive *h, int i, char *err, size_t errlen)
     free(sys);
     int need = n + 16;
     if (need > h->jars[i].tokens) {
-        snprintf(err, errlen, "brain %s: its jar (%ld tokens) is too small for its system prompt (%d tokens) and a "
-                 "first thought; give it at least %d tokens", b->id, h->jars[i].tokens, n, need + 64);
+        long limit = (long)ms->info.n_ctx_train;
+        if (need + 64 > limit && limit > 0)
+            snprintf(err, errlen, "brain %s: its system prompt (%d tokens) and a first thought do not fit in the "
+                     "model's context (%ld tokens): shorten the prompt file for role '%s'", b->id, n, limit, b->role);
+        else
+            snprintf(err, errlen, "brain %s: its jar (%ld tokens) is too small for its system prompt (%d tokens) and a "
+                     "first thought; give it at least %d tokens", b->id, h->jars[i].tokens, n, need + 64);
         return -1;
     }
     return 0;
 }
 
 /* Layer 1: the whole hive against this machine's memory, before anything is loaded. The report is
- * printed when the check fails (debug log otherwise); --force starts anyway, with a warning.
+ * kept (for the API) and printed when the check fails; force starts anyway, with a warning.
  * Returns 0 to go on, -1 with err when refused or the hive cannot be estimated. */
-static int check_budget(struct hive *h, char *err, size_t errlen)
+static int check_budget(struct bj_hive *h, char *err, size_t errlen)
 {
-    const struct bj_config *c = h->c;
-    char def[PATH_MAX] = "";
-    bj_embedded_model_path(def, sizeof def);
-    h->est = bj_estimate_spec(c, def, err, errlen);
+    h->est = bj_estimate_spec(h->s, h->p.default_model ? h->p.default_model : "", err, errlen);
     if (!h->est)
         return -1;
     bj_sysmem_paths_default(&h->mem_paths);
-    char *report = NULL;
     size_t len = 0;
-    FILE *out = open_memstream(&report, &len);
+    FILE *out = open_memstream(&h->budget_report, &len);
     if (!out) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int verdict = bj_validate_hive(c, h->est, &h->mem_paths, out, &h->sm, &h->gpu);
+    int verdict = bj_validate_hive(h->s, "hive", h->est, &h->mem_paths, out, &h->sm, &h->gpu);
     fclose(out);
-    int rc = 0;
     if (verdict == 0) {
-        bj_debug("memory budget:\n%s", report);
+        bj_debug("memory budget:\n%s", h->budget_report);
     } else {
-        fputs(report, stderr);
-        if (c->force) {
-            bj_warn("--force: starting although the memory budget check failed");
-        } else {
+        fputs(h->budget_report, stderr);
+        if (!h->s->force) {
             snprintf(err, errlen, "the memory budget check failed (report above); adjust the hive or use --force");
-            rc = -1;
+            return -1;
         }
+        bj_warn("--force: starting although the memory budget check failed");
     }
-    free(report);
-    if (rc == 0) {
-        bj_budget_settings_from_spec(&h->budget_settings, c);
-        h->budget = bj_budget_manager_new(&h->budget_settings, &h->sm, &h->gpu);
-        if (!h->budget) {
-            snprintf(err, errlen, "out of memory");
-            rc = -1;
-        }
+    bj_budget_settings_from_spec(&h->budget_settings, h->s);
+    h->budget = bj_budget_manager_new(&h->budget_settings, &h->sm, &h->gpu);
+    if (!h->budget) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
-    return rc;
+    return 0;
 }
 
-static const struct bj_est_model *est_model(const struct hive *h, int m)
+/* The estimate groups brains by model in the same order as the hive (first use in the spec). */
+static const struct bj_est_model *est_model(const struct bj_hive *h, int m)
 {
-    for (int i = 0; i < h->est->n_models; i++)
-        if (strcmp(h->est->models[i].path, h->models[m].path) == 0)
-            return &h->est->models[i];
-    return NULL;
+    assert(m < h->est->n_models && strcmp(h->est->models[m].path, h->models[m].path) == 0);
+    return &h->est->models[m];
 }
 
 /* Layers 3 and 2 for a model: right before it loads, available memory must cover it (with its
  * brains) plus headroom; then its shared part is charged to the ledger. */
-static int admit_model(struct hive *h, int m, char *err, size_t errlen)
+static int admit_model(struct bj_hive *h, int m, char *err, size_t errlen)
 {
     const struct bj_est_model *em = est_model(h, m);
-    if (!em)
-        return 0;
     struct bj_sysmem now;
     struct bj_gpu_info gpu = h->gpu;
     char msg[512];
@@ -276,7 +400,7 @@ static int admit_model(struct hive *h, int m, char *err, size_t errlen)
     } else {
         int rc = bj_budget_preload_check(&h->budget_settings, &now, &gpu, bj_est_mem_total(&em->cpu),
                                          bj_est_mem_total(&em->gpu), msg, sizeof msg);
-        if (rc < 0 && !h->c->force) {
+        if (rc < 0 && !h->s->force) {
             snprintf(err, errlen, "model %s: %s", model_label(em->path), msg);
             return -1;
         }
@@ -287,7 +411,7 @@ static int admit_model(struct hive *h, int m, char *err, size_t errlen)
     snprintf(id, sizeof id, "model:%d", m);
     if (bj_budget_manager_alloc(h->budget, id, BJ_BUDGET_MODEL, bj_est_model_shared_cpu(em),
                                 bj_est_model_shared_gpu(em), msg, sizeof msg) != 0) {
-        if (!h->c->force) {
+        if (!h->s->force) {
             snprintf(err, errlen, "model %s: %s", model_label(em->path), msg);
             return -1;
         }
@@ -298,20 +422,15 @@ static int admit_model(struct hive *h, int m, char *err, size_t errlen)
 
 /* Layer 2 for a brain: its jar is charged before it starts; a denied brain does not start, the
  * others do. Returns true when admitted. */
-static bool admit_brain(struct hive *h, int i)
+static bool admit_brain(struct bj_hive *h, int i)
 {
-    const struct bj_est_brain *eb = NULL;
-    for (int k = 0; k < h->est->n_brains; k++)
-        if (strcmp(h->est->brains[k].id, h->c->brains[i].id) == 0)
-            eb = &h->est->brains[k];
-    if (!eb)
-        return true;
+    const struct bj_est_brain *eb = &h->est->brains[i]; /* the estimate keeps the spec's order */
     char msg[512];
     uint64_t kv = eb->jar.kv_bytes;
     if (bj_budget_manager_alloc(h->budget, eb->id, BJ_BUDGET_BRAIN, eb->kv_on_gpu ? 0 : kv, eb->kv_on_gpu ? kv : 0,
                                 msg, sizeof msg) == 0)
         return true;
-    if (h->c->force) {
+    if (h->s->force) {
         bj_warn("brain %s: %s (--force: starting it anyway)", eb->id, msg);
         return true;
     }
@@ -325,104 +444,187 @@ static bool admit_brain(struct hive *h, int i)
     return false;
 }
 
-static int open_data_dir(struct hive *h, char *err, size_t errlen)
+static int load_engines(struct bj_hive *h, char *err, size_t errlen)
 {
-    int rc = bj_mkdirs(h->c->data_dir);
-    if (rc) {
-        snprintf(err, errlen, "data directory %s: %s", h->c->data_dir, strerror(-rc));
-        return -1;
-    }
-    char path[PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/crash_reports.log", h->c->data_dir);
-    h->crash_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (h->crash_fd < 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-static int load_engines(struct hive *h, char *err, size_t errlen)
-{
-    const struct bj_config *c = h->c;
-    int threads = c->n_threads > 0 ? c->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    const struct bj_hive_spec *s = h->s;
     for (int m = 0; m < h->n_models; m++) {
+        const struct bj_est_model *em = est_model(h, m);
         struct bj_engine_params ep;
         bj_engine_params_default(&ep);
         ep.model_path = h->models[m].path;
         ep.model_label = model_label(h->models[m].path);
-        ep.schedule = c->schedule;
-        /* Engines run at once: they split the cores rather than oversubscribe them. */
-        ep.n_threads = threads / h->n_models > 0 ? threads / h->n_models : 1;
-        ep.n_gpu_layers = c->n_gpu_layers;
-        ep.kv_type = c->kv_type;
-        ep.flash_attn = c->flash_attn;
-        ep.prefill_chunk = c->prefill_chunk;
-        ep.use_mmap = c->use_mmap;
-        ep.backend_sampling = c->backend_sampling;
-        ep.max_steps = c->max_steps;
+        ep.plan = &em->plan;
+        ep.max_steps = s->max_steps;
         ep.bus = h->bus;
-        ep.inject_brain = c->inject_brain;
-        ep.inject_step = c->inject_step;
+        ep.inject_brain = s->inject_brain;
+        ep.inject_step = s->inject_step;
         ep.on_done = on_engine_done;
         ep.on_done_ud = h;
+        ep.on_events = on_step_events;
+        ep.on_events_ud = h;
         if (admit_model(h, m, err, errlen))
             return -1;
-        h->models[m].engine = bj_engine_new(&ep, err, errlen);
-        if (!h->models[m].engine)
+        ep.stall_brain = s->stall_brain;
+        ep.stall_step = s->stall_step;
+        ep.stall_ms = s->stall_ms;
+        struct bj_engine *e = bj_engine_new(&ep, err, errlen);
+        if (!e)
             return -1;
+        h->models[m].engine = e;
+        h->models[m].model = bj_engine_take_model(e);
         const char *tmpl = llama_model_chat_template(bj_engine_model(h->models[m].engine), NULL);
         h->models[m].chat_template = tmpl ? tmpl : "chatml";
     }
     return 0;
 }
 
-static int add_brains(struct hive *h)
+static int add_brains(struct bj_hive *h)
 {
-    const struct bj_config *c = h->c;
+    const struct bj_hive_spec *s = h->s;
     int started = 0;
-    for (int i = 0; i < c->n_brains; i++) {
+    for (int i = 0; i < s->n_brains; i++) {
+        h->engine_ix[i] = -1;
         if (!admit_brain(h, i))
             continue;
+        struct model_slot *ms = &h->models[h->model_of[i]];
         struct bj_brain_params bp = {
-            .cfg = &c->brains[i],
+            .cfg = &s->brains[i],
             .prompts = h->prompts,
-            .vocab = bj_engine_vocab(h->models[h->model_of[i]].engine),
-            .bus = h->bus,
-            .hooks = {.ud = h, .on_thought = on_thought, .on_death = on_death, .on_resurrection = on_resurrection},
+            .vocab = bj_engine_vocab(ms->engine),
             .jar_tokens = h->jars[i].tokens,
-            .pause_ms = c->pause_ms,
-            .dump_dir = c->dump_context[0] ? c->dump_context : NULL,
-            .chat_template = c->chat_template ? h->models[h->model_of[i]].chat_template : NULL,
+            .pause_ms = s->pause_ms,
+            .dump_dir = s->dump_context[0] ? s->dump_context : NULL,
+            .chat_template = s->chat_template ? ms->chat_template : NULL,
+            .initial_deaths = h->initial_deaths[i],
         };
-        h->brains[i] = bj_engine_add_brain(h->models[h->model_of[i]].engine, &bp);
-        if (h->brains[i])
+        h->engine_ix[i] = bj_engine_add_brain(ms->engine, &bp);
+        if (h->engine_ix[i] >= 0)
             started++;
     }
     return started;
 }
 
-/* ---- running ------------------------------------------------------------------------------ */
-
-static void wait_for_end(struct hive *h, const sigset_t *sigs)
+static int alloc_tables(struct bj_hive *h, int n)
 {
-    int64_t t0 = bj_now_us();
-    for (;;) {
-        struct timespec ts = {0, 100 * 1000000L};
-        int sig = sigtimedwait(sigs, NULL, &ts);
-        if (sig == SIGINT || sig == SIGTERM) {
-            bj_info("signal %d: stopping", sig);
-            return;
-        }
-        if (atomic_load(&h->engines_done) >= h->n_models)
-            return;
-        if (h->c->duration_s > 0 && (double)(bj_now_us() - t0) / 1e6 >= h->c->duration_s)
-            return;
+    h->models = calloc((size_t)n, sizeof *h->models);
+    h->model_of = calloc((size_t)n, sizeof *h->model_of);
+    h->engine_ix = calloc((size_t)n, sizeof *h->engine_ix);
+    h->jars = calloc((size_t)n, sizeof *h->jars);
+    h->initial_deaths = calloc((size_t)n, sizeof *h->initial_deaths);
+    h->views = calloc((size_t)n, sizeof *h->views);
+    if (!h->models || !h->model_of || !h->engine_ix || !h->jars || !h->initial_deaths || !h->views)
+        return -1;
+    for (int i = 0; i < n; i++)
+        h->engine_ix[i] = -1;
+    return 0;
+}
+
+struct bj_hive *bj_hive_new(const struct bj_hive_params *p, int *status, char *err, size_t errlen)
+{
+    *status = 2;
+    struct bj_hive *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
     }
+    h->p = *p;
+    h->s = p->spec;
+    h->bus = p->bus;
+    h->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_init(&h->view_lock, NULL);
+    int n = h->s->n_brains;
+    if (n < 1 || h->done_fd < 0 || alloc_tables(h, n)) {
+        snprintf(err, errlen, n < 1 ? "the hive has no brains" : "out of memory");
+        goto fail;
+    }
+    if (p->initial_deaths)
+        memcpy(h->initial_deaths, p->initial_deaths, (size_t)n * sizeof *h->initial_deaths);
+
+    h->prompts = bj_prompts_load(h->s->prompts_dir, err, errlen);
+    if (!h->prompts || resolve(h, err, errlen))
+        goto fail;
+    *status = 1;
+    if (check_budget(h, err, errlen))
+        goto fail;
+    int rc = bj_mkdirs(h->s->data_dir);
+    if (rc) {
+        snprintf(err, errlen, "data directory %s: %s", h->s->data_dir, strerror(-rc));
+        goto fail;
+    }
+    if (!(h->journal = bj_journal_open(h->s->data_dir, err, errlen)) || load_engines(h, err, errlen))
+        goto fail;
+    *status = 2;
+    for (int i = 0; i < n; i++)
+        if (check_prompt_fits(h, i, err, errlen))
+            goto fail;
+    *status = 1;
+    if (add_brains(h) == 0) {
+        snprintf(err, errlen, "no brain could be started");
+        goto fail;
+    }
+    view_init(h);
+    if (bj_bus_tap(h->bus, BJ_EV_ALL, view_tap, h)) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    return h;
+fail:
+    bj_hive_free(h);
+    return NULL;
+}
+
+int bj_hive_start(struct bj_hive *h, char *err, size_t errlen)
+{
+    h->started_us = bj_event_now();
+    for (int m = 0; m < h->n_models; m++) {
+        if (bj_engine_n_brains(h->models[m].engine) == 0)
+            atomic_fetch_add(&h->engines_done, 1); /* every brain of this model was denied */
+        else if (bj_engine_start(h->models[m].engine, err, errlen))
+            return -1;
+    }
+    h->running = true;
+    bj_info("hive running: %d brain%s on %d model%s; Ctrl-C stops", h->s->n_brains, h->s->n_brains == 1 ? "" : "s",
+            h->n_models, h->n_models == 1 ? "" : "s");
+    return 0;
+}
+
+int bj_hive_fd(const struct bj_hive *h) { return h->done_fd; }
+
+bool bj_hive_done(const struct bj_hive *h)
+{
+    return atomic_load(&((struct bj_hive *)h)->engines_done) >= h->n_models;
+}
+
+void bj_hive_reopen_logs(struct bj_hive *h)
+{
+    if (h->journal)
+        bj_journal_reopen(h->journal);
+}
+
+int bj_hive_reload_prompts(struct bj_hive *h, char *err, size_t errlen)
+{
+    if (h->n_old_prompts == (int)(sizeof h->old_prompts / sizeof h->old_prompts[0])) {
+        snprintf(err, errlen, "prompts reloaded too often in this run; restart to reload again");
+        return -1;
+    }
+    struct bj_prompts *p = bj_prompts_load(h->s->prompts_dir, err, errlen);
+    if (!p)
+        return -1;
+    for (int i = 0; i < h->s->n_brains; i++)
+        if (!bj_prompts_has(p, h->s->brains[i].role)) {
+            snprintf(err, errlen, "no prompt for role '%s' any more; keeping the old prompts", h->s->brains[i].role);
+            bj_prompts_free(p);
+            return -1;
+        }
+    for (int m = 0; m < h->n_models; m++)
+        bj_engine_set_prompts(h->models[m].engine, p);
+    h->old_prompts[h->n_old_prompts++] = h->prompts;
+    h->prompts = p;
+    return 0;
 }
 
 /* One line for people and benchmarks: aggregate generation speed and peak memory. */
-static void summary(const struct hive *h)
+static void summary(const struct bj_hive *h)
 {
     struct bj_engine_stats all = {0};
     for (int m = 0; m < h->n_models; m++) {
@@ -436,7 +638,7 @@ static void summary(const struct hive *h)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     uint64_t jars = 0;
-    for (int i = 0; i < h->c->n_brains; i++)
+    for (int i = 0; i < h->s->n_brains; i++)
         jars += h->jars[i].kv_bytes;
     bj_info("summary: %ld tokens generated in %.2f s = %.2f tok/s aggregate (generation-only steps: %.2f tok/s); "
             "peak RSS %.1f MB; jars %.1f MB", all.generated, all.busy_s,
@@ -444,89 +646,347 @@ static void summary(const struct hive *h)
             all.tg_s > 0 ? (double)all.tg_tokens / all.tg_s : 0.0, (double)ru.ru_maxrss / 1024.0, (double)jars / 1e6);
 }
 
-/* Stops and frees everything that was started, in the order that loses nothing: engines (the
- * publishers) first, then the bus is closed and the terminal prints what is still queued. */
-static void teardown(struct hive *h)
+void bj_hive_stop(struct bj_hive *h)
 {
+    if (!h->running)
+        return;
     for (int m = 0; m < h->n_models; m++)
-        if (h->models[m].engine)
-            bj_engine_stop(h->models[m].engine);
+        bj_engine_stop(h->models[m].engine);
+    h->running = false;
+    summary(h);
+    if (bj_log_get_level() <= BJ_LOG_INFO && h->budget)
+        bj_budget_manager_report(h->budget, stderr);
+}
+
+void bj_hive_free(struct bj_hive *h)
+{
+    if (!h)
+        return;
+    bj_hive_stop(h);
     for (int m = 0; m < h->n_models; m++)
         bj_engine_free(h->models[m].engine);
-    if (h->bus) {
-        bj_bus_close(h->bus);
-        bj_term_finish(h->term, h->bus);
-        bj_bus_free(h->bus);
+    for (struct grave *g = h->graveyard, *next; g; g = next) {
+        next = g->next;
+        if (bj_engine_finished(g->engine)) {
+            bj_engine_free(g->engine);
+        } else { /* still stuck: its contexts use the model, so both stay */
+            bj_warn("hive: an abandoned engine never came back; leaving it and its model to the exit");
+            h->models[g->model].model = NULL;
+        }
+        free(g);
     }
-    if (h->crash_fd >= 0)
-        close(h->crash_fd);
+    for (int m = 0; m < h->n_models; m++)
+        if (h->models[m].model)
+            llama_model_free(h->models[m].model);
+    bj_journal_close(h->journal);
     bj_prompts_free(h->prompts);
+    for (int i = 0; i < h->n_old_prompts; i++)
+        bj_prompts_free(h->old_prompts[i]);
     if (h->budget) {
-        for (int i = 0; i < h->c->n_brains; i++)
-            bj_budget_manager_release(h->budget, h->c->brains[i].id);
+        for (int i = 0; i < h->s->n_brains; i++)
+            bj_budget_manager_release(h->budget, h->s->brains[i].id);
         bj_budget_manager_free(h->budget);
     }
     bj_est_hive_free(h->est);
+    free(h->budget_report);
+    if (h->done_fd >= 0)
+        close(h->done_fd);
+    pthread_mutex_destroy(&h->view_lock);
+    free(h->models);
+    free(h->model_of);
+    free(h->engine_ix);
+    free(h->jars);
+    free(h->initial_deaths);
+    free(h->views);
+    free(h);
 }
 
-int bj_hive_run(const struct bj_config *c)
+/* ---- operator calls ---------------------------------------------------------------------- */
+
+static void publish_operator(struct bj_hive *h, const char *brain, const char *action, const char *who,
+                             const char *text)
 {
-    struct hive h = {.c = c, .crash_fd = -1};
-    char err[1024];
-    int status = 2;
+    struct bj_event ev = {.type = BJ_EV_OPERATOR};
+    bj_strlcpy(ev.brain, brain, sizeof ev.brain);
+    bj_strlcpy(ev.cause, action, sizeof ev.cause);
+    bj_strlcpy(ev.from, who ? who : "operator", sizeof ev.from);
+    ev.text = (char *)text;
+    bj_bus_publish(h->bus, &ev);
+}
 
-    /* Signals are taken synchronously by the main thread; every thread inherits the mask. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+/* The engine and engine index of a started brain; -ENOENT when there is none. */
+static int locate(struct bj_hive *h, const char *brain, struct bj_engine **e)
+{
+    if (!brain)
+        return -EINVAL;
+    int i = bj_spec_find_brain(h->s, brain);
+    if (i < 0 || h->engine_ix[i] < 0)
+        return -ENOENT;
+    *e = h->models[h->model_of[i]].engine;
+    return h->engine_ix[i];
+}
 
-    h.prompts = bj_prompts_load(c->prompts_dir, err, sizeof err);
-    if (!h.prompts || resolve(&h, err, sizeof err))
-        goto fail;
+int bj_hive_kill(struct bj_hive *h, const char *brain, const char *cause, const char *who)
+{
+    if (cause && strcmp(cause, "OPERATOR") != 0 && strcmp(cause, "WATCHDOG") != 0)
+        return -EINVAL;
+    struct bj_engine *e;
+    int ix = locate(h, brain, &e);
+    if (ix < 0)
+        return ix;
+    int rc = bj_engine_kill(e, ix, cause ? cause : "OPERATOR");
+    if (rc == 0)
+        publish_operator(h, brain, "kill", who, cause);
+    return rc;
+}
 
-    status = 1;
-    if (check_budget(&h, err, sizeof err) || open_data_dir(&h, err, sizeof err) || load_engines(&h, err, sizeof err))
-        goto fail;
-    status = 2;
-    for (int i = 0; i < c->n_brains; i++)
-        if (check_prompt_fits(&h, i, err, sizeof err))
-            goto fail;
+int bj_hive_resurrect(struct bj_hive *h, const char *brain, const char *who)
+{
+    struct bj_engine *e;
+    int ix = locate(h, brain, &e);
+    if (ix < 0)
+        return ix;
+    int rc = bj_engine_resurrect(e, ix);
+    if (rc == 0)
+        publish_operator(h, brain, "resurrect", who, NULL);
+    return rc;
+}
 
-    status = 1;
-    h.bus = bj_bus_new();
-    if (!h.bus) {
-        snprintf(err, sizeof err, "out of memory");
-        goto fail;
+static int pause_resume(struct bj_hive *h, const char *brain, bool paused, const char *who)
+{
+    struct bj_engine *e;
+    int ix = locate(h, brain, &e);
+    if (ix < 0)
+        return ix;
+    int rc = bj_engine_pause(e, ix, paused);
+    if (rc == 0)
+        publish_operator(h, brain, paused ? "pause" : "resume", who, NULL);
+    return rc;
+}
+
+int bj_hive_pause(struct bj_hive *h, const char *brain, const char *who) { return pause_resume(h, brain, true, who); }
+int bj_hive_resume(struct bj_hive *h, const char *brain, const char *who) { return pause_resume(h, brain, false, who); }
+
+int bj_hive_say(struct bj_hive *h, const char *brain, const char *from, const char *text, const char *who)
+{
+    if (!text || !*text || !bj_utf8_valid(text, strlen(text)))
+        return -EINVAL;
+    struct bj_engine *e;
+    int ix = locate(h, brain, &e);
+    if (ix < 0)
+        return ix;
+    char *msg = bj_prompt_outside_voice(from && *from ? from : "an operator", text);
+    if (!msg)
+        return -ENOMEM;
+    int rc = bj_engine_say(e, ix, from && *from ? from : "operator", msg);
+    free(msg);
+    if (rc == 0)
+        publish_operator(h, brain, "say", who, text);
+    return rc;
+}
+
+void bj_hive_observe_remote(struct bj_hive *h, const char *from, const char *text, bool lifecycle)
+{
+    char *msg = lifecycle ? strdup(text) : bj_prompt_remote_thought(from, text);
+    route(h, from, lifecycle, msg);
+    free(msg);
+}
+
+void bj_hive_throttle(struct bj_hive *h, int level)
+{
+    for (int m = 0; m < h->n_models; m++)
+        bj_engine_throttle(h->models[m].engine, level > 0 ? level * 10 : 0);
+}
+
+int bj_hive_stalled(struct bj_hive *h, int stall_ms)
+{
+    int64_t now = bj_now_us();
+    int stalled = 0;
+    for (int m = 0; m < h->n_models; m++) {
+        int64_t beat = bj_engine_beat(h->models[m].engine);
+        if (beat && now - beat > (int64_t)stall_ms * 1000)
+            stalled++;
     }
-    const char *focus = c->focus[0] ? c->focus : c->brains[0].id;
-    h.term = bj_term_start(h.bus, c->events, focus, stdout);
-    if (add_brains(&h) == 0) {
-        snprintf(err, sizeof err, "no brain could be started");
-        goto fail;
-    }
-    for (int m = 0; m < h.n_models; m++) {
-        if (bj_engine_n_brains(h.models[m].engine) == 0)
-            atomic_fetch_add(&h.engines_done, 1); /* every brain of this model was denied */
-        else if (bj_engine_start(h.models[m].engine, err, sizeof err))
-            goto fail;
-    }
-    bj_info("hive running: %d brain%s on %d model%s, %s mode; Ctrl-C stops", c->n_brains, c->n_brains == 1 ? "" : "s",
-            h.n_models, h.n_models == 1 ? "" : "s", bj_mode_name(c->mode));
+    return stalled;
+}
 
-    wait_for_end(&h, &sigs);
-    for (int m = 0; m < h.n_models; m++)
-        bj_engine_stop(h.models[m].engine);
-    summary(&h);
-    if (bj_log_get_level() <= BJ_LOG_INFO)
-        bj_budget_manager_report(h.budget, stderr);
-    teardown(&h);
+/* ---- supervision (main thread) ------------------------------------------------------------ */
+
+static void publish_watchdog(struct bj_hive *h, const char *stage, const char *text)
+{
+    struct bj_event ev = {.type = BJ_EV_WATCHDOG};
+    bj_strlcpy(ev.cause, stage, sizeof ev.cause);
+    ev.text = (char *)text;
+    bj_bus_publish(h->bus, &ev);
+}
+
+/* The stalled engine of model m is given up; its brains die (WATCHDOG), durable and routed like
+ * any death; a new engine on the same loaded model brings them back with a resurrection. */
+static int rebuild(struct bj_hive *h, int m, int64_t silent_ms, char *err, size_t errlen)
+{
+    struct model_slot *ms = &h->models[m];
+    struct bj_engine *old = ms->engine;
+    bj_engine_abandon(old);
+    struct grave *g = calloc(1, sizeof *g);
+    if (!g) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *g = (struct grave){.next = h->graveyard, .engine = old, .model = m};
+    h->graveyard = g;
+
+    struct bj_engine_params ep;
+    bj_engine_params_default(&ep);
+    ep.model_path = ms->path;
+    ep.model_label = model_label(ms->path);
+    ep.model = ms->model;
+    ep.plan = &est_model(h, m)->plan;
+    ep.max_steps = h->s->max_steps;
+    ep.bus = h->bus;
+    ep.on_done = on_engine_done;
+    ep.on_done_ud = h;
+    ep.on_events = on_step_events;
+    ep.on_events_ud = h;
+    struct bj_engine *e = bj_engine_new(&ep, err, errlen);
+    if (!e)
+        return -1;
+    struct bj_evbuf deaths = {0};
+    char detail[128];
+    snprintf(detail, sizeof detail, "its engine stalled for %lld ms and was rebuilt", (long long)silent_ms);
+    for (int i = 0; i < h->s->n_brains; i++) {
+        if (h->model_of[i] != m || h->engine_ix[i] < 0)
+            continue;
+        pthread_mutex_lock(&h->view_lock);
+        uint32_t n = h->views[i].deaths + 1;
+        int32_t used = h->views[i].jar_used;
+        pthread_mutex_unlock(&h->view_lock);
+        struct bj_event d = {.type = BJ_EV_DEATH, .crash_count = n, .jar_used = used,
+                             .jar_tokens = (int32_t)h->jars[i].tokens, .text = detail};
+        bj_strlcpy(d.brain, h->s->brains[i].id, sizeof d.brain);
+        bj_strlcpy(d.cause, "WATCHDOG", sizeof d.cause);
+        d.time_us = bj_event_now();
+        bj_evbuf_push(&deaths, &d);
+        struct bj_brain_params bp = {
+            .cfg = &h->s->brains[i],
+            .prompts = h->prompts,
+            .vocab = bj_engine_vocab(e),
+            .jar_tokens = h->jars[i].tokens,
+            .pause_ms = h->s->pause_ms,
+            .dump_dir = h->s->dump_context[0] ? h->s->dump_context : NULL,
+            .chat_template = h->s->chat_template ? ms->chat_template : NULL,
+            .initial_deaths = n,
+            .start_dead = true,
+        };
+        int ix = bj_engine_add_brain(e, &bp);
+        assert(ix == h->engine_ix[i]); /* the same brains in the same order */
+        (void)ix;
+    }
+    on_step_events(h, deaths.v, deaths.n);
+    bj_bus_publish_many(h->bus, deaths.v, deaths.n);
+    bj_evbuf_free(&deaths);
+    if (bj_engine_start(e, err, errlen)) {
+        bj_engine_free(e);
+        return -1;
+    }
+    ms->engine = e;
     return 0;
+}
 
-fail:
-    bj_error("%s", err);
-    teardown(&h);
-    return status;
+int bj_hive_supervise(struct bj_hive *h, char *err, size_t errlen)
+{
+    int stall_ms = h->s->stall_timeout_ms > 0 ? h->s->stall_timeout_ms : 60000;
+    int64_t now = bj_now_us();
+    int restarted = 0;
+    for (int m = 0; m < h->n_models && h->running; m++) {
+        int64_t beat = bj_engine_beat(h->models[m].engine);
+        if (!beat || now - beat <= (int64_t)stall_ms * 1000)
+            continue;
+        int64_t silent_ms = (now - beat) / 1000;
+        char text[256];
+        /* At most 5 restarts in 60 s: beyond that, rebuilding is not helping. */
+        if (h->n_restarts == 5 && now - h->restarts[0] < 60 * 1000000LL) {
+            snprintf(err, errlen, "engine %s stalled again (%lld ms): 5 restarts in under 60 s, giving up",
+                     model_label(h->models[m].path), (long long)silent_ms);
+            publish_watchdog(h, "supervisor_gave_up", err);
+            return -1;
+        }
+        if (h->n_restarts == 5)
+            memmove(h->restarts, h->restarts + 1, 4 * sizeof *h->restarts);
+        else
+            h->n_restarts++;
+        h->restarts[h->n_restarts - 1] = now;
+        snprintf(text, sizeof text, "engine %s stalled: no step for %lld ms; rebuilding it on the same model",
+                 model_label(h->models[m].path), (long long)silent_ms);
+        bj_error("%s", text);
+        publish_watchdog(h, "engine_restart", text);
+        if (rebuild(h, m, silent_ms, err, errlen) != 0)
+            return -1;
+        bj_info("engine %s rebuilt in %.1f ms", model_label(h->models[m].path), (double)(bj_now_us() - now) / 1000.0);
+        restarted++;
+    }
+    for (struct grave **p = &h->graveyard; *p;) { /* free the abandoned engines that came back */
+        struct grave *g = *p;
+        if (bj_engine_finished(g->engine)) {
+            bj_engine_free(g->engine);
+            *p = g->next;
+            free(g);
+        } else {
+            p = &g->next;
+        }
+    }
+    return restarted;
+}
+
+/* ---- snapshots --------------------------------------------------------------------------- */
+
+int bj_hive_snapshot(struct bj_hive *h, struct bj_hive_snapshot *out)
+{
+    memset(out, 0, sizeof *out);
+    out->brains = malloc((size_t)h->s->n_brains * sizeof *out->brains);
+    if (!out->brains)
+        return -1;
+    pthread_mutex_lock(&h->view_lock);
+    memcpy(out->brains, h->views, (size_t)h->s->n_brains * sizeof *out->brains);
+    out->n_brains = h->s->n_brains;
+    out->started_us = h->started_us;
+    out->deaths = h->deaths;
+    out->tokens = h->tokens;
+    pthread_mutex_unlock(&h->view_lock);
+    for (int i = 0; i < out->n_brains; i++)
+        out->tok_s += out->brains[i].tok_s;
+    return 0;
+}
+
+void bj_hive_snapshot_free(struct bj_hive_snapshot *s)
+{
+    free(s->brains);
+    s->brains = NULL;
+    s->n_brains = 0;
+}
+
+int bj_hive_brain(struct bj_hive *h, const char *brain, struct bj_brain_view *out)
+{
+    int i = brain ? bj_spec_find_brain(h->s, brain) : -1;
+    if (i < 0)
+        return -ENOENT;
+    pthread_mutex_lock(&h->view_lock);
+    *out = h->views[i];
+    pthread_mutex_unlock(&h->view_lock);
+    return 0;
+}
+
+const struct bj_hive_spec *bj_hive_spec_of(const struct bj_hive *h) { return h->s; }
+
+char *bj_hive_budget_report(struct bj_hive *h)
+{
+    char *ledger = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&ledger, &len);
+    if (!f)
+        return NULL;
+    fputs(h->budget_report ? h->budget_report : "", f);
+    if (h->budget)
+        bj_budget_manager_report(h->budget, f);
+    fclose(f);
+    return ledger;
 }

@@ -47,6 +47,11 @@ int bj_hive_start(struct bj_hive *h, char *err, size_t errlen);
 int bj_hive_fd(const struct bj_hive *h);
 /* Whether every engine has stopped by itself. */
 bool bj_hive_done(const struct bj_hive *h);
+/* Reopens crash_reports.log (SIGHUP, after a log rotation). Any thread. */
+void bj_hive_reopen_logs(struct bj_hive *h);
+/* Reads the prompt files again (SIGHUP); brains use them from their next life on. Main thread.
+ * 0, or -1 with err (the old prompts stay). */
+int bj_hive_reload_prompts(struct bj_hive *h, char *err, size_t errlen);
 /* Stops every engine after its current step (idempotent) and prints the run summary. */
 void bj_hive_stop(struct bj_hive *h);
 void bj_hive_free(struct bj_hive *h);
@@ -103,6 +108,12 @@ int bj_hive_snapshot(struct bj_hive *h, struct bj_hive_snapshot *out);
 void bj_hive_snapshot_free(struct bj_hive_snapshot *s);
 /* One brain's view; 0, or -ENOENT. */
 int bj_hive_brain(struct bj_hive *h, const char *brain, struct bj_brain_view *out);
+
+/* The supervisor's round (main thread, about once a second): an engine whose loop has not turned
+ * for the spec's stall timeout is given up and rebuilt on the same loaded model; its brains die
+ * (WATCHDOG) and come back. At most 5 restarts in 60 s. Returns the number of engines rebuilt,
+ * or -1 with err when the hive cannot go on (the caller exits non-zero). */
+int bj_hive_supervise(struct bj_hive *h, char *err, size_t errlen);
 
 /* Health for the supervisor: each engine thread beats once per step; returns the number of
  * engines whose last beat is older than stall_ms (0: all healthy). Any thread. */

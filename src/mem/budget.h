@@ -147,4 +147,11 @@ int bj_budget_preload_check(const struct bj_budget_settings *s, const struct bj_
                             const struct bj_gpu_info *gpu, uint64_t need_host, uint64_t need_gpu, char *msg,
                             size_t msglen);
 
+/* Layer 1 for an estimate already made (the hive estimates once and keeps the estimate for
+ * layers 2 and 3): reads memory facts from `paths` into *sm and *gpu (kept for the allocation
+ * manager) and prints the report (titled with `label`, e.g. the mode) to `out`. Returns 0 pass,
+ * 1 fail, 2 memory facts unreadable. */
+int bj_validate_hive(const struct bj_hive_spec *s, const char *label, const struct bj_est_hive *h,
+                     const struct bj_sysmem_paths *paths, FILE *out, struct bj_sysmem *sm, struct bj_gpu_info *gpu);
+
 #endif

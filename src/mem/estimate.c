@@ -70,8 +70,10 @@ void bj_est_opts_default(struct bj_est_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->n_gpu_layers = -1;
-    o->use_mmap = true;
+    o->use_mmap = -1;
     o->repack = true;
+    o->n_engines = 1;
+    o->backend_sampling = -1;
     o->kv_type = GGML_TYPE_F16;
     o->flash_attn = -1;
     o->prefill_chunk = 64;
@@ -90,6 +92,7 @@ void bj_est_opts_from_spec(struct bj_est_opts *o, const struct bj_hive_spec *c)
     o->prefill_chunk = c->prefill_chunk > 0 ? c->prefill_chunk : 64;
     o->n_threads = c->n_threads;
     o->schedule = c->schedule;
+    o->backend_sampling = c->backend_sampling;
 }
 
 uint64_t bj_est_mem_total(const struct bj_est_mem *m)
@@ -219,7 +222,7 @@ struct placement {
 static bool on_gpu(const struct placement *p, int layer) { return p->gpu && layer >= 0 && layer >= p->i_gpu_start; }
 
 /* Tensor by tensor: where each weight goes and what memory it takes. */
-static int place_weights(const char *path, const struct bj_est_opts *o, const struct placement *pl,
+static int place_weights(const char *path, const struct bj_est_opts *o, bool use_mmap, const struct placement *pl,
                          struct bj_est_model *m, char *err, size_t errlen)
 {
     struct ggml_context *meta = NULL;
@@ -268,7 +271,7 @@ static int place_weights(const char *path, const struct bj_est_opts *o, const st
             m->n_repacked++;
             continue;
         }
-        if (!o->use_mmap) {
+        if (!use_mmap) {
             m->cpu.weights_anon += pad_u64(bytes, EST_TENSOR_ALIGN);
             continue;
         }
@@ -277,7 +280,7 @@ static int place_weights(const char *path, const struct bj_est_opts *o, const st
         if (off + bytes > map_last)
             map_last = off + bytes;
     }
-    if (o->use_mmap && map_last > map_first) {
+    if (use_mmap && map_last > map_first) {
         uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
         uint64_t last = pad_u64(map_last, page);
         if (last > m->mi.file_size)
@@ -374,41 +377,6 @@ static void dry_log(enum ggml_log_level level, const char *text, void *ud)
         c->prev(level, text, c->prev_ud);
 }
 
-static struct llama_model_params engine_model_params(const struct bj_est_opts *o)
-{
-    struct llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = o->n_gpu_layers;
-    mp.load_mode = o->use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
-    mp.use_extra_bufts = o->repack;
-    return mp;
-}
-
-static int online_cores(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
-static struct llama_context_params engine_ctx_params(const struct bj_est_opts *o, const struct ctx_layout *l,
-                                                     uint32_t cells_req)
-{
-    struct llama_context_params cp = llama_context_default_params();
-    uint32_t want_batch = l->n_seq * (uint32_t)o->prefill_chunk;
-    cp.n_ctx = cells_req;
-    cp.n_seq_max = l->n_seq;
-    cp.kv_unified = l->unified;
-    cp.n_batch = want_batch > EST_MIN_BATCH ? want_batch : EST_MIN_BATCH;
-    cp.n_ubatch = EST_UBATCH;
-    cp.type_k = o->kv_type;
-    cp.type_v = o->kv_type;
-    cp.flash_attn_type = o->flash_attn < 0    ? LLAMA_FLASH_ATTN_TYPE_AUTO
-                         : o->flash_attn == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
-                                              : LLAMA_FLASH_ATTN_TYPE_ENABLED;
-    cp.n_threads = o->n_threads > 0 ? o->n_threads : online_cores();
-    cp.n_threads_batch = cp.n_threads;
-    return cp;
-}
-
 /* The largest step the engine ever decodes: every brain a prefill chunk, one output (the last
  * token's logits) per brain. */
 static uint32_t engine_step_tokens(const struct bj_est_opts *o, const struct ctx_layout *l)
@@ -423,13 +391,13 @@ static uint32_t engine_step_tokens(const struct bj_est_opts *o, const struct ctx
  * brain) instead of llama.cpp's worst case (a full ubatch with every token's logits): on the CPU,
  * only that part of the compute buffer is ever written, so only that part becomes resident.
  * Returns 0 or -1 (c->last_error says why). */
-static int dry_run(const char *path, const struct bj_est_opts *o, const struct ctx_layout *l, uint32_t cells_req,
-                   bool touched, struct dry_capture *c)
+static int dry_run(const char *path, const struct bj_est_opts *o, const struct bj_plan *plan, int ctx_index,
+                   const struct ctx_layout *l, bool touched, struct dry_capture *c)
 {
     memset(c, 0, sizeof *c);
     llama_log_get(&c->prev, &c->prev_ud);
     llama_log_set(dry_log, c);
-    struct llama_model_params mp = engine_model_params(o);
+    struct llama_model_params mp = bj_plan_model_params(plan);
     mp.no_alloc = true;
     mp.load_mode = LLAMA_LOAD_MODE_NONE; /* llama.cpp asserts: no_alloc maps nothing */
     int rc = -1;
@@ -437,7 +405,7 @@ static int dry_run(const char *path, const struct bj_est_opts *o, const struct c
     struct llama_context *ctx = NULL;
     if (!model)
         goto out;
-    struct llama_context_params cp = engine_ctx_params(o, l, cells_req);
+    struct llama_context_params cp = bj_plan_context_params(plan, ctx_index);
     if (touched) {
         uint32_t step = engine_step_tokens(o, l);
         cp.n_ubatch = step < cp.n_ubatch ? step : cp.n_ubatch;
@@ -473,13 +441,13 @@ static void compute_formula(const struct bj_modelinfo *mi, const struct bj_est_o
 
 /* Compute and output buffers of one context. On the CPU they count as far as the engine's
  * largest step writes them; on a GPU (physical allocations) in full. */
-static void add_buffers(const char *path, const struct bj_est_opts *o, const struct ctx_layout *l, uint32_t cells_req,
-                        const struct placement *pl, bool first_ctx, struct bj_est_model *m)
+static void add_buffers(const char *path, const struct bj_est_opts *o, const struct bj_plan *plan, int ctx_index,
+                        const struct ctx_layout *l, const struct placement *pl, struct bj_est_model *m)
 {
     struct dry_capture c;
     uint64_t host_compute, dev_compute = 0, output;
     bool touched = !pl->gpu;
-    if (o->dry_run && dry_run(path, o, l, cells_req, touched, &c) == 0) {
+    if (o->dry_run && dry_run(path, o, plan, ctx_index, l, touched, &c) == 0) {
         host_compute = c.host_compute;
         dev_compute = c.dev_compute;
         output = c.output;
@@ -499,21 +467,28 @@ static void add_buffers(const char *path, const struct bj_est_opts *o, const str
     m->cpu.compute += host_compute;
     m->gpu.compute += dev_compute;
     m->cpu.output += output;
-    m->cpu.overhead += (uint64_t)((first_ctx ? EST_OVERHEAD_PER_CTX : EST_OVERHEAD_EXTRA_CTX) +
+    m->cpu.overhead += (uint64_t)((ctx_index == 0 ? EST_OVERHEAD_PER_CTX : EST_OVERHEAD_EXTRA_CTX) +
                                   EST_WORK_PER_TOKEN_FF * engine_step_tokens(o, l) * (double)m->mi.n_ff);
 }
 
-/* The engine's schedule: auto is batched with GPU layers or one brain, else parallel when each
- * brain gets 4+ cores (engine.c's resolve_schedule). */
-static enum bj_schedule resolve_schedule(const struct bj_est_opts *o, int n_brains)
+/* The plan the engine will run for these brains (plan.h), from the options and the model. */
+static int plan_for(const struct bj_est_opts *o, const struct bj_modelinfo *mi, int n_repacked, const long *jars,
+                    int n_brains, struct bj_plan *plan, char *err, size_t errlen)
 {
-    if (o->schedule != BJ_SCHED_AUTO)
-        return n_brains > 1 ? o->schedule : BJ_SCHED_BATCHED;
-    bool gpu = llama_supports_gpu_offload() && o->n_gpu_layers != 0;
-    if (gpu || n_brains <= 1)
-        return BJ_SCHED_BATCHED;
-    int threads = o->n_threads > 0 ? o->n_threads : online_cores();
-    return threads >= 4 * n_brains ? BJ_SCHED_PARALLEL : BJ_SCHED_BATCHED;
+    struct bj_plan_settings ps = bj_plan_default_settings();
+    ps.schedule = o->schedule;
+    ps.n_threads = o->n_threads;
+    ps.n_engines = o->n_engines;
+    ps.n_gpu_layers = o->n_gpu_layers;
+    ps.use_mmap = o->use_mmap;
+    ps.repack = o->repack;
+    ps.kv_type = o->kv_type;
+    ps.flash_attn = o->flash_attn;
+    ps.prefill_chunk = o->prefill_chunk;
+    ps.backend_sampling = o->backend_sampling;
+    struct bj_plan_facts f = bj_plan_facts_here((int)mi->n_layer, n_repacked);
+    f.gpu_offload = have_gpu_backend();
+    return bj_plan_make(&ps, &f, jars, n_brains, plan, err, errlen);
 }
 
 /* ---- one model --------------------------------------------------------------------------- */
@@ -556,10 +531,21 @@ int bj_estimate_model(const char *path, const struct bj_est_opts *o, const long 
         out->gpu_layers = ngl > (int)mi->n_layer ? (int)mi->n_layer : ngl - 1;
         out->output_on_gpu = true;
     }
-    if (place_weights(path, o, &pl, out, err, errlen) != 0)
+    /* Where the weights go decides the load mode (repacked weights: read, not mmap), and the
+     * load mode decides what the weights cost: place them once to learn, again if it changed. */
+    if (place_weights(path, o, true, &pl, out, err, errlen) != 0)
         return -1;
-
-    bool parallel = resolve_schedule(o, n_brains) == BJ_SCHED_PARALLEL;
+    if (plan_for(o, mi, out->n_repacked, jar_tokens, n_brains, &out->plan, err, errlen) != 0)
+        return -1;
+    if (!out->plan.use_mmap) {
+        out->gpu.weights_anon = out->cpu.weights_anon = out->cpu.weights_file = 0;
+        out->cpu_weight_bytes = out->repacked_bytes = 0;
+        out->n_repacked = 0;
+        if (place_weights(path, o, false, &pl, out, err, errlen) != 0)
+            return -1;
+    }
+    const struct bj_plan *plan = &out->plan;
+    bool parallel = plan->schedule == BJ_SCHED_PARALLEL;
     out->n_contexts = parallel ? n_brains : 1;
     uint64_t jar_cells = 0;
     for (int i = 0; i < n_brains; i++) {
@@ -569,15 +555,9 @@ int bj_estimate_model(const char *path, const struct bj_est_opts *o, const long 
     out->cpu.overhead += (uint64_t)(EST_OVERHEAD_PER_CELL * (double)jar_cells);
     for (int c = 0; c < out->n_contexts; c++) {
         struct ctx_layout l;
-        uint32_t cells;
-        bool unified = false;
-        if (parallel)
-            cells = (uint32_t)jar_tokens[c];
-        else
-            cells = bj_jar_kv_cells(jar_tokens, n_brains, &unified);
-        layout_one(cells, parallel ? 1 : n_brains, unified, o->prefill_chunk, &l);
+        layout_one(bj_plan_cells(plan, c), parallel ? 1 : n_brains, plan->unified, plan->prefill_chunk, &l);
         place_kv(o, &pl, (uint64_t)l.n_ctx_seq * l.n_stream, out);
-        add_buffers(path, o, &l, cells, &pl, c == 0, out);
+        add_buffers(path, o, plan, c, &l, &pl, out);
         if (c == 0) {
             out->n_ctx = l.n_ctx;
             out->n_stream = l.n_stream;
@@ -645,6 +625,7 @@ struct bj_est_hive *bj_estimate_spec(const struct bj_hive_spec *c, const char *d
         b->jar_gb = c->brains[i].jar_tokens > 0 ? 0 : c->brains[i].jar_gb;
         b->model = find_or_add_model(h, path);
     }
+    h->opts.n_engines = h->n_models; /* engines run at once and split the threads */
     for (int m = 0; m < h->n_models; m++) {
         struct bj_modelinfo *mi = malloc(sizeof *mi);
         char path[PATH_MAX];
@@ -839,7 +820,20 @@ int bj_estimate_measure(const char *path, const struct bj_est_opts *o, const lon
     memset(out, 0, sizeof *out);
     if (check_jars(jar_tokens, n_brains, err, errlen) != 0)
         return -1;
-    bool parallel = resolve_schedule(o, n_brains) == BJ_SCHED_PARALLEL;
+    struct bj_est_model *em = malloc(sizeof *em);
+    if (!em) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    struct bj_est_opts quick = *o;
+    quick.dry_run = false;
+    int erc = bj_estimate_model(path, &quick, jar_tokens, n_brains, em, err, errlen);
+    struct bj_plan plan_copy = em->plan;
+    free(em);
+    if (erc != 0)
+        return -1;
+    const struct bj_plan *plan = &plan_copy;
+    bool parallel = plan->schedule == BJ_SCHED_PARALLEL;
     bool gpu = have_gpu_backend() && o->n_gpu_layers != 0; /* then device memory is measured too */
     int n_ctx = parallel ? n_brains : 1;
     struct mctx cs[BJ_MAX_BRAINS];
@@ -847,11 +841,10 @@ int bj_estimate_measure(const char *path, const struct bj_est_opts *o, const lon
     uint32_t cells[BJ_MAX_BRAINS];
     memset(cs, 0, sizeof cs);
     for (int c = 0; c < n_ctx; c++) {
-        bool unified = false;
         cs[c].n_seq = parallel ? 1 : n_brains;
         cs[c].jars = parallel ? &jar_tokens[c] : jar_tokens;
-        cells[c] = parallel ? (uint32_t)jar_tokens[c] : bj_jar_kv_cells(jar_tokens, n_brains, &unified);
-        layout_one(cells[c], cs[c].n_seq, unified, o->prefill_chunk, &l[c]);
+        cells[c] = bj_plan_cells(plan, c);
+        layout_one(cells[c], cs[c].n_seq, plan->unified, plan->prefill_chunk, &l[c]);
     }
     long min_jar = jar_tokens[0];
     for (int i = 1; i < n_brains; i++)
@@ -875,20 +868,18 @@ int bj_estimate_measure(const char *path, const struct bj_est_opts *o, const lon
     /* As in a hive, which validates (a dry run) before it loads. What the dry run leaves in the
      * heap is reused by the load, so the growth from this baseline is the model's whole cost. */
     struct dry_capture warm;
-    dry_run(path, o, &l[0], cells[0], true, &warm);
+    dry_run(path, o, plan, 0, &l[0], true, &warm);
 
     int rc = -1;
     struct llama_batch batch = {0};
     double t0 = now_s();
-    struct llama_model *model = llama_model_load_from_file(path, engine_model_params(o));
+    struct llama_model *model = llama_model_load_from_file(path, bj_plan_model_params(plan));
     if (!model) {
         snprintf(err, errlen, "model file %s: llama.cpp could not load it", path);
         goto out;
     }
     for (int c = 0; c < n_ctx; c++) {
-        struct llama_context_params cp = engine_ctx_params(o, &l[c], cells[c]);
-        if (parallel)
-            cp.n_threads = cp.n_threads_batch = cp.n_threads / n_ctx > 0 ? cp.n_threads / n_ctx : 1;
+        struct llama_context_params cp = bj_plan_context_params(plan, c);
         if (!(cs[c].ctx = llama_init_from_model(model, cp))) {
             snprintf(err, errlen, "model file %s: llama.cpp could not create a context of %u cells", path, cells[c]);
             goto out;

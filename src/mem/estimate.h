@@ -26,16 +26,19 @@
 #include "spec.h"
 #include "jar.h"
 #include "modelinfo.h"
+#include "plan.h"
 
 /* How the engine loads and runs a model; what the estimate mirrors. */
 struct bj_est_opts {
     int n_gpu_layers;       /* -1: all (llama.cpp's meaning); ignored by builds without a GPU backend */
-    bool use_mmap;          /* load_mode MMAP (true) or NONE */
+    int use_mmap;           /* -1 auto (the plan decides), 0 read, 1 mmap */
     bool repack;            /* llama_model_params.use_extra_bufts (llama.cpp default: true) */
     enum ggml_type kv_type; /* K and V cache type */
     int flash_attn;         /* -1 auto, 0 off, 1 on */
     int prefill_chunk;      /* prompt tokens per brain per step (sizes n_batch) */
-    int n_threads;          /* 0: all online cores */
+    int n_threads;          /* for the process; 0: all online cores */
+    int n_engines;          /* models loaded at once: they split the threads */
+    int backend_sampling;   /* -1 auto, 0 off, 1 on */
     enum bj_schedule schedule; /* BATCHED: one context per model; PARALLEL: one per brain; AUTO: as
                                 * the engine resolves it (parallel when each brain gets 4+ cores
                                 * and no layer is on a GPU) */
@@ -63,6 +66,7 @@ uint64_t bj_est_mem_total(const struct bj_est_mem *m);
 struct bj_est_model {
     char path[PATH_MAX];
     struct bj_modelinfo mi;
+    struct bj_plan plan;          /* how the engine will run it: what this estimate predicts */
     int n_brains;
     /* context layout, as llama.cpp will make it (per context; n_contexts of them) */
     int n_contexts;               /* 1 batched, n_brains parallel */

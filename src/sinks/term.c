@@ -12,7 +12,7 @@
 struct bj_term {
     struct bj_sub *sub;
     enum bj_events_out mode;
-    char focus[BJ_NAME_MAX];
+    char focus[32];
     FILE *out;
     bool color;
     bool mid_line;      /* the focus brain's stream is mid-line */

@@ -40,7 +40,7 @@ class HiveCase(unittest.TestCase):
             path = os.path.join(self.dump, f"{brain}-life{life}.txt")
             if not os.path.exists(path):
                 return out
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8", newline="") as f:
                 out.append(f.read())
             life += 1
 
@@ -48,7 +48,7 @@ class HiveCase(unittest.TestCase):
         path = os.path.join(self.data, "crash_reports.log")
         if not os.path.exists(path):
             return []
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:
             return f.read().splitlines()
 
 

@@ -7,9 +7,11 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "bus.h"
+#include "util.h"
 
 static void publish(struct bj_bus *bus, enum bj_event_type type, const char *brain, const char *text)
 {
@@ -83,13 +85,17 @@ static void test_slow_subscriber(void **state)
 struct producer {
     struct bj_bus *bus;
     int n;
+    char name[8];
 };
 
 static void *produce(void *arg)
 {
     struct producer *p = arg;
-    for (int i = 0; i < p->n; i++)
-        publish(p->bus, BJ_EV_THOUGHT, "A", "t");
+    for (int i = 0; i < p->n; i++) {
+        struct bj_event ev = {.type = BJ_EV_THOUGHT, .thought = (uint32_t)i + 1, .text = (char *)"t"};
+        bj_strlcpy(ev.brain, p->name, sizeof ev.brain);
+        bj_bus_publish(p->bus, &ev);
+    }
     return NULL;
 }
 
@@ -100,16 +106,23 @@ static void test_many_publishers_lose_no_lifecycle_event(void **state)
     struct bj_sub *s = bj_bus_subscribe(bus, "store", BJ_EV_ALL, 8); /* tiny capacity on purpose */
     enum { THREADS = 4, EACH = 2000 };
     pthread_t th[THREADS];
-    struct producer p = {bus, EACH};
-    for (int i = 0; i < THREADS; i++)
-        pthread_create(&th[i], NULL, produce, &p);
+    struct producer p[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        p[i] = (struct producer){.bus = bus, .n = EACH};
+        snprintf(p[i].name, sizeof p[i].name, "P%d", i);
+        pthread_create(&th[i], NULL, produce, &p[i]);
+    }
     int got = 0;
-    uint64_t last = 0;
+    uint32_t last[THREADS] = {0};
+    static bool seen[THREADS * EACH + 1];
     struct bj_event ev;
     while (got < THREADS * EACH) {
         assert_int_equal(bj_sub_next(s, &ev, 5000), 1);
-        assert_true(ev.seq > last); /* one global order */
-        last = ev.seq;
+        int k = ev.brain[1] - '0';
+        assert_int_equal(ev.thought, last[k] + 1); /* each publisher's order is kept */
+        last[k] = ev.thought;
+        assert_true(ev.seq >= 1 && ev.seq <= THREADS * EACH && !seen[ev.seq]); /* seq numbers are unique */
+        seen[ev.seq] = true;
         bj_event_clear(&ev);
         got++;
     }

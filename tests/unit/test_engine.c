@@ -1,6 +1,7 @@
 /* Unit tests for the engine's operator requests on the tiny model: a kill (the function the
  * web/API will call) kills only its brain with cause OPERATOR, which comes back once; pause stops
  * a brain's tokens without killing it, resume brings them back; unknown brains are refused. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +25,7 @@ struct fixture {
     struct bj_sub *sub;
     struct bj_prompts *prompts;
     struct bj_engine *e;
+    struct bj_plan plan;
 };
 
 static int setup(void **state)
@@ -38,17 +40,22 @@ static int setup(void **state)
     f->bus = bj_bus_new();
     f->sub = bj_bus_subscribe(f->bus, "test", BJ_EV_ALL, 1u << 20);
     f->prompts = bj_prompts_load(NULL, err, sizeof err);
+    struct bj_plan_settings ps = bj_plan_default_settings();
+    ps.n_threads = 2;
+    struct bj_plan_facts facts = bj_plan_facts_here(2, 0);
+    long jars[3] = {3000, 3000, 3000};
+    assert_int_equal(bj_plan_make(&ps, &facts, jars, f->cfg.spec.n_brains, &f->plan, err, sizeof err), 0);
     struct bj_engine_params ep;
     bj_engine_params_default(&ep);
     ep.model_path = getenv("BJ_TINY_MODEL");
     ep.bus = f->bus;
-    ep.n_threads = 2;
+    ep.plan = &f->plan;
     f->e = bj_engine_new(&ep, err, sizeof err);
     assert_non_null(f->e);
     for (int i = 0; i < f->cfg.spec.n_brains; i++) {
         struct bj_brain_params bp = {.cfg = &f->cfg.spec.brains[i], .prompts = f->prompts,
-                                     .vocab = bj_engine_vocab(f->e), .bus = f->bus, .jar_tokens = 3000};
-        assert_non_null(bj_engine_add_brain(f->e, &bp));
+                                     .vocab = bj_engine_vocab(f->e), .jar_tokens = 3000};
+        assert_int_equal(bj_engine_add_brain(f->e, &bp), i);
     }
     assert_int_equal(bj_engine_start(f->e, err, sizeof err), 0);
     *state = f;
@@ -95,8 +102,8 @@ static void test_operator_kill(void **state)
     struct bj_event ev;
     assert_int_equal(wait_for(f, BJ_EV_TOKEN, "OBSERVER", &ev, NULL, NULL), 1);
     bj_event_clear(&ev);
-    assert_int_equal(bj_engine_kill(f->e, "NOBODY", "OPERATOR"), -1);
-    assert_int_equal(bj_engine_kill(f->e, "OBSERVER", "OPERATOR"), 0);
+    assert_int_equal(bj_engine_kill(f->e, 7, "OPERATOR"), -ENOENT);
+    assert_int_equal(bj_engine_kill(f->e, bj_engine_index(f->e, "OBSERVER"), "OPERATOR"), 0);
     assert_int_equal(wait_for(f, BJ_EV_DEATH, NULL, &ev, NULL, NULL), 1);
     assert_string_equal(ev.brain, "OBSERVER"); /* the first death is the one asked for */
     assert_string_equal(ev.cause, "OPERATOR");
@@ -113,7 +120,7 @@ static void test_pause_and_resume(void **state)
 {
     struct fixture *f = *state;
     struct bj_event ev;
-    assert_int_equal(bj_engine_pause(f->e, "SUBJECT", true), 0);
+    assert_int_equal(bj_engine_pause(f->e, bj_engine_index(f->e, "SUBJECT"), true), 0);
     /* Once SUBJECT reports itself paused, the others go on and SUBJECT says nothing. */
     for (;;) {
         assert_int_equal(wait_for(f, BJ_EV_STATUS, "SUBJECT", &ev, NULL, NULL), 1);
@@ -128,7 +135,7 @@ static void test_pause_and_resume(void **state)
         bj_event_clear(&ev);
     }
     assert_int_equal(subject_tokens, 0);
-    assert_int_equal(bj_engine_pause(f->e, "SUBJECT", false), 0);
+    assert_int_equal(bj_engine_pause(f->e, bj_engine_index(f->e, "SUBJECT"), false), 0);
     assert_int_equal(wait_for(f, BJ_EV_TOKEN, "SUBJECT", &ev, NULL, NULL), 1);
     bj_event_clear(&ev);
 }

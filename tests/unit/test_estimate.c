@@ -292,7 +292,7 @@ static void test_config_hive(void **state)
     char err[256];
     bj_config_defaults(c); /* matrix: 8/10/12 GB jars */
     assert_int_equal(bj_config_finish(c, err, sizeof err), 0);
-    struct bj_est_hive *h = bj_estimate_spec(c, tiny(), err, sizeof err);
+    struct bj_est_hive *h = bj_estimate_spec(&c->spec, tiny(), err, sizeof err);
     if (!h)
         fail_msg("%s", err);
     assert_int_equal(h->n_models, 1);
@@ -306,15 +306,15 @@ static void test_config_hive(void **state)
     bj_est_hive_free(h);
 
     c->spec.brains[1].jar_gb = 1e-12; /* holds no token */
-    h = bj_estimate_spec(c, tiny(), err, sizeof err);
+    h = bj_estimate_spec(&c->spec, tiny(), err, sizeof err);
     assert_null(h);
     assert_non_null(strstr(err, "holds no token"));
     c->spec.brains[1].jar_gb = 1e9; /* absurdly large: clamped to the training context */
-    h = bj_estimate_spec(c, tiny(), err, sizeof err);
+    h = bj_estimate_spec(&c->spec, tiny(), err, sizeof err);
     assert_non_null(h);
     assert_int_equal(h->brains[1].jar.tokens, 4096);
     bj_est_hive_free(h);
-    h = bj_estimate_spec(c, "", err, sizeof err);
+    h = bj_estimate_spec(&c->spec, "", err, sizeof err);
     assert_null(h);
     assert_non_null(strstr(err, "no model"));
     free(c);
@@ -359,7 +359,7 @@ static void test_cli(void **state)
     assert_int_equal(cli_rc, 2);
     CLI(tiny(), "--brains", "0");
     assert_int_equal(cli_rc, 2);
-    CLI(tiny(), "--brains", "17");
+    CLI(tiny(), "--brains", "257");
     assert_int_equal(cli_rc, 2);
     CLI(tiny(), "--kv-type", "q9");
     assert_int_equal(cli_rc, 2);

@@ -1,0 +1,147 @@
+/* plan: see plan.h. */
+#include "plan.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "jar.h"
+
+#define PLAN_MIN_BATCH 512u
+#define PLAN_UBATCH 512u
+
+struct bj_plan_settings bj_plan_default_settings(void)
+{
+    return (struct bj_plan_settings){
+        .schedule = BJ_SCHED_AUTO, .n_threads = 0, .n_engines = 1, .n_gpu_layers = -1, .use_mmap = -1,
+        .repack = true, .kv_type = GGML_TYPE_F16, .flash_attn = -1, .prefill_chunk = 64, .backend_sampling = -1,
+    };
+}
+
+struct bj_plan_settings bj_plan_settings_from_spec(const struct bj_hive_spec *s, int n_engines)
+{
+    struct bj_plan_settings p = bj_plan_default_settings();
+    p.schedule = s->schedule;
+    p.n_threads = s->n_threads;
+    p.n_engines = n_engines > 0 ? n_engines : 1;
+    p.n_gpu_layers = s->n_gpu_layers;
+    p.use_mmap = s->use_mmap;
+    p.kv_type = s->kv_type;
+    p.flash_attn = s->flash_attn;
+    p.prefill_chunk = s->prefill_chunk > 0 ? s->prefill_chunk : 64;
+    p.backend_sampling = s->backend_sampling;
+    return p;
+}
+
+int bj_plan_online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* On the CPU, every core but one: llama.cpp's workers meet at a spinning barrier after every
+ * operation, so when another busy process takes a core, a worker that is not running stalls all
+ * the others. Measured on this project's 2-core machine under load (docs/BENCHMARKS.md): 2 threads
+ * 1.5 tok/s, 1 thread 34.6 tok/s. A core left free keeps the hive running whatever else the
+ * machine does; with a GPU the CPU threads do little and all cores are fine. */
+int bj_plan_default_threads(int cores, bool gpu)
+{
+    if (cores < 1)
+        cores = 1;
+    return gpu || cores == 1 ? cores : cores - 1;
+}
+
+struct bj_plan_facts bj_plan_facts_here(int n_layer, int n_repacked)
+{
+    return (struct bj_plan_facts){.gpu_offload = llama_supports_gpu_offload(), .n_layer = n_layer,
+                                  .n_repacked = n_repacked, .online_cores = bj_plan_online_cores()};
+}
+
+/* auto: batched wherever layers are offloaded to a GPU (one pass over the weights serves every
+ * brain) and on CPUs without several cores per brain; parallel contexts only when each brain
+ * can have 4+ cores of its own (docs/BENCHMARKS.md). One brain is always batched. */
+static enum bj_schedule choose_schedule(const struct bj_plan_settings *s, bool gpu, int threads, int n_brains)
+{
+    if (n_brains <= 1)
+        return BJ_SCHED_BATCHED;
+    if (s->schedule != BJ_SCHED_AUTO)
+        return s->schedule;
+    if (gpu)
+        return BJ_SCHED_BATCHED;
+    return threads >= 4 * n_brains ? BJ_SCHED_PARALLEL : BJ_SCHED_BATCHED;
+}
+
+int bj_plan_make(const struct bj_plan_settings *s, const struct bj_plan_facts *f, const long *jars, int n_brains,
+                 struct bj_plan *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (n_brains < 1 || n_brains > BJ_MAX_BRAINS) {
+        snprintf(err, errlen, "%d brains on one model (1 to %d)", n_brains, BJ_MAX_BRAINS);
+        return -1;
+    }
+    out->settings = *s;
+    out->facts = *f;
+    out->n_brains = n_brains;
+    for (int i = 0; i < n_brains; i++)
+        out->jar[i] = jars[i];
+    out->gpu = f->gpu_offload && s->n_gpu_layers != 0;
+    out->all_on_gpu = out->gpu && (s->n_gpu_layers < 0 || s->n_gpu_layers > f->n_layer);
+    out->n_gpu_layers = s->n_gpu_layers;
+    int total = s->n_threads > 0 ? s->n_threads : bj_plan_default_threads(f->online_cores, out->gpu);
+    int engines = s->n_engines > 0 ? s->n_engines : 1;
+    /* Engines run at once: they split the cores rather than oversubscribe them. */
+    out->n_threads = total / engines > 0 ? total / engines : 1;
+    out->schedule = choose_schedule(s, out->gpu, out->n_threads, n_brains);
+    out->n_contexts = out->schedule == BJ_SCHED_PARALLEL ? n_brains : 1;
+    out->threads_per_ctx = out->schedule == BJ_SCHED_PARALLEL
+                               ? (out->n_threads / n_brains > 0 ? out->n_threads / n_brains : 1)
+                               : out->n_threads;
+    out->repack = s->repack;
+    /* Where llama.cpp repacks weights into its own layout, mmap keeps the file's pages resident
+     * beside the repacked copy: read the file instead (docs/MEMORY.md). Where the weights are used
+     * in place (all on a GPU, or nothing repacked), mmap costs nothing extra and loads faster. */
+    out->use_mmap = s->use_mmap >= 0 ? s->use_mmap > 0 : (out->all_on_gpu || !s->repack || f->n_repacked == 0);
+    out->backend_sampling = s->backend_sampling < 0 ? out->gpu : s->backend_sampling > 0;
+    out->kv_type = s->kv_type;
+    out->flash_attn = s->flash_attn;
+    out->prefill_chunk = s->prefill_chunk > 0 ? s->prefill_chunk : 64;
+    if (out->schedule == BJ_SCHED_BATCHED)
+        out->cells = bj_jar_kv_cells(jars, n_brains, &out->unified);
+    uint32_t n_seq = out->schedule == BJ_SCHED_BATCHED ? (uint32_t)n_brains : 1u;
+    uint32_t want = n_seq * (uint32_t)out->prefill_chunk;
+    out->n_batch = want > PLAN_MIN_BATCH ? want : PLAN_MIN_BATCH;
+    out->n_ubatch = PLAN_UBATCH;
+    return 0;
+}
+
+uint32_t bj_plan_cells(const struct bj_plan *p, int c)
+{
+    return p->schedule == BJ_SCHED_BATCHED ? p->cells : (uint32_t)p->jar[c];
+}
+
+struct llama_context_params bj_plan_context_params(const struct bj_plan *p, int c)
+{
+    struct llama_context_params cp = llama_context_default_params();
+    bool batched = p->schedule == BJ_SCHED_BATCHED;
+    cp.n_ctx = bj_plan_cells(p, c);
+    cp.n_seq_max = batched ? (uint32_t)p->n_brains : 1u;
+    cp.kv_unified = batched && p->unified;
+    cp.n_batch = p->n_batch;
+    cp.n_ubatch = p->n_ubatch;
+    cp.n_threads = cp.n_threads_batch = p->threads_per_ctx;
+    cp.type_k = cp.type_v = p->kv_type;
+    cp.flash_attn_type = p->flash_attn < 0   ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                         : p->flash_attn > 0 ? LLAMA_FLASH_ATTN_TYPE_ENABLED
+                                             : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    cp.no_perf = true;
+    return cp;
+}
+
+struct llama_model_params bj_plan_model_params(const struct bj_plan *p)
+{
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = p->n_gpu_layers;
+    mp.load_mode = p->use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+    mp.use_extra_bufts = p->repack;
+    return mp;
+}

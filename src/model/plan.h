@@ -1,0 +1,80 @@
+/* plan: every decision about how one model and its brains run, made once, in one place.
+ *
+ * A pure function of the settings (from the spec), the brains' jars and a few facts about the
+ * model and the machine. The engine runs exactly the plan; the estimate predicts the memory of
+ * exactly the plan; the hive hands the estimate's plan to the engine. So the schedule, the
+ * threads, the load mode and the context parameters cannot disagree between them. */
+#ifndef BJ_PLAN_H
+#define BJ_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <llama.h>
+
+#include "spec.h"
+
+struct bj_plan_settings {
+    enum bj_schedule schedule;
+    int n_threads;          /* for the whole process; 0: bj_plan_default_threads() */
+    int n_engines;          /* engines running at once (models): they split the threads */
+    int n_gpu_layers;       /* -1: all */
+    int use_mmap;           /* -1 auto, 0 read, 1 mmap */
+    bool repack;            /* llama.cpp's extra CPU buffer types (use_extra_bufts) */
+    enum ggml_type kv_type;
+    int flash_attn;         /* -1 auto, 0 off, 1 on */
+    int prefill_chunk;
+    int backend_sampling;   /* -1 auto, 0 off, 1 on */
+};
+struct bj_plan_settings bj_plan_default_settings(void);
+struct bj_plan_settings bj_plan_settings_from_spec(const struct bj_hive_spec *s, int n_engines);
+
+/* Facts the plan depends on. */
+struct bj_plan_facts {
+    bool gpu_offload;       /* this llama.cpp build offloads to a GPU (llama_supports_gpu_offload) */
+    int n_layer;            /* the model's repeating layers */
+    int n_repacked;         /* weights llama.cpp would repack into its own layout on the CPU */
+    int online_cores;
+};
+/* The facts of this process for a model (n_layer and n_repacked from the caller). */
+struct bj_plan_facts bj_plan_facts_here(int n_layer, int n_repacked);
+
+struct bj_plan {
+    struct bj_plan_settings settings; /* what it was made from, to re-plan for fewer brains */
+    struct bj_plan_facts facts;
+    enum bj_schedule schedule; /* never AUTO */
+    int n_brains;
+    long jar[BJ_MAX_BRAINS];   /* tokens per brain */
+    int n_threads;             /* this engine's share */
+    int threads_per_ctx;       /* parallel: each context's; batched: n_threads */
+    int n_gpu_layers;          /* as asked (-1: all) */
+    bool gpu;                  /* some layers run on a GPU */
+    bool all_on_gpu;
+    bool use_mmap;
+    bool repack;
+    bool backend_sampling;
+    int n_contexts;            /* 1 batched, n_brains parallel */
+    bool unified;              /* batched: one shared pool of cells instead of a stream per brain */
+    uint32_t cells;            /* batched: cells asked for */
+    enum ggml_type kv_type;
+    int flash_attn;
+    int prefill_chunk;
+    uint32_t n_batch, n_ubatch;
+};
+
+/* Makes the plan. Returns 0, or -1 with err (no brains, too many, bad jars). */
+int bj_plan_make(const struct bj_plan_settings *s, const struct bj_plan_facts *f, const long *jars, int n_brains,
+                 struct bj_plan *out, char *err, size_t errlen);
+
+/* Cells asked for by context c (batched: the pool or the streams; parallel: brain c's jar). */
+uint32_t bj_plan_cells(const struct bj_plan *p, int c);
+/* The parameters of context c and of the model load, exactly as the engine uses them. */
+struct llama_context_params bj_plan_context_params(const struct bj_plan *p, int c);
+struct llama_model_params bj_plan_model_params(const struct bj_plan *p);
+
+/* Online cores, and the default compute threads of the process: every core but one on a CPU (so
+ * another busy process never stalls llama.cpp's spinning workers), every core with a GPU. */
+int bj_plan_online_cores(void);
+int bj_plan_default_threads(int cores, bool gpu);
+
+#endif
