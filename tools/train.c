@@ -406,7 +406,7 @@ static void usage(FILE *f)
     fputs("usage: brainjar-train init|train|eval|convert|sample [options]\n"
           "  init     -o FILE [--embd 256 --layers 6 --heads 4 --ff 768 --ctx 512 --seed 1 --vocab V]\n"
           "  train    --model M --train T.txt [--valid V.txt] --out CKPT [--csv LOSS.csv] [--seed 1]\n"
-          "           [--ctx 512] [--lr 2e-3 --lr-min 1e-4 --wd 0.01 --beta2 0.99 --warmup 200 --rewarm 50]\n"
+          "           [--ctx 512] [--lr 4e-4 --lr-min 3e-5 --wd 0.01 --beta2 0.99 --warmup 400 --rewarm 50]\n"
           "           [--steps N | --budget-s S | --epochs E] [--time-limit S] [--save-every S]\n"
           "           [--gpu-layers 99] [--threads N] [--eval-windows 64]\n"
           "  eval     --model M --text V.txt [--ctx 512] [--eval-windows N]\n"
@@ -418,9 +418,9 @@ static void usage(FILE *f)
 
 static int parse(int argc, char **argv, struct args *a)
 {
-    *a = (struct args){.seed = 1, .n_ctx = 512, .warmup = 200, .rewarm = 50, .gpu_layers = 99,
+    *a = (struct args){.seed = 1, .n_ctx = 512, .warmup = 400, .rewarm = 50, .gpu_layers = 99,
                        .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .n_tokens = 64, .embd = 256, .layers = 6,
-                       .heads = 4, .ff = 768, .lr = 2e-3f, .lr_min = 1e-4f, .wd = 0.01f, .beta2 = 0.99f,
+                       .heads = 4, .ff = 768, .lr = 4e-4f, .lr_min = 3e-5f, .wd = 0.01f, .beta2 = 0.99f,
                        .temp = 0.8f, .eval_windows = 64, .time_limit = 1e9, .save_every = 120, .type = "Q8_0",
                        .prompt = ""};
 #ifdef BJ_VOCAB_FILE

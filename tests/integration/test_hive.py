@@ -67,7 +67,7 @@ class Lives(HiveCase):
         self.assertEqual(rc, 0, err)
         observer = self.dumps("OBSERVER")[0]
         # The tiny model has no template of its own: ChatML. System prompt, then turns.
-        self.assertTrue(observer.startswith("<|im_start|>system\nYou are OBSERVER."))
+        self.assertTrue(observer.startswith("<|im_start|>system\nI am OBSERVER."))
         self.assertIn("You have never died.", observer.split("<|im_end|>")[0])
         self.assertIn("<|im_start|>assistant\n", observer)
         self.assertIn("<|im_start|>user\n[SUBJECT thinks:]", observer)
