@@ -49,13 +49,16 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "Output and files:\n"
             "  --events text|jsonl|none  --focus BRAIN  --data-dir DIR  --prompts DIR\n"
             "  --duration SECONDS  --steps N  --dump-context DIR  --log-level debug|info|warn|error\n"
-            "  --web-host HOST (127.0.0.1)  --web-port PORT (8095)\n"
             "Neural links (docs/PEERS.md):\n"
             "  --port PORT (8888; 0: any)  listen for peers (on in peer/observed modes)   --no-listen\n"
             "  --listen-host HOST (127.0.0.1)   --peer HOST:PORT (repeatable)   --node-id NAME\n"
             "  --peer-ip IP --peer-port PORT  --target-ip IP --target-port PORT   the original's flags\n"
             "  --peer-key FILE  HMAC-SHA256 between brainjar nodes   --allow-unauthenticated  old nodes too\n"
             "  --peer-rate N  messages/s a peer may send (2000)\n"
+            "Web (dashboard, API, /metrics):\n"
+            "  --web-host HOST (127.0.0.1)  --web-port PORT (8095, 0: any free)  --no-web\n"
+            "  --web-auth on|off (off only on loopback)  --web-allow-origin ORIGIN  --web-trusted-proxy ADDR\n"
+            "  --metrics-public (/metrics without a token; loopback only)\n"
             "Memory budget:\n"
             "  --reserve PCT (15)  --brain-share PCT (50)  --headroom GB (2)  --force (start despite a failed check)\n"
             "Testing:\n"
@@ -63,6 +66,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --inject-stall BRAIN:N:MS   stall the engine of BRAIN for MS ms at its Nth step (tests the supervisor)\n"
             "  --stall-timeout SEC (60)   an engine silent this long is rebuilt and its brains die (WATCHDOG)\n",
             cmd);
+    bj_ops_usage(to);
 }
 
 static int bad(const char *cmd, const char *flag, const char *val, const char *want)
@@ -78,6 +82,7 @@ enum {
     O_SEED, O_EVENTS, O_FOCUS, O_DURATION, O_STEPS, O_DUMP, O_LOG, O_RESERVE, O_SHARE, O_HEADROOM,
     O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE, O_PORT, O_LISTEN_HOST, O_NO_LISTEN, O_PEER,
     O_PEER_IP, O_PEER_PORT, O_TARGET_IP, O_TARGET_PORT, O_NODE_ID, O_PEER_KEY, O_ALLOW_UNAUTH, O_PEER_RATE,
+    O_NO_WEB, O_WEB_AUTH, O_WEB_ORIGIN, O_WEB_PROXY, O_METRICS_PUBLIC, /* web */
 };
 
 static const struct option k_opts[] = {
@@ -105,12 +110,16 @@ static const struct option k_opts[] = {
     {"force", no_argument, 0, O_FORCE}, {"inject-decode-error", required_argument, 0, O_INJECT},
     {"inject-stall", required_argument, 0, O_STALL}, {"stall-timeout", required_argument, 0, O_STALL_TIMEOUT},
     {"backend-sampling", required_argument, 0, O_BSAMPLE},
+    BJ_OPS_OPTIONS,
     {"port", required_argument, 0, O_PORT}, {"listen-host", required_argument, 0, O_LISTEN_HOST},
     {"no-listen", no_argument, 0, O_NO_LISTEN}, {"peer", required_argument, 0, O_PEER},
     {"peer-ip", required_argument, 0, O_PEER_IP}, {"peer-port", required_argument, 0, O_PEER_PORT},
     {"target-ip", required_argument, 0, O_TARGET_IP}, {"target-port", required_argument, 0, O_TARGET_PORT},
     {"node-id", required_argument, 0, O_NODE_ID}, {"peer-key", required_argument, 0, O_PEER_KEY},
     {"allow-unauthenticated", no_argument, 0, O_ALLOW_UNAUTH}, {"peer-rate", required_argument, 0, O_PEER_RATE},
+    {"no-web", no_argument, 0, O_NO_WEB}, {"web-auth", required_argument, 0, O_WEB_AUTH},
+    {"web-allow-origin", required_argument, 0, O_WEB_ORIGIN}, {"web-trusted-proxy", required_argument, 0, O_WEB_PROXY},
+    {"metrics-public", no_argument, 0, O_METRICS_PUBLIC},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 };
 
@@ -265,10 +274,29 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             break;
         case O_WEB_HOST: bj_strlcpy(c->web_host, a, sizeof c->web_host); break;
         case O_WEB_PORT:
-            if (bj_parse_long(a, 1, 65535, &l))
-                return bad(cmd, "--web-port", a, "a port (1-65535)");
+            if (bj_parse_long(a, 0, 65535, &l))
+                return bad(cmd, "--web-port", a, "a port (0-65535)");
             c->web_port = (int)l;
             break;
+        /* web */
+        case O_NO_WEB: c->no_web = true; break;
+        case O_WEB_AUTH:
+            if (strcmp(a, "on") == 0) c->web_auth = true;
+            else if (strcmp(a, "off") == 0) c->web_auth = false;
+            else return bad(cmd, "--web-auth", a, "on or off");
+            break;
+        case O_WEB_ORIGIN:
+            if (strlen(a) >= sizeof c->web_allow_origin || (strncmp(a, "http://", 7) && strncmp(a, "https://", 8)) ||
+                strchr(a + 8, '/'))
+                return bad(cmd, "--web-allow-origin", a, "an origin (http[s]://host[:port])");
+            bj_strlcpy(c->web_allow_origin, a, sizeof c->web_allow_origin);
+            break;
+        case O_WEB_PROXY:
+            if (strlen(a) >= sizeof c->web_trusted_proxy)
+                return bad(cmd, "--web-trusted-proxy", a, "an IP address");
+            bj_strlcpy(c->web_trusted_proxy, a, sizeof c->web_trusted_proxy);
+            break;
+        case O_METRICS_PUBLIC: c->metrics_public = true; break;
         case O_DATA: bj_strlcpy(c->spec.data_dir, a, sizeof c->spec.data_dir); break;
         case O_PROMPTS: bj_strlcpy(c->spec.prompts_dir, a, sizeof c->spec.prompts_dir); break;
         case O_SCHED:
@@ -441,7 +469,12 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         case ':':
             fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, arg_at);
             return 2;
-        default:
+        default: {
+            int rc = bj_ops_parse_option(cmd, opt, a, &c->ops); /* store and watchdog (ops.c) */
+            if (rc == 0)
+                break;
+            if (rc > 0)
+                return rc;
             if (optopt >= O_MODE) { /* a flag without a value given one ("--force=1") */
                 const char *eq = strchr(arg_at, '=');
                 fprintf(stderr, "brainjar %s: %.*s takes no value\n", cmd, eq ? (int)(eq - arg_at) : 64, arg_at);
@@ -450,6 +483,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
                         strncmp(arg_at, "--", 2) == 0 ? "or an ambiguous abbreviation; " : "", cmd);
             }
             return 2;
+        }
         }
     }
     if (optind < argc) {

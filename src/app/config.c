@@ -28,6 +28,7 @@ void bj_config_defaults(struct bj_config *c)
     c->mode = BJ_MODE_MATRIX;
     bj_strlcpy(c->web_host, "127.0.0.1", sizeof c->web_host);
     c->web_port = 8095;
+    c->web_auth = true;
     const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
     if (xdg && *xdg)
         snprintf(c->spec.data_dir, sizeof c->spec.data_dir, "%s/brainjar", xdg);
@@ -48,6 +49,7 @@ void bj_config_defaults(struct bj_config *c)
     c->spec.inject_step = 0;
     c->peer = bj_peer_default_params();
     c->spec.stall_timeout_ms = 60000;
+    bj_ops_config_defaults(&c->ops);
     bj_config_apply_mode(c);
 }
 

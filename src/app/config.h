@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ops.h"
 #include "peer.h"
 #include "spec.h"
 #include "term.h"
@@ -22,14 +23,21 @@ struct bj_config {
     char hive_file[PATH_MAX];
     struct bj_hive_spec spec; /* brains, engine, lives, budget: what the hive runs */
 
+    /* web (src/sinks/web.h) */
     char web_host[64];
     int web_port;
+    bool no_web;                 /* --no-web */
+    char web_allow_origin[256];  /* the one origin CORS allows; empty: none */
+    char web_trusted_proxy[64];  /* whose X-Forwarded-For counts; empty: nobody's */
+    bool web_auth;               /* --web-auth off: only on loopback */
+    bool metrics_public;         /* /metrics without a token (loopback only) */
 
     /* output and run length */
     enum bj_events_out events;
     char focus[BJ_NAME_MAX];/* text view: whose tokens stream live */
     double duration_s;      /* 0: until signalled */
 
+    struct bj_ops_config ops; /* store, watchdog, systemd (ops.h) */
     /* neural links (peer.h): on in the peer, observer and observed modes, with --peer/--port, or
      * when a hive file has [links] or [peer NAME] sections. bus and hive are set by main. */
     bool links;

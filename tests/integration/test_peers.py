@@ -40,7 +40,7 @@ class Node:
         self.runs += 1
         self.out = os.path.join(self.dir, f"events{self.runs}.jsonl")
         self.err = os.path.join(self.dir, f"stderr{self.runs}.txt")
-        cmd = [BRAINJAR, "run", *FAST, "--data-dir", os.path.join(self.dir, "data"), "--node-id", self.name,
+        cmd = [BRAINJAR, "run", "--no-web", *FAST, "--data-dir", os.path.join(self.dir, "data"), "--node-id", self.name,
                "--dump-context", self.dir, *self.args, *extra]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns] + cmd
@@ -322,7 +322,7 @@ role = single
 
 class Flags(LinkCase):
     def run_bj(self, *args):
-        p = subprocess.run([BRAINJAR, "run", "--events", "none", "--duration", "1", "--data-dir",
+        p = subprocess.run([BRAINJAR, "run", "--no-web", "--events", "none", "--duration", "1", "--data-dir",
                             os.path.join(self.tmp, "d"), *args], capture_output=True, text=True, timeout=60)
         return p.returncode, p.stderr
 
