@@ -302,7 +302,9 @@ static int flush(struct bj_peer *pe, struct link *l)
             iov[n].iov_base = b->data + off;
             iov[n].iov_len = b->len - off;
         }
-        ssize_t w = writev(l->fd, iov, n);
+        /* MSG_NOSIGNAL: a peer that went away is an EPIPE for its link, never a SIGPIPE */
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(l->fd, &mh, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;

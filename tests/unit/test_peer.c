@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -439,6 +440,7 @@ static void test_auth(void **state)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* the tests write to sockets the node closes on purpose */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_both_ways),
         cmocka_unit_test(test_duplicate_links_fold),
