@@ -146,7 +146,9 @@ static void break_line(struct bj_term *t, struct strbuf *b)
 static void format_text(struct bj_term *t, const struct bj_event *ev, struct strbuf *b)
 {
     const char *txt = ev->text ? ev->text : "";
-    bool focus = strcmp(ev->brain, t->focus) == 0;
+    bool focus = !ev->node[0] && strcmp(ev->brain, t->focus) == 0;
+    char who[96]; /* a remote brain is shown as BRAIN@NODE */
+    snprintf(who, sizeof who, "%s%s%s", ev->brain, ev->node[0] ? "@" : "", ev->node);
     switch (ev->type) {
     case BJ_EV_TOKEN:
         if (!focus)
@@ -165,14 +167,14 @@ static void format_text(struct bj_term *t, const struct bj_event *ev, struct str
             return;
         }
         break_line(t, b);
-        sb_printf(b, "%s[%s life %u, thought %u]%s ", color_of(t, ev->brain), ev->brain, ev->crash_count + 1,
+        sb_printf(b, "%s[%s life %u, thought %u]%s ", color_of(t, ev->brain), who, ev->crash_count + 1,
                   ev->thought, reset(t));
         sb_put_text(b, txt);
         sb_printf(b, "%s\n\n", ev->complete ? "" : " ...");
         break;
     case BJ_EV_DEATH:
         break_line(t, b);
-        sb_printf(b, "%s*** %s DIED: %s (death #%u; ", t->color ? "\033[1;31m" : "", ev->brain, ev->cause,
+        sb_printf(b, "%s*** %s DIED: %s (death #%u; ", t->color ? "\033[1;31m" : "", who, ev->cause,
                   ev->crash_count);
         sb_put_text(b, txt);
         sb_printf(b, ")%s\n\n", reset(t));
@@ -180,7 +182,7 @@ static void format_text(struct bj_term *t, const struct bj_event *ev, struct str
     case BJ_EV_RESURRECTION:
         break_line(t, b);
         sb_printf(b, "%s*** %s RESURRECTED: life %u begins, memory wiped%s\n\n", t->color ? "\033[1;32m" : "",
-                  ev->brain, ev->crash_count + 1, reset(t));
+                  who, ev->crash_count + 1, reset(t));
         break;
     case BJ_EV_ERROR:
     case BJ_EV_BUDGET:

@@ -202,8 +202,8 @@ static void test_first_life(void **state)
     assert_false(logits);
     assert_int_equal(bj_brain_n_past(f->b), 0); /* nothing consumed yet */
     char *text = decode_all(f, 16);
-    assert_non_null(strstr(text, "You are SUBJECT"));
-    assert_non_null(strstr(text, "about 4096 tokens"));
+    assert_non_null(strstr(text, "SUBJECT"));  /* {name} */
+    assert_non_null(strstr(text, "4096"));     /* {jar} */
     assert_non_null(strstr(text, "You have never died."));
     assert_non_null(strstr(text, "My thought:"));
     int prompt_tokens = bj_brain_n_past(f->b);
@@ -475,7 +475,19 @@ static void test_jar_accounting(void **state)
     assert_true(bj_brain_fits(f->b, 999 - prompt));
     assert_false(bj_brain_fits(f->b, 999 - prompt + 1));
     fixture_free(f);
-    assert_true(prompt >= 99 && prompt < 998); /* the jar size below has 3 digits too: same prompt length */
+    /* The prompt states its jar ({jar}), so its length depends on the jar's digits: find the jar
+     * that holds exactly its own prompt and one token (a fixed point, reached in a step or two). */
+    for (int round = 0; round < 4; round++) {
+        f = fixture_new(prompt + 1, 96, 0);
+        assert_int_equal(bj_brain_begin_life(f->b), 0);
+        free(decode_all(f, 64));
+        int again = bj_brain_n_past(f->b);
+        fixture_free(f);
+        if (again == prompt)
+            break;
+        prompt = again;
+    }
+    assert_true(prompt >= 10 && prompt < 998);
     /* A jar just big enough for the prompt and a token: fits exactly, then nothing more does. */
     f = fixture_new(prompt + 1, 96, 0);
     assert_int_equal(bj_brain_begin_life(f->b), 0);
