@@ -56,7 +56,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --peer-key FILE  HMAC-SHA256 between brainjar nodes   --allow-unauthenticated  old nodes too\n"
             "  --peer-rate N  messages/s a peer may send (2000)\n"
             "Web (dashboard, API, /metrics):\n"
-            "  --web-host HOST (127.0.0.1)  --web-port PORT (8095, 0: any free)  --no-web\n"
+            "  --web-host HOST (127.0.0.1)  --web-port PORT (8095)  --no-web\n"
             "  --web-auth on|off (off only on loopback)  --web-allow-origin ORIGIN  --web-trusted-proxy ADDR\n"
             "  --metrics-public (/metrics without a token; loopback only)\n"
             "Memory budget:\n"
@@ -274,8 +274,8 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             break;
         case O_WEB_HOST: bj_strlcpy(c->web_host, a, sizeof c->web_host); break;
         case O_WEB_PORT:
-            if (bj_parse_long(a, 0, 65535, &l))
-                return bad(cmd, "--web-port", a, "a port (0-65535)");
+            if (bj_parse_long(a, 1, 65535, &l))
+                return bad(cmd, "--web-port", a, "a port (1-65535)");
             c->web_port = (int)l;
             break;
         /* web */

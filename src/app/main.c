@@ -136,6 +136,10 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
         wp.metrics_public = c->metrics_public;
         wp.mode = bj_mode_name(c->mode);
         wp.bus = bus;
+        if (bj_ops_store(ops)) { /* thought history beyond the web's memory */
+            wp.history = bj_web_store_history;
+            wp.history_ud = bj_ops_store(ops);
+        }
         web = bj_web_new(&wp, &status, err, sizeof err);
         if (!web)
             goto out;

@@ -10,7 +10,10 @@
 
 #include "auth.h"
 #include "config.h"
+#include "log.h"
+#include "store.h"
 #include "util.h"
+#include "web.h"
 
 /* Reads one line from stdin into buf, without echo when stdin is a terminal. 0, or -1 at EOF. */
 static int read_secret(const char *prompt, char *buf, size_t len)
@@ -163,4 +166,25 @@ int bj_token_main(int argc, char **argv)
     fprintf(stderr, "brainjar token: a %s token%s%s; it is shown only now (its hash is in %s/web-tokens)\n",
             bj_role_name(role), name[0] ? " named " : "", name, dir);
     return 0;
+}
+
+int bj_web_store_history(void *ud, const char *brain, int64_t before_us, int limit, struct bj_thought_rec *out)
+{
+    struct bj_stored_thought *t = NULL;
+    char err[256];
+    int n = bj_store_read_thoughts(ud, brain, 0, before_us, limit, &t, err, sizeof err);
+    if (n < 0) {
+        bj_warn("web: thought history from the store: %s", err);
+        return -1;
+    }
+    int k = 0;
+    for (int i = 0; i < n && k < limit; i++) {
+        char *text = strdup(t[i].text ? t[i].text : "");
+        if (!text)
+            break;
+        out[k++] = (struct bj_thought_rec){.time_us = t[i].ended_us, .life = t[i].life, .thought = t[i].thought,
+                                           .complete = t[i].complete, .text = text};
+    }
+    bj_store_free_thoughts(t, n);
+    return k;
 }

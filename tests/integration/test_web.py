@@ -95,7 +95,7 @@ class Api(WebCase):
         self.assertEqual(h.get("/api/brains/NOBODY", s).status, 404)
         h.wait_for(lambda: h.get("/api/brains/SUBJECT/thoughts?limit=2", s).json()["count"] == 2, what="thoughts")
         t = h.get("/api/brains/SUBJECT/thoughts?limit=2", s).json()
-        self.assertEqual(t["source"], "memory")
+        self.assertEqual(t["source"], "store", "the store holds the history (memory without one)")
         self.assertTrue(t["thoughts"][0]["time_us"] >= t["thoughts"][1]["time_us"], "newest first")
         older = h.get(f"/api/brains/SUBJECT/thoughts?limit=2&before={t['next_before']}", s).json()
         self.assertTrue(all(x["time_us"] < t["next_before"] for x in older["thoughts"]))
