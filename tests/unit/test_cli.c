@@ -537,7 +537,8 @@ static void test_usage_names_real_flags(void **state)
         memcpy(flag, p, k);
         flag[k] = '\0';
         p += k;
-        if (k <= 2)
+        /* --replay is taken off the command line by `run` before the parser (bj_replay_args). */
+        if (k <= 2 || strcmp(flag, "--replay") == 0)
             continue;
         int rc = PARSE(flag);
         if (strstr(g_stderr, "unknown option"))
