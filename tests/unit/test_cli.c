@@ -280,6 +280,8 @@ static void test_every_flag(void **state)
     assert_int_equal(g_c->spec.pause_ms, 0);
     OK("--inject-decode-error", "GOD:1");
     OK("--web-port", "65535", "--threads", "1", "--prefill-chunk", "8192", "--reserve", "0");
+    OK("--web-port", "0"); /* any free port */
+    assert_int_equal(g_c->web_port, 0);
     REFUSED("is not a thread count", "--threads", "100000");
     assert_int_equal(PARSE("--help"), 1);
     assert_int_equal(PARSE("-h"), 1);
@@ -320,7 +322,7 @@ static void test_bad_values(void **state)
         {"--ram-limit", "abc"}, {"--ram-limit", "0"}, {"--ram-limit", "-1"}, {"--ram-limit-subject", "x"},
         {"--ram-limit-observer", "0"}, {"--ram-limit-god", "nan"}, {"--jar-tokens", "0"}, {"--jar-tokens", "1.5"},
         {"--jar-tokens-subject", "-3"}, {"--jar-tokens-observer", ""}, {"--jar-tokens-god", "2000000000"},
-        {"--web-port", "0"}, {"--web-port", "65536"}, {"--web-port", "http"}, {"--schedule", "serial"},
+{"--web-port", "65536"}, {"--web-port", "http"}, {"--schedule", "serial"},
         {"--threads", "0"}, {"--threads", "1025"}, {"--threads", "two"}, {"--gpu-layers", "-2"},
         {"--gpu-layers", "all"}, {"--kv-type", "q9"}, {"--kv-type", "F16 "}, {"--flash-attn", "yes"},
         {"--prefill-chunk", "0"}, {"--prefill-chunk", "8193"}, {"--backend-sampling", "gpu"},
