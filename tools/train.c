@@ -709,8 +709,8 @@ static bool kv_not_finite(const struct gguf_context *g, int64_t i)
  * divided by s.
  *
  * Header: llama_model_save_to_file writes every key llama.cpp knows, defaults included, and some
- * defaults are not finite (kda.gate_lower_bound = -inf); brainjar's model gate refuses such files.
- * Keys whose floats are not finite are dropped (none of them means anything to a llama model).
+ * defaults are not finite (kda.gate_lower_bound = -inf), which strict GGUF checks refuse. Keys
+ * whose floats are not finite are dropped (none of them means anything to a llama model).
  *
  * Shrink: what every block adds to the residual stream shrinks by s; the token embedding does not,
  * but it is a vanishing part of that stream after the first block, and every reader of the stream
