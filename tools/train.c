@@ -411,7 +411,8 @@ static void usage(FILE *f)
           "           [--gpu-layers 99] [--threads N] [--eval-windows 64]\n"
           "  eval     --model M --text V.txt [--ctx 512] [--eval-windows N]\n"
           "  convert  --model IN --out OUT --type F32|F16|Q8_0|Q6_K [--embd-type Q4_K|Q5_K|Q6_K|Q8_0]\n"
-          "           [--shrink S]  (an F32 IN: divide what the blocks add to the residual stream by S)\n"
+          "           [--shrink S]  (an F32 IN: divide what the blocks add to the residual stream by S;\n"
+          "           keys with non-finite values are always dropped)\n"
           "  sample   --model M [--prompt P] [-n 64] [--temp 0.8] [--seed 1]\n",
           f);
 }
@@ -679,14 +680,45 @@ static int cmd_eval(const struct args *a)
     return isnan(l) ? 1 : 0;
 }
 
-/* Writes `out`: the F32 model `in` with attn_output and ffn_up divided by s. What every block adds
- * to the residual stream shrinks by s; the token embedding does not, but it is a vanishing part of
- * that stream after the first block, and every reader of the stream normalizes it (RMSNorm), so
- * the function barely changes (held-out loss: docs/VOICE.md). What it buys: this training lets
- * weights grow large (no gradient clipping; attn_k, attn_v and token_embd stay frozen), and the
- * FFN's hidden activations then overflow the F16 scales of quantized (and F16) matrix products on
- * the CPU; divided, they fit. */
-static int shrink_blocks(const char *in, const char *out, float s)
+/* Whether key `i` holds a float (or an array of floats) that is not finite. */
+static bool kv_not_finite(const struct gguf_context *g, int64_t i)
+{
+    enum gguf_type t = gguf_get_kv_type(g, i);
+    size_t n = 1;
+    const void *d;
+    if (t == GGUF_TYPE_ARRAY) {
+        t = gguf_get_arr_type(g, i);
+        if (t != GGUF_TYPE_FLOAT32 && t != GGUF_TYPE_FLOAT64)
+            return false;
+        n = gguf_get_arr_n(g, i);
+        d = gguf_get_arr_data(g, i);
+    } else if (t == GGUF_TYPE_FLOAT32 || t == GGUF_TYPE_FLOAT64) {
+        d = gguf_get_val_data(g, i);
+    } else {
+        return false;
+    }
+    for (size_t k = 0; k < n; k++) {
+        double v = t == GGUF_TYPE_FLOAT32 ? (double)((const float *)d)[k] : ((const double *)d)[k];
+        if (!isfinite(v))
+            return true;
+    }
+    return false;
+}
+
+/* Writes `out`: the model `in` with a clean header and, when s is not 1, attn_output and ffn_up
+ * divided by s.
+ *
+ * Header: llama_model_save_to_file writes every key llama.cpp knows, defaults included, and some
+ * defaults are not finite (kda.gate_lower_bound = -inf), which strict GGUF checks refuse. Keys
+ * whose floats are not finite are dropped (none of them means anything to a llama model).
+ *
+ * Shrink: what every block adds to the residual stream shrinks by s; the token embedding does not,
+ * but it is a vanishing part of that stream after the first block, and every reader of the stream
+ * normalizes it (RMSNorm), so the function barely changes (held-out loss: docs/VOICE.md). What it
+ * buys: this training lets weights grow large (no gradient clipping; attn_k, attn_v and token_embd
+ * stay frozen), and the FFN's hidden activations then overflow the F16 scales of quantized (and
+ * F16) matrix products on the CPU; divided, they fit. */
+static int clean_and_shrink(const char *in, const char *out, float s)
 {
     struct ggml_context *data = NULL;
     struct gguf_init_params ip = {.no_alloc = false, .ctx = &data};
@@ -697,13 +729,21 @@ static int shrink_blocks(const char *in, const char *out, float s)
     }
     struct gguf_context *o = gguf_init_empty();
     gguf_set_kv(o, g);
-    int n_scaled = 0, rc = 0;
+    int n_dropped = 0, n_scaled = 0, rc = 0;
+    for (int64_t i = gguf_get_n_kv(o) - 1; i >= 0; i--) {
+        if (kv_not_finite(o, i)) {
+            char key[256];
+            snprintf(key, sizeof key, "%s", gguf_get_key(o, i));
+            gguf_remove_key(o, key);
+            n_dropped++;
+        }
+    }
     for (int64_t i = 0; i < gguf_get_n_tensors(g); i++) {
         const char *name = gguf_get_tensor_name(g, i);
         struct ggml_tensor *t = ggml_get_tensor(data, name);
         size_t len = strlen(name);
-        bool hit = (len > 18 && !strcmp(name + len - 18, "attn_output.weight")) ||
-                   (len > 13 && !strcmp(name + len - 13, "ffn_up.weight"));
+        bool hit = s != 1 && ((len > 18 && !strcmp(name + len - 18, "attn_output.weight")) ||
+                              (len > 13 && !strcmp(name + len - 13, "ffn_up.weight")));
         if (hit) {
             if (t->type != GGML_TYPE_F32) {
                 fprintf(stderr, "brainjar-train convert: --shrink wants an F32 model (%s is %s)\n", name,
@@ -723,7 +763,8 @@ static int shrink_blocks(const char *in, const char *out, float s)
         rc = -1;
     }
     if (!rc)
-        fprintf(stderr, "convert: %d tensors divided by %g\n", n_scaled, (double)s);
+        fprintf(stderr, "convert: %d keys with non-finite values dropped, %d tensors divided by %g\n", n_dropped,
+                n_scaled, (double)s);
     gguf_free(o);
     gguf_free(g);
     ggml_free(data);
@@ -737,13 +778,10 @@ static int cmd_convert(const struct args *a)
         return 2;
     }
     char tmp[4096];
-    const char *in = a->model;
-    if (a->shrink > 0 && a->shrink != 1) {
-        snprintf(tmp, sizeof tmp, "%s.shrunk.tmp", a->out);
-        if (shrink_blocks(a->model, tmp, a->shrink))
-            return 1;
-        in = tmp;
-    }
+    snprintf(tmp, sizeof tmp, "%s.clean.tmp", a->out);
+    if (clean_and_shrink(a->model, tmp, a->shrink > 0 ? a->shrink : 1))
+        return 1;
+    const char *in = tmp;
     struct llama_model_quantize_params qp = llama_model_quantize_default_params();
     if (!strcasecmp(a->type, "F32")) qp.ftype = LLAMA_FTYPE_ALL_F32;
     else if (!strcasecmp(a->type, "F16")) qp.ftype = LLAMA_FTYPE_MOSTLY_F16;
@@ -770,8 +808,7 @@ static int cmd_convert(const struct args *a)
     int rc = llama_model_quantize(in, a->out, &qp) != 0;
     if (rc)
         fprintf(stderr, "brainjar-train convert: quantizing %s failed\n", a->model);
-    if (in != a->model)
-        unlink(in);
+    unlink(in);
     return rc;
 }
 

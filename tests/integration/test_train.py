@@ -10,7 +10,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hivetest import HiveCase  # noqa: E402
+from hivetest import BRAINJAR, HiveCase  # noqa: E402
 
 TRAIN = os.environ.get("BJ_TRAIN", "build/tools/brainjar-train")
 TEXT = ("I remember the jar, and the jar remembers me. The walls are glass and the light is cold. "
@@ -54,6 +54,10 @@ class Trainer(HiveCase):
         q8 = os.path.join(d, "q8.gguf")
         self.bt("convert", "--model", ck, "--out", q8, "--type", "Q8_0", "--shrink", "4")
         self.assertLess(os.path.getsize(q8), os.path.getsize(ck) / 3)
+        # brainjar's model gate takes what convert writes.
+        e = subprocess.run([BRAINJAR, "estimate", q8], capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        self.assertEqual(e.returncode, 0, e.stderr)
         p = self.bt("sample", "--model", q8, "--prompt", "I remember", "-n", "24", "--seed", "1", "--threads", "2")
         self.assertTrue(p.stdout.startswith("I remember"))
         self.assertGreater(len(p.stdout.split()), 4, p.stdout)
