@@ -93,6 +93,7 @@ void bj_est_opts_from_spec(struct bj_est_opts *o, const struct bj_hive_spec *c)
     o->n_threads = c->n_threads;
     o->schedule = c->schedule;
     o->backend_sampling = c->backend_sampling;
+    o->profile = c->profile;
 }
 
 uint64_t bj_est_mem_total(const struct bj_est_mem *m)
@@ -486,6 +487,7 @@ static int plan_for(const struct bj_est_opts *o, const struct bj_modelinfo *mi, 
     ps.flash_attn = o->flash_attn;
     ps.prefill_chunk = o->prefill_chunk;
     ps.backend_sampling = o->backend_sampling;
+    ps.profile = o->profile;
     struct bj_plan_facts f = bj_plan_facts_here((int)mi->n_layer, n_repacked);
     f.gpu_offload = have_gpu_backend();
     return bj_plan_make(&ps, &f, jars, n_brains, plan, err, errlen);
