@@ -66,7 +66,7 @@ static void print_estimate(const struct bj_est_model *m, const struct bj_est_opt
             mi->name[0] ? " \"" : "", mi->name, mi->name[0] ? "\"" : "", mi->n_layer, mi->n_embd, mi->n_head,
             mi->n_head_kv, mi->head_dim_k, mi->n_vocab, mi->n_ctx_train);
     fprintf(out, "  file %s, %.1f M parameters\n", fmt(a, sizeof a, mi->file_size), (double)mi->n_params / 1e6);
-    fprintf(out, "  load: %s, repack %s (%d tensors, %s), KV %s, ", o->use_mmap ? "mmap" : "read (no mmap)",
+    fprintf(out, "  load: %s, repack %s (%d tensors, %s), KV %s, ", m->plan.use_mmap ? "mmap" : "read (no mmap)",
             o->repack ? "on" : "off", m->n_repacked, fmt(b, sizeof b, m->repacked_bytes), ggml_type_name(o->kv_type));
     if (!m->gpu_backend)
         fprintf(out, "CPU only (no GPU backend in this llama.cpp)\n");
@@ -82,7 +82,7 @@ static void print_estimate(const struct bj_est_model *m, const struct bj_est_opt
     else
         fprintf(out, "  %-30s %12s\n", "memory", "CPU (RAM)");
     print_row(out, "weights, anonymous", m->cpu.weights_anon, m->gpu.weights_anon, with_gpu,
-              o->use_mmap ? "(repacked copies)" : "(read into memory)");
+              m->plan.use_mmap ? "(repacked copies)" : "(read into memory)");
     print_row(out, "weights, mmap'd file resident", m->cpu.weights_file, m->gpu.weights_file, with_gpu, "");
     print_row(out, "KV cache", m->cpu.kv, m->gpu.kv, with_gpu, "");
     print_row(out, "compute buffers", m->cpu.compute, m->gpu.compute, with_gpu,
@@ -211,7 +211,7 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
             else
                 a->o.n_gpu_layers = (int)v;
             break;
-        case O_NOMMAP: a->o.use_mmap = false; break;
+        case O_NOMMAP: a->o.use_mmap = 0; break;
         case O_NOREPACK: a->o.repack = false; break;
         case O_NODRY: a->o.dry_run = false; break;
         case O_MEASURE: a->measure = true; break;

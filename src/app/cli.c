@@ -40,7 +40,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "Engine:\n"
             "  --schedule batched|parallel|auto  one batched context, or one context per brain in threads\n"
             "  --threads N  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
-            "  --prefill-chunk N (64)  --no-mmap  --chat-template\n"
+            "  --prefill-chunk N (64)  --mmap | --no-mmap (default: read where weights are repacked)  --chat-template\n"
             "  --backend-sampling on|off|auto  sample inside the decode graph (auto: on with a GPU)\n"
             "Lives and sampling (all brains; hive files set them per brain):\n"
             "  --pause SECONDS (3)  --temp T  --top-k K  --top-p P  --min-p P  --max-tokens N  --seed N\n"
@@ -53,7 +53,9 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "Memory budget:\n"
             "  --reserve PCT (15)  --brain-share PCT (50)  --headroom GB (2)  --force (start despite a failed check)\n"
             "Testing:\n"
-            "  --inject-decode-error BRAIN:N   fail BRAIN's Nth decode\n",
+            "  --inject-decode-error BRAIN:N   fail BRAIN's Nth decode\n"
+            "  --inject-stall BRAIN:N:MS   stall the engine of BRAIN for MS ms at its Nth step (tests the supervisor)\n"
+            "  --stall-timeout SEC (60)   an engine silent this long is rebuilt and its brains die (WATCHDOG)\n",
             cmd);
 }
 
@@ -66,9 +68,9 @@ static int bad(const char *cmd, const char *flag, const char *val, const char *w
 enum {
     O_MODE = 256, O_HIVE, O_MODEL, O_MODEL_S, O_MODEL_O, O_MODEL_G, O_RAM, O_RAM_S, O_RAM_O, O_RAM_G,
     O_JAR, O_JAR_S, O_JAR_O, O_JAR_G, O_WEB_HOST, O_WEB_PORT, O_DATA, O_PROMPTS, O_SCHED, O_THREADS,
-    O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_CHAT, O_PAUSE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
+    O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_MMAP, O_CHAT, O_PAUSE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
     O_SEED, O_EVENTS, O_FOCUS, O_DURATION, O_STEPS, O_DUMP, O_LOG, O_RESERVE, O_SHARE, O_HEADROOM,
-    O_FORCE, O_INJECT, O_BSAMPLE, O_BRAINS, O_PROFILE,
+    O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE, O_BRAINS, O_PROFILE,
 };
 
 static const struct option k_opts[] = {
@@ -84,7 +86,7 @@ static const struct option k_opts[] = {
     {"schedule", required_argument, 0, O_SCHED}, {"threads", required_argument, 0, O_THREADS},
     {"gpu-layers", required_argument, 0, O_GPU}, {"kv-type", required_argument, 0, O_KV},
     {"flash-attn", required_argument, 0, O_FA}, {"prefill-chunk", required_argument, 0, O_CHUNK},
-    {"no-mmap", no_argument, 0, O_NO_MMAP}, {"chat-template", no_argument, 0, O_CHAT},
+    {"no-mmap", no_argument, 0, O_NO_MMAP}, {"mmap", no_argument, 0, O_MMAP}, {"chat-template", no_argument, 0, O_CHAT},
     {"pause", required_argument, 0, O_PAUSE}, {"temp", required_argument, 0, O_TEMP},
     {"top-k", required_argument, 0, O_TOPK}, {"top-p", required_argument, 0, O_TOPP},
     {"min-p", required_argument, 0, O_MINP}, {"max-tokens", required_argument, 0, O_MAXTOK},
@@ -94,6 +96,7 @@ static const struct option k_opts[] = {
     {"log-level", required_argument, 0, O_LOG}, {"reserve", required_argument, 0, O_RESERVE},
     {"brain-share", required_argument, 0, O_SHARE}, {"headroom", required_argument, 0, O_HEADROOM},
     {"force", no_argument, 0, O_FORCE}, {"inject-decode-error", required_argument, 0, O_INJECT},
+    {"inject-stall", required_argument, 0, O_STALL}, {"stall-timeout", required_argument, 0, O_STALL_TIMEOUT},
     {"backend-sampling", required_argument, 0, O_BSAMPLE}, {"brains", required_argument, 0, O_BRAINS},
     {"profile", no_argument, 0, O_PROFILE},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
@@ -256,6 +259,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             c->spec.prefill_chunk = (int)l;
             break;
         case O_NO_MMAP: c->spec.use_mmap = 0; break;
+        case O_MMAP: c->spec.use_mmap = 1; break;
         case O_BSAMPLE:
             if (strcmp(a, "auto") == 0) c->spec.backend_sampling = -1;
             else if (strcmp(a, "on") == 0) c->spec.backend_sampling = 1;
@@ -339,6 +343,23 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             c->spec.inject_step = l;
             break;
         }
+        case O_STALL: {
+            char name[BJ_NAME_MAX];
+            long step, ms;
+            int n = 0;
+            if (sscanf(a, "%31[A-Za-z0-9_-]:%ld:%ld%n", name, &step, &ms, &n) != 3 || a[n] || step < 1 ||
+                ms < 1 || ms > 3600000)
+                return bad(cmd, "--inject-stall", a, "BRAIN:N:MS");
+            bj_strlcpy(c->spec.stall_brain, name, sizeof c->spec.stall_brain);
+            c->spec.stall_step = step;
+            c->spec.stall_ms = (int)ms;
+            break;
+        }
+        case O_STALL_TIMEOUT:
+            if (bj_parse_double(a, 0.1, 86400, &d))
+                return bad(cmd, "--stall-timeout", a, "seconds (0.1 to 86400)");
+            c->spec.stall_timeout_ms = (int)(d * 1000);
+            break;
         case 'h': bj_cli_usage_run(cmd, stdout); return 1;
         case ':':
             fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, argv[optind - 1]);

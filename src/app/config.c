@@ -45,6 +45,7 @@ void bj_config_defaults(struct bj_config *c)
     c->spec.brain_share_pct = 50.0;
     c->spec.headroom_gb = 2.0;
     c->spec.inject_step = 0;
+    c->spec.stall_timeout_ms = 60000;
     bj_config_apply_mode(c);
 }
 
@@ -380,6 +381,10 @@ int bj_config_finish(struct bj_config *c, char *err, size_t errlen)
     }
     if (c->focus[0] && bj_spec_find_brain(&c->spec, c->focus) < 0) {
         snprintf(err, errlen, "--focus %s: no such brain", c->focus);
+        return -1;
+    }
+    if (c->spec.stall_brain[0] && bj_spec_find_brain(&c->spec, c->spec.stall_brain) < 0) {
+        snprintf(err, errlen, "--inject-stall %s: no such brain", c->spec.stall_brain);
         return -1;
     }
     if (c->spec.inject_brain[0] && bj_spec_find_brain(&c->spec, c->spec.inject_brain) < 0) {

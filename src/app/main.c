@@ -51,8 +51,9 @@ static int signals_fd(void)
     return signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
-/* The process loop: waits for a signal, the hive's own end (--steps) or --duration. */
-static void process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd)
+/* The process loop: waits for a signal, the hive's own end (--steps) or --duration, and runs the
+ * supervisor's round once a second. Returns the exit status. */
+static int process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd)
 {
     int64_t t0 = bj_now_us();
     for (;;) {
@@ -61,11 +62,11 @@ static void process_loop(const struct bj_config *c, struct bj_hive *hive, int sf
         if (c->duration_s > 0) {
             int64_t left = t0 + (int64_t)(c->duration_s * 1e6) - bj_now_us();
             if (left <= 0)
-                return;
+                return 0;
             timeout = left / 1000 < timeout ? (int)(left / 1000) + 1 : timeout;
         }
         if (poll(p, 2, timeout) < 0 && errno != EINTR)
-            return;
+            return 1;
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) == sizeof si) {
@@ -75,11 +76,16 @@ static void process_loop(const struct bj_config *c, struct bj_hive *hive, int sf
                     continue;
                 }
                 bj_info("signal %u: stopping", si.ssi_signo);
-                return;
+                return 0;
             }
         }
         if (bj_hive_done(hive))
-            return;
+            return 0;
+        char err[512];
+        if (bj_hive_supervise(hive, err, sizeof err) < 0) {
+            bj_error("supervisor: %s", err);
+            return 1;
+        }
     }
 }
 
@@ -109,8 +115,7 @@ static int run_hive(const struct bj_config *c)
     status = 1;
     if (bj_hive_start(hive, err, sizeof err))
         goto out;
-    process_loop(c, hive, sfd);
-    status = 0;
+    status = process_loop(c, hive, sfd);
 out:
     if (err[0])
         bj_error("%s", err);

@@ -188,7 +188,8 @@ struct bj_brain *bj_brain_new(const struct bj_brain_params *p)
         return NULL;
     b->p = *p;
     b->deaths = p->initial_deaths;
-    b->state = BJ_BRAIN_LOADING;
+    b->state = p->start_dead ? BJ_BRAIN_DEAD : BJ_BRAIN_LOADING;
+    b->resurrect_at = 0;
     b->smpl = make_sampler(&p->cfg->sampling);
     pthread_mutex_init(&b->inbox_lock, NULL);
     b->window_start = bj_now_us();

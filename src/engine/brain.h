@@ -47,6 +47,7 @@ struct bj_brain_params {
     const char *dump_dir; /* NULL: no context dumps */
     const char *chat_template; /* NULL: raw completion; else a llama.cpp template (or built-in name) */
     uint32_t initial_deaths;
+    bool start_dead;       /* begins DEAD and due: its first life starts with a resurrection */
 };
 
 struct bj_brain *bj_brain_new(const struct bj_brain_params *p);

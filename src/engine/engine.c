@@ -99,7 +99,11 @@ struct bj_engine {
 
     pthread_t thread;
     bool started;
+    bool owns_model;
+    char stall_brain[BJ_NAME_MAX];
     atomic_bool stop;
+    atomic_bool abandoned;    /* given up by the supervisor: publishes nothing more */
+    atomic_bool finished;     /* the thread has left its loop */
     atomic_long steps;
     atomic_long generated;    /* tokens sampled */
     int64_t t_first, t_last;  /* monotonic: first and last decode step */
@@ -159,6 +163,15 @@ struct bj_engine *bj_engine_new(const struct bj_engine_params *p, char *err, siz
     atomic_init(&e->beat, 0);
 
     struct llama_model_params mp = bj_plan_model_params(&e->plan);
+    if (p->stall_brain)
+        bj_strlcpy(e->stall_brain, p->stall_brain, sizeof e->stall_brain);
+    e->p.stall_brain = e->stall_brain;
+    if (p->model) { /* shared: loaded once by someone else */
+        e->model = p->model;
+        e->vocab = llama_model_get_vocab(e->model);
+        return e;
+    }
+    e->owns_model = true;
     int last = 0; /* progress is logged from 25% on: small models load silently */
     mp.progress_callback = load_progress;
     mp.progress_callback_user_data = &last;
@@ -204,7 +217,7 @@ void bj_engine_free(struct bj_engine *e)
     free(e->works);
     free(e->items);
     free(e->latency_us);
-    if (e->model)
+    if (e->model && e->owns_model)
         llama_model_free(e->model);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->cond);
@@ -623,6 +636,10 @@ static void flush(struct bj_engine *e)
 {
     if (e->out.n == 0)
         return;
+    if (atomic_load(&e->abandoned)) { /* the supervisor has replaced this engine */
+        bj_evbuf_reset(&e->out);
+        return;
+    }
     if (e->p.on_events)
         e->p.on_events(e->p.on_events_ud, e->out.v, e->out.n);
     bj_bus_publish_many(e->p.bus, e->out.v, e->out.n);
@@ -700,10 +717,11 @@ static void *engine_main(void *arg)
 {
     struct bj_engine *e = arg;
     struct work *works = e->works;
-    for (int i = 0; i < e->n_brains; i++)
-        if (bj_brain_begin_life(e->brains[i]) != 0)
+    for (int i = 0; i < e->n_brains; i++) /* brains that start dead begin with a resurrection */
+        if (bj_brain_state(e->brains[i]) == BJ_BRAIN_LOADING && bj_brain_begin_life(e->brains[i]) != 0)
             kill_brain(e, i, "PROMPT_ERROR", "its system prompt does not fit in its jar");
     flush(e);
+    int stall_ix = e->stall_brain[0] ? bj_engine_index(e, e->stall_brain) : -1;
     while (!atomic_load(&e->stop)) {
         atomic_store(&e->beat, bj_now_us());
         throttle(e);
@@ -734,6 +752,10 @@ static void *engine_main(void *arg)
         bool generation_only = true;
         for (int k = 0; k < n; k++)
             generation_only = generation_only && works[k].n == 1 && works[k].logits;
+        if (stall_ix >= 0 && atomic_load(&e->steps) + 1 == e->p.stall_step) {
+            bj_warn("engine %s: stalling %d ms (--inject-stall)", e->label, e->p.stall_ms);
+            usleep((useconds_t)e->p.stall_ms * 1000);
+        }
         if (e->sched == BJ_SCHED_BATCHED)
             step_batched(e, works, n);
         else
@@ -764,6 +786,7 @@ static void *engine_main(void *arg)
         bj_brain_dump_context(e->brains[i]);
     if (!atomic_load(&e->stop) && e->p.on_done)
         e->p.on_done(e->p.on_done_ud);
+    atomic_store(&e->finished, true);
     return NULL;
 }
 
@@ -799,6 +822,26 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
     }
     e->started = true;
     return 0;
+}
+
+void bj_engine_abandon(struct bj_engine *e)
+{
+    atomic_store(&e->abandoned, true);
+    pthread_mutex_lock(&e->lock);
+    atomic_store(&e->stop, true);
+    pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+}
+
+bool bj_engine_finished(struct bj_engine *e)
+{
+    return !e->started || atomic_load(&e->finished);
+}
+
+struct llama_model *bj_engine_take_model(struct bj_engine *e)
+{
+    e->owns_model = false;
+    return e->model;
 }
 
 void bj_engine_stop(struct bj_engine *e)

@@ -33,6 +33,10 @@ struct bj_engine_params {
     const char *model_path;
     const char *model_label;  /* for messages (the embedded model has a /proc path) */
     const struct bj_plan *plan; /* how it runs (copied): schedule, threads, load mode, contexts */
+    struct llama_model *model;  /* already loaded (shared, not owned; model_path is then a label), or NULL */
+    const char *stall_brain;    /* fault injection: the engine sleeps stall_ms at its stall_step-th step */
+    long stall_step;
+    int stall_ms;
     long max_steps;           /* 0: unlimited */
     struct bj_bus *bus;
     const char *inject_brain; /* fault injection: brain whose Nth decode gets an invalid token */
@@ -67,6 +71,16 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen);
 
 /* Asks the engine to stop after its current step and joins its thread. Idempotent. */
 void bj_engine_stop(struct bj_engine *e);
+
+/* Gives up a stalled engine without waiting for it: it publishes nothing more, and its thread
+ * ends by itself whenever it comes back. Main thread. */
+void bj_engine_abandon(struct bj_engine *e);
+/* For an abandoned engine: whether its thread has ended (then bj_engine_free is safe). */
+bool bj_engine_finished(struct bj_engine *e);
+
+/* Hands over the loaded model: the engine no longer frees it (the caller must outlive the
+ * engine's contexts with it). */
+struct llama_model *bj_engine_take_model(struct bj_engine *e);
 
 /* The schedule the plan chose. */
 enum bj_schedule bj_engine_schedule(const struct bj_engine *e);

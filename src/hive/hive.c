@@ -37,7 +37,16 @@ struct model_slot {
     char path[PATH_MAX];
     const char *chat_template; /* the model's own, or "chatml" when it has none */
     struct bj_modelinfo info;
+    struct llama_model *model;  /* loaded once; outlives every engine built on it */
+    /* Atomic: the supervisor swaps in a rebuilt engine while other threads route to it. */
+    struct bj_engine *_Atomic engine;
+};
+
+/* Engines given up by the supervisor, freed once their thread has come back. */
+struct grave {
+    struct grave *next;
     struct bj_engine *engine;
+    int model;
 };
 
 struct bj_hive {
@@ -68,6 +77,10 @@ struct bj_hive {
     struct bj_brain_view *views;
     int64_t started_us;
     uint64_t deaths, tokens;
+    /* supervision (main thread) */
+    struct grave *graveyard;
+    int64_t restarts[5];       /* monotonic times of the last restarts (intensity limit) */
+    int n_restarts;
 };
 
 struct bj_hive_params bj_hive_default_params(void)
@@ -449,9 +462,14 @@ static int load_engines(struct bj_hive *h, char *err, size_t errlen)
         ep.on_events_ud = h;
         if (admit_model(h, m, err, errlen))
             return -1;
-        h->models[m].engine = bj_engine_new(&ep, err, errlen);
-        if (!h->models[m].engine)
+        ep.stall_brain = s->stall_brain;
+        ep.stall_step = s->stall_step;
+        ep.stall_ms = s->stall_ms;
+        struct bj_engine *e = bj_engine_new(&ep, err, errlen);
+        if (!e)
             return -1;
+        h->models[m].engine = e;
+        h->models[m].model = bj_engine_take_model(e);
         const char *tmpl = llama_model_chat_template(bj_engine_model(h->models[m].engine), NULL);
         h->models[m].chat_template = tmpl ? tmpl : "chatml";
     }
@@ -623,6 +641,19 @@ void bj_hive_free(struct bj_hive *h)
     bj_hive_stop(h);
     for (int m = 0; m < h->n_models; m++)
         bj_engine_free(h->models[m].engine);
+    for (struct grave *g = h->graveyard, *next; g; g = next) {
+        next = g->next;
+        if (bj_engine_finished(g->engine)) {
+            bj_engine_free(g->engine);
+        } else { /* still stuck: its contexts use the model, so both stay */
+            bj_warn("hive: an abandoned engine never came back; leaving it and its model to the exit");
+            h->models[g->model].model = NULL;
+        }
+        free(g);
+    }
+    for (int m = 0; m < h->n_models; m++)
+        if (h->models[m].model)
+            llama_model_free(h->models[m].model);
     bj_journal_close(h->journal);
     bj_prompts_free(h->prompts);
     if (h->budget) {
@@ -751,6 +782,133 @@ int bj_hive_stalled(struct bj_hive *h, int stall_ms)
             stalled++;
     }
     return stalled;
+}
+
+/* ---- supervision (main thread) ------------------------------------------------------------ */
+
+static void publish_watchdog(struct bj_hive *h, const char *stage, const char *text)
+{
+    struct bj_event ev = {.type = BJ_EV_WATCHDOG};
+    bj_strlcpy(ev.cause, stage, sizeof ev.cause);
+    ev.text = (char *)text;
+    bj_bus_publish(h->bus, &ev);
+}
+
+/* The stalled engine of model m is given up; its brains die (WATCHDOG), durable and routed like
+ * any death; a new engine on the same loaded model brings them back with a resurrection. */
+static int rebuild(struct bj_hive *h, int m, int64_t silent_ms, char *err, size_t errlen)
+{
+    struct model_slot *ms = &h->models[m];
+    struct bj_engine *old = ms->engine;
+    bj_engine_abandon(old);
+    struct grave *g = calloc(1, sizeof *g);
+    if (!g) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *g = (struct grave){.next = h->graveyard, .engine = old, .model = m};
+    h->graveyard = g;
+
+    struct bj_engine_params ep;
+    bj_engine_params_default(&ep);
+    ep.model_path = ms->path;
+    ep.model_label = model_label(ms->path);
+    ep.model = ms->model;
+    ep.plan = &est_model(h, m)->plan;
+    ep.max_steps = h->s->max_steps;
+    ep.bus = h->bus;
+    ep.on_done = on_engine_done;
+    ep.on_done_ud = h;
+    ep.on_events = on_step_events;
+    ep.on_events_ud = h;
+    struct bj_engine *e = bj_engine_new(&ep, err, errlen);
+    if (!e)
+        return -1;
+    struct bj_evbuf deaths = {0};
+    char detail[128];
+    snprintf(detail, sizeof detail, "its engine stalled for %lld ms and was rebuilt", (long long)silent_ms);
+    for (int i = 0; i < h->s->n_brains; i++) {
+        if (h->model_of[i] != m || h->engine_ix[i] < 0)
+            continue;
+        pthread_mutex_lock(&h->view_lock);
+        uint32_t n = h->views[i].deaths + 1;
+        int32_t used = h->views[i].jar_used;
+        pthread_mutex_unlock(&h->view_lock);
+        struct bj_event d = {.type = BJ_EV_DEATH, .crash_count = n, .jar_used = used,
+                             .jar_tokens = (int32_t)h->jars[i].tokens, .text = detail};
+        bj_strlcpy(d.brain, h->s->brains[i].id, sizeof d.brain);
+        bj_strlcpy(d.cause, "WATCHDOG", sizeof d.cause);
+        d.time_us = bj_event_now();
+        bj_evbuf_push(&deaths, &d);
+        struct bj_brain_params bp = {
+            .cfg = &h->s->brains[i],
+            .prompts = h->prompts,
+            .vocab = bj_engine_vocab(e),
+            .jar_tokens = h->jars[i].tokens,
+            .pause_ms = h->s->pause_ms,
+            .dump_dir = h->s->dump_context[0] ? h->s->dump_context : NULL,
+            .chat_template = h->s->chat_template ? ms->chat_template : NULL,
+            .initial_deaths = n,
+            .start_dead = true,
+        };
+        int ix = bj_engine_add_brain(e, &bp);
+        assert(ix == h->engine_ix[i]); /* the same brains in the same order */
+        (void)ix;
+    }
+    on_step_events(h, deaths.v, deaths.n);
+    bj_bus_publish_many(h->bus, deaths.v, deaths.n);
+    bj_evbuf_free(&deaths);
+    if (bj_engine_start(e, err, errlen)) {
+        bj_engine_free(e);
+        return -1;
+    }
+    ms->engine = e;
+    return 0;
+}
+
+int bj_hive_supervise(struct bj_hive *h, char *err, size_t errlen)
+{
+    int stall_ms = h->s->stall_timeout_ms > 0 ? h->s->stall_timeout_ms : 60000;
+    int64_t now = bj_now_us();
+    int restarted = 0;
+    for (int m = 0; m < h->n_models && h->running; m++) {
+        int64_t beat = bj_engine_beat(h->models[m].engine);
+        if (!beat || now - beat <= (int64_t)stall_ms * 1000)
+            continue;
+        int64_t silent_ms = (now - beat) / 1000;
+        char text[256];
+        /* At most 5 restarts in 60 s: beyond that, rebuilding is not helping. */
+        if (h->n_restarts == 5 && now - h->restarts[0] < 60 * 1000000LL) {
+            snprintf(err, errlen, "engine %s stalled again (%lld ms): 5 restarts in under 60 s, giving up",
+                     model_label(h->models[m].path), (long long)silent_ms);
+            publish_watchdog(h, "supervisor_gave_up", err);
+            return -1;
+        }
+        if (h->n_restarts == 5)
+            memmove(h->restarts, h->restarts + 1, 4 * sizeof *h->restarts);
+        else
+            h->n_restarts++;
+        h->restarts[h->n_restarts - 1] = now;
+        snprintf(text, sizeof text, "engine %s stalled: no step for %lld ms; rebuilding it on the same model",
+                 model_label(h->models[m].path), (long long)silent_ms);
+        bj_error("%s", text);
+        publish_watchdog(h, "engine_restart", text);
+        if (rebuild(h, m, silent_ms, err, errlen) != 0)
+            return -1;
+        bj_info("engine %s rebuilt in %.1f ms", model_label(h->models[m].path), (double)(bj_now_us() - now) / 1000.0);
+        restarted++;
+    }
+    for (struct grave **p = &h->graveyard; *p;) { /* free the abandoned engines that came back */
+        struct grave *g = *p;
+        if (bj_engine_finished(g->engine)) {
+            bj_engine_free(g->engine);
+            *p = g->next;
+            free(g);
+        } else {
+            p = &g->next;
+        }
+    }
+    return restarted;
 }
 
 /* ---- snapshots --------------------------------------------------------------------------- */

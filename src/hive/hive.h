@@ -106,6 +106,12 @@ void bj_hive_snapshot_free(struct bj_hive_snapshot *s);
 /* One brain's view; 0, or -ENOENT. */
 int bj_hive_brain(struct bj_hive *h, const char *brain, struct bj_brain_view *out);
 
+/* The supervisor's round (main thread, about once a second): an engine whose loop has not turned
+ * for the spec's stall timeout is given up and rebuilt on the same loaded model; its brains die
+ * (WATCHDOG) and come back. At most 5 restarts in 60 s. Returns the number of engines rebuilt,
+ * or -1 with err when the hive cannot go on (the caller exits non-zero). */
+int bj_hive_supervise(struct bj_hive *h, char *err, size_t errlen);
+
 /* Health for the supervisor: each engine thread beats once per step; returns the number of
  * engines whose last beat is older than stall_ms (0: all healthy). Any thread. */
 int bj_hive_stalled(struct bj_hive *h, int stall_ms);

@@ -61,6 +61,9 @@ static void add_line(char (*lines)[256], int *n, const char *f, ...)
     va_start(ap, f);
     vsnprintf(lines[*n], 256, f, ap);
     va_end(ap);
+    for (int i = 0; i < *n; i++)
+        if (strcmp(lines[i], lines[*n]) == 0)
+            return; /* each recommendation once, however many models or brains call for it */
     (*n)++;
 }
 
@@ -196,7 +199,7 @@ static void recommend_load_mode(struct bj_budget_verdict *v, const struct bj_est
     for (int m = 0; m < h->n_models; m++) {
         const struct bj_est_model *md = &h->models[m];
         uint64_t now = md->cpu.weights_anon + md->cpu.weights_file;
-        if (!h->opts.use_mmap || md->repacked_bytes == 0 || now <= md->cpu_weight_bytes)
+        if (!md->plan.use_mmap || md->repacked_bytes == 0 || now <= md->cpu_weight_bytes)
             continue;
         uint64_t save = now - md->cpu_weight_bytes;
         if (save >= (uint64_t)(GB / 50))
@@ -348,7 +351,7 @@ static void print_models(const struct bj_est_hive *h, FILE *out)
         fprintf(out, "  Model file:     %s\n", m->path);
         fprintf(out, "  File size:      %s (%s, %u layers, %u-token training context)\n",
                 fmt(a, sizeof a, m->mi.file_size), m->mi.arch, m->mi.n_layer, m->mi.n_ctx_train);
-        fprintf(out, "  Loaded as:      %s, %s, KV %s, %s\n", h->opts.use_mmap ? "mmap" : "read (no mmap)",
+        fprintf(out, "  Loaded as:      %s, %s, KV %s, %s\n", h->n_models > 0 && h->models[0].plan.use_mmap ? "mmap" : "read (no mmap)",
                 h->opts.repack ? "repack on" : "repack off", ggml_type_name(h->opts.kv_type),
                 device_desc(f, sizeof f, m));
         fprintf(out, "  Est. footprint: %s shared by its %d brain%s (weights %s resident + %s repacked/read, "

@@ -68,9 +68,16 @@ struct bj_hive_spec {
     double reserve_pct, brain_share_pct, headroom_gb;
     bool force;
 
-    /* fault injection for tests: kill brain `inject_brain` with DECODE_ERROR at its Nth decode */
+    /* supervision: an engine whose loop has not turned for this long is stalled (0: default) */
+    int stall_timeout_ms;
+
+    /* fault injection for tests: kill brain `inject_brain` with DECODE_ERROR at its Nth decode;
+     * stall the engine of brain `stall_brain` for stall_ms at its Nth step */
     char inject_brain[BJ_NAME_MAX];
     long inject_step;
+    char stall_brain[BJ_NAME_MAX];
+    long stall_step;
+    int stall_ms;
 };
 
 /* The brain's model path, falling back to the hive's (may be empty: the embedded default). */
