@@ -127,6 +127,16 @@ def latency_run(a, tmp, log):
             "tokens_median": statistics.median(counts), "tokens_max": counts[-1], "brains_seen": len(tokens)}
 
 
+def print_latency(a, lat):
+    p = lat["profile"]
+    print(f"\nlatency run: {a.latency_n} brains, jars {a.latency_jar}, {a.latency_steps} steps, pause 0: "
+          f"{int(p['resurrections'])} resurrections ({lat['deaths']} deaths seen); end of pause -> first new "
+          f"token p50 {p['first_token_p50_ms']:.1f} ms, p99 {p['first_token_p99_ms']:.1f} ms, max "
+          f"{p['first_token_max_ms']:.1f} ms; step {p['step_us']:.0f} us; longest wait of a live brain "
+          f"{int(p['max_wait_steps'])} steps; tokens per brain min {lat['tokens_min']} / median "
+          f"{lat['tokens_median']} / max {lat['tokens_max']} over {lat['brains_seen']} brains\n", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--brainjar", required=True)
@@ -157,7 +167,13 @@ def main():
     if gpu.ok:
         for n in ns:
             est[n] = estimate_gpu(a, n, log)
+        print("GPU estimate (MiB, brainjar validate): " + ", ".join(f"N={n}: {v:.0f}" for n, v in est.items()),
+              flush=True)
+    lat = None
     for r in range(a.repeat):
+        if r == 1 and a.latency_n > 0:  # after the first round: the key figures come first
+            lat = latency_run(a, tmp, log)
+            print_latency(a, lat)
         for n in ns:
             b = run_brainjar(a, n, gpu, tmp, log)
             c = run_bb(a, n, gpu, log)
@@ -194,16 +210,9 @@ def main():
             errp = 100.0 * (row["est"] - row["gpu"]) / row["gpu"] if row["gpu"] else 0.0
             line += f" {row['gpu']:8.0f} {row['est']:8.0f} {errp:+6.2f} {row['bb_gpu']:7.0f}"
         print(line, flush=True)
-    lat = None
-    if a.latency_n > 0:
+    if lat is None and a.latency_n > 0:
         lat = latency_run(a, tmp, log)
-        p = lat["profile"]
-        print(f"\nlatency run: {a.latency_n} brains, jars {a.latency_jar}, {a.latency_steps} steps, pause 0: "
-              f"{int(p['resurrections'])} resurrections ({lat['deaths']} deaths seen); end of pause -> first new "
-              f"token p50 {p['first_token_p50_ms']:.1f} ms, p99 {p['first_token_p99_ms']:.1f} ms, max "
-              f"{p['first_token_max_ms']:.1f} ms; step {p['step_us']:.0f} us; longest wait of a live brain "
-              f"{int(p['max_wait_steps'])} steps; tokens per brain min {lat['tokens_min']} / median "
-              f"{lat['tokens_median']} / max {lat['tokens_max']} over {lat['brains_seen']} brains", flush=True)
+        print_latency(a, lat)
     with open(os.path.join(out, "scale.json"), "w") as f:
         json.dump({"args": vars(a), "table": table, "latency": lat}, f, indent=1)
 
