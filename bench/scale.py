@@ -41,13 +41,14 @@ def kv(line):
 def brainjar_cmd(a, n, jar, steps, tmp, extra=()):
     return [a.brainjar, "run", "--brains", str(n), "--model", a.model, "--pause", "0", "--jar-tokens", str(jar),
             "--steps", str(steps), "--threads", str(a.threads), "--gpu-layers", str(a.gpu_layers),
-            "--data-dir", tmp, "--force", "--profile", *extra]
+            "--data-dir", tmp, "--force", "--profile", *a.bj_extra.split(), *extra]
 
 
 def run_brainjar(a, n, gpu, tmp, log):
-    # Prefill (the system prompts, 64 tokens per brain per step) takes a few steps; then
-    # a.steps steps in which every brain generates. One long thought each: nobody dies.
-    steps = a.steps + 4
+    # Prefill (the system prompts) takes a few steps; then about a.steps steps in which every
+    # brain generates. One long thought each: nobody dies.
+    # The prompt budget is about 512 tokens a step: N system prompts of ~130 tokens take N/4 steps.
+    steps = a.steps + 3 + (n * 130 + 511) // 512
     cmd = brainjar_cmd(a, n, a.jar, steps, tmp, ("--events", "none", "--max-tokens", str(1 << 20)))
     t0 = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -151,6 +152,7 @@ def main():
     ap.add_argument("--latency-n", type=int, default=64, help="brains of the latency run (0: none)")
     ap.add_argument("--latency-jar", type=int, default=220)
     ap.add_argument("--latency-steps", type=int, default=600)
+    ap.add_argument("--bj-extra", default="", help="more brainjar flags (one string)")
     ap.add_argument("--out", default=None, help="folder for the full log and the results (json)")
     a = ap.parse_args()
     ns = [int(x) for x in a.ns.split(",") if x]

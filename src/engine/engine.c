@@ -92,6 +92,9 @@ struct bj_engine {
     int64_t ph[PH_COUNT];      /* this step */
     struct prof prof[2];       /* [0] every step with work, [1] generation-only steps */
     long wait[BJ_MAX_BRAINS];  /* steps a live brain went without work, in a row */
+    long since[BJ_MAX_BRAINS]; /* step from which its current prompt work waits (0: none) */
+    struct work *line;         /* this step's prompt work, oldest first */
+    int prompt_budget;         /* batched: prompt tokens per step (0: no limit) */
     long max_wait;
     int64_t life_start[BJ_MAX_BRAINS]; /* monotonic: when its resurrection was due; 0 once it spoke */
     int32_t *latency_us;       /* ring of resurrection -> first new token latencies */
@@ -216,6 +219,7 @@ void bj_engine_free(struct bj_engine *e)
     bj_pool_free(e->pool);
     free(e->works);
     free(e->items);
+    free(e->line);
     free(e->latency_us);
     if (e->model && e->owns_model)
         llama_model_free(e->model);
@@ -353,36 +357,80 @@ static void batch_put(struct llama_batch *b, const struct work *w, int n_past, l
     }
 }
 
-/* Collects the work of this step; brains whose next chunk overflows their jar die here. */
+/* Collects the work of this step; brains whose next chunk overflows their jar die here.
+ *
+ * Every brain that generates (one token to feed back) is in every step. Prompt work (a new life's
+ * system prompt, what a brain observed) shares a budget of prompt tokens per step
+ * (e->prompt_budget, about one ubatch), handed out oldest first: to the brains that have waited
+ * longest for their prompt work, each up to --prefill-chunk tokens. So a wave of resurrections
+ * cannot turn a step into a long prefill that stalls everyone's generation, the first brains in
+ * line get their first token soonest, and no brain waits longer than the prompt work queued
+ * ahead of it takes (a bound in steps: ahead / budget). */
 static int gather(struct bj_engine *e, struct work *works)
 {
-    int n = 0;
+    int n = 0, m = 0;
+    long step = atomic_load(&e->steps) + 1;
     for (int i = 0; i < e->n_brains; i++) {
         struct bj_brain *b = e->brains[i];
         struct work w = {.e = e, .i = i};
         w.n = bj_brain_next_chunk(b, e->plan.prefill_chunk, &w.tokens, &w.logits);
         if (w.n == 0) {
-            /* Fairness: a live, unpaused brain always has work (a token to feed back or a chunk
-             * of prompt); count the steps it would go without, to prove it never does. */
+            /* A live, unpaused brain always has work (a token to feed back or prompt): count
+             * the steps it would go without. */
             enum bj_brain_state s = bj_brain_state(b);
             bool live = s == BJ_BRAIN_THINKING || s == BJ_BRAIN_LISTENING || s == BJ_BRAIN_RESURRECTING;
             e->wait[i] = live ? e->wait[i] + 1 : 0;
             if (e->wait[i] > e->max_wait)
                 e->max_wait = e->wait[i];
+            e->since[i] = 0;
             continue;
         }
-        e->wait[i] = 0;
         if (!bj_brain_fits(b, w.n)) {
             char detail[96];
             snprintf(detail, sizeof detail, "jar full: %d of %ld tokens used, %d more needed", bj_brain_n_past(b),
                      bj_brain_jar(b), w.n);
             kill_brain(e, i, "JAR_FULL", detail);
+            e->since[i] = 0;
             continue;
         }
-        e->decodes[i]++;
-        w.injected = e->inject_brain[0] && e->p.inject_step == e->decodes[i] &&
-                     strcmp(e->inject_brain, bj_brain_id(b)) == 0;
+        if (w.n > 1 && e->prompt_budget > 0) { /* prompt work: in line for the budget */
+            if (!e->since[i])
+                e->since[i] = step;
+            e->line[m] = w;
+            /* insertion by (since, index): the line is short and mostly in order already */
+            int k = m++;
+            while (k > 0 && e->since[e->line[k - 1].i] > e->since[i]) {
+                e->line[k] = e->line[k - 1];
+                k--;
+            }
+            e->line[k] = w;
+            continue;
+        }
+        e->since[i] = 0;
+        e->wait[i] = 0;
         works[n++] = w;
+    }
+    int budget = e->prompt_budget;
+    for (int k = 0; k < m; k++) {
+        struct work w = e->line[k];
+        if (budget <= 0) {
+            if (++e->wait[w.i] > e->max_wait)
+                e->max_wait = e->wait[w.i];
+            continue;
+        }
+        if (w.n > budget) { /* the rest of its chunk next step: no logits before the end */
+            w.n = budget;
+            w.logits = false;
+        }
+        budget -= w.n;
+        e->wait[w.i] = 0;
+        works[n++] = w;
+    }
+    for (int k = 0; k < n; k++) {
+        struct work *w = &works[k];
+        e->decodes[w->i]++;
+        w->injected = e->inject_brain[0] && e->p.inject_step == e->decodes[w->i] &&
+                      strcmp(e->inject_brain, bj_brain_id(e->brains[w->i])) == 0;
     }
     return n;
 }
@@ -412,6 +460,8 @@ static void accept_one(struct bj_engine *e, struct work *w, int64_t now_us)
             e->latency_us[e->n_latency % LATENCY_RING] = (int32_t)(d < INT32_MAX ? d : INT32_MAX);
         e->n_latency++;
         e->life_start[w->i] = 0;
+        bj_debug("engine %s: brain %s spoke %.1f ms after its resurrection was due (step %ld)", e->label,
+                 bj_brain_id(b), (double)d / 1000.0, atomic_load(&e->steps));
     }
     int rc = bj_brain_accept(b, w->token);
     if (rc != 0)
@@ -488,6 +538,8 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
     }
     int64_t t1 = bj_now_us();
     int rc = llama_decode(e->ctx, e->batch);
+    if (rc == 0) /* decoding is asynchronous on a GPU: its time is until the results are there */
+        llama_synchronize(e->ctx);
     int64_t t2 = bj_now_us();
     e->ph[PH_BATCH] += t1 - t0;
     e->ph[PH_DECODE] += t2 - t1;
@@ -606,8 +658,11 @@ static int64_t resurrect_due(struct bj_engine *e, int64_t now)
             int64_t due = bj_brain_resurrect_at(b); /* the latency counts from the end of the pause */
             if (bj_brain_resurrect(b) != 0)
                 kill_brain(e, i, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
-            else
+            else {
                 e->life_start[i] = due > 0 ? due : now;
+                bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label,
+                         bj_brain_id(b), atomic_load(&e->steps), (double)(now - due) / 1000.0);
+            }
         }
         if (bj_brain_state(b) == BJ_BRAIN_DEAD && bj_brain_resurrect_at(b) < next)
             next = bj_brain_resurrect_at(b);
@@ -802,9 +857,19 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
      * CPU sampling of every brain at once; with sampling in the graph it is not needed. */
     if (!e->works && (!(e->works = calloc(BJ_MAX_BRAINS, sizeof *e->works)) ||
                       !(e->items = calloc(BJ_MAX_BRAINS, sizeof *e->items)) ||
+                      !(e->line = calloc(BJ_MAX_BRAINS, sizeof *e->line)) ||
                       !(e->latency_us = calloc(LATENCY_RING, sizeof *e->latency_us)))) {
         snprintf(err, errlen, "engine %s: out of memory", e->label);
         return -1;
+    }
+    /* About one ubatch of prompt per step, and never more than the batch holds beside one
+     * token of every brain. The parallel schedule decodes each brain alone: no shared budget. */
+    if (e->sched == BJ_SCHED_BATCHED) {
+        int want = (int)e->plan.n_ubatch > e->plan.prefill_chunk ? (int)e->plan.n_ubatch : e->plan.prefill_chunk;
+        int room = (int)e->plan.n_batch - e->n_brains;
+        e->prompt_budget = want < room ? want : room;
+        if (e->prompt_budget < 1)
+            e->prompt_budget = 1;
     }
     int width = e->sched == BJ_SCHED_PARALLEL ? e->n_threads / (e->plan.threads_per_ctx > 0 ? e->plan.threads_per_ctx : 1)
                 : e->backend_sampling          ? 1

@@ -446,7 +446,8 @@ void bj_budget_print_report(const struct bj_budget_settings *s, const struct bj_
 
 /* ---- layer 2 ------------------------------------------------------------------------------ */
 
-#define LEDGER_MAX 64
+/* Every brain and every model of the largest hive (a model per brain at most), and a few more. */
+#define LEDGER_MAX (2 * BJ_MAX_BRAINS + 8)
 
 struct bj_budget_manager {
     pthread_mutex_t lock;
