@@ -30,6 +30,17 @@ class Brains(HiveCase):
         for phase in ("batch assembly", "llama_decode", "sampling", "token-to-text", "event publishing"):
             self.assertIn(phase, err)
 
+    def test_prompt_budget_bounds_waits(self):
+        # 16 system prompts of ~130 tokens share about 512 prompt tokens a step: some brains wait
+        # for their turn at the start, none longer than the prompt work ahead of it takes.
+        rc, ev, err = self.run_hive("--brains", "16", "--jar-tokens", "400", "--steps", "12", "--profile",
+                                    "--events", "none", dump=False, timeout=240)
+        self.assertEqual(rc, 0, err)
+        m = re.search(r"profile-summary: brains=16 .*max_wait_steps=(\d+)", err)
+        self.assertIsNotNone(m, err[-2000:])
+        self.assertGreaterEqual(int(m.group(1)), 1)
+        self.assertLessEqual(int(m.group(1)), 16 * 140 // 500)
+
     def test_round_robin_and_roles(self):
         # validate builds the same brains without running: 1 GOD, 2 OBSERVERs, 7 SUBJECTs.
         p = subprocess.run([BRAINJAR, "validate", "--brains", "10:observers=2", "--jar-tokens-god", "300",
