@@ -5,9 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <llama.h>
+
 #include "budget.h"
 #include "estimate.h"
 #include "log.h"
+#include "prompt.h"
 #include "util.h"
 
 #define MB (1024.0 * 1024.0)
@@ -235,8 +238,11 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
                 return bad_flag("--first-batch", optarg, "a positive number of tokens");
             break;
         case O_THREADS:
-            if (bj_parse_long(optarg, 1, 4096, &v))
-                return bad_flag("--threads", optarg, "a positive number of threads");
+            if (bj_parse_long(optarg, 1, bj_max_threads(), &v)) {
+                char want[64];
+                snprintf(want, sizeof want, "a number of threads from 1 to %ld (4 per core)", bj_max_threads());
+                return bad_flag("--threads", optarg, want);
+            }
             a->o.n_threads = (int)v;
             break;
         case 'h': estimate_usage(stdout); return 1;
@@ -275,6 +281,13 @@ int bj_estimate_main(int argc, char **argv)
         goto out;
     }
     long ctx = a.ctx > 0 ? a.ctx : (mi->n_ctx_train > 0 ? (long)mi->n_ctx_train : 4096);
+    if (mi->n_ctx_train > 0 && ctx > (long)mi->n_ctx_train) {
+        /* as run clamps a jar: a brain cannot use more than the training context, and a dry run
+         * of a context far past it costs minutes and gigabytes for nothing */
+        fprintf(stderr, "brainjar estimate: --ctx %ld clamped to the model's training context, %u tokens\n", ctx,
+                mi->n_ctx_train);
+        ctx = (long)mi->n_ctx_train;
+    }
     long jars[BJ_MAX_BRAINS];
     for (long i = 0; i < a.brains; i++)
         jars[i] = ctx;
@@ -302,18 +315,71 @@ out:
     return rc;
 }
 
+/* What `run` refuses before it starts, checked without loading any weights: every model must
+ * load in llama.cpp (its dry run did) and every brain's first system prompt must fit in its jar
+ * (the model's vocabulary alone is loaded to count the tokens). Returns 0, or -1 with a one-line
+ * reason in err. */
+static int check_runnable(const struct bj_config *c, const struct bj_est_hive *h, char *err, size_t errlen)
+{
+    for (int m = 0; m < h->n_models; m++)
+        if (h->models[m].dry_run_failed) {
+            snprintf(err, errlen, "model %s: llama.cpp cannot load it: %s", h->models[m].path,
+                     h->models[m].dry_run_error[0] ? h->models[m].dry_run_error : "no details");
+            return -1;
+        }
+    struct bj_prompts *prompts = bj_prompts_load(c->spec.prompts_dir, err, errlen);
+    if (!prompts)
+        return -1;
+    int rc = 0;
+    for (int m = 0; m < h->n_models && rc == 0; m++) {
+        struct llama_model_params mp = llama_model_default_params();
+        mp.vocab_only = true;
+        mp.n_gpu_layers = 0;
+        struct llama_model *model = llama_model_load_from_file(h->models[m].path, mp);
+        if (!model) {
+            snprintf(err, errlen, "model %s: llama.cpp cannot load its vocabulary", h->models[m].path);
+            rc = -1;
+            break;
+        }
+        const struct llama_vocab *vocab = llama_model_get_vocab(model);
+        for (int i = 0; i < h->n_brains && rc == 0; i++) {
+            if (h->brains[i].model != m)
+                continue;
+            const struct bj_brain_cfg *b = &c->spec.brains[i]; /* est brain i is spec brain i */
+            if (!bj_prompts_has(prompts, b->role)) {
+                snprintf(err, errlen, "brain %s: no prompt file for role '%s' (add %s.txt to --prompts DIR)", b->id,
+                         b->role, b->role);
+                rc = -1;
+            } else {
+                rc = bj_prompt_check_fits(prompts, vocab, b->role, b->id, h->brains[i].jar.tokens,
+                                          (long)h->models[m].mi.n_ctx_train, err, errlen);
+            }
+        }
+        llama_model_free(model);
+    }
+    bj_prompts_free(prompts);
+    return rc;
+}
+
 int bj_validate_run_paths(const struct bj_config *c, const char *default_model_path,
                           const struct bj_sysmem_paths *paths, FILE *out)
 {
-    char err[512];
+    char err[1024];
     struct bj_est_hive *h = bj_estimate_spec(&c->spec, default_model_path, err, sizeof err);
     if (!h) {
         fprintf(out, "validate: %s\n", err);
         return 2;
     }
-    struct bj_sysmem sm;
-    struct bj_gpu_info gpu;
-    int rc = bj_validate_hive(&c->spec, bj_mode_name(c->mode), h, paths, out, &sm, &gpu);
+    int rc;
+    if (check_runnable(c, h, err, sizeof err) != 0) {
+        /* run would refuse this hive: the memory report would only mislead ("safe to proceed") */
+        fprintf(out, "VALIDATION FAILED: %s\n", err);
+        rc = 1;
+    } else {
+        struct bj_sysmem sm;
+        struct bj_gpu_info gpu;
+        rc = bj_validate_hive(&c->spec, bj_mode_name(c->mode), h, paths, out, &sm, &gpu);
+    }
     bj_est_hive_free(h);
     return rc;
 }

@@ -39,7 +39,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --jar-tokens-subject|-observer|-god N jar sizes in tokens; --jar-tokens N for all\n"
             "Engine:\n"
             "  --schedule batched|parallel|auto  one batched context, or one context per brain in threads\n"
-            "  --threads N  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
+            "  --threads N (default: all cores but one on a CPU)  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
             "  --prefill-chunk N (64)  --mmap | --no-mmap (default: read where weights are repacked)  --chat-template\n"
             "  --backend-sampling on|off|auto  sample inside the decode graph (auto: on with a GPU)\n"
             "Lives and sampling (all brains; hive files set them per brain):\n"
@@ -200,8 +200,20 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
     int opt;
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h", k_opts, NULL)) != -1) {
+    /* '+': stop at the first non-option, so that argv[at] is always the element being parsed
+     * (GNU getopt otherwise permutes argv, and a short-option cluster keeps optind in place). */
+    int at = optind, li = -1;
+    char flag[64];
+    while ((opt = getopt_long(argc, argv, "+:h", k_opts, &li)) != -1) {
         const char *a = optarg;
+        /* The flag as the user should read it: "--ram-limit" also for "--ram-limit=abc". */
+        if (li >= 0)
+            snprintf(flag, sizeof flag, "--%s", k_opts[li].name);
+        else
+            snprintf(flag, sizeof flag, "-%c", opt);
+        const char *arg_at = at < argc ? argv[at] : "";
+        at = optind;
+        li = -1;
         switch (opt) {
         case O_MODE: r.mode = a; break;
         case O_HIVE: r.hive = a; break;
@@ -211,12 +223,12 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         case O_MODEL_S: case O_MODEL_O: case O_MODEL_G: r.model[opt - O_MODEL_S] = a; break;
         case O_RAM: case O_RAM_S: case O_RAM_O: case O_RAM_G:
             if (bj_parse_double(a, 1e-9, 1e6, &d))
-                return bad(cmd, argv[optind - 2], a, "a positive number of GB");
+                return bad(cmd, flag, a, "a positive number of GB");
             r.ram_gb[opt == O_RAM ? T_ALL : opt - O_RAM_S] = d;
             break;
         case O_JAR: case O_JAR_S: case O_JAR_O: case O_JAR_G:
             if (bj_parse_long(a, 1, 1L << 30, &l))
-                return bad(cmd, argv[optind - 2], a, "a positive number of tokens");
+                return bad(cmd, flag, a, "a positive number of tokens");
             r.jar_tokens[opt == O_JAR ? T_ALL : opt - O_JAR_S] = l;
             break;
         case O_WEB_HOST: bj_strlcpy(c->web_host, a, sizeof c->web_host); break;
@@ -233,11 +245,16 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             else if (strcmp(a, "parallel") == 0) c->spec.schedule = BJ_SCHED_PARALLEL;
             else return bad(cmd, "--schedule", a, "batched, parallel or auto");
             break;
-        case O_THREADS:
-            if (bj_parse_long(a, 1, 1024, &l))
-                return bad(cmd, "--threads", a, "a thread count (1-1024)");
+        case O_THREADS: {
+            long max = bj_max_threads();
+            if (bj_parse_long(a, 1, max, &l)) {
+                fprintf(stderr, "brainjar %s: --threads: '%s' is not a thread count from 1 to %ld (4 per core)\n",
+                        cmd, a, max);
+                return 2;
+            }
             c->spec.n_threads = (int)l;
             break;
+        }
         case O_GPU:
             if (bj_parse_long(a, -1, 100000, &l))
                 return bad(cmd, "--gpu-layers", a, "a layer count (-1 for all)");
@@ -284,7 +301,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             break;
         case O_TOPP: case O_MINP:
             if (bj_parse_double(a, 0, 1, &d))
-                return bad(cmd, argv[optind - 2], a, "a probability (0-1)");
+                return bad(cmd, flag, a, "a probability (0-1)");
             if (opt == O_TOPP) r.s.top_p = (float)d, r.set_top_p = true;
             else r.s.min_p = (float)d, r.set_min_p = true;
             break;
@@ -325,7 +342,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         }
         case O_RESERVE: case O_SHARE:
             if (bj_parse_double(a, 0, 100, &d) || (opt == O_SHARE && d <= 0))
-                return bad(cmd, argv[optind - 2], a, "a percentage (0-100)");
+                return bad(cmd, flag, a, "a percentage (0-100)");
             *(opt == O_RESERVE ? &c->spec.reserve_pct : &c->spec.brain_share_pct) = d;
             break;
         case O_HEADROOM:
@@ -362,10 +379,16 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             break;
         case 'h': bj_cli_usage_run(cmd, stdout); return 1;
         case ':':
-            fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, argv[optind - 1]);
+            fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, arg_at);
             return 2;
         default:
-            fprintf(stderr, "brainjar %s: unknown option '%s' (see brainjar %s --help)\n", cmd, argv[optind - 1], cmd);
+            if (optopt >= O_MODE) { /* a flag without a value given one ("--force=1") */
+                const char *eq = strchr(arg_at, '=');
+                fprintf(stderr, "brainjar %s: %.*s takes no value\n", cmd, eq ? (int)(eq - arg_at) : 64, arg_at);
+            } else {
+                fprintf(stderr, "brainjar %s: unknown %soption '%s' (see brainjar %s --help)\n", cmd,
+                        strncmp(arg_at, "--", 2) == 0 ? "or ambiguous " : "", arg_at, cmd);
+            }
             return 2;
         }
     }

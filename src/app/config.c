@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,14 +255,29 @@ bad:
     return -1;
 }
 
+/* Hive files are a few KB; anything near this is a mistake (or a device behind a symlink). */
+#define HIVE_MAX_BYTES (1u << 20)
+
 int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t errlen)
 {
     char *text;
-    int rc = bj_read_file(path, &text, NULL);
-    if (rc) {
-        snprintf(err, errlen, "hive file %s: cannot read it", path);
+    size_t len;
+    int rc = bj_read_file_max(path, HIVE_MAX_BYTES, NULL, &text, &len);
+    if (rc == -EFBIG) {
+        snprintf(err, errlen, "hive file %s: larger than %u KB (is it a hive file?)", path, HIVE_MAX_BYTES >> 10);
         return -1;
     }
+    if (rc) {
+        snprintf(err, errlen, "hive file %s: cannot read it: %s", path, bj_file_strerror(rc));
+        return -1;
+    }
+    rc = bj_config_parse_hive(c, path, text, len, err, errlen);
+    free(text);
+    return rc;
+}
+
+int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size_t len, char *err, size_t errlen)
+{
     bj_strlcpy(c->hive_file, path, sizeof c->hive_file);
     c->mode = BJ_MODE_HIVE;
     c->spec.n_brains = 0;
@@ -269,22 +285,36 @@ int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t
     bool in_hive = false;
     int line_no = 0;
     char msg[400];
-    rc = -1;
-    for (char *line = text, *next; line; line = next) { /* every line counts, blank ones too */
-        next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
+    /* A UTF-8 byte order mark (editors on some systems write one) is not part of line 1. */
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
+        text += 3;
+        len -= 3;
+    }
+    /* Every line counts, blank and comment lines included, so that errors name the line an
+     * editor shows. */
+    char *end = text + len;
+    for (char *line = text; line < end;) {
+        char *nl = memchr(line, '\n', (size_t)(end - line));
+        char *stop = nl ? nl : end;
         line_no++;
+        char *nul = memchr(line, '\0', (size_t)(stop - line));
+        if (nul) {
+            snprintf(msg, sizeof msg, "contains a NUL byte (column %d); a hive file is text", (int)(nul - line) + 1);
+            goto fail;
+        }
+        *stop = '\0'; /* end is text[len], the reader's terminator */
+        char *next = nl ? nl + 1 : end;
         char *s = trim(line);
+        line = next;
         if (!*s || *s == '#' || *s == ';')
             continue;
         if (*s == '[') {
-            char *end = strchr(s, ']');
-            if (!end || end[1]) {
+            char *close = strchr(s, ']');
+            if (!close || close[1]) {
                 snprintf(msg, sizeof msg, "malformed section header");
                 goto fail;
             }
-            *end = '\0';
+            *close = '\0';
             char *name = trim(s + 1);
             cur = NULL;
             in_hive = strcmp(name, "hive") == 0;
@@ -338,15 +368,12 @@ int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t
     }
     if (c->spec.n_brains == 0) {
         snprintf(err, errlen, "hive file %s: no [brain NAME] section", path);
-        goto out;
+        return -1;
     }
-    rc = 0;
-    goto out;
+    return 0;
 fail:
     snprintf(err, errlen, "hive file %s, line %d: %s", path, line_no, msg);
-out:
-    free(text);
-    return rc;
+    return -1;
 }
 
 int bj_config_finish(struct bj_config *c, char *err, size_t errlen)

@@ -44,6 +44,11 @@ int bj_config_apply_brains(struct bj_config *c, int n, int gods, int observers, 
 
 /* Reads a hive file (INI: [hive] and [brain NAME] sections). Returns 0 or -1 with err. */
 int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t errlen);
+/* The parser behind it, on text already read: text[len] must be '\0' (the text is cut into
+ * lines in place). A UTF-8 BOM is skipped; a NUL byte is an error naming its line; every line
+ * (blank and comment lines too) counts in the line numbers of errors. `path` names the file in
+ * messages and anchors relative model paths. 0 or -1 with err. */
+int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size_t len, char *err, size_t errlen);
 
 /* Final checks after all sources are applied: names, references, ranges. 0 or -1 with err. */
 int bj_config_finish(struct bj_config *c, char *err, size_t errlen);

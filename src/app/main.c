@@ -71,8 +71,11 @@ static int process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) == sizeof si) {
                 if (si.ssi_signo == SIGHUP) {
-                    bj_info("SIGHUP: reopening log files");
+                    bj_info("SIGHUP: reopening log files, reloading prompt files");
                     bj_hive_reopen_logs(hive);
+                    char err[512];
+                    if (bj_hive_reload_prompts(hive, err, sizeof err) != 0)
+                        bj_error("SIGHUP: %s", err);
                     continue;
                 }
                 bj_info("signal %u: stopping", si.ssi_signo);

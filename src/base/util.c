@@ -2,12 +2,15 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 size_t bj_strlcpy(char *dst, const char *src, size_t dstsize)
 {
@@ -56,6 +59,12 @@ int bj_parse_bool(const char *s, bool *out)
     return -1;
 }
 
+long bj_max_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return 4 * (n > 0 ? n : 1);
+}
+
 int64_t bj_now_us(void)
 {
     struct timespec ts;
@@ -102,40 +111,143 @@ struct timespec bj_deadline_after(int64_t us)
     return ts;
 }
 
-int bj_read_file(const char *path, char **out, size_t *len)
+/* Whether the process has SIGINT or SIGTERM pending (brainjar blocks them in every thread and takes
+ * them synchronously, so a pending one means "the operator wants out"). */
+static bool stop_signal_pending(void)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    sigset_t set;
+    if (sigpending(&set) != 0)
+        return false;
+    return sigismember(&set, SIGINT) == 1 || sigismember(&set, SIGTERM) == 1;
+}
+
+int bj_read_file_max(const char *path, size_t max, const volatile int *stop, char **out, size_t *len)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
         return -errno;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
+    if (!S_ISREG(st.st_mode))
+        return -EINVAL; /* refused before opening: opening a device can have effects of its own */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return -errno;
     int rc = 0;
-    while (buf) {
-        if (n + 1 >= cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) { free(buf); buf = NULL; break; }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) {
-            if (ferror(f))
-                rc = -EIO;
-            break;
-        }
+    char *buf = NULL;
+    size_t n = 0;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto out;
     }
-    fclose(f);
-    if (!buf)
-        return -ENOMEM;
-    if (rc) {
-        free(buf);
-        return rc;
+    if (!S_ISREG(st.st_mode)) { /* swapped between stat and open */
+        rc = -EINVAL;
+        goto out;
+    }
+    if ((uint64_t)st.st_size > (uint64_t)max) {
+        rc = -EFBIG;
+        goto out;
+    }
+    /* /proc files say 0 bytes: start small and grow, never past max + 1 (to see "too big"). */
+    size_t cap = (size_t)st.st_size + 1 > 4096 ? (size_t)st.st_size + 1 : 4096;
+    if (cap > max + 1)
+        cap = max + 1;
+    buf = malloc(cap + 1);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (;;) {
+        if ((stop && *stop) || stop_signal_pending()) {
+            rc = -EINTR;
+            goto out;
+        }
+        if (n == cap) {
+            if (cap >= max + 1) {
+                rc = -EFBIG;
+                goto out;
+            }
+            size_t ncap = cap * 2 < max + 1 ? cap * 2 : max + 1;
+            char *nb = realloc(buf, ncap + 1);
+            if (!nb) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t want = cap - n < (1u << 20) ? cap - n : (1u << 20); /* 1 MB at a time: stays interruptible */
+        ssize_t r = read(fd, buf + n, want);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue; /* the stop check above decides */
+            rc = -errno;
+            goto out;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n > max) {
+            rc = -EFBIG;
+            goto out;
+        }
     }
     buf[n] = '\0';
     *out = buf;
+    buf = NULL;
     if (len)
         *len = n;
-    return 0;
+out:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+int bj_read_file(const char *path, char **out, size_t *len)
+{
+    return bj_read_file_max(path, BJ_READ_MAX_DEFAULT, NULL, out, len);
+}
+
+const char *bj_file_strerror(int rc)
+{
+    switch (rc) {
+    case -EINVAL: return "not a regular file (a FIFO, device, directory or socket)";
+    case -ELOOP: return "a symbolic link (refused: give the real path)";
+    case -EFBIG: return "larger than the size limit";
+    case -EINTR: return "interrupted";
+    case -ENOENT: return "no such file";
+    default: return strerror(-rc);
+    }
+}
+
+int bj_output_check(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (S_ISLNK(st.st_mode))
+        return -ELOOP;
+    return S_ISREG(st.st_mode) ? 0 : -EINVAL;
+}
+
+int bj_output_open_tmp(const char *path, char *tmp, size_t tmplen)
+{
+    int rc = bj_output_check(path);
+    if (rc)
+        return rc;
+    if ((size_t)snprintf(tmp, tmplen, "%s.tmp.%d", path, (int)getpid()) >= tmplen)
+        return -ENAMETOOLONG;
+    unlink(tmp); /* a leftover of a crashed run with our pid; unlink never follows a link */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    return fd < 0 ? -errno : fd;
+}
+
+int bj_output_commit(const char *tmp, const char *path)
+{
+    int rc = bj_output_check(path);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = -errno;
+    if (rc)
+        unlink(tmp);
+    return rc;
 }
 
 int bj_mkdirs(const char *path)
@@ -213,6 +325,35 @@ size_t bj_utf8_feed(struct bj_utf8 *st, const char *in, size_t inlen, char *out)
         } else {
             st->pending[0] = c;
             st->n = 1;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+size_t bj_escape_controls(const char *in, size_t inlen, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < inlen; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == '\r') {
+            out[o++] = '\\';
+            out[o++] = 'r';
+        } else if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else if (c == 0xC2 && i + 1 < inlen && (unsigned char)in[i + 1] >= 0x80 &&
+                   (unsigned char)in[i + 1] <= 0x9F) {
+            unsigned char d = (unsigned char)in[++i]; /* 2 bytes in, 6 out */
+            memcpy(out + o, "\\u00", 4);
+            o += 4;
+            out[o++] = hex[d >> 4];
+            out[o++] = hex[d & 15];
+        } else {
+            out[o++] = (char)c;
         }
     }
     out[o] = '\0';

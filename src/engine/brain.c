@@ -475,6 +475,12 @@ int bj_brain_resurrect(struct bj_brain *b)
     return bj_brain_begin_life(b);
 }
 
+void bj_brain_set_prompts(struct bj_brain *b, const struct bj_prompts *prompts)
+{
+    if (prompts)
+        b->p.prompts = prompts;
+}
+
 void bj_brain_set_paused(struct bj_brain *b, bool paused)
 {
     b->paused = paused;

@@ -90,6 +90,9 @@ int64_t bj_brain_resurrect_at(const struct bj_brain *b);
 /* Brings a DEAD brain back: event, hook, new life. Returns bj_brain_begin_life's result. */
 int bj_brain_resurrect(struct bj_brain *b);
 
+/* Prompt files used from the next life on. */
+void bj_brain_set_prompts(struct bj_brain *b, const struct bj_prompts *prompts);
+
 /* Operator pause/resume: a paused brain keeps its memory and gets no decode. */
 void bj_brain_set_paused(struct bj_brain *b, bool paused);
 

@@ -30,7 +30,7 @@ struct prof {
 /* Resurrection latencies kept for the percentiles (the last ones when there are more). */
 #define LATENCY_RING 65536
 
-enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME, REQ_RESURRECT, REQ_SAY };
+enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME, REQ_RESURRECT, REQ_SAY, REQ_PROMPTS };
 
 struct request {
     struct request *next;
@@ -39,6 +39,7 @@ struct request {
     char cause[24];
     char from[BJ_NAME_MAX]; /* REQ_SAY */
     char *text;             /* REQ_SAY: owned */
+    const struct bj_prompts *prompts; /* REQ_PROMPTS */
 };
 
 /* One brain's part of a step. */
@@ -649,6 +650,9 @@ static void apply_requests(struct bj_engine *e)
         case REQ_SAY:
             bj_brain_deliver(b, r->from, r->text);
             break;
+        case REQ_PROMPTS:
+            bj_brain_set_prompts(b, r->prompts);
+            break;
         case REQ_PAUSE:
         case REQ_RESUME:
             bj_brain_set_paused(b, r->kind == REQ_PAUSE);
@@ -933,6 +937,18 @@ void bj_engine_stop(struct bj_engine *e)
     e->started = false;
 }
 
+static void enqueue(struct bj_engine *e, struct request *r)
+{
+    pthread_mutex_lock(&e->lock);
+    if (e->req_tail)
+        e->req_tail->next = r;
+    else
+        e->req_head = r;
+    e->req_tail = r;
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+}
+
 static int post(struct bj_engine *e, int idx, enum req_kind kind, const char *cause, const char *from,
                 const char *text)
 {
@@ -948,14 +964,7 @@ static int post(struct bj_engine *e, int idx, enum req_kind kind, const char *ca
     bj_strlcpy(r->cause, cause ? cause : "OPERATOR", sizeof r->cause);
     if (from)
         bj_strlcpy(r->from, from, sizeof r->from);
-    pthread_mutex_lock(&e->lock);
-    if (e->req_tail)
-        e->req_tail->next = r;
-    else
-        e->req_head = r;
-    e->req_tail = r;
-    pthread_cond_signal(&e->cond);
-    pthread_mutex_unlock(&e->lock);
+    enqueue(e, r);
     return 0;
 }
 
@@ -977,6 +986,18 @@ int bj_engine_resurrect(struct bj_engine *e, int brain)
 int bj_engine_say(struct bj_engine *e, int brain, const char *from, const char *text)
 {
     return post(e, brain, REQ_SAY, NULL, from, text);
+}
+
+int bj_engine_set_prompts(struct bj_engine *e, const struct bj_prompts *prompts)
+{
+    for (int i = 0; i < e->n_brains; i++) {
+        struct request *r = calloc(1, sizeof *r);
+        if (!r)
+            return -ENOMEM;
+        *r = (struct request){.kind = REQ_PROMPTS, .brain = i, .prompts = prompts};
+        enqueue(e, r);
+    }
+    return 0;
 }
 
 int bj_engine_deliver(struct bj_engine *e, int brain, const char *from, const char *text)

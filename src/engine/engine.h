@@ -92,6 +92,9 @@ int bj_engine_kill(struct bj_engine *e, int brain, const char *cause);
 int bj_engine_pause(struct bj_engine *e, int brain, bool paused);
 int bj_engine_resurrect(struct bj_engine *e, int brain); /* a dead brain now, skipping its pause */
 int bj_engine_say(struct bj_engine *e, int brain, const char *from, const char *text);
+/* New prompt files for every brain, from their next life on (SIGHUP); `prompts` must outlive the
+ * engine. Any thread. */
+int bj_engine_set_prompts(struct bj_engine *e, const struct bj_prompts *prompts);
 /* Queues text for the brain's next thought boundary at once (its inbox is locked). */
 int bj_engine_deliver(struct bj_engine *e, int brain, const char *from, const char *text);
 

@@ -2,20 +2,28 @@
 #include "prompt.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <llama.h>
+
 #include "util.h"
 
-#define MAX_ROLES 32
+/* A prompt file is a few KB; anything near this is a mistake (or /dev/zero behind a symlink). */
+#define PROMPT_MAX_BYTES (1u << 20)
+/* Roles a prompts directory may define (one file each); a directory with more is refused. */
+#define MAX_ROLES 4096
 
 struct bj_prompts {
-    int n;
-    char *role[MAX_ROLES];
-    char *text[MAX_ROLES];
+    int n, cap;
+    char **role;
+    char **text;
 };
 
 static char *fmt_alloc(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -30,6 +38,7 @@ static char *fmt_alloc(const char *fmt, ...)
     return s;
 }
 
+/* Takes ownership of text (freed on failure). */
 static int add(struct bj_prompts *p, const char *role, char *text)
 {
     for (int i = 0; i < p->n; i++)
@@ -38,7 +47,21 @@ static int add(struct bj_prompts *p, const char *role, char *text)
             p->text[i] = text;
             return 0;
         }
-    if (p->n >= MAX_ROLES || !(p->role[p->n] = strdup(role))) {
+    if (p->n == p->cap) {
+        int ncap = p->cap ? p->cap * 2 : 16;
+        char **r = realloc(p->role, (size_t)ncap * sizeof *r);
+        if (r)
+            p->role = r;
+        char **t = r ? realloc(p->text, (size_t)ncap * sizeof *t) : NULL;
+        if (t)
+            p->text = t;
+        if (!r || !t) {
+            free(text);
+            return -1;
+        }
+        p->cap = ncap;
+    }
+    if (!(p->role[p->n] = strdup(role))) {
         free(text);
         return -1;
     }
@@ -68,19 +91,41 @@ struct bj_prompts *bj_prompts_load(const char *dir, char *err, size_t errlen)
     int found = 0;
     for (struct dirent *e; (e = readdir(d));) {
         size_t len = strlen(e->d_name);
-        if (len < 5 || len > 64 || strcmp(e->d_name + len - 4, ".txt") != 0)
+        if (len < 5 || strcmp(e->d_name + len - 4, ".txt") != 0 || e->d_name[0] == '.')
             continue;
-        char role[64], path[4200];
-        snprintf(role, sizeof role, "%.*s", (int)(len - 4), e->d_name);
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        char *t;
-        if (bj_read_file(path, &t, NULL) == 0) {
-            if (add(p, role, t)) {
-                closedir(d);
-                goto oom;
-            }
-            found++;
+        char path[PATH_MAX];
+        if (len > 64 || (size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path) {
+            snprintf(err, errlen, "--prompts %s: %s: name too long (a role has at most 60 characters)", dir,
+                     e->d_name);
+            goto fail;
         }
+        if (found >= MAX_ROLES) {
+            snprintf(err, errlen, "--prompts %s: more than %d prompt files", dir, MAX_ROLES);
+            goto fail;
+        }
+        char *t;
+        size_t n;
+        int rc = bj_read_file_max(path, PROMPT_MAX_BYTES, NULL, &t, &n);
+        if (rc == -EFBIG) {
+            snprintf(err, errlen, "prompt file %s: larger than %u KB", path, PROMPT_MAX_BYTES >> 10);
+            goto fail;
+        }
+        if (rc) {
+            snprintf(err, errlen, "prompt file %s: %s", path, bj_file_strerror(rc));
+            goto fail;
+        }
+        if (strlen(t) != n) {
+            snprintf(err, errlen, "prompt file %s: contains a NUL byte (at offset %zu)", path, strlen(t));
+            free(t);
+            goto fail;
+        }
+        char role[64];
+        snprintf(role, sizeof role, "%.*s", (int)(len - 4), e->d_name);
+        if (add(p, role, t)) {
+            closedir(d);
+            goto oom;
+        }
+        found++;
     }
     closedir(d);
     if (!found) {
@@ -89,6 +134,10 @@ struct bj_prompts *bj_prompts_load(const char *dir, char *err, size_t errlen)
         return NULL;
     }
     return p;
+fail:
+    closedir(d);
+    bj_prompts_free(p);
+    return NULL;
 oom:
     snprintf(err, errlen, "out of memory loading prompts");
     bj_prompts_free(p);
@@ -103,6 +152,8 @@ void bj_prompts_free(struct bj_prompts *p)
         free(p->role[i]);
         free(p->text[i]);
     }
+    free(p->role);
+    free(p->text);
     free(p);
 }
 
@@ -216,3 +267,41 @@ const char *bj_prompt_thought_cue(void) { return "\n\nMy thought:"; }
 const char *bj_prompt_chat_opening(void) { return "You are awake. Think."; }
 
 const char *bj_prompt_chat_continue(void) { return "Go on thinking."; }
+
+/* Tokens a first thought needs beyond the system prompt (the cue and a few words). */
+#define PROMPT_ROOM_TO_THINK 16
+/* What the advice adds on top, so that the brain lives longer than one thought. */
+#define PROMPT_ADVICE_SLACK 64
+
+int bj_prompt_check_fits(const struct bj_prompts *p, const struct llama_vocab *vocab, const char *role,
+                         const char *id, long jar_tokens, long n_ctx_train, char *err, size_t errlen)
+{
+    char *sys = bj_prompt_system(p, role, id, 999999, jar_tokens);
+    if (!sys) {
+        snprintf(err, errlen, "brain %s: no prompt for role '%s' (or out of memory)", id, role);
+        return -1;
+    }
+    size_t len = strlen(sys);
+    long n = len > INT32_MAX ? (long)INT32_MAX : -(long)llama_tokenize(vocab, sys, (int32_t)len, NULL, 0, true, false);
+    free(sys);
+    long need = n + PROMPT_ROOM_TO_THINK;
+    if (need <= jar_tokens)
+        return 0;
+    long advise = need + PROMPT_ADVICE_SLACK;
+    if (n_ctx_train > 0 && advise > n_ctx_train) {
+        if (need > n_ctx_train)
+            snprintf(err, errlen,
+                     "brain %s: its system prompt (role %s) is %ld tokens, more than the model's training context "
+                     "of %ld tokens can hold with a first thought; shorten %s.txt to under %ld tokens", id, role, n,
+                     n_ctx_train, role, n_ctx_train - PROMPT_ROOM_TO_THINK - PROMPT_ADVICE_SLACK);
+        else
+            snprintf(err, errlen,
+                     "brain %s: its jar (%ld tokens) is too small for its system prompt (%ld tokens) and a first "
+                     "thought; give it at least %ld tokens (the model's training context, %ld, is the most it can use)",
+                     id, jar_tokens, n, need, n_ctx_train);
+        return -1;
+    }
+    snprintf(err, errlen, "brain %s: its jar (%ld tokens) is too small for its system prompt (%ld tokens) and a "
+             "first thought; give it at least %ld tokens", id, jar_tokens, n, advise);
+    return -1;
+}

@@ -33,6 +33,15 @@ void bj_prompt_death_sentence(unsigned deaths, char *buf, size_t len);
 char *bj_prompt_system(const struct bj_prompts *p, const char *role, const char *name, unsigned deaths,
                        long jar_tokens);
 
+/* The first life's system prompt of brain `id` (role) must fit in its jar with room for a first
+ * thought: the check `run` makes once the model's vocabulary is loaded, and `validate` makes with
+ * the vocabulary alone. n_ctx_train: the model's training context (0: unknown); when even that
+ * cannot hold the prompt, the message says to shorten the prompt rather than to grow the jar
+ * past what the model allows. Returns 0, or -1 with a one-line reason in err. Any thread. */
+struct llama_vocab;
+int bj_prompt_check_fits(const struct bj_prompts *p, const struct llama_vocab *vocab, const char *role,
+                         const char *id, long jar_tokens, long n_ctx_train, char *err, size_t errlen);
+
 /* What a watcher receives (caller frees). */
 char *bj_prompt_observed_thought(const char *from, const char *text);
 char *bj_prompt_observed_death(const char *from, const char *cause, unsigned deaths);

@@ -54,6 +54,8 @@ struct bj_hive {
     const struct bj_hive_spec *s;
     struct bj_bus *bus;
     struct bj_prompts *prompts;
+    struct bj_prompts *old_prompts[8]; /* replaced by SIGHUP; brains may still read them until their next life */
+    int n_old_prompts;
     struct model_slot *models; /* n_models; at most one per brain */
     int n_models;
     int *model_of;             /* brain -> model slot */
@@ -599,6 +601,28 @@ void bj_hive_reopen_logs(struct bj_hive *h)
         bj_journal_reopen(h->journal);
 }
 
+int bj_hive_reload_prompts(struct bj_hive *h, char *err, size_t errlen)
+{
+    if (h->n_old_prompts == (int)(sizeof h->old_prompts / sizeof h->old_prompts[0])) {
+        snprintf(err, errlen, "prompts reloaded too often in this run; restart to reload again");
+        return -1;
+    }
+    struct bj_prompts *p = bj_prompts_load(h->s->prompts_dir, err, errlen);
+    if (!p)
+        return -1;
+    for (int i = 0; i < h->s->n_brains; i++)
+        if (!bj_prompts_has(p, h->s->brains[i].role)) {
+            snprintf(err, errlen, "no prompt for role '%s' any more; keeping the old prompts", h->s->brains[i].role);
+            bj_prompts_free(p);
+            return -1;
+        }
+    for (int m = 0; m < h->n_models; m++)
+        bj_engine_set_prompts(h->models[m].engine, p);
+    h->old_prompts[h->n_old_prompts++] = h->prompts;
+    h->prompts = p;
+    return 0;
+}
+
 /* One line for people and benchmarks: aggregate generation speed and peak memory. */
 static void summary(const struct bj_hive *h)
 {
@@ -656,6 +680,8 @@ void bj_hive_free(struct bj_hive *h)
             llama_model_free(h->models[m].model);
     bj_journal_close(h->journal);
     bj_prompts_free(h->prompts);
+    for (int i = 0; i < h->n_old_prompts; i++)
+        bj_prompts_free(h->old_prompts[i]);
     if (h->budget) {
         for (int i = 0; i < h->s->n_brains; i++)
             bj_budget_manager_release(h->budget, h->s->brains[i].id);

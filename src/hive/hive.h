@@ -49,6 +49,9 @@ int bj_hive_fd(const struct bj_hive *h);
 bool bj_hive_done(const struct bj_hive *h);
 /* Reopens crash_reports.log (SIGHUP, after a log rotation). Any thread. */
 void bj_hive_reopen_logs(struct bj_hive *h);
+/* Reads the prompt files again (SIGHUP); brains use them from their next life on. Main thread.
+ * 0, or -1 with err (the old prompts stay). */
+int bj_hive_reload_prompts(struct bj_hive *h, char *err, size_t errlen);
 /* Stops every engine after its current step (idempotent) and prints the run summary. */
 void bj_hive_stop(struct bj_hive *h);
 void bj_hive_free(struct bj_hive *h);

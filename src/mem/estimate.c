@@ -330,6 +330,7 @@ struct dry_capture {
     uint64_t host_compute, dev_compute, output;
     int n_compute;
     char last_error[160];
+    bool load_failed;   /* llama.cpp refused the model or the context (run would fail too) */
 };
 
 /* A buffer name is host memory when it is the CPU's or a pinned host buffer ("CUDA_Host"). */
@@ -377,8 +378,12 @@ static void dry_log(enum ggml_log_level level, const char *text, void *ud)
     struct dry_capture *c = ud;
     if (text) {
         dry_parse(c, text);
-        if (level == GGML_LOG_LEVEL_ERROR)
+        if (level == GGML_LOG_LEVEL_ERROR && !c->last_error[0]) { /* the first says why */
             bj_strlcpy(c->last_error, text, sizeof c->last_error);
+            size_t n = strlen(c->last_error);
+            while (n > 0 && (c->last_error[n - 1] == '\n' || c->last_error[n - 1] == ' '))
+                c->last_error[--n] = '\0';
+        }
     }
     /* keep llama.cpp's chatter at debug level: only errors are forwarded during a dry run */
     if (c->prev && level == GGML_LOG_LEVEL_ERROR)
@@ -411,6 +416,7 @@ static int dry_run(const char *path, const struct bj_est_opts *o, const struct b
     int rc = -1;
     struct llama_model *model = llama_model_load_from_file(path, mp);
     struct llama_context *ctx = NULL;
+    c->load_failed = true;
     if (!model)
         goto out;
     struct llama_context_params cp = bj_plan_context_params(plan, ctx_index);
@@ -422,6 +428,7 @@ static int dry_run(const char *path, const struct bj_est_opts *o, const struct b
     ctx = llama_init_from_model(model, cp);
     if (!ctx)
         goto out;
+    c->load_failed = false;
     rc = c->n_compute > 0 ? 0 : -1;
     if (rc)
         bj_strlcpy(c->last_error, "llama.cpp reported no compute buffer", sizeof c->last_error);
@@ -461,9 +468,12 @@ static void add_buffers(const char *path, const struct bj_est_opts *o, const str
         output = c.output;
         m->compute_from_llama = true;
     } else {
-        if (o->dry_run)
-            snprintf(m->note, sizeof m->note, "dry run failed (%s); compute buffers from a formula",
+        if (o->dry_run) {
+            snprintf(m->note, sizeof m->note, "dry run failed: %s; compute buffers from a formula",
                      c.last_error[0] ? c.last_error : "no details");
+            m->dry_run_failed = c.load_failed;
+            bj_strlcpy(m->dry_run_error, c.last_error, sizeof m->dry_run_error);
+        }
         uint64_t compute;
         if (touched)
             compute_formula(&m->mi, o, l, engine_step_tokens(o, l), l->n_seq, &compute, &output);

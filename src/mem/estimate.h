@@ -88,6 +88,8 @@ struct bj_est_model {
     uint64_t kv_jars;             /* sum of the brains' jars (kv - kv_jars: padding, charged here) */
     bool compute_from_llama;      /* compute/output sizes came from the dry run */
     char note[160];               /* why the dry run was not used, when it was not */
+    bool dry_run_failed;          /* llama.cpp could not lay the model out: `run` cannot load it */
+    char dry_run_error[160];      /* its first error, one line */
     uint64_t heuristic;           /* the seed's file size x 1.5 */
 };
 

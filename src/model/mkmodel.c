@@ -299,11 +299,21 @@ int bj_mkmodel_write(const struct bj_mkmodel_params *p, char *err, size_t errlen
     gguf_free(vocab);
     plan_tensors(&pl, p, n_vocab);
 
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", p->out_path, (int)getpid());
+    char tmp[4096] = "";
     int rc = -1;
-    FILE *f = fopen(tmp, "wb");
+    FILE *f = NULL;
+    /* Only a regular file (or nothing) is ever replaced: never a device, a FIFO or a symlink
+     * (as root, "-o /dev/null" must not replace /dev/null). Checked now and again at the rename. */
+    int fd = bj_output_open_tmp(p->out_path, tmp, sizeof tmp);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot write %s: %s", p->out_path,
+                 fd == -EINVAL || fd == -ELOOP ? bj_file_strerror(fd) : strerror(-fd));
+        tmp[0] = '\0'; /* nothing of ours to remove */
+        goto out;
+    }
+    f = fdopen(fd, "wb");
     if (!f) {
+        close(fd);
         snprintf(err, errlen, "cannot write %s: %s", p->out_path, strerror(errno));
         goto out;
     }
@@ -330,15 +340,17 @@ int bj_mkmodel_write(const struct bj_mkmodel_params *p, char *err, size_t errlen
         goto out;
     }
     f = NULL;
-    if (rename(tmp, p->out_path) != 0) {
-        snprintf(err, errlen, "cannot move the model to %s: %s", p->out_path, strerror(errno));
+    int crc = bj_output_commit(tmp, p->out_path);
+    if (crc) {
+        snprintf(err, errlen, "cannot move the model to %s: %s", p->out_path,
+                 crc == -EINVAL || crc == -ELOOP ? bj_file_strerror(crc) : strerror(-crc));
         goto out;
     }
     rc = 0;
 out:
     if (f)
         fclose(f);
-    if (rc)
+    if (rc && tmp[0])
         unlink(tmp);
     gguf_free(pl.gguf);
     ggml_free(pl.ctx);

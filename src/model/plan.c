@@ -34,16 +34,28 @@ struct bj_plan_settings bj_plan_settings_from_spec(const struct bj_hive_spec *s,
     return p;
 }
 
-int bj_plan_default_threads(void)
+int bj_plan_online_cores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
 
+/* On the CPU, every core but one: llama.cpp's workers meet at a spinning barrier after every
+ * operation, so when another busy process takes a core, a worker that is not running stalls all
+ * the others. Measured on this project's 2-core machine under load (docs/BENCHMARKS.md): 2 threads
+ * 1.5 tok/s, 1 thread 34.6 tok/s. A core left free keeps the hive running whatever else the
+ * machine does; with a GPU the CPU threads do little and all cores are fine. */
+int bj_plan_default_threads(int cores, bool gpu)
+{
+    if (cores < 1)
+        cores = 1;
+    return gpu || cores == 1 ? cores : cores - 1;
+}
+
 struct bj_plan_facts bj_plan_facts_here(int n_layer, int n_repacked)
 {
     return (struct bj_plan_facts){.gpu_offload = llama_supports_gpu_offload(), .n_layer = n_layer,
-                                  .n_repacked = n_repacked, .online_cores = bj_plan_default_threads()};
+                                  .n_repacked = n_repacked, .online_cores = bj_plan_online_cores()};
 }
 
 /* auto: batched wherever layers are offloaded to a GPU (one pass over the weights serves every
@@ -76,7 +88,7 @@ int bj_plan_make(const struct bj_plan_settings *s, const struct bj_plan_facts *f
     out->gpu = f->gpu_offload && s->n_gpu_layers != 0;
     out->all_on_gpu = out->gpu && (s->n_gpu_layers < 0 || s->n_gpu_layers > f->n_layer);
     out->n_gpu_layers = s->n_gpu_layers;
-    int total = s->n_threads > 0 ? s->n_threads : (f->online_cores > 0 ? f->online_cores : 1);
+    int total = s->n_threads > 0 ? s->n_threads : bj_plan_default_threads(f->online_cores, out->gpu);
     int engines = s->n_engines > 0 ? s->n_engines : 1;
     /* Engines run at once: they split the cores rather than oversubscribe them. */
     out->n_threads = total / engines > 0 ? total / engines : 1;

@@ -73,7 +73,9 @@ uint32_t bj_plan_cells(const struct bj_plan *p, int c);
 struct llama_context_params bj_plan_context_params(const struct bj_plan *p, int c);
 struct llama_model_params bj_plan_model_params(const struct bj_plan *p);
 
-/* The default compute threads of the process: every online core. */
-int bj_plan_default_threads(void);
+/* Online cores, and the default compute threads of the process: every core but one on a CPU (so
+ * another busy process never stalls llama.cpp's spinning workers), every core with a GPU. */
+int bj_plan_online_cores(void);
+int bj_plan_default_threads(int cores, bool gpu);
 
 #endif

@@ -166,6 +166,20 @@ static void test_bad_input(void **state)
     p.out_path = "/nonexistent-dir/x.gguf";
     expect_failure(&p, "cannot write");
 
+    /* Only a regular file is ever replaced: not a device, not a symlink (left as they are). */
+    char err[512] = "", link[1100];
+    p = bj_mkmodel_params_default();
+    p.quiet = true;
+    p.out_path = "/dev/null";
+    assert_int_equal(bj_mkmodel_write(&p, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not a regular file"));
+    snprintf(link, sizeof link, "%s/link.gguf", g_dir);
+    assert_int_equal(symlink("/dev/null", link), 0);
+    p.out_path = link;
+    assert_int_equal(bj_mkmodel_write(&p, err, sizeof err), -1);
+    assert_non_null(strstr(err, "symbolic link"));
+    unlink(link);
+
     p = bj_mkmodel_params_default();
     p.out_path = "";
     expect_failure(&p, "output path");

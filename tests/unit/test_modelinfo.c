@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,11 +87,56 @@ static void test_bad_files(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Patches the scalar value of GGUF key `key` (its bytes follow the key string and the u32 type)
+ * in a copy of the model's bytes. */
+static void patch_key(char *data, size_t n, const char *key, const void *val, size_t vlen)
+{
+    size_t klen = strlen(key);
+    char *at = memmem(data, n, key, klen);
+    assert_non_null(at);
+    memcpy(at + klen + 4, val, vlen);
+}
+
+static void expect_patched_error(const char *dir, const char *key, const void *val, size_t vlen, const char *needle)
+{
+    char *data, p[512];
+    size_t n;
+    assert_int_equal(bj_read_file(tiny(), &data, &n), 0);
+    patch_key(data, n, key, val, vlen);
+    snprintf(p, sizeof p, "%s/patched.gguf", dir);
+    write_bytes(p, data, n);
+    free(data);
+    expect_error(p, needle);
+}
+
+static void test_gate_refuses_what_llama_cannot_run(void **state)
+{
+    (void)state;
+    char dir[256];
+    snprintf(dir, sizeof dir, "/tmp/bj-modelinfo-gate-%d", (int)getpid());
+    bj_mkdirs(dir);
+    float neg = -1.0f, nan_ = NAN, zero = 0.0f;
+    uint32_t three = 3, one = 1, eight = 8;
+    /* ggml aborts the process on a negative epsilon: refused here instead */
+    expect_patched_error(dir, "llama.attention.layer_norm_rms_epsilon", &neg, 4, "layer_norm_rms_epsilon is -1");
+    expect_patched_error(dir, "llama.attention.layer_norm_rms_epsilon", &nan_, 4, "not a finite number");
+    expect_patched_error(dir, "llama.rope.freq_base", &zero, 4, "freq_base is 0");
+    expect_patched_error(dir, "llama.block_count", &three, 4, "tensors for 2 blocks");
+    expect_patched_error(dir, "llama.block_count", &one, 4, "tensors for 2 blocks");
+    expect_patched_error(dir, "llama.attention.head_count_kv", &three, 4, "does not divide");
+    expect_patched_error(dir, "llama.attention.head_count_kv", &one, 4, "attn_k.weight is 64 x 32");
+    expect_patched_error(dir, "llama.attention.head_count", &eight, 4, "attn_");
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny_header),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_gate_refuses_what_llama_cannot_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
