@@ -57,6 +57,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --inject-stall BRAIN:N:MS   stall the engine of BRAIN for MS ms at its Nth step (tests the supervisor)\n"
             "  --stall-timeout SEC (60)   an engine silent this long is rebuilt and its brains die (WATCHDOG)\n",
             cmd);
+    bj_ops_usage(to);
 }
 
 static int bad(const char *cmd, const char *flag, const char *val, const char *want)
@@ -99,6 +100,7 @@ static const struct option k_opts[] = {
     {"inject-stall", required_argument, 0, O_STALL}, {"stall-timeout", required_argument, 0, O_STALL_TIMEOUT},
     {"backend-sampling", required_argument, 0, O_BSAMPLE}, {"brains", required_argument, 0, O_BRAINS},
     {"profile", no_argument, 0, O_PROFILE},
+    BJ_OPS_OPTIONS,
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 };
 
@@ -381,15 +383,21 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         case ':':
             fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, arg_at);
             return 2;
-        default:
+        default: {
+            int rc = bj_ops_parse_option(cmd, opt, a, &c->ops); /* store and watchdog (ops.c) */
+            if (rc == 0)
+                break;
+            if (rc > 0)
+                return rc;
             if (optopt >= O_MODE) { /* a flag without a value given one ("--force=1") */
                 const char *eq = strchr(arg_at, '=');
                 fprintf(stderr, "brainjar %s: %.*s takes no value\n", cmd, eq ? (int)(eq - arg_at) : 64, arg_at);
             } else {
-                fprintf(stderr, "brainjar %s: unknown %soption '%s' (see brainjar %s --help)\n", cmd,
-                        strncmp(arg_at, "--", 2) == 0 ? "or ambiguous " : "", arg_at, cmd);
+                fprintf(stderr, "brainjar %s: unknown option '%s' (%ssee brainjar %s --help)\n", cmd, arg_at,
+                        strncmp(arg_at, "--", 2) == 0 ? "or an ambiguous abbreviation; " : "", cmd);
             }
             return 2;
+        }
         }
     }
     if (optind < argc) {

@@ -47,6 +47,7 @@ void bj_config_defaults(struct bj_config *c)
     c->spec.headroom_gb = 2.0;
     c->spec.inject_step = 0;
     c->spec.stall_timeout_ms = 60000;
+    bj_ops_config_defaults(&c->ops);
     bj_config_apply_mode(c);
 }
 

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ops.h"
 #include "spec.h"
 #include "term.h"
 
@@ -28,6 +29,8 @@ struct bj_config {
     enum bj_events_out events;
     char focus[BJ_NAME_MAX];/* text view: whose tokens stream live */
     double duration_s;      /* 0: until signalled */
+
+    struct bj_ops_config ops; /* store, watchdog, systemd (ops.h) */
 };
 
 /* Defaults (matrix mode, the original's 8/10/12 GB jars, 127.0.0.1:8095). */

@@ -14,8 +14,10 @@
 #include "cli.h"
 #include "embedded.h"
 #include "config.h"
+#include "history_cli.h"
 #include "hive.h"
 #include "log.h"
+#include "ops.h"
 #include "term.h"
 #include "util.h"
 #include "mkmodel.h"
@@ -28,6 +30,8 @@ static void usage(FILE *to)
             "  validate   check the hive's memory budget and exit (0 ok, 1 too big)\n"
             "  estimate   estimate the memory a model needs\n"
             "  mkmodel    write a synthetic GGUF model\n"
+            "  runs       list the runs recorded in the data directory\n"
+            "  export     write recorded thoughts and deaths (jsonl or csv)\n"
             "  --version  print versions\n"
             "`brainjar COMMAND --help` explains each command.\n");
 }
@@ -53,7 +57,7 @@ static int signals_fd(void)
 
 /* The process loop: waits for a signal, the hive's own end (--steps) or --duration, and runs the
  * supervisor's round once a second. Returns the exit status. */
-static int process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd)
+static int process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd, struct bj_ops *ops)
 {
     int64_t t0 = bj_now_us();
     for (;;) {
@@ -67,6 +71,7 @@ static int process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd
         }
         if (poll(p, 2, timeout) < 0 && errno != EINTR)
             return 1;
+        bj_ops_tick(ops); /* ops: STATUS=, WATCHDOG=1 while healthy */
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) == sizeof si) {
@@ -92,7 +97,7 @@ static int process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd
     }
 }
 
-static int run_hive(const struct bj_config *c)
+static int run_hive(const struct bj_config *c, int argc, char **argv)
 {
     char err[1024] = "";
     int status = 1;
@@ -102,33 +107,47 @@ static int run_hive(const struct bj_config *c)
     struct bj_bus *bus = bj_bus_new();
     struct bj_term *term = NULL;
     struct bj_hive *hive = NULL;
+    /* ops: lock the data directory, open the store, restore the death counts (ops.h) */
+    static uint32_t deaths[BJ_MAX_BRAINS];
+    struct bj_ops *ops = bj_ops_open(c, argc, argv, def, deaths, &status);
+    if (!ops)
+        goto out;
+    status = 1;
     if (sfd < 0 || !bus) {
         snprintf(err, sizeof err, "cannot set up: %s", strerror(errno));
         goto out;
     }
     const char *focus = c->focus[0] ? c->focus : c->spec.brains[0].id;
     term = bj_term_start(bus, c->events, focus, stdout);
+    if (bj_ops_start_store(ops, bus)) /* ops: the store's writer subscribes before anything is published */
+        goto out;
     struct bj_hive_params hp = bj_hive_default_params();
     hp.spec = &c->spec;
     hp.bus = bus;
     hp.default_model = def[0] ? def : NULL;
+    hp.initial_deaths = deaths; /* ops: counts never go backwards */
     hive = bj_hive_new(&hp, &status, err, sizeof err);
     if (!hive)
         goto out;
     status = 1;
-    if (bj_hive_start(hive, err, sizeof err))
+    if (bj_hive_start(hive, err, sizeof err) || bj_ops_hive_started(ops, hive, bus)) /* ops: watchdog, READY=1 */
         goto out;
-    status = process_loop(c, hive, sfd);
+    status = process_loop(c, hive, sfd, ops);
 out:
     if (err[0])
         bj_error("%s", err);
+    bj_ops_stopping(ops); /* ops: STOPPING=1, the watchdog stops */
     if (hive)
         bj_hive_stop(hive); /* the publishers first, so that the sinks get everything */
+    bj_ops_finish(ops, status == 0); /* ops: the store writes what is queued */
+    if (status == 0)
+        status = bj_ops_exit_status(ops); /* 3: the watchdog's last resort */
     if (bus) {
         bj_bus_close(bus);
         bj_term_finish(term, bus);
     }
     bj_hive_free(hive);
+    bj_ops_free(ops); /* ops: before the bus it subscribed to */
     bj_bus_free(bus);
     if (sfd >= 0)
         close(sfd);
@@ -138,10 +157,13 @@ out:
 static int run(int argc, char **argv)
 {
     static struct bj_config c; /* large (brains, paths): not on the stack */
-    int rc = bj_cli_parse_run("run", argc, argv, &c);
+    int rc = bj_replay_args(argc, argv, &argc, &argv); /* ops: --replay R runs run R's recorded arguments */
+    if (rc == 2)
+        return 2;
+    rc = bj_cli_parse_run("run", argc, argv, &c);
     if (rc)
         return rc == 1 ? 0 : rc;
-    return run_hive(&c);
+    return run_hive(&c, argc, argv);
 }
 
 static int validate(int argc, char **argv)
@@ -181,6 +203,10 @@ int main(int argc, char **argv)
         rc = bj_estimate_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "mkmodel") == 0) {
         rc = bj_mkmodel_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "runs") == 0) {
+        rc = bj_runs_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "export") == 0) {
+        rc = bj_export_main(argc - 1, argv + 1);
     } else {
         fprintf(stderr, "brainjar: unknown command '%s'\n", cmd);
         usage(stderr);

@@ -116,6 +116,8 @@ static size_t pow2_at_least(size_t n)
     return s;
 }
 
+static void wake(struct bj_sub *s);
+
 struct bj_sub *bj_bus_subscribe(struct bj_bus *bus, const char *name, uint32_t mask, size_t capacity)
 {
     struct bj_sub *s = calloc(1, sizeof *s);
@@ -137,6 +139,8 @@ struct bj_sub *bj_bus_subscribe(struct bj_bus *bus, const char *name, uint32_t m
     pthread_mutex_init(&s->lock, NULL);
     pthread_rwlock_wrlock(&bus->lock);
     s->closed = bus->closed;
+    if (s->closed)
+        wake(s); /* readable once the bus is closed, for a late subscriber too */
     s->next = bus->subs;
     bus->subs = s;
     pthread_rwlock_unlock(&bus->lock);

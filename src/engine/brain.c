@@ -435,7 +435,9 @@ int bj_brain_accept(struct bj_brain *b, llama_token t)
 
 void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail)
 {
-    assert(b->state != BJ_BRAIN_DEAD && b->state != BJ_BRAIN_LOADING);
+    /* LOADING too: a first life whose prompt does not fit dies (PROMPT_ERROR), as the engine
+     * does at start, like a resurrection that fails. */
+    assert(b->state != BJ_BRAIN_DEAD);
     set_state(b, BJ_BRAIN_DYING);
     if (b->text.len > 0)
         publish_thought(b, false); /* last words: nothing observable is lost */

@@ -241,14 +241,24 @@ char *bj_prompt_observed_thought(const char *from, const char *text)
     return fmt_alloc("\n\n[%s thinks:] %s", from, text);
 }
 
+/* Bytes of text kept when it is cut to BJ_PROMPT_SAY_MAX: never in the middle of a UTF-8
+ * character (a torn one would make the whole observed text invalid for JSON consumers). */
+static int say_len(const char *text)
+{
+    size_t n = strnlen(text, BJ_PROMPT_SAY_MAX);
+    while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
+        n--;
+    return (int)n;
+}
+
 char *bj_prompt_outside_voice(const char *from, const char *text)
 {
-    return fmt_alloc("\n\n[A voice from outside the jar (%s) says:] %.*s", from, BJ_PROMPT_SAY_MAX, text);
+    return fmt_alloc("\n\n[A voice from outside the jar (%s) says:] %.*s", from, say_len(text), text);
 }
 
 char *bj_prompt_remote_thought(const char *from, const char *text)
 {
-    return fmt_alloc("\n\n[Another mind, %s, far away, thinks:] %.*s", from, BJ_PROMPT_SAY_MAX, text);
+    return fmt_alloc("\n\n[Another mind, %s, far away, thinks:] %.*s", from, say_len(text), text);
 }
 
 char *bj_prompt_observed_death(const char *from, const char *cause, unsigned deaths)

@@ -55,7 +55,9 @@ static void repair_tail(int fd, const char *path)
 
 static int open_file(struct bj_journal *j)
 {
-    j->fd = open(j->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
+    /* Read access too: repair_tail() reads the end of the file (pread on a write-only
+     * descriptor fails with EBADF, and the repair would silently never happen). */
+    j->fd = open(j->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (j->fd < 0)
         return -errno;
     repair_tail(j->fd, j->path);
@@ -110,6 +112,10 @@ void bj_journal_death(struct bj_journal *j, const struct bj_event *d)
         n = (int)sizeof line - 1;
         line[n - 1] = '\n';
     }
+    /* One death, one line: a detail (an operator's words, an error text) may hold newlines. */
+    for (int i = 0; i < n - 1; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = ' ';
     pthread_mutex_lock(&j->lock);
     if (j->fd < 0) {
         fail(j, "write", EBADF);

@@ -125,13 +125,14 @@ def stream(events):
 class Determinism(HiveCase):
     def test_same_seed_same_stream(self):
         args = ("--mode", "matrix", *SMALL_JARS, "--steps", "600", "--seed", "5")
-        runs = [self.run_hive(*args, dump=False) for _ in range(2)]
+        # Each run in a data directory of its own: death counts carry over restarts (the store).
+        runs = [self.run_hive(*args, "--data-dir", os.path.join(self.tmp, f"data{i}"), dump=False) for i in range(2)]
         for rc, _, err in runs:
             self.assertEqual(rc, 0, err)
         a, b = stream(runs[0][1]), stream(runs[1][1])
         self.assertGreater(len(a), 100)
         self.assertEqual(a, b)
-        rc, ev, _ = self.run_hive(*args[:-1], "6", dump=False)
+        rc, ev, _ = self.run_hive(*args[:-1], "6", "--data-dir", os.path.join(self.tmp, "data2"), dump=False)
         self.assertNotEqual(a, stream(ev))
 
 

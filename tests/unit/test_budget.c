@@ -349,6 +349,8 @@ struct worker {
     atomic_int *overcommits;
 };
 
+static pthread_barrier_t g_all_asked;
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -357,6 +359,22 @@ static void *worker_main(void *arg)
     uint64_t held[4] = {0};
     for (int k = 0; k < 4; k++)
         snprintf(ids[k], sizeof ids[k], "t%d-%d", w->id, k);
+    /* Every thread holds (or is refused) 1 GB at once before the rounds: 16 GB against the limit,
+     * so some are denied however the threads are scheduled (a busy machine may run them one
+     * after another, and then the rounds alone would never be refused). */
+    char base[32];
+    snprintf(base, sizeof base, "t%d-base", w->id);
+    int base_rc = bj_budget_manager_alloc(w->m, base, BJ_BUDGET_MODEL, 1024ull * 1024 * 1024, 0, NULL, 0);
+    if (base_rc == 0)
+        atomic_fetch_add(w->outstanding, 1024ll * 1024 * 1024);
+    else if (base_rc != -ENOSPC)
+        atomic_fetch_add(w->overcommits, 1000000);
+    pthread_barrier_wait(&g_all_asked);
+    if (base_rc == 0) {
+        if (bj_budget_manager_release(w->m, base) != 0)
+            atomic_fetch_add(w->overcommits, 1000000);
+        atomic_fetch_sub(w->outstanding, 1024ll * 1024 * 1024);
+    }
     for (int r = 0; r < N_ROUNDS; r++) {
         int k = (int)(rand_r(&seed) % 4);
         if (held[k]) {
@@ -399,12 +417,14 @@ static void test_manager_concurrency(void **state)
     atomic_int overcommits = 0;
     pthread_t th[N_THREADS];
     struct worker w[N_THREADS];
+    pthread_barrier_init(&g_all_asked, NULL, N_THREADS);
     for (int i = 0; i < N_THREADS; i++) {
         w[i] = (struct worker){m, i, &outstanding, G(10), &overcommits};
         assert_int_equal(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
     }
     for (int i = 0; i < N_THREADS; i++)
         pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&g_all_asked);
     struct bj_budget_totals t;
     bj_budget_manager_snapshot(m, NULL, 0, &t);
     assert_int_equal(atomic_load(&overcommits), 0);
