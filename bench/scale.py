@@ -60,11 +60,12 @@ def run_brainjar(a, n, gpu, tmp, log):
     err = err_holder[0]
     log.write(f"### brainjar N={n} ({time.time() - t0:.1f} s)\n$ {' '.join(cmd)}\n{err}\n")
     m = matrix.SUMMARY.search(err)
-    prof = PROFILE.search(err)
+    # The last engine's profile: a supervisor that gave up a stalled engine (a busy CPU) leaves two.
+    prof = PROFILE.findall(err)
     if rc != 0 or not m or not prof:
         sys.exit(f"bench: brainjar --brains {n} failed (rc {rc}):\n{err[-3000:]}")
     return {"tg": float(m.group(4)), "overall": float(m.group(3)), "rss": rss, "gpu": gpu.of([p.pid]),
-            "profile": kv(prof.group(1))}
+            "profile": kv(prof[-1])}
 
 
 def run_bb(a, n, gpu, log):
@@ -104,7 +105,7 @@ def latency_run(a, tmp, log):
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - t0
     log.write(f"### latency N={n} ({wall:.1f} s)\n$ {' '.join(cmd)}\n{p.stderr}\n")
-    prof = PROFILE.search(p.stderr)
+    prof = PROFILE.findall(p.stderr)
     if p.returncode != 0 or not prof:
         sys.exit(f"bench: latency run failed (rc {p.returncode}):\n{p.stderr[-3000:]}")
     tokens, first, last = {}, None, None
@@ -124,7 +125,7 @@ def latency_run(a, tmp, log):
         elif t == "death":
             deaths += 1
     counts = sorted(tokens.values()) or [0]
-    return {"profile": kv(prof.group(1)), "deaths": deaths, "tokens_min": counts[0],
+    return {"profile": kv(prof[-1]), "deaths": deaths, "tokens_min": counts[0],
             "tokens_median": statistics.median(counts), "tokens_max": counts[-1], "brains_seen": len(tokens)}
 
 
