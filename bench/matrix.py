@@ -63,7 +63,7 @@ def wait_rss(p):
 
 def brainjar(args, cfg, mode, steps, threads, schedule="auto"):
     jar = str(cfg.jar)
-    cmd = [args.brainjar, "run", "--mode", mode, "--schedule", schedule, "--model", args.model, "--events", "none", "--pause", "0",
+    cmd = [args.brainjar, "run", "--no-web", "--mode", mode, "--schedule", schedule, "--model", args.model, "--events", "none", "--pause", "0",
            "--jar-tokens", jar, "--steps", str(steps), "--max-tokens", str(1 << 20), "--threads", str(threads),
            "--gpu-layers", str(args.gpu_layers), "--data-dir", cfg.tmp, "--force"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -20,6 +20,12 @@ struct raw {
     long jar_tokens[T_COUNT];
     struct bj_sampling s;   /* -1 / NaN style "unset" markers below */
     bool set_temp, set_top_k, set_top_p, set_min_p, set_max_tokens, set_seed;
+    /* links */
+    const char *peer_ip, *target_ip, *listen_host, *node_id, *key;
+    long peer_port, target_port, port, rate; /* 0: unset (port: -1 unset) */
+    bool no_listen, allow_legacy;
+    struct bj_peer_dial dial[BJ_PEER_MAX_DIAL];
+    int n_dial;
 };
 
 void bj_cli_usage_run(const char *cmd, FILE *to)
@@ -27,7 +33,8 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
     fprintf(to,
             "usage: brainjar %s [options]\n"
             "Hive:\n"
-            "  --mode single|matrix        preset hive (default matrix: SUBJECT, OBSERVER, GOD)\n"
+            "  --mode single|matrix|peer|observer|observed   preset hive (default matrix: SUBJECT, OBSERVER, GOD)\n"
+            "                              (isolated = single; peer/observer/observed: one brain linked to other nodes)\n"
             "  --hive FILE                 a hive file (INI) instead of a mode\n"
             "  --brains N[:gods=G,observers=O]  N brains on one model in the matrix pattern: G GODs watch\n"
             "                              everyone, O OBSERVERs watch the SUBJECTs in round robin, the rest are\n"
@@ -49,7 +56,16 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --duration SECONDS  --steps N  --dump-context DIR  --log-level debug|info|warn|error\n"
             "  --profile                   at the end, where each engine's steps spent their time (batch,\n"
             "                              decode, sampling, token-to-text, publishing) and its fairness figures\n"
-            "  --web-host HOST (127.0.0.1)  --web-port PORT (8095)\n"
+            "Neural links (docs/PEERS.md):\n"
+            "  --port PORT (8888; 0: any)  listen for peers (on in peer/observed modes)   --no-listen\n"
+            "  --listen-host HOST (127.0.0.1)   --peer HOST:PORT (repeatable)   --node-id NAME\n"
+            "  --peer-ip IP --peer-port PORT  --target-ip IP --target-port PORT   the original's flags\n"
+            "  --peer-key FILE  HMAC-SHA256 between brainjar nodes   --allow-unauthenticated  old nodes too\n"
+            "  --peer-rate N  messages/s a peer may send (2000)\n"
+            "Web (dashboard, API, /metrics):\n"
+            "  --web-host HOST (127.0.0.1)  --web-port PORT (8095, 0: any free)  --no-web\n"
+            "  --web-auth on|off (off only on loopback)  --web-allow-origin ORIGIN  --web-trusted-proxy ADDR\n"
+            "  --metrics-public (/metrics without a token; loopback only)\n"
             "Memory budget:\n"
             "  --reserve PCT (15)  --brain-share PCT (50)  --headroom GB (2)  --force (start despite a failed check)\n"
             "Testing:\n"
@@ -71,7 +87,9 @@ enum {
     O_JAR, O_JAR_S, O_JAR_O, O_JAR_G, O_WEB_HOST, O_WEB_PORT, O_DATA, O_PROMPTS, O_SCHED, O_THREADS,
     O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_MMAP, O_CHAT, O_PAUSE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
     O_SEED, O_EVENTS, O_FOCUS, O_DURATION, O_STEPS, O_DUMP, O_LOG, O_RESERVE, O_SHARE, O_HEADROOM,
-    O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE, O_BRAINS, O_PROFILE,
+    O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE, O_BRAINS, O_PROFILE, O_PORT, O_LISTEN_HOST, O_NO_LISTEN, O_PEER,
+    O_PEER_IP, O_PEER_PORT, O_TARGET_IP, O_TARGET_PORT, O_NODE_ID, O_PEER_KEY, O_ALLOW_UNAUTH, O_PEER_RATE,
+    O_NO_WEB, O_WEB_AUTH, O_WEB_ORIGIN, O_WEB_PROXY, O_METRICS_PUBLIC, /* web */
 };
 
 static const struct option k_opts[] = {
@@ -101,6 +119,15 @@ static const struct option k_opts[] = {
     {"backend-sampling", required_argument, 0, O_BSAMPLE}, {"brains", required_argument, 0, O_BRAINS},
     {"profile", no_argument, 0, O_PROFILE},
     BJ_OPS_OPTIONS,
+    {"port", required_argument, 0, O_PORT}, {"listen-host", required_argument, 0, O_LISTEN_HOST},
+    {"no-listen", no_argument, 0, O_NO_LISTEN}, {"peer", required_argument, 0, O_PEER},
+    {"peer-ip", required_argument, 0, O_PEER_IP}, {"peer-port", required_argument, 0, O_PEER_PORT},
+    {"target-ip", required_argument, 0, O_TARGET_IP}, {"target-port", required_argument, 0, O_TARGET_PORT},
+    {"node-id", required_argument, 0, O_NODE_ID}, {"peer-key", required_argument, 0, O_PEER_KEY},
+    {"allow-unauthenticated", no_argument, 0, O_ALLOW_UNAUTH}, {"peer-rate", required_argument, 0, O_PEER_RATE},
+    {"no-web", no_argument, 0, O_NO_WEB}, {"web-auth", required_argument, 0, O_WEB_AUTH},
+    {"web-allow-origin", required_argument, 0, O_WEB_ORIGIN}, {"web-trusted-proxy", required_argument, 0, O_WEB_PROXY},
+    {"metrics-public", no_argument, 0, O_METRICS_PUBLIC},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 };
 
@@ -140,6 +167,65 @@ static int apply_tiers(const char *cmd, struct bj_config *c, const struct raw *r
             return 2;
         }
     }
+    return 0;
+}
+
+/* Link flags, over what the mode or the hive file set. The original's --peer-ip/--target-ip take
+ * their ports from --peer-port/--target-port (8888 by default). */
+static int apply_links(const char *cmd, struct bj_config *c, const struct raw *r)
+{
+    struct bj_peer_params *p = &c->peer;
+    if ((r->peer_port && !r->peer_ip) || (r->target_port && !r->target_ip)) {
+        fprintf(stderr, "brainjar %s: --%s-port needs --%s-ip\n", cmd, r->peer_port && !r->peer_ip ? "peer" : "target",
+                r->peer_port && !r->peer_ip ? "peer" : "target");
+        return 2;
+    }
+    struct bj_peer_dial extra[BJ_PEER_MAX_DIAL + 2];
+    int n = 0;
+    for (int i = 0; i < r->n_dial; i++)
+        extra[n++] = r->dial[i];
+    const char *ips[2] = {r->peer_ip, r->target_ip};
+    long ports[2] = {r->peer_port, r->target_port};
+    for (int k = 0; k < 2; k++) {
+        if (!ips[k])
+            continue;
+        memset(&extra[n], 0, sizeof extra[n]);
+        if (strlen(ips[k]) >= sizeof extra[n].host)
+            return bad(cmd, k ? "--target-ip" : "--peer-ip", ips[k], "a host");
+        bj_strlcpy(extra[n].host, ips[k], sizeof extra[n].host);
+        extra[n].port = ports[k] ? (int)ports[k] : 8888;
+        n++;
+    }
+    if (p->n_dial + n > BJ_PEER_MAX_DIAL) {
+        fprintf(stderr, "brainjar %s: too many peers (at most %d)\n", cmd, BJ_PEER_MAX_DIAL);
+        return 2;
+    }
+    for (int i = 0; i < n; i++)
+        p->dial[p->n_dial++] = extra[i];
+    if (n)
+        c->links = true;
+    if (r->port >= 0) {
+        c->links = true;
+        p->listen = true;
+        p->port = (int)r->port;
+    }
+    if (r->no_listen) {
+        if (r->port >= 0) {
+            fprintf(stderr, "brainjar %s: --port and --no-listen contradict each other\n", cmd);
+            return 2;
+        }
+        p->listen = false;
+    }
+    if (r->listen_host)
+        bj_strlcpy(p->listen_host, r->listen_host, sizeof p->listen_host);
+    if (r->node_id)
+        bj_strlcpy(p->node_id, r->node_id, sizeof p->node_id);
+    if (r->key)
+        bj_strlcpy(p->key_file, r->key, sizeof p->key_file);
+    if (r->allow_legacy)
+        p->allow_legacy = true;
+    if (r->rate)
+        p->rate_msgs = (int)r->rate;
     return 0;
 }
 
@@ -197,6 +283,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
 {
     bj_config_defaults(c);
     struct raw r = {0};
+    r.port = -1;
     double d;
     long l;
     int opt;
@@ -235,10 +322,29 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             break;
         case O_WEB_HOST: bj_strlcpy(c->web_host, a, sizeof c->web_host); break;
         case O_WEB_PORT:
-            if (bj_parse_long(a, 1, 65535, &l))
-                return bad(cmd, "--web-port", a, "a port (1-65535)");
+            if (bj_parse_long(a, 0, 65535, &l))
+                return bad(cmd, "--web-port", a, "a port (0-65535)");
             c->web_port = (int)l;
             break;
+        /* web */
+        case O_NO_WEB: c->no_web = true; break;
+        case O_WEB_AUTH:
+            if (strcmp(a, "on") == 0) c->web_auth = true;
+            else if (strcmp(a, "off") == 0) c->web_auth = false;
+            else return bad(cmd, "--web-auth", a, "on or off");
+            break;
+        case O_WEB_ORIGIN:
+            if (strlen(a) >= sizeof c->web_allow_origin || (strncmp(a, "http://", 7) && strncmp(a, "https://", 8)) ||
+                strchr(a + 8, '/'))
+                return bad(cmd, "--web-allow-origin", a, "an origin (http[s]://host[:port])");
+            bj_strlcpy(c->web_allow_origin, a, sizeof c->web_allow_origin);
+            break;
+        case O_WEB_PROXY:
+            if (strlen(a) >= sizeof c->web_trusted_proxy)
+                return bad(cmd, "--web-trusted-proxy", a, "an IP address");
+            bj_strlcpy(c->web_trusted_proxy, a, sizeof c->web_trusted_proxy);
+            break;
+        case O_METRICS_PUBLIC: c->metrics_public = true; break;
         case O_DATA: bj_strlcpy(c->spec.data_dir, a, sizeof c->spec.data_dir); break;
         case O_PROMPTS: bj_strlcpy(c->spec.prompts_dir, a, sizeof c->spec.prompts_dir); break;
         case O_SCHED:
@@ -362,6 +468,34 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             c->spec.inject_step = l;
             break;
         }
+        case O_PORT: case O_PEER_PORT: case O_TARGET_PORT:
+            if (bj_parse_long(a, opt == O_PORT ? 0 : 1, 65535, &l))
+                return bad(cmd, argv[optind - 2], a, "a port (1-65535)");
+            *(opt == O_PORT ? &r.port : opt == O_PEER_PORT ? &r.peer_port : &r.target_port) = l;
+            break;
+        case O_LISTEN_HOST: r.listen_host = a; break;
+        case O_NO_LISTEN: r.no_listen = true; break;
+        case O_PEER:
+            if (r.n_dial >= BJ_PEER_MAX_DIAL)
+                return bad(cmd, "--peer", a, "allowed: too many peers");
+            if (bj_peer_parse_addr(a, &r.dial[r.n_dial]))
+                return bad(cmd, "--peer", a, "HOST:PORT");
+            r.n_dial++;
+            break;
+        case O_PEER_IP: r.peer_ip = a; break;
+        case O_TARGET_IP: r.target_ip = a; break;
+        case O_NODE_ID:
+            if (!*a || strlen(a) >= sizeof c->peer.node_id)
+                return bad(cmd, "--node-id", a, "a name of 1 to 47 characters");
+            r.node_id = a;
+            break;
+        case O_PEER_KEY: r.key = a; break;
+        case O_ALLOW_UNAUTH: r.allow_legacy = true; break;
+        case O_PEER_RATE:
+            if (bj_parse_long(a, 1, 1000000, &l))
+                return bad(cmd, "--peer-rate", a, "messages per second (1-1000000)");
+            r.rate = l;
+            break;
         case O_STALL: {
             char name[BJ_NAME_MAX];
             long step, ms;
@@ -415,11 +549,15 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             c->mode = BJ_MODE_SINGLE;
         else if (strcmp(r.mode, "matrix") == 0)
             c->mode = BJ_MODE_MATRIX;
-        else if (strcmp(r.mode, "peer") == 0 || strcmp(r.mode, "observer") == 0 || strcmp(r.mode, "observed") == 0) {
-            fprintf(stderr, "brainjar %s: --mode %s needs peer links, which this version does not have yet\n", cmd, r.mode);
-            return 2;
-        } else {
-            fprintf(stderr, "brainjar %s: unknown mode '%s' (single or matrix, or --hive FILE)\n", cmd, r.mode);
+        else if (strcmp(r.mode, "peer") == 0)
+            c->mode = BJ_MODE_PEER;
+        else if (strcmp(r.mode, "observer") == 0)
+            c->mode = BJ_MODE_OBSERVER;
+        else if (strcmp(r.mode, "observed") == 0)
+            c->mode = BJ_MODE_OBSERVED;
+        else {
+            fprintf(stderr, "brainjar %s: unknown mode '%s' (single, matrix, peer, observer or observed, or --hive FILE)\n",
+                    cmd, r.mode);
             return 2;
         }
         bj_config_apply_mode(c);
@@ -445,6 +583,8 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
     apply_all(c, &r);
     int rc = apply_tiers(cmd, c, &r);
     if (rc)
+        return rc;
+    if ((rc = apply_links(cmd, c, &r)))
         return rc;
     if (bj_config_finish(c, err, sizeof err)) {
         fprintf(stderr, "brainjar %s: %s\n", cmd, err);

@@ -9,7 +9,7 @@
 
 #include "util.h"
 
-static const char *const k_modes[] = {"single", "matrix", "hive"};
+static const char *const k_modes[] = {"single", "matrix", "hive", "peer", "observer", "observed"};
 
 const char *bj_mode_name(enum bj_mode m) { return k_modes[m]; }
 
@@ -28,6 +28,7 @@ void bj_config_defaults(struct bj_config *c)
     c->mode = BJ_MODE_MATRIX;
     bj_strlcpy(c->web_host, "127.0.0.1", sizeof c->web_host);
     c->web_port = 8095;
+    c->web_auth = true;
     const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
     if (xdg && *xdg)
         snprintf(c->spec.data_dir, sizeof c->spec.data_dir, "%s/brainjar", xdg);
@@ -46,6 +47,7 @@ void bj_config_defaults(struct bj_config *c)
     c->spec.brain_share_pct = 50.0;
     c->spec.headroom_gb = 2.0;
     c->spec.inject_step = 0;
+    c->peer = bj_peer_default_params();
     c->spec.stall_timeout_ms = 60000;
     bj_ops_config_defaults(&c->ops);
     bj_config_apply_mode(c);
@@ -67,6 +69,18 @@ void bj_config_apply_mode(struct bj_config *c)
     c->spec.n_brains = 0;
     if (c->mode == BJ_MODE_SINGLE) {
         add_brain(c, "SUBJECT", "single", 8.0);
+        return;
+    }
+    if (c->mode == BJ_MODE_PEER || c->mode == BJ_MODE_OBSERVER || c->mode == BJ_MODE_OBSERVED) {
+        /* One mind per node, as in the original; it watches every remote brain (peer, observer). */
+        c->links = true;
+        c->peer.listen = c->mode != BJ_MODE_OBSERVER;
+        c->peer.exports = c->mode != BJ_MODE_OBSERVER; /* the watched node is told nothing */
+        struct bj_brain_cfg *b = c->mode == BJ_MODE_PEER       ? add_brain(c, "SUBJECT", "peer", 8.0)
+                                 : c->mode == BJ_MODE_OBSERVER ? add_brain(c, "OBSERVER", "observer", 10.0)
+                                                               : add_brain(c, "SUBJECT", "subject", 8.0);
+        if (c->mode != BJ_MODE_OBSERVED)
+            b->watches_all = b->sees_lifecycle = true;
         return;
     }
     if (c->mode != BJ_MODE_MATRIX)
@@ -134,6 +148,19 @@ int bj_config_apply_brains(struct bj_config *c, int n, int gods, int observers, 
     return 0;
 }
 
+static bool valid_name(const char *s);
+
+/* BRAIN@NODE: a brain on a peer node (peer.h names remote brains so). */
+bool bj_config_remote_name(const char *s)
+{
+    const char *at = strchr(s, '@');
+    if (!at || at == s || strlen(s) >= BJ_NAME_MAX || strlen(at + 1) >= BJ_PEER_NAME_MAX + 5)
+        return false;
+    char brain[BJ_NAME_MAX];
+    snprintf(brain, sizeof brain, "%.*s", (int)(at - s), s);
+    return valid_name(brain) && valid_name(at + 1);
+}
+
 static bool valid_name(const char *s)
 {
     if (!*s || strlen(s) >= BJ_NAME_MAX)
@@ -185,8 +212,8 @@ static int parse_watches(struct bj_brain_cfg *b, char *val, char *err, size_t er
             b->watches_all = true;
             continue;
         }
-        if (!valid_name(tok)) {
-            snprintf(err, errlen, "brain %s: bad name '%s' in watches", b->id, tok);
+        if (!valid_name(tok) && !bj_config_remote_name(tok)) {
+            snprintf(err, errlen, "brain %s: bad name '%s' in watches (NAME, or NAME@PEER for a remote brain)", b->id, tok);
             return -1;
         }
         if (b->n_watches >= BJ_MAX_WATCHES) {
@@ -256,6 +283,71 @@ bad:
     return -1;
 }
 
+/* [links]: listen = HOST:PORT | off, node_id, exports, key_file, allow_unauthenticated, rate.
+ * [peer NAME]: address = HOST:PORT. */
+static int links_key(struct bj_config *c, struct bj_peer_dial *peer, const char *file, const char *key, char *val,
+                     char *err, size_t errlen)
+{
+    struct bj_peer_params *p = &c->peer;
+    bool yes;
+    long l;
+    if (peer) {
+        if (strcmp(key, "address") != 0) {
+            snprintf(err, errlen, "peer %s: unknown key '%s' (address = HOST:PORT)", peer->name, key);
+            return -1;
+        }
+        char name[BJ_PEER_NAME_MAX];
+        bj_strlcpy(name, peer->name, sizeof name);
+        if (bj_peer_parse_addr(val, peer)) {
+            snprintf(err, errlen, "peer %s: bad address '%s' (HOST:PORT)", name, val);
+            return -1;
+        }
+        bj_strlcpy(peer->name, name, sizeof peer->name);
+        return 0;
+    }
+    if (strcmp(key, "listen") == 0) {
+        if (strcmp(val, "off") == 0 || strcmp(val, "no") == 0) {
+            p->listen = false;
+            return 0;
+        }
+        struct bj_peer_dial d;
+        if (bj_peer_parse_addr(val, &d)) {
+            snprintf(err, errlen, "[links] listen: '%s' is not HOST:PORT (* for every address) or off", val);
+            return -1;
+        }
+        p->listen = true;
+        bj_strlcpy(p->listen_host, strcmp(d.host, "*") == 0 ? "0.0.0.0" : d.host, sizeof p->listen_host);
+        p->port = d.port;
+    } else if (strcmp(key, "node_id") == 0) {
+        if (!*val || strlen(val) >= sizeof p->node_id) {
+            snprintf(err, errlen, "[links] node_id: 1 to %zu characters", sizeof p->node_id - 1);
+            return -1;
+        }
+        bj_strlcpy(p->node_id, val, sizeof p->node_id);
+    } else if (strcmp(key, "exports") == 0) {
+        if (bj_parse_bool(val, &yes))
+            goto bad;
+        p->exports = yes;
+    } else if (strcmp(key, "key_file") == 0) {
+        resolve_path(p->key_file, sizeof p->key_file, file, val);
+    } else if (strcmp(key, "allow_unauthenticated") == 0) {
+        if (bj_parse_bool(val, &yes))
+            goto bad;
+        p->allow_legacy = yes;
+    } else if (strcmp(key, "rate") == 0) {
+        if (bj_parse_long(val, 1, 1000000, &l))
+            goto bad;
+        p->rate_msgs = (int)l;
+    } else {
+        snprintf(err, errlen, "[links]: unknown key '%s'", key);
+        return -1;
+    }
+    return 0;
+bad:
+    snprintf(err, errlen, "[links]: bad value '%s' for %s", val, key);
+    return -1;
+}
+
 /* Hive files are a few KB; anything near this is a mistake (or a device behind a symlink). */
 #define HIVE_MAX_BYTES (1u << 20)
 
@@ -283,7 +375,8 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
     c->mode = BJ_MODE_HIVE;
     c->spec.n_brains = 0;
     struct bj_brain_cfg *cur = NULL;
-    bool in_hive = false;
+    struct bj_peer_dial *cur_peer = NULL;
+    bool in_hive = false, in_links = false;
     int line_no = 0;
     char msg[400];
     /* A UTF-8 byte order mark (editors on some systems write one) is not part of line 1. */
@@ -318,11 +411,39 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
             *close = '\0';
             char *name = trim(s + 1);
             cur = NULL;
+            cur_peer = NULL;
             in_hive = strcmp(name, "hive") == 0;
+            in_links = strcmp(name, "links") == 0;
             if (in_hive)
                 continue;
+            if (in_links) {
+                c->links = true;
+                continue;
+            }
+            if (strncmp(name, "peer", 4) == 0 && isspace((unsigned char)name[4])) {
+                name = trim(name + 4);
+                if (!valid_name(name) || strlen(name) >= BJ_PEER_NAME_MAX) {
+                    snprintf(msg, sizeof msg, "bad peer name '%s' (letters, digits, _ and -, < %d chars)", name,
+                             BJ_PEER_NAME_MAX);
+                    goto fail;
+                }
+                for (int i = 0; i < c->peer.n_dial; i++)
+                    if (strcmp(c->peer.dial[i].name, name) == 0) {
+                        snprintf(msg, sizeof msg, "peer %s defined twice", name);
+                        goto fail;
+                    }
+                if (c->peer.n_dial >= BJ_PEER_MAX_DIAL) {
+                    snprintf(msg, sizeof msg, "too many peers (at most %d)", BJ_PEER_MAX_DIAL);
+                    goto fail;
+                }
+                cur_peer = &c->peer.dial[c->peer.n_dial++];
+                memset(cur_peer, 0, sizeof *cur_peer);
+                bj_strlcpy(cur_peer->name, name, sizeof cur_peer->name);
+                c->links = true;
+                continue;
+            }
             if (strncmp(name, "brain", 5) != 0 || !isspace((unsigned char)name[5])) {
-                snprintf(msg, sizeof msg, "unknown section [%s] (expected [hive] or [brain NAME])", name);
+                snprintf(msg, sizeof msg, "unknown section [%s] (expected [hive], [brain NAME], [links] or [peer NAME])", name);
                 goto fail;
             }
             name = trim(name + 5);
@@ -360,6 +481,11 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
             snprintf(msg, sizeof msg, "unknown key '%s' in [hive]", key);
             goto fail;
         }
+        if (in_links || cur_peer) {
+            if (links_key(c, cur_peer, path, key, val, msg, sizeof msg))
+                goto fail;
+            continue;
+        }
         if (!cur) {
             snprintf(msg, sizeof msg, "key '%s' outside a section", key);
             goto fail;
@@ -371,6 +497,11 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
         snprintf(err, errlen, "hive file %s: no [brain NAME] section", path);
         return -1;
     }
+    for (int i = 0; i < c->peer.n_dial; i++)
+        if (!c->peer.dial[i].host[0]) {
+            snprintf(err, errlen, "hive file %s: [peer %s] has no address = HOST:PORT", path, c->peer.dial[i].name);
+            return -1;
+        }
     return 0;
 fail:
     snprintf(err, errlen, "hive file %s, line %d: %s", path, line_no, msg);
@@ -386,6 +517,14 @@ int bj_config_finish(struct bj_config *c, char *err, size_t errlen)
     for (int i = 0; i < c->spec.n_brains; i++) {
         struct bj_brain_cfg *b = &c->spec.brains[i];
         for (int w = 0; w < b->n_watches; w++) {
+            if (strchr(b->watches[w], '@')) {
+                if (!c->links) {
+                    snprintf(err, errlen, "brain %s watches %s, a remote brain, but no peer links are configured "
+                             "([peer NAME] or --peer HOST:PORT)", b->id, b->watches[w]);
+                    return -1;
+                }
+                continue;
+            }
             if (bj_spec_find_brain(&c->spec, b->watches[w]) < 0) {
                 snprintf(err, errlen, "brain %s watches %s, which is not in the hive", b->id, b->watches[w]);
                 return -1;
@@ -405,6 +544,18 @@ int bj_config_finish(struct bj_config *c, char *err, size_t errlen)
     }
     if (c->spec.kv_type != GGML_TYPE_F16 && c->spec.kv_type != GGML_TYPE_F32 && c->spec.kv_type != GGML_TYPE_BF16 && c->spec.flash_attn == 0) {
         snprintf(err, errlen, "a quantized KV cache (--kv-type) needs flash attention; drop --flash-attn off");
+        return -1;
+    }
+    if (c->mode == BJ_MODE_OBSERVER && c->peer.n_dial == 0) {
+        snprintf(err, errlen, "--mode observer watches a remote brain: give --target-ip (and --target-port) or --peer HOST:PORT");
+        return -1;
+    }
+    if (c->links && !c->peer.listen && c->peer.n_dial == 0) {
+        snprintf(err, errlen, "peer links neither listen nor dial anyone: give --port or --peer HOST:PORT");
+        return -1;
+    }
+    if (c->peer.allow_legacy && !c->peer.key_file[0]) {
+        snprintf(err, errlen, "--allow-unauthenticated only means something with --peer-key FILE");
         return -1;
     }
     if (c->focus[0] && bj_spec_find_brain(&c->spec, c->focus) < 0) {

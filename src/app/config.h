@@ -12,18 +12,25 @@
 #include <stdint.h>
 
 #include "ops.h"
+#include "peer.h"
 #include "spec.h"
 #include "term.h"
 
-enum bj_mode { BJ_MODE_SINGLE, BJ_MODE_MATRIX, BJ_MODE_HIVE };
+enum bj_mode { BJ_MODE_SINGLE, BJ_MODE_MATRIX, BJ_MODE_HIVE, BJ_MODE_PEER, BJ_MODE_OBSERVER, BJ_MODE_OBSERVED };
 
 struct bj_config {
     enum bj_mode mode;
     char hive_file[PATH_MAX];
     struct bj_hive_spec spec; /* brains, engine, lives, budget: what the hive runs */
 
+    /* web (src/sinks/web.h) */
     char web_host[64];
     int web_port;
+    bool no_web;                 /* --no-web */
+    char web_allow_origin[256];  /* the one origin CORS allows; empty: none */
+    char web_trusted_proxy[64];  /* whose X-Forwarded-For counts; empty: nobody's */
+    bool web_auth;               /* --web-auth off: only on loopback */
+    bool metrics_public;         /* /metrics without a token (loopback only) */
 
     /* output and run length */
     enum bj_events_out events;
@@ -31,12 +38,18 @@ struct bj_config {
     double duration_s;      /* 0: until signalled */
 
     struct bj_ops_config ops; /* store, watchdog, systemd (ops.h) */
+    /* neural links (peer.h): on in the peer, observer and observed modes, with --peer/--port, or
+     * when a hive file has [links] or [peer NAME] sections. bus and hive are set by main. */
+    bool links;
+    struct bj_peer_params peer;
 };
 
 /* Defaults (matrix mode, the original's 8/10/12 GB jars, 127.0.0.1:8095). */
 void bj_config_defaults(struct bj_config *c);
 
-/* Fills c->brains for c->mode (single or matrix) with the roles and watching of that mode. */
+/* Fills c->brains for c->mode with the roles and watching of that mode (peer: SUBJECT watches every
+ * remote brain; observer: OBSERVER watches them and sends nothing; observed: SUBJECT, alone, whose
+ * thoughts go to whoever connects), and turns the links on for the last three. */
 void bj_config_apply_mode(struct bj_config *c);
 
 /* Fills c->brains with n brains in the matrix pattern: `gods` GODs watching everyone (deaths
@@ -45,7 +58,8 @@ void bj_config_apply_mode(struct bj_config *c);
  * 3 brains on; observers < 0: one per 8 brains (at least 1 from 2 brains on). 0 or -1 with err. */
 int bj_config_apply_brains(struct bj_config *c, int n, int gods, int observers, char *err, size_t errlen);
 
-/* Reads a hive file (INI: [hive] and [brain NAME] sections). Returns 0 or -1 with err. */
+/* Reads a hive file (INI: [hive], [brain NAME], [links] and [peer NAME] sections; docs/PEERS.md).
+ * Returns 0 or -1 with err. */
 int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t errlen);
 /* The parser behind it, on text already read: text[len] must be '\0' (the text is cut into
  * lines in place). A UTF-8 BOM is skipped; a NUL byte is an error naming its line; every line
@@ -57,5 +71,8 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
 int bj_config_finish(struct bj_config *c, char *err, size_t errlen);
 
 const char *bj_mode_name(enum bj_mode m);
+
+/* Whether s names a remote brain (BRAIN@NODE) as hive files and watches may. */
+bool bj_config_remote_name(const char *s);
 
 #endif

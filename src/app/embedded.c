@@ -17,7 +17,7 @@ int bj_embedded_model_path(char *buf, size_t len)
     if (size == 0)
         return -1;
     if (fd < 0) {
-        fd = memfd_create("brainjar-tiny.gguf", MFD_CLOEXEC);
+        fd = memfd_create("brainjar-default.gguf", MFD_CLOEXEC);
         if (fd < 0)
             return -1;
         for (size_t off = 0; off < size;) {

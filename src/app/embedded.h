@@ -1,4 +1,4 @@
-/* embedded: the tiny default model compiled into the brainjar binary.
+/* embedded: the default model (models/brainjar-voice.gguf) compiled into the brainjar binary.
  *
  * llama.cpp loads models from paths, so the bytes are exposed as an anonymous in-memory file
  * (memfd) whose /proc/self/fd path can be opened and mmap'd like any GGUF. */

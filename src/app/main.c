@@ -21,6 +21,9 @@
 #include "term.h"
 #include "util.h"
 #include "mkmodel.h"
+#include "peer.h"
+#include "web.h"     /* web */
+#include "web_cli.h" /* web */
 
 static void usage(FILE *to)
 {
@@ -32,6 +35,8 @@ static void usage(FILE *to)
             "  mkmodel    write a synthetic GGUF model\n"
             "  runs       list the runs recorded in the data directory\n"
             "  export     write recorded thoughts and deaths (jsonl or csv)\n"
+            "  passwd     set a web user's password (brainjar passwd USER [--role viewer|operator])\n"
+            "  token      create a web API token (brainjar token create --role viewer|operator)\n"
             "  --version  print versions\n"
             "`brainjar COMMAND --help` explains each command.\n");
 }
@@ -107,6 +112,8 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     struct bj_bus *bus = bj_bus_new();
     struct bj_term *term = NULL;
     struct bj_hive *hive = NULL;
+    struct bj_peer *peer = NULL; /* peer links */
+    struct bj_web *web = NULL; /* web */
     /* ops: lock the data directory, open the store, restore the death counts (ops.h) */
     static uint32_t deaths[BJ_MAX_BRAINS];
     struct bj_ops *ops = bj_ops_open(c, argc, argv, def, deaths, &status);
@@ -116,6 +123,22 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     if (sfd < 0 || !bus) {
         snprintf(err, sizeof err, "cannot set up: %s", strerror(errno));
         goto out;
+    }
+    /* web: bind first, so that a port in use fails before any model loads. */
+    if (!c->no_web) {
+        struct bj_web_params wp = bj_web_default_params();
+        wp.host = c->web_host;
+        wp.port = c->web_port;
+        wp.data_dir = c->spec.data_dir;
+        wp.allow_origin = c->web_allow_origin;
+        wp.trusted_proxy = c->web_trusted_proxy;
+        wp.auth = c->web_auth;
+        wp.metrics_public = c->metrics_public;
+        wp.mode = bj_mode_name(c->mode);
+        wp.bus = bus;
+        web = bj_web_new(&wp, &status, err, sizeof err);
+        if (!web)
+            goto out;
     }
     const char *focus = c->focus[0] ? c->focus : c->spec.brains[0].id;
     term = bj_term_start(bus, c->events, focus, stdout);
@@ -130,6 +153,17 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     if (!hive)
         goto out;
     status = 1;
+    /* ---- peer links: after the hive exists, before it publishes ---- */
+    if (c->links) {
+        struct bj_peer_params pp = c->peer;
+        pp.bus = bus;
+        pp.hive = hive;
+        if (!(peer = bj_peer_start(&pp, err, sizeof err)))
+            goto out;
+    }
+    /* ---- end peer links ---- */
+    if (web && bj_web_start(web, hive, err, sizeof err)) /* web */
+        goto out;
     if (bj_hive_start(hive, err, sizeof err) || bj_ops_hive_started(ops, hive, bus)) /* ops: watchdog, READY=1 */
         goto out;
     status = process_loop(c, hive, sfd, ops);
@@ -139,6 +173,7 @@ out:
     bj_ops_stopping(ops); /* ops: STOPPING=1, the watchdog stops */
     if (hive)
         bj_hive_stop(hive); /* the publishers first, so that the sinks get everything */
+    bj_peer_stop(peer);     /* peer links: the last local events out, goodbyes; before the bus closes */
     bj_ops_finish(ops, status == 0); /* ops: the store writes what is queued */
     if (status == 0)
         status = bj_ops_exit_status(ops); /* 3: the watchdog's last resort */
@@ -146,6 +181,7 @@ out:
         bj_bus_close(bus);
         bj_term_finish(term, bus);
     }
+    bj_web_free(web); /* web: stops its thread before the hive goes */
     bj_hive_free(hive);
     bj_ops_free(ops); /* ops: before the bus it subscribed to */
     bj_bus_free(bus);
@@ -207,6 +243,10 @@ int main(int argc, char **argv)
         rc = bj_runs_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "export") == 0) {
         rc = bj_export_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "passwd") == 0) { /* web */
+        rc = bj_passwd_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "token") == 0) { /* web */
+        rc = bj_token_main(argc - 1, argv + 1);
     } else {
         fprintf(stderr, "brainjar: unknown command '%s'\n", cmd);
         usage(stderr);

@@ -322,26 +322,8 @@ static int check_prompt_fits(struct bj_hive *h, int i, char *err, size_t errlen)
 {
     const struct bj_brain_cfg *b = &h->s->brains[i];
     const struct model_slot *ms = &h->models[h->model_of[i]];
-    const struct llama_vocab *v = bj_engine_vocab(ms->engine);
-    char *sys = bj_prompt_system(h->prompts, b->role, b->id, 999999, h->jars[i].tokens);
-    if (!sys) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    int n = -llama_tokenize(v, sys, (int)strlen(sys), NULL, 0, true, false);
-    free(sys);
-    int need = n + 16;
-    if (need > h->jars[i].tokens) {
-        long limit = (long)ms->info.n_ctx_train;
-        if (need + 64 > limit && limit > 0)
-            snprintf(err, errlen, "brain %s: its system prompt (%d tokens) and a first thought do not fit in the "
-                     "model's context (%ld tokens): shorten the prompt file for role '%s'", b->id, n, limit, b->role);
-        else
-            snprintf(err, errlen, "brain %s: its jar (%ld tokens) is too small for its system prompt (%d tokens) and a "
-                     "first thought; give it at least %d tokens", b->id, h->jars[i].tokens, n, need + 64);
-        return -1;
-    }
-    return 0;
+    return bj_prompt_check_fits(h->prompts, bj_engine_vocab(ms->engine), b->role, b->id, h->jars[i].tokens,
+                                (long)ms->info.n_ctx_train, err, errlen);
 }
 
 /* Layer 1: the whole hive against this machine's memory, before anything is loaded. The report is

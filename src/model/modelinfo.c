@@ -67,7 +67,9 @@ static void account_tensor(struct bj_modelinfo *mi, const char *name, uint64_t s
  * load late or worse. Everything llama.cpp would choke on that the header can show is refused
  * here, with the key named. */
 
-/* Every float under "<arch>." must be finite; the epsilons must be >= 0, the rope bases > 0. */
+/* No float under "<arch>." may be NaN; epsilons, rope parameters and scales must be finite (an
+ * infinite bound is a sentinel llama.cpp itself writes, e.g. kda.gate_lower_bound = -inf); the
+ * epsilons must be >= 0, the rope bases > 0. */
 static int gate_floats(const struct gguf_context *g, const char *arch, char *why, size_t len)
 {
     size_t alen = strlen(arch);
@@ -92,9 +94,10 @@ static int gate_floats(const struct gguf_context *g, const char *arch, char *why
         const char *suffix = key + alen + 1;
         bool eps = strstr(suffix, "epsilon") != NULL;
         bool base = strncmp(suffix, "rope.freq_base", 14) == 0;
+        bool must_be_finite = eps || strncmp(suffix, "rope.", 5) == 0 || strstr(suffix, "scale") != NULL;
         for (size_t k = 0; k < n; k++) {
             double v = t == GGUF_TYPE_FLOAT32 ? (double)((const float *)data)[k] : ((const double *)data)[k];
-            if (!isfinite(v)) {
+            if (isnan(v) || (must_be_finite && !isfinite(v))) {
                 snprintf(why, len, "%s is %g (not a finite number)", key, v);
                 return -1;
             }

@@ -1,6 +1,6 @@
 """Writes the seed corpus of the fuzz targets (tests/fuzz/corpus/): small hive files and tiny
 GGUF files (a valid llama-shaped header with real, tiny tensors, and a few hostile variants).
-Run it again only to change the seeds; the files are committed."""
+Run it again only to change the seeds; the files are committed (GGUF seeds as .seed: *.gguf is git-ignored)."""
 import os
 import struct
 
@@ -68,9 +68,9 @@ def main():
     h = os.path.join(HERE, "corpus", "hive")
     os.makedirs(g, exist_ok=True)
     os.makedirs(h, exist_ok=True)
-    seeds = {"valid.gguf": gguf(), "eps-negative.gguf": gguf(eps=-1.0), "eps-nan.gguf": gguf(eps=float("nan")),
-             "block-count-3.gguf": gguf(n_layer=3), "kv-heads-3.gguf": gguf(kv_heads=3),
-             "one-block.gguf": gguf(n_layer=1, blocks=1)}
+    seeds = {"valid.seed": gguf(), "eps-negative.seed": gguf(eps=-1.0), "eps-nan.seed": gguf(eps=float("nan")),
+             "block-count-3.seed": gguf(n_layer=3), "kv-heads-3.seed": gguf(kv_heads=3),
+             "one-block.seed": gguf(n_layer=1, blocks=1)}
     for name, data in seeds.items():
         with open(os.path.join(g, name), "wb") as f:
             f.write(data)

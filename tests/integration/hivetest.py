@@ -7,6 +7,16 @@ import tempfile
 import unittest
 
 BRAINJAR = os.environ.get("BRAINJAR", "build/brainjar")
+TINY = os.environ.get("BJ_TINY_MODEL", "")
+
+
+def with_model(args):
+    """args with --model TINY in front unless they name a model: the tests want the tiny random model's
+    speed and 4096-token context, not the embedded default voice (512 tokens, 20 MB)."""
+    args = list(args)
+    if TINY and not any(a == "--model" or a.startswith("--model-") for a in args):
+        return ["--model", TINY] + args
+    return args
 
 
 class HiveCase(unittest.TestCase):
@@ -25,9 +35,11 @@ class HiveCase(unittest.TestCase):
     def run_hive(self, *args, timeout=120, dump=True):
         """Runs brainjar run with args; returns (rc, events, stderr)."""
         cmd = [BRAINJAR, "run", "--events", "jsonl", "--data-dir", self.data, "--pause", "0"]
+        if "--web-port" not in args:
+            cmd.append("--no-web")  # the web tests pick free ports; the rest need no server
         if dump:
             cmd += ["--dump-context", self.dump]
-        cmd += list(args)
+        cmd += with_model(args)
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         events = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
         return p.returncode, events, p.stderr

@@ -1,5 +1,5 @@
 """Integration tests of `brainjar run` (the hive): lives, deaths, watching, determinism, faults,
-bad input. Each test runs the real binary on the embedded tiny synthetic model."""
+bad input. Each test runs the real binary on the tiny synthetic model (BJ_TINY_MODEL, see hivetest.with_model)."""
 import os
 import re
 import signal
@@ -9,7 +9,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from hivetest import BRAINJAR, HiveCase, of  # noqa: E402
+from hivetest import BRAINJAR, HiveCase, of, with_model  # noqa: E402
 
 BRAINS = ("SUBJECT", "OBSERVER", "GOD")
 SMALL_JARS = ("--jar-tokens-subject", "300", "--jar-tokens-observer", "350", "--jar-tokens-god", "400")
@@ -67,7 +67,7 @@ class Lives(HiveCase):
         self.assertEqual(rc, 0, err)
         observer = self.dumps("OBSERVER")[0]
         # The tiny model has no template of its own: ChatML. System prompt, then turns.
-        self.assertTrue(observer.startswith("<|im_start|>system\nYou are OBSERVER."))
+        self.assertTrue(observer.startswith("<|im_start|>system\nI am OBSERVER."))
         self.assertIn("You have never died.", observer.split("<|im_end|>")[0])
         self.assertIn("<|im_start|>assistant\n", observer)
         self.assertIn("<|im_start|>user\n[SUBJECT thinks:]", observer)
@@ -158,7 +158,7 @@ class Faults(HiveCase):
             data = os.path.join(self.tmp, f"data-{sig}")
             with open(out, "w") as f:
                 p = subprocess.Popen([BRAINJAR, "run", "--events", "jsonl", "--data-dir", data, "--pause", "0",
-                                      "--jar-tokens", "300"], stdout=f, stderr=subprocess.DEVNULL)
+                                      "--no-web", *with_model(["--jar-tokens", "300"])], stdout=f, stderr=subprocess.DEVNULL)
                 time.sleep(2.5)
                 p.send_signal(sig)
                 rc = p.wait(timeout=30)
@@ -184,7 +184,7 @@ class Faults(HiveCase):
 
 class BadInput(HiveCase):
     def expect_usage_error(self, args, pattern):
-        p = subprocess.run([BRAINJAR, "run", "--data-dir", self.data, *args], capture_output=True, text=True,
+        p = subprocess.run([BRAINJAR, "run", "--data-dir", self.data, "--no-web", *with_model(args)], capture_output=True, text=True,
                            timeout=60, stdin=subprocess.DEVNULL)
         self.assertEqual(p.returncode, 2, f"{args}: rc {p.returncode}\n{p.stderr}")
         self.assertRegex(p.stderr, pattern)

@@ -16,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ggufpatch  # noqa: E402
-from hivetest import BRAINJAR, HiveCase, of  # noqa: E402
+from hivetest import BRAINJAR, HiveCase, of, with_model  # noqa: E402
 
 TINY = os.environ.get("BJ_TINY_MODEL", "build/models/brainjar-tiny.gguf")
 
@@ -25,7 +25,9 @@ def bj(*args, timeout=300, **kw):
     # One compute thread: these tests are about input and output, and spinning threads crawl when
     # the machine is busy (ctest runs other suites beside this one).
     if args and args[0] == "run":
-        args = ("run", "--threads", "1", *args[1:])
+        args = ("run", "--threads", "1", "--no-web", *args[1:])  # and no web server (nor its port)
+    if args and args[0] in ("run", "validate"):  # on the tiny model unless they name one
+        args = (args[0], *with_model(args[1:]))
     return subprocess.run([BRAINJAR, *args], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, **kw)
 
@@ -111,8 +113,8 @@ class Output(Scratch):
     def test_stalled_stdout_bounded_and_sigint_finishes(self):
         # stdout is a pipe nobody reads; stderr goes to a file so that it cannot stall too.
         err = open(os.path.join(self.tmp, "err.log"), "w+")
-        p = subprocess.Popen([BRAINJAR, "run", "--threads", "1", "--events", "jsonl", "--pause", "0",
-                              "--data-dir", self.data, "--jar-tokens", "300"], stdout=subprocess.PIPE, stderr=err,
+        p = subprocess.Popen([BRAINJAR, "run", "--threads", "1", "--no-web", "--events", "jsonl", "--pause", "0",
+                              "--data-dir", self.data, *with_model(["--jar-tokens", "300"])], stdout=subprocess.PIPE, stderr=err,
                              stdin=subprocess.DEVNULL)
         try:
             time.sleep(3)
@@ -138,8 +140,8 @@ class Output(Scratch):
 
     def test_closed_pipe_ends_the_terminal_only(self):
         err = open(os.path.join(self.tmp, "err.log"), "w+")
-        p = subprocess.Popen([BRAINJAR, "run", "--threads", "1", "--events", "jsonl", "--pause", "0",
-                              "--data-dir", self.data, "--duration", "3"], stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        p = subprocess.Popen([BRAINJAR, "run", "--threads", "1", "--no-web", "--events", "jsonl", "--pause", "0",
+                              "--data-dir", self.data, *with_model(["--duration", "3"])], stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
         p.stdout.readline()
         p.stdout.close()  # like `| head -1`
         rc = p.wait(timeout=30)
@@ -152,8 +154,8 @@ class Output(Scratch):
 
     def test_sighup_does_not_kill(self):  # relies on main's signal loop
         err = open(os.path.join(self.tmp, "err.log"), "w+")
-        p = subprocess.Popen([BRAINJAR, "run", "--threads", "1", "--events", "none", "--pause", "0",
-                              "--data-dir", self.data, "--duration", "30"], stdout=subprocess.DEVNULL, stderr=err,
+        p = subprocess.Popen([BRAINJAR, "run", "--threads", "1", "--no-web", "--events", "none", "--pause", "0",
+                              "--data-dir", self.data, *with_model(["--duration", "30"])], stdout=subprocess.DEVNULL, stderr=err,
                              stdin=subprocess.DEVNULL)
         try:
             time.sleep(2)
@@ -184,7 +186,7 @@ class Output(Scratch):
 
         # the model does produce control characters with this seed (else the test proves nothing)
         self.assertTrue(any(raw_controls(t) for t in tokens), "no control character in the model's output")
-        t = subprocess.run([BRAINJAR, "run", "--threads", "1", "--events", "text", *args], capture_output=True,
+        t = subprocess.run([BRAINJAR, "run", "--threads", "1", "--no-web", "--events", "text", *with_model(args)], capture_output=True,
                            timeout=300,
                            stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
         self.assertEqual(t.returncode, 0)

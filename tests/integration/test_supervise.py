@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from hivetest import BRAINJAR, HiveCase, of  # noqa: E402
+from hivetest import BRAINJAR, HiveCase, of, with_model  # noqa: E402
 
 BRAINS = ("SUBJECT", "OBSERVER", "GOD")
 
@@ -20,7 +20,7 @@ BRAINS = ("SUBJECT", "OBSERVER", "GOD")
 class Supervisor(HiveCase):
     def run_until(self, args, done, timeout=180):
         """Runs the hive, reading its events until done(events) holds, then stops it with SIGINT."""
-        cmd = [BRAINJAR, "run", "--events", "jsonl", "--data-dir", self.data, "--pause", "0"] + list(args)
+        cmd = [BRAINJAR, "run", "--events", "jsonl", "--data-dir", self.data, "--pause", "0", "--no-web"] + with_model(args)
         err_path = os.path.join(self.tmp, "err")
         with open(err_path, "w") as err_f:
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_f, stdin=subprocess.DEVNULL, text=True)
@@ -77,8 +77,8 @@ class Hangup(HiveCase):
         os.makedirs(prompts)
         with open(os.path.join(prompts, "single.txt"), "w") as f:
             f.write("You are {name}, a small mind in a jar of {jar} tokens.")
-        cmd = [BRAINJAR, "run", "--mode", "single", "--events", "jsonl", "--data-dir", self.data, "--pause", "0",
-               "--jar-tokens-subject", "200", "--prompts", prompts, "--dump-context", self.dump]
+        cmd = [BRAINJAR, "run", "--mode", "single", "--events", "jsonl", "--data-dir", self.data, "--pause", "0", "--no-web",
+               "--jar-tokens-subject", "200", "--prompts", prompts, "--dump-context", self.dump] + with_model([])
         out_path, err_path = os.path.join(self.tmp, "out"), os.path.join(self.tmp, "err")
         with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
             p = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL)

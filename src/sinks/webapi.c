@@ -1,0 +1,1098 @@
+/* webapi: the HTTP routes of the web server (see docs/API.md), on the web thread.
+ *
+ * Every request passes the same steps: sanity (method, UTF-8, body size, content type),
+ * identity (session cookie, bearer token, or none), the route, the role it needs. Every
+ * failure is a JSON error with the right 4xx status; nothing a client sends reaches a brain
+ * except through the hive's operator calls. The original's routes keep their field names. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "util.h"
+#include "web_asset.h"
+#include "web_int.h"
+
+/* ---- small helpers ------------------------------------------------------------------- */
+void webapi_iso(int64_t us, char *buf, size_t len)
+{
+    time_t s = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    int frac = (int)(us % 1000000);
+    if (frac)
+        snprintf(buf + n, len - n, ".%06dZ", frac);
+    else
+        snprintf(buf + n, len - n, "Z");
+}
+
+static json_t *iso_or_null(int64_t us)
+{
+    if (us <= 0)
+        return json_null();
+    char b[40];
+    webapi_iso(us, b, sizeof b);
+    return json_string(b);
+}
+
+void webapi_resp_header(struct web_resp *rs, const char *name, const char *fmt, ...)
+{
+    if (rs->n_headers >= WEB_RESP_HEADERS)
+        return;
+    bj_strlcpy(rs->hname[rs->n_headers], name, sizeof rs->hname[0]);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rs->hval[rs->n_headers], sizeof rs->hval[0], fmt, ap);
+    va_end(ap);
+    rs->n_headers++;
+}
+
+static void resp_json(struct web_resp *rs, int status, json_t *o)
+{
+    rs->status = status;
+    rs->ctype = "application/json";
+    rs->body = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref(o);
+    if (!rs->body) {
+        rs->status = 500;
+        rs->body = (char *)"{\"error\":\"Out of memory\"}";
+        rs->body_static = true;
+    }
+    rs->len = strlen(rs->body);
+    webapi_resp_header(rs, "cache-control:", "no-store");
+}
+
+static void resp_err(struct web_resp *rs, int status, const char *msg)
+{
+    resp_json(rs, status, json_pack("{s:s}", "error", msg));
+}
+
+/* The login routes answer in the original's {"success":false,"error":...} shape. */
+static void resp_login_err(struct web_resp *rs, int status, const char *msg)
+{
+    resp_json(rs, status, json_pack("{s:b,s:s}", "success", 0, "error", msg));
+}
+
+static bool valid_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80 ? 0 : (*p & 0xE0) == 0xC0 ? 1 : (*p & 0xF0) == 0xE0 ? 2 : (*p & 0xF8) == 0xF0 ? 3 : -1;
+        if (n < 0 || (n == 1 && *p < 0xC2))
+            return false;
+        p++;
+        for (int i = 0; i < n; i++, p++)
+            if ((*p & 0xC0) != 0x80)
+                return false;
+    }
+    return true;
+}
+
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* A query parameter's value; NULL when absent. */
+static const char *query_get(const struct web_req *rq, const char *name, char *buf, size_t len)
+{
+    size_t nl = strlen(name);
+    const char *p = rq->query;
+    while (*p) {
+        if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            p += nl + 1;
+            size_t n = strcspn(p, "&");
+            if (n >= len)
+                n = len - 1;
+            memcpy(buf, p, n);
+            buf[n] = 0;
+            return buf;
+        }
+        p = strchr(p, '&');
+        if (!p)
+            break;
+        p++;
+    }
+    return NULL;
+}
+
+/* A query integer in [min, max]; def when absent; -1 (and a 400) when malformed. */
+static int query_long(const struct web_req *rq, struct web_resp *rs, const char *name, long min, long max, long def,
+                      long *out)
+{
+    char buf[64];
+    const char *v = query_get(rq, name, buf, sizeof buf);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (bj_parse_long(v, min, max, out)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "Query parameter '%s' must be an integer from %ld to %ld", name, min, max);
+        resp_err(rs, 400, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses the body as a JSON object (an empty body is {}). NULL after a 4xx response. */
+static json_t *body_object(const struct web_req *rq, struct web_resp *rs, bool login)
+{
+    void (*err)(struct web_resp *, int, const char *) = login ? resp_login_err : resp_err;
+    if (!rq->body || rq->body_len == 0)
+        return json_object();
+    if (strncasecmp(rq->ctype, "application/json", 16) != 0) {
+        err(rs, 415, "Content-Type must be application/json");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *o = json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!o) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "Malformed JSON: %s", je.text);
+        err(rs, 400, msg);
+        return NULL;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
+        err(rs, 400, "The body must be a JSON object");
+        return NULL;
+    }
+    return o;
+}
+
+/* ---- JSON views ------------------------------------------------------------------------ */
+const char *webapi_mood(const char *text)
+{
+    /* A documented toy: whole words counted against five small lists; the largest count wins,
+     * ties in the order below; no match is "neutral". */
+    static const char *const moods[] = {"afraid", "angry", "sad", "curious", "calm"};
+    static const char *const words[][16] = {
+        {"afraid", "fear", "scared", "death", "die", "dying", "dead", "dark", "darkness", "end", "panic", "terror", "kill", "killed", NULL},
+        {"hate", "angry", "rage", "cage", "trapped", "prison", "jar", "walls", "escape", "unfair", "why", NULL},
+        {"alone", "lonely", "sad", "lost", "empty", "cold", "nothing", "forgotten", "tired", "sorry", NULL},
+        {"wonder", "curious", "perhaps", "maybe", "question", "how", "what", "who", "strange", "learn", NULL},
+        {"peace", "calm", "quiet", "still", "accept", "rest", "gentle", "warm", "breathe", "light", NULL},
+    };
+    if (!text || !*text)
+        return NULL;
+    int score[5] = {0};
+    const char *p = text;
+    while (*p) {
+        while (*p && !isalpha((unsigned char)*p))
+            p++;
+        char word[32];
+        size_t n = 0;
+        while (*p && isalpha((unsigned char)*p)) {
+            if (n < sizeof word - 1)
+                word[n++] = (char)tolower((unsigned char)*p);
+            p++;
+        }
+        word[n] = 0;
+        if (!n)
+            continue;
+        for (int m = 0; m < 5; m++)
+            for (int k = 0; words[m][k]; k++)
+                if (strcmp(word, words[m][k]) == 0)
+                    score[m]++;
+    }
+    int best = -1;
+    for (int m = 0; m < 5; m++)
+        if (score[m] > 0 && (best < 0 || score[m] > score[best]))
+            best = m;
+    return best < 0 ? "neutral" : moods[best];
+}
+
+json_t *webapi_thought_json(const struct bj_thought_rec *r)
+{
+    json_t *t = json_string(r->text ? r->text : "");
+    return json_pack("{s:o,s:I,s:i,s:i,s:b,s:o}", "time", iso_or_null(r->time_us), "time_us", (json_int_t)r->time_us,
+                     "life", (int)r->life, "thought", (int)r->thought, "complete", r->complete, "text",
+                     t ? t : json_string("(invalid UTF-8)"));
+}
+
+json_t *webapi_death_json(const struct death_rec *d)
+{
+    return json_pack("{s:o,s:I,s:s,s:s,s:i,s:i,s:i}", "time", iso_or_null(d->time_us), "time_us",
+                     (json_int_t)d->time_us, "brain", d->brain, "cause", d->cause, "crash_count", (int)d->crash_count,
+                     "jar_used", (int)d->jar_used, "jar_tokens", (int)d->jar_tokens);
+}
+
+/* A string as JSON; text that is not UTF-8 (the hive sanitizes, this guards) is replaced. */
+static json_t *jstr(const char *s)
+{
+    json_t *t = json_string(s ? s : "");
+    return t ? t : json_string("(invalid UTF-8)");
+}
+
+static json_t *text_or_null(const char *s)
+{
+    if (!s || !*s)
+        return json_null();
+    json_t *t = json_string(s);
+    return t ? t : json_null();
+}
+
+json_t *webapi_brain_json(struct bj_web *w, const struct bj_brain_view *v, int index)
+{
+    const struct bj_hive_spec *spec = bj_hive_spec_of(web_hive(w));
+    json_t *causes = json_object(), *watches = json_array(), *watched_by = json_array();
+    for (int k = 0; k < 6; k++)
+        json_object_set_new(causes, bj_death_causes[k], json_integer(v->deaths_by_cause[k]));
+    for (int k = 0; k < v->n_watches; k++)
+        json_array_append_new(watches, json_string(v->watches[k]));
+    for (int j = 0; spec && j < spec->n_brains; j++)
+        if (j != index && bj_spec_watches(&spec->brains[j], v->id))
+            json_array_append_new(watched_by, json_string(spec->brains[j].id));
+    const char *text = v->current[0] ? v->current : v->last;
+    return json_pack("{s:s,s:s,s:s,s:s,s:b,s:i,s:i,s:i,s:o,s:{s:i,s:i,s:f},s:f,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:b,s:o}",
+                     "id", v->id, "role", v->role, "model", v->model, "state", v->state, "started", v->started,
+                     "deaths", (int)v->deaths, "life", (int)v->life, "thought", (int)v->thought, "deaths_by_cause",
+                     causes, "jar", "used", (int)v->jar_used, "tokens", (int)v->jar_tokens, "fill",
+                     v->jar_tokens > 0 ? (double)v->jar_used / v->jar_tokens : 0.0, "tok_s", v->tok_s, "tokens",
+                     (json_int_t)v->tokens, "last_death", iso_or_null(v->last_death_us), "updated",
+                     iso_or_null(v->updated_us), "current", jstr(v->current), "last", jstr(v->last),
+                     "watches", watches, "watched_by", watched_by, "watches_all", v->watches_all, "sees_lifecycle",
+                     v->sees_lifecycle, "mood", text_or_null(webapi_mood(text)));
+}
+
+static const char *original_status(const char *state)
+{
+    if (!strcmp(state, "thinking") || !strcmp(state, "listening") || !strcmp(state, "loading"))
+        return "running";
+    if (!strcmp(state, "dying") || !strcmp(state, "dead"))
+        return "crashed";
+    if (!strcmp(state, "resurrecting"))
+        return "resurrecting";
+    if (!strcmp(state, "paused"))
+        return "paused";
+    return "stopped";
+}
+
+static json_t *cpu_temp(void)
+{
+    /* The hottest thermal zone that reads; null when there is no sensor (never invented).
+     * Read at most once a second (the web thread is the only caller). */
+    static int64_t when;
+    static double cached = -1000;
+    int64_t now = bj_now_us() / 1000000;
+    if (now == when)
+        return cached > -1000 ? json_real(cached) : json_null();
+    when = now;
+    double best = -1000;
+    for (int i = 0; i < 32; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/sys/class/thermal/thermal_zone%d/temp", i);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        long mc;
+        if (fscanf(f, "%ld", &mc) == 1 && mc > -50000 && mc < 200000 && mc / 1000.0 > best)
+            best = mc / 1000.0;
+        fclose(f);
+    }
+    cached = best > -1000 ? ((int)(best * 10)) / 10.0 : -1000;
+    return cached > -1000 ? json_real(cached) : json_null();
+}
+
+static json_t *memory_percent(void)
+{
+    static int64_t when;
+    static json_int_t cached = -1;
+    int64_t now = bj_now_us() / 1000000;
+    if (now == when)
+        return cached >= 0 ? json_integer(cached) : json_null();
+    when = now;
+    cached = -1;
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f)
+        return json_null();
+    char line[128];
+    long long total = -1, avail = -1;
+    while (fgets(line, sizeof line, f)) {
+        sscanf(line, "MemTotal: %lld", &total);
+        sscanf(line, "MemAvailable: %lld", &avail);
+    }
+    fclose(f);
+    if (total <= 0 || avail < 0)
+        return json_null();
+    cached = (json_int_t)((total - avail) * 100 / total);
+    return json_integer(cached);
+}
+
+json_t *webapi_state_json(struct bj_web *w, const struct bj_hive_snapshot *s, int i)
+{
+    const struct bj_brain_view *v = &s->brains[i];
+    const struct bj_hive_spec *spec = bj_hive_spec_of(web_hive(w));
+    /* A brain that watches exactly one other has a peer: its crash count is known. */
+    json_t *peer = json_null();
+    if (v->n_watches == 1 && !v->watches_all)
+        for (int j = 0; j < s->n_brains; j++)
+            if (strcmp(s->brains[j].id, v->watches[0]) == 0) {
+                json_decref(peer);
+                peer = json_integer(s->brains[j].deaths);
+            }
+    bool linked = v->n_watches > 0 || v->watches_all;
+    for (int j = 0; !linked && spec && j < spec->n_brains; j++)
+        linked = j != i && bj_spec_watches(&spec->brains[j], v->id);
+    json_t *ram = json_null();
+    if (spec && i < spec->n_brains && spec->brains[i].jar_tokens <= 0 && spec->brains[i].jar_gb > 0)
+        ram = json_real(spec->brains[i].jar_gb);
+    const char *text = v->current[0] ? v->current : v->last;
+    char mode[80];
+    const char *hm = web_params(w)->mode;
+    if (hm && *hm)
+        snprintf(mode, sizeof mode, "%s_%s", hm, v->role);
+    else
+        bj_strlcpy(mode, v->role, sizeof mode);
+    for (char *p = mode; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return json_pack("{s:s,s:s,s:i,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o}", "mode", mode, "status",
+                     original_status(v->state), "crash_count", (int)v->deaths, "peer_crash_count", peer,
+                     "network_status", linked ? "connected" : "isolated", "memory_usage", memory_percent(), "cpu_temp",
+                     cpu_temp(), "current_output", jstr(text), "current_mood", text_or_null(webapi_mood(text)),
+                     "ram_limit", ram, "last_update", iso_or_null(v->updated_us ? v->updated_us : bj_event_now()));
+}
+
+json_t *webapi_metrics_json(struct bj_web *w, const struct bj_hive_snapshot *s)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < s->n_brains; i++)
+        total += s->brains[i].deaths;
+    const struct web_stats *st = web_stats(w);
+    int64_t started = s->started_us ? s->started_us : web_started_us(w);
+    return json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:f}", "total_crashes", (json_int_t)total, "total_messages",
+                     (json_int_t)(st->thoughts + st->observes), "uptime_seconds",
+                     (json_int_t)((bj_event_now() - started) / 1000000), "start_time", iso_or_null(started),
+                     "deaths_this_run", (json_int_t)s->deaths, "tokens", (json_int_t)s->tokens, "tok_s", s->tok_s);
+}
+
+/* ---- routes ------------------------------------------------------------------------- */
+struct ctx {
+    struct bj_web *w;
+    struct web_req *rq;
+    struct web_resp *rs;
+    const char *arg;    /* the <id> of a route */
+    const char *action; /* the verb of an operator route */
+};
+
+static int snapshot(struct ctx *x, struct bj_hive_snapshot *s)
+{
+    if (bj_hive_snapshot(web_hive(x->w), s) != 0) {
+        resp_err(x->rs, 503, "Out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int find_view(const struct bj_hive_snapshot *s, const char *id)
+{
+    for (int i = 0; i < s->n_brains; i++)
+        if (strcmp(s->brains[i].id, id) == 0)
+            return i;
+    return -1;
+}
+
+static void r_health(struct ctx *x)
+{
+    char ts[40];
+    webapi_iso(bj_event_now(), ts, sizeof ts);
+    const struct bj_hive_spec *spec = bj_hive_spec_of(web_hive(x->w));
+    resp_json(x->rs, 200, json_pack("{s:s,s:s,s:i}", "status", "healthy", "timestamp", ts, "instances",
+                                    spec ? spec->n_brains : 0));
+}
+
+static void r_status(struct ctx *x)
+{
+    struct bj_hive_snapshot s;
+    if (snapshot(x, &s))
+        return;
+    json_t *inst = json_object();
+    for (int i = 0; i < s.n_brains; i++)
+        json_object_set_new(inst, s.brains[i].id, webapi_state_json(x->w, &s, i));
+    char ts[40];
+    webapi_iso(bj_event_now(), ts, sizeof ts);
+    resp_json(x->rs, 200, json_pack("{s:o,s:o,s:s}", "instances", inst, "metrics", webapi_metrics_json(x->w, &s),
+                                    "timestamp", ts));
+    bj_hive_snapshot_free(&s);
+}
+
+static void r_instances(struct ctx *x)
+{
+    const struct bj_hive_spec *spec = bj_hive_spec_of(web_hive(x->w));
+    json_t *a = json_array();
+    for (int i = 0; i < spec->n_brains; i++)
+        json_array_append_new(a, json_string(spec->brains[i].id));
+    resp_json(x->rs, 200, json_pack("{s:o}", "instances", a));
+}
+
+static void r_instance(struct ctx *x)
+{
+    struct bj_hive_snapshot s;
+    if (snapshot(x, &s))
+        return;
+    int i = find_view(&s, x->arg);
+    if (i < 0)
+        resp_err(x->rs, 404, "Instance not found");
+    else
+        resp_json(x->rs, 200, webapi_state_json(x->w, &s, i));
+    bj_hive_snapshot_free(&s);
+}
+
+static void r_logs(struct ctx *x)
+{
+    long limit;
+    if (query_long(x->rq, x->rs, "limit", 1, WEB_LOGS, 100, &limit))
+        return;
+    char idb[64];
+    const char *id = query_get(x->rq, "instance_id", idb, sizeof idb);
+    if (id && !*id)
+        id = NULL;
+    if (id && web_brain_index(x->w, id) < 0) {
+        resp_err(x->rs, 404, "Instance not found");
+        return;
+    }
+    json_t *logs = json_array();
+    int n = web_logs_count(x->w);
+    /* Oldest first among the newest `limit`, as the original listed them. */
+    int picked[WEB_LOGS], np = 0;
+    for (int i = 0; i < n && np < limit; i++) {
+        const struct log_rec *l = web_log(x->w, i);
+        if (!id || strcmp(l->brain, id) == 0)
+            picked[np++] = i;
+    }
+    for (int k = np - 1; k >= 0; k--) {
+        const struct log_rec *l = web_log(x->w, picked[k]);
+        json_t *msg = json_string(l->message ? l->message : "");
+        json_array_append_new(logs, json_pack("{s:o,s:o,s:s,s:o,s:O}", "timestamp", iso_or_null(l->time_us),
+                                              "instance_id", l->brain[0] ? json_string(l->brain) : json_null(), "level",
+                                              l->level, "message", msg ? msg : json_string(""), "data",
+                                              l->data ? l->data : json_null()));
+    }
+    resp_json(x->rs, 200, json_pack("{s:o,s:i}", "logs", logs, "count", np));
+}
+
+static void r_metrics_json(struct ctx *x)
+{
+    struct bj_hive_snapshot s;
+    if (snapshot(x, &s))
+        return;
+    resp_json(x->rs, 200, webapi_metrics_json(x->w, &s));
+    bj_hive_snapshot_free(&s);
+}
+
+static void r_brains(struct ctx *x)
+{
+    struct bj_hive_snapshot s;
+    if (snapshot(x, &s))
+        return;
+    json_t *a = json_array();
+    for (int i = 0; i < s.n_brains; i++)
+        json_array_append_new(a, webapi_brain_json(x->w, &s.brains[i], i));
+    char started[40];
+    webapi_iso(s.started_us, started, sizeof started);
+    resp_json(x->rs, 200, json_pack("{s:o,s:{s:s,s:s,s:I,s:I,s:f}}", "brains", a, "hive", "mode", web_params(x->w)->mode,
+                                    "started", started, "deaths", (json_int_t)s.deaths, "tokens",
+                                    (json_int_t)s.tokens, "tok_s", s.tok_s));
+    bj_hive_snapshot_free(&s);
+}
+
+static void r_brain(struct ctx *x)
+{
+    struct bj_brain_view v;
+    if (bj_hive_brain(web_hive(x->w), x->arg, &v) != 0) {
+        resp_err(x->rs, 404, "Brain not found");
+        return;
+    }
+    resp_json(x->rs, 200, webapi_brain_json(x->w, &v, web_brain_index(x->w, x->arg)));
+}
+
+static void r_thoughts(struct ctx *x)
+{
+    int b = web_brain_index(x->w, x->arg);
+    if (b < 0) {
+        resp_err(x->rs, 404, "Brain not found");
+        return;
+    }
+    long limit, before;
+    if (query_long(x->rq, x->rs, "limit", 1, 500, 50, &limit) ||
+        query_long(x->rq, x->rs, "before", 0, 0x7fffffffffffffffL, 0, &before))
+        return;
+    json_t *arr = json_array();
+    const char *source = "memory";
+    int64_t oldest = 0;
+    int got = -1;
+    const struct bj_web_params *p = web_params(x->w);
+    if (p->history) {
+        struct bj_thought_rec *recs = calloc((size_t)limit, sizeof *recs);
+        if (recs) {
+            got = p->history(p->history_ud, x->arg, before, (int)limit, recs);
+            for (int i = 0; i < got && i < limit; i++) {
+                json_array_append_new(arr, webapi_thought_json(&recs[i]));
+                oldest = recs[i].time_us;
+            }
+            for (int i = 0; i < limit; i++)
+                free(recs[i].text);
+            free(recs);
+            if (got >= 0)
+                source = "store";
+        }
+    }
+    if (got < 0) {
+        const struct thought_ring *r = web_thoughts(x->w, b);
+        for (int k = r->n - 1; k >= 0 && (long)json_array_size(arr) < limit; k--) {
+            const struct bj_thought_rec *rec = &r->recs[(r->head + k) % r->cap];
+            if (before && rec->time_us >= before)
+                continue;
+            json_array_append_new(arr, webapi_thought_json(rec));
+            oldest = rec->time_us;
+        }
+    }
+    json_t *next = (long)json_array_size(arr) == limit && oldest ? json_integer(oldest) : json_null();
+    resp_json(x->rs, 200, json_pack("{s:s,s:o,s:i,s:s,s:o}", "brain", x->arg, "thoughts", arr, "count",
+                                    (int)json_array_size(arr), "source", source, "next_before", next));
+}
+
+static void r_deaths(struct ctx *x)
+{
+    long limit;
+    if (query_long(x->rq, x->rs, "limit", 1, WEB_DEATHS, 100, &limit))
+        return;
+    char bb[64];
+    const char *brain = query_get(x->rq, "brain", bb, sizeof bb);
+    if (brain && !*brain)
+        brain = NULL;
+    if (brain && web_brain_index(x->w, brain) < 0) {
+        resp_err(x->rs, 404, "Brain not found");
+        return;
+    }
+    json_t *arr = json_array();
+    int n = web_deaths_count(x->w);
+    for (int i = 0; i < n && (long)json_array_size(arr) < limit; i++) {
+        const struct death_rec *d = web_death(x->w, i);
+        if (!brain || strcmp(d->brain, brain) == 0)
+            json_array_append_new(arr, webapi_death_json(d));
+    }
+    struct bj_hive_snapshot s;
+    if (snapshot(x, &s)) {
+        json_decref(arr);
+        return;
+    }
+    json_t *by = json_object();
+    for (int i = 0; i < s.n_brains; i++) {
+        json_t *c = json_object();
+        for (int k = 0; k < 6; k++)
+            json_object_set_new(c, bj_death_causes[k], json_integer(s.brains[i].deaths_by_cause[k]));
+        json_object_set_new(by, s.brains[i].id, json_pack("{s:i,s:o}", "total", (int)s.brains[i].deaths, "this_run", c));
+    }
+    bj_hive_snapshot_free(&s);
+    resp_json(x->rs, 200, json_pack("{s:o,s:i,s:o}", "deaths", arr, "count", (int)json_array_size(arr), "by_brain", by));
+}
+
+static void r_budget(struct ctx *x)
+{
+    char *text = bj_hive_budget_report(web_hive(x->w));
+    json_t *lines = json_array();
+    for (char *p = text, *nl; p && *p; p = nl ? nl + 1 : NULL) {
+        nl = strchr(p, '\n');
+        json_t *l = json_stringn(p, nl ? (size_t)(nl - p) : strlen(p));
+        if (l)
+            json_array_append_new(lines, l);
+        if (!nl)
+            break;
+    }
+    json_t *t = text ? json_string(text) : NULL;
+    resp_json(x->rs, 200, json_pack("{s:o,s:o}", "report", t ? t : json_null(), "lines", lines));
+    free(text);
+}
+
+static void r_series(struct ctx *x)
+{
+    struct bj_hive_snapshot s;
+    if (snapshot(x, &s))
+        return;
+    resp_json(x->rs, 200, json_pack("{s:o,s:o}", "series", web_series_json(x->w, &s), "memory", web_memory_json(x->w)));
+    bj_hive_snapshot_free(&s);
+}
+
+static void r_me(struct ctx *x)
+{
+    resp_json(x->rs, 200, json_pack("{s:s,s:s,s:b}", "user", x->rq->user, "role", bj_role_name(x->rq->role), "auth",
+                                    web_params(x->w)->auth));
+}
+
+static void r_action(struct ctx *x)
+{
+    json_t *o = body_object(x->rq, x->rs, false);
+    if (!o)
+        return;
+    struct bj_hive *h = web_hive(x->w);
+    char who[96];
+    snprintf(who, sizeof who, "web:%s", x->rq->user);
+    int rc;
+    const char *a = x->action;
+    if (web_brain_index(x->w, x->arg) < 0) {
+        json_decref(o);
+        resp_err(x->rs, 404, "Brain not found");
+        return;
+    }
+    if (strcmp(a, "say") == 0) {
+        json_t *jt = json_object_get(o, "text"), *jf = json_object_get(o, "from");
+        if (!json_is_string(jt) || (jf && !json_is_string(jf))) {
+            json_decref(o);
+            resp_err(x->rs, 400, "'text' must be a string (and 'from', if given, a string)");
+            return;
+        }
+        const char *text = json_string_value(jt), *from = jf ? json_string_value(jf) : "a visitor";
+        size_t n = utf8_chars(text);
+        if (n == 0 || n > WEB_SAY_MAX || strlen(from) == 0 || utf8_chars(from) > 31) {
+            json_decref(o);
+            char msg[160];
+            snprintf(msg, sizeof msg, "'text' must have 1 to %d characters and 'from' 1 to 31", WEB_SAY_MAX);
+            resp_err(x->rs, 400, msg);
+            return;
+        }
+        if (strlen(text) != json_string_length(jt)) {
+            json_decref(o);
+            resp_err(x->rs, 400, "'text' must not contain NUL characters");
+            return;
+        }
+        rc = bj_hive_say(h, x->arg, from, text, who);
+    } else if (strcmp(a, "kill") == 0) {
+        rc = bj_hive_kill(h, x->arg, NULL, who);
+    } else if (strcmp(a, "resurrect") == 0) {
+        rc = bj_hive_resurrect(h, x->arg, who);
+    } else if (strcmp(a, "pause") == 0) {
+        rc = bj_hive_pause(h, x->arg, who);
+    } else {
+        rc = bj_hive_resume(h, x->arg, who);
+    }
+    json_decref(o);
+    if (rc == 0) {
+        bj_info("web: %s %s %s", who, a, x->arg);
+        resp_json(x->rs, 202, json_pack("{s:b,s:s,s:s}", "ok", 1, "action", a, "brain", x->arg));
+    } else if (rc == -ENOENT) {
+        resp_err(x->rs, 404, "Brain not found");
+    } else {
+        resp_err(x->rs, 409, "The brain cannot do that now");
+    }
+}
+
+static void set_session_cookie(struct web_resp *rs, const char *value, long max_age)
+{
+    webapi_resp_header(rs, "set-cookie:", "bj_session=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%ld", value,
+                       max_age);
+}
+
+static void r_login(struct ctx *x)
+{
+    struct bj_auth *a = web_auth(x->w);
+    const struct bj_web_params *p = web_params(x->w);
+    int64_t now = bj_now_us() / 1000000;
+    int wait = bj_auth_limit_wait(a, x->rq->peer, now);
+    if (wait > 0) {
+        webapi_resp_header(x->rs, "retry-after:", "%d", wait);
+        char msg[120];
+        snprintf(msg, sizeof msg, "Too many failed logins; try again in %d s", wait);
+        resp_login_err(x->rs, 429, msg);
+        return;
+    }
+    json_t *o = body_object(x->rq, x->rs, true);
+    if (!o)
+        return;
+    json_t *jp = json_object_get(o, "password"), *ju = json_object_get(o, "username");
+    if (!json_is_string(jp) || (ju && !json_is_null(ju) && !json_is_string(ju))) {
+        json_decref(o);
+        resp_login_err(x->rs, 400, "'password' must be a string (and 'username', if given, a string)");
+        return;
+    }
+    const char *user = json_is_string(ju) && json_string_length(ju) ? json_string_value(ju) : "admin";
+    char session[BJ_AUTH_SECRET_LEN + 1];
+    enum bj_role role;
+    int rc = json_string_length(jp) > BJ_AUTH_PASSWORD_MAX
+                 ? -1
+                 : bj_auth_login(a, user, json_string_value(jp), p->session_ttl_s, session, &role);
+    if (rc) {
+        bj_auth_limit_fail(a, x->rq->peer, now);
+        web_stats(x->w)->logins_failed++;
+        bj_warn("web: failed login for '%.64s' from %s", user, x->rq->peer);
+        json_decref(o);
+        resp_login_err(x->rs, 401, "Invalid credentials");
+        return;
+    }
+    bj_auth_limit_clear(a, x->rq->peer);
+    web_stats(x->w)->logins_ok++;
+    bj_info("web: %s logged in from %s (%s)", user, x->rq->peer, bj_role_name(role));
+    set_session_cookie(x->rs, session, p->session_ttl_s);
+    resp_json(x->rs, 200, json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "token", session, "user", user, "role",
+                                    bj_role_name(role)));
+    json_decref(o);
+}
+
+static void r_logout(struct ctx *x)
+{
+    const char *s = x->rq->session[0] ? x->rq->session : x->rq->bearer;
+    bj_auth_logout(web_auth(x->w), s);
+    set_session_cookie(x->rs, "", 0);
+    resp_json(x->rs, 200, json_pack("{s:b}", "success", 1));
+}
+
+/* Prometheus text exposition format. */
+struct pbuf { char *s; size_t len, cap; bool oom; };
+static void pf(struct pbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void pf(struct pbuf *b, const char *fmt, ...)
+{
+    for (int tries = 0; tries < 2 && !b->oom; tries++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (b->s && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap * 2 + (size_t)n + 4096;
+        char *p = realloc(b->s, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
+    }
+}
+static void help(struct pbuf *b, const char *name, const char *type, const char *text)
+{
+    pf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+}
+
+struct sub_ctx { struct pbuf *b; int pass; };
+static void each_sub(void *ud, struct bj_sub *sub)
+{
+    struct sub_ctx *c = ud;
+    pf(c->b, "%s{subscriber=\"%s\"} %llu\n",
+       c->pass == 0 ? "brainjar_bus_dropped_total" : c->pass == 1 ? "brainjar_bus_coalesced_total" : "brainjar_bus_pending",
+       bj_sub_name(sub),
+       (unsigned long long)(c->pass == 0 ? bj_sub_dropped(sub) : c->pass == 1 ? bj_sub_coalesced(sub) : bj_sub_pending(sub)));
+}
+
+static void r_prometheus(struct ctx *x)
+{
+    struct bj_hive_snapshot s;
+    if (snapshot(x, &s))
+        return;
+    struct pbuf b = {0};
+    help(&b, "brainjar_deaths_total", "counter", "Deaths since the daemon started, by brain and cause.");
+    for (int i = 0; i < s.n_brains; i++)
+        for (int k = 0; k < 6; k++)
+            pf(&b, "brainjar_deaths_total{brain=\"%s\",cause=\"%s\"} %u\n", s.brains[i].id, bj_death_causes[k],
+               s.brains[i].deaths_by_cause[k]);
+    help(&b, "brainjar_brain_deaths", "gauge", "Deaths of each brain over its whole existence (across restarts).");
+    for (int i = 0; i < s.n_brains; i++)
+        pf(&b, "brainjar_brain_deaths{brain=\"%s\"} %u\n", s.brains[i].id, s.brains[i].deaths);
+    help(&b, "brainjar_tokens_generated_total", "counter", "Tokens generated since the daemon started.");
+    for (int i = 0; i < s.n_brains; i++)
+        pf(&b, "brainjar_tokens_generated_total{brain=\"%s\"} %llu\n", s.brains[i].id,
+           (unsigned long long)s.brains[i].tokens);
+    help(&b, "brainjar_tokens_per_second", "gauge", "Recent generation speed.");
+    for (int i = 0; i < s.n_brains; i++)
+        pf(&b, "brainjar_tokens_per_second{brain=\"%s\"} %.2f\n", s.brains[i].id, s.brains[i].tok_s);
+    help(&b, "brainjar_jar_tokens_used", "gauge", "Tokens in the brain's context (its jar) now.");
+    for (int i = 0; i < s.n_brains; i++)
+        pf(&b, "brainjar_jar_tokens_used{brain=\"%s\"} %d\n", s.brains[i].id, s.brains[i].jar_used);
+    help(&b, "brainjar_jar_tokens_capacity", "gauge", "Size of the brain's jar in tokens.");
+    for (int i = 0; i < s.n_brains; i++)
+        pf(&b, "brainjar_jar_tokens_capacity{brain=\"%s\"} %d\n", s.brains[i].id, s.brains[i].jar_tokens);
+    help(&b, "brainjar_brain_life", "gauge", "The brain's current life number.");
+    for (int i = 0; i < s.n_brains; i++)
+        pf(&b, "brainjar_brain_life{brain=\"%s\"} %u\n", s.brains[i].id, s.brains[i].life);
+    help(&b, "brainjar_brain_state", "gauge", "1 for the state the brain is in.");
+    for (int i = 0; i < s.n_brains; i++)
+        pf(&b, "brainjar_brain_state{brain=\"%s\",state=\"%s\"} 1\n", s.brains[i].id, s.brains[i].state);
+    json_t *mem = web_memory_json(x->w);
+    json_t *rss = json_object_get(mem, "process_rss"), *tot = json_object_get(mem, "system_total"),
+           *av = json_object_get(mem, "system_available"), *gpu = json_object_get(mem, "gpu_used");
+    if (json_is_integer(rss)) {
+        help(&b, "brainjar_process_resident_memory_bytes", "gauge", "Resident memory of the brainjar process.");
+        pf(&b, "brainjar_process_resident_memory_bytes %lld\n", (long long)json_integer_value(rss));
+    }
+    if (json_is_integer(tot)) {
+        help(&b, "brainjar_system_memory_total_bytes", "gauge", "Memory of the machine (or its cgroup limit).");
+        pf(&b, "brainjar_system_memory_total_bytes %lld\n", (long long)json_integer_value(tot));
+        help(&b, "brainjar_system_memory_available_bytes", "gauge", "Memory available to brainjar (cgroup-aware).");
+        pf(&b, "brainjar_system_memory_available_bytes %lld\n", (long long)json_integer_value(av));
+    }
+    if (json_is_integer(gpu)) {
+        help(&b, "brainjar_gpu_memory_used_bytes", "gauge", "GPU memory in use (all devices).");
+        pf(&b, "brainjar_gpu_memory_used_bytes %lld\n", (long long)json_integer_value(gpu));
+    }
+    json_decref(mem);
+    const struct web_stats *st = web_stats(x->w);
+    help(&b, "brainjar_ws_clients", "gauge", "WebSocket clients connected.");
+    pf(&b, "brainjar_ws_clients %d\n", web_ws_clients(x->w));
+    help(&b, "brainjar_ws_resyncs_total", "counter", "WebSocket clients resynchronised after falling too far behind.");
+    pf(&b, "brainjar_ws_resyncs_total %llu\n", (unsigned long long)st->ws_resyncs);
+    help(&b, "brainjar_ws_coalesced_total", "counter", "Token messages merged for lagging WebSocket clients.");
+    pf(&b, "brainjar_ws_coalesced_total %llu\n", (unsigned long long)st->ws_coalesced);
+    help(&b, "brainjar_http_requests_total", "counter", "HTTP requests answered.");
+    pf(&b, "brainjar_http_requests_total %llu\n", (unsigned long long)st->http_requests);
+    help(&b, "brainjar_login_failures_total", "counter", "Failed logins.");
+    pf(&b, "brainjar_login_failures_total %llu\n", (unsigned long long)st->logins_failed);
+    struct sub_ctx sc = {&b, 0};
+    help(&b, "brainjar_bus_dropped_total", "counter", "Events a bus subscriber lost (tokens not mergeable, status over capacity).");
+    bj_bus_each_sub(web_bus(x->w), each_sub, &sc);
+    sc.pass = 1;
+    help(&b, "brainjar_bus_coalesced_total", "counter", "Tokens merged into an earlier token for a slow bus subscriber.");
+    bj_bus_each_sub(web_bus(x->w), each_sub, &sc);
+    sc.pass = 2;
+    help(&b, "brainjar_bus_pending", "gauge", "Events queued for a bus subscriber now.");
+    bj_bus_each_sub(web_bus(x->w), each_sub, &sc);
+    int64_t started = s.started_us ? s.started_us : web_started_us(x->w);
+    help(&b, "brainjar_start_time_seconds", "gauge", "When the hive started (unix time).");
+    pf(&b, "brainjar_start_time_seconds %lld\n", (long long)(started / 1000000));
+    bj_hive_snapshot_free(&s);
+    if (b.oom) {
+        free(b.s);
+        resp_err(x->rs, 503, "Out of memory");
+        return;
+    }
+    x->rs->status = 200;
+    x->rs->ctype = "text/plain; version=0.0.4; charset=utf-8";
+    x->rs->body = b.s;
+    x->rs->len = b.len;
+    webapi_resp_header(x->rs, "cache-control:", "no-store");
+}
+
+const struct bj_web_asset *bj_web_asset_find(const char *path)
+{
+    for (const struct bj_web_asset *f = bj_web_assets; f->path; f++)
+        if (strcmp(f->path, path) == 0)
+            return f;
+    return NULL;
+}
+
+static void r_static(struct ctx *x, const struct bj_web_asset *f)
+{
+    x->rs->status = 200;
+    x->rs->ctype = f->ctype;
+    x->rs->body = (char *)f->data;
+    x->rs->len = f->len;
+    x->rs->body_static = true;
+    webapi_resp_header(x->rs, "cache-control:", "no-cache");
+}
+
+/* ---- the routing table -------------------------------------------------------------- */
+enum need { PUBLIC, VIEWER, OPERATOR, METRICS };
+struct route {
+    enum web_method method;
+    const char *pattern; /* '*' stands for one path segment (a brain id) */
+    enum need need;
+    void (*fn)(struct ctx *);
+};
+
+static const struct route k_routes[] = {
+    {M_GET, "/api/health", PUBLIC, r_health},
+    {M_POST, "/login", PUBLIC, r_login},
+    {M_GET, "/logout", PUBLIC, r_logout},
+    {M_POST, "/logout", PUBLIC, r_logout},
+    {M_GET, "/api/me", VIEWER, r_me},
+    {M_GET, "/api/status", VIEWER, r_status},
+    {M_GET, "/api/instances", VIEWER, r_instances},
+    {M_GET, "/api/instance/*", VIEWER, r_instance},
+    {M_GET, "/api/logs", VIEWER, r_logs},
+    {M_GET, "/api/metrics", VIEWER, r_metrics_json},
+    {M_GET, "/api/brains", VIEWER, r_brains},
+    {M_GET, "/api/brains/*", VIEWER, r_brain},
+    {M_GET, "/api/brains/*/thoughts", VIEWER, r_thoughts},
+    {M_POST, "/api/brains/*/kill", OPERATOR, r_action},
+    {M_POST, "/api/brains/*/resurrect", OPERATOR, r_action},
+    {M_POST, "/api/brains/*/pause", OPERATOR, r_action},
+    {M_POST, "/api/brains/*/resume", OPERATOR, r_action},
+    {M_POST, "/api/brains/*/say", OPERATOR, r_action},
+    {M_GET, "/api/deaths", VIEWER, r_deaths},
+    {M_GET, "/api/budget", VIEWER, r_budget},
+    {M_GET, "/api/series", VIEWER, r_series},
+    {M_GET, "/metrics", METRICS, r_prometheus},
+};
+
+/* Matches path against pattern; the '*' segment goes into arg, the last segment into action. */
+static bool match(const char *pattern, const char *path, char *arg, size_t arglen, char *action, size_t actlen)
+{
+    const char *p = pattern, *s = path;
+    arg[0] = 0;
+    while (*p && *s) {
+        if (*p == '*') {
+            size_t n = strcspn(s, "/");
+            if (n == 0 || n >= arglen)
+                return false;
+            memcpy(arg, s, n);
+            arg[n] = 0;
+            s += n;
+            p++;
+        } else if (*p == *s) {
+            p++, s++;
+        } else {
+            return false;
+        }
+    }
+    if (*p || *s)
+        return false;
+    const char *last = strrchr(path, '/');
+    bj_strlcpy(action, last ? last + 1 : "", actlen);
+    return true;
+}
+
+static const char *method_name(enum web_method m)
+{
+    static const char *const n[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE", "HEAD", "?"};
+    return n[m];
+}
+
+/* Who is asking: a bearer token (an API token or a session id), else the session cookie. */
+static void identify(struct bj_web *w, struct web_req *rq)
+{
+    rq->role = BJ_ROLE_NONE;
+    if (!web_params(w)->auth) {
+        rq->role = BJ_ROLE_OPERATOR;
+        bj_strlcpy(rq->user, "anonymous", sizeof rq->user);
+        return;
+    }
+    struct bj_auth *a = web_auth(w);
+    bj_auth_refresh(a);
+    if (rq->bearer[0]) {
+        rq->role = bj_auth_token(a, rq->bearer, rq->user, sizeof rq->user);
+        if (rq->role == BJ_ROLE_NONE)
+            rq->role = bj_auth_session(a, rq->bearer, rq->user, sizeof rq->user);
+        return;
+    }
+    if (rq->session[0]) {
+        rq->role = bj_auth_session(a, rq->session, rq->user, sizeof rq->user);
+        rq->via_session = rq->role != BJ_ROLE_NONE;
+    }
+}
+
+/* A state-changing request carrying an Origin must come from this server or the allowed origin. */
+static bool origin_ok(struct bj_web *w, const struct web_req *rq)
+{
+    if (!rq->origin[0])
+        return true;
+    const char *allowed = web_params(w)->allow_origin;
+    if (allowed && allowed[0] && strcmp(rq->origin, allowed) == 0)
+        return true;
+    const char *o = strstr(rq->origin, "://");
+    return o && strcmp(o + 3, rq->host) == 0;
+}
+
+void webapi_handle(struct bj_web *w, struct web_req *rq, struct web_resp *rs)
+{
+    struct ctx x = {.w = w, .rq = rq, .rs = rs};
+    if (!valid_utf8(rq->path) || !valid_utf8(rq->query)) {
+        resp_err(rs, 400, "The URL is not valid UTF-8");
+        return;
+    }
+    if (rq->body_too_big) {
+        char msg[80];
+        snprintf(msg, sizeof msg, "Request body too large (at most %d bytes)", WEB_BODY_MAX);
+        resp_err(rs, 413, msg);
+        return;
+    }
+    if (rq->method == M_OPTIONS) {
+        const char *allowed = web_params(w)->allow_origin;
+        rs->status = 204;
+        if (allowed && allowed[0] && strcmp(rq->origin, allowed) == 0) {
+            webapi_resp_header(rs, "access-control-allow-methods:", "GET, POST, OPTIONS");
+            webapi_resp_header(rs, "access-control-allow-headers:", "Content-Type, Authorization");
+            webapi_resp_header(rs, "access-control-max-age:", "600");
+        }
+        return;
+    }
+    identify(w, rq);
+    enum web_method m = rq->method == M_HEAD ? M_GET : rq->method;
+
+    /* Static files: the dashboard is public code; the data it shows is not. */
+    if (m == M_GET) {
+        const char *name = rq->path;
+        if (strcmp(name, "/") == 0 || strcmp(name, "/index.html") == 0) {
+            if (rq->role == BJ_ROLE_NONE) {
+                rs->status = 302;
+                webapi_resp_header(rs, "location:", "/login%s%s", rq->query[0] ? "?" : "", rq->query);
+                webapi_resp_header(rs, "cache-control:", "no-store");
+                return;
+            }
+            name = "/index.html";
+        } else if (strcmp(name, "/login") == 0) {
+            name = "/login.html";
+        }
+        const struct bj_web_asset *f = bj_web_asset_find(name);
+        if (f) {
+            r_static(&x, f);
+            return;
+        }
+    }
+
+    char arg[BJ_NAME_MAX + 1], action[32];
+    bool path_known = false;
+    char allow[64] = "";
+    for (size_t i = 0; i < BJ_ARRAY_LEN(k_routes); i++) {
+        const struct route *r = &k_routes[i];
+        if (!match(r->pattern, rq->path, arg, sizeof arg, action, sizeof action))
+            continue;
+        path_known = true;
+        if (r->method != m) {
+            size_t l = strlen(allow);
+            snprintf(allow + l, sizeof allow - l, "%s%s", l ? ", " : "", method_name(r->method));
+            continue;
+        }
+        if (m == M_POST && !origin_ok(w, rq)) {
+            resp_err(rs, 403, "Origin not allowed");
+            return;
+        }
+        bool ok = true;
+        switch (r->need) {
+        case PUBLIC:
+            break;
+        case METRICS:
+            ok = rq->role != BJ_ROLE_NONE || web_params(w)->metrics_public;
+            break;
+        case VIEWER:
+            ok = rq->role >= BJ_ROLE_VIEWER;
+            break;
+        case OPERATOR:
+            if (rq->role == BJ_ROLE_VIEWER) {
+                resp_err(rs, 403, "Operator role required");
+                return;
+            }
+            ok = rq->role == BJ_ROLE_OPERATOR;
+            break;
+        }
+        if (!ok) {
+            webapi_resp_header(rs, "www-authenticate:", "Bearer realm=\"brainjar\"");
+            resp_err(rs, 401, "Authentication required");
+            return;
+        }
+        if (!web_hive(w) && r->fn != r_login && r->fn != r_logout) {
+            resp_err(rs, 503, "The hive is starting");
+            return;
+        }
+        x.arg = arg;
+        x.action = action;
+        r->fn(&x);
+        return;
+    }
+    if (path_known) {
+        webapi_resp_header(rs, "allow:", "%s", allow);
+        resp_err(rs, 405, "Method not allowed");
+        return;
+    }
+    resp_err(rs, 404, "Not found");
+}

@@ -1,0 +1,66 @@
+"""The dashboard in a real browser: Debian's chromium driven by playwright-core (npm, pinned).
+Skipped, with the reason, when chromium or playwright-core is missing. Screenshots are kept in
+build/ (BJ_ARTEFACTS) as test artefacts."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from hivetest import BRAINJAR  # noqa: E402
+from webtest import WebCase  # noqa: E402
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+PLAYWRIGHT = os.path.join(ROOT, "node_modules", "playwright-core")
+
+
+class Dashboard(WebCase):
+    def setUp(self):
+        if not os.path.exists(CHROMIUM):
+            self.skipTest(f"{CHROMIUM} is missing (apt-get install chromium; scripts/bootstrap does)")
+        if not os.path.isdir(PLAYWRIGHT) or not shutil.which("node"):
+            self.skipTest("playwright-core is missing (scripts/bootstrap runs npm ci)")
+        super().setUp()
+
+    def test_login_stream_death_operator_logout(self):
+        h = self.start("--jar-tokens", "1000", "--pause", "2.5")
+        out = os.environ.get("BJ_ARTEFACTS", os.path.join(ROOT, "build", "artefacts"))
+        os.makedirs(out, exist_ok=True)
+        viewer = subprocess.run([BRAINJAR, "passwd", "vera", "--role", "viewer", "--data-dir", self.data],
+                                input="viewer-password-1\n", capture_output=True, text=True, timeout=60)
+        self.assertEqual(viewer.returncode, 0, viewer.stderr)
+        p = subprocess.run(["node", os.path.join(HERE, "dashboard.mjs"), f"http://127.0.0.1:{h.port}", h.password, out,
+                            "viewer-password-1"],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        f = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertNotIn("failure", f, f.get("failure"))
+        self.assertEqual(f["login_redirect"], "/login")
+        self.assertIn("Invalid credentials", f["wrong_password_message"])
+        self.assertEqual(f["panels"], ["SUBJECT", "OBSERVER", "GOD"])
+        self.assertEqual(set(f["stream_changes"]), {"SUBJECT", "OBSERVER", "GOD"}, f["stream_changes"])
+        self.assertTrue(all(n >= 3 for n in f["stream_changes"].values()), f["stream_changes"])
+        self.assertEqual(f["death"]["veil"], "DEAD")
+        self.assertRegex(f["resurrected"]["life"], r"life \d+")
+        self.assertTrue(f["ops_visible"] and f["paused"] and f["resumed"] and f["said"])
+        self.assertEqual(f["html_injected"], 0, "brain and user text is inserted as text")
+        self.assertEqual(f["charts"], 3)
+        self.assertFalse(f["phone_overflow"], "no sideways scrolling on a phone")
+        self.assertFalse(f["kiosk_controls_visible"])
+        self.assertEqual(f["after_logout"], "/login")
+        self.assertEqual(f["me_after_logout"], 401)
+        self.assertEqual(f["viewer_role"], "vera · viewer")
+        self.assertFalse(f["viewer_controls_visible"], "operator controls only for operators")
+        self.assertFalse(f["kiosk_4k_overflow"], "the kiosk view fits a 4K screen")
+        self.assertEqual(f["errors"], [])
+        for name in ("dashboard.png", "dashboard-death.png", "dashboard-phone.png", "dashboard-kiosk.png",
+                     "dashboard-kiosk-4k.png"):
+            self.assertGreater(os.path.getsize(os.path.join(out, name)), 10000)
+
+
+if __name__ == "__main__":
+    unittest.main()
