@@ -91,7 +91,7 @@ static void print_estimate(const struct bj_est_model *m, const struct bj_est_opt
     print_row(out, "compute buffers", m->cpu.compute, m->gpu.compute, with_gpu,
               m->compute_from_llama ? "(llama.cpp dry run)" : "(formula)");
     print_row(out, "output (logits)", m->cpu.output, m->gpu.output, with_gpu, "");
-    print_row(out, "runtime overhead", m->cpu.overhead, m->gpu.overhead, with_gpu, with_gpu ? "(GPU: assumed)" : "");
+    print_row(out, "runtime overhead", m->cpu.overhead, m->gpu.overhead, with_gpu, with_gpu ? "(GPU: calibrated, H100)" : "");
     print_row(out, "total", bj_est_mem_total(&m->cpu), bj_est_mem_total(&m->gpu), with_gpu, "");
     uint64_t all = bj_est_mem_total(&m->cpu) + bj_est_mem_total(&m->gpu);
     fprintf(out, "  %-30s %12s  (the estimate is %+.0f%% of it)\n", "seed heuristic (file x 1.5)",

@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <strings.h>
 #include <string.h>
 
 #include "log.h"
@@ -13,7 +14,7 @@ enum tier { T_SUBJECT, T_OBSERVER, T_GOD, T_ALL, T_COUNT };
 static const char *const k_tier_ids[] = {"SUBJECT", "OBSERVER", "GOD"};
 
 struct raw {
-    const char *mode, *hive;
+    const char *mode, *hive, *brains;
     const char *model[T_COUNT];
     double ram_gb[T_COUNT];
     long jar_tokens[T_COUNT];
@@ -35,6 +36,10 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --mode single|matrix|peer|observer|observed   preset hive (default matrix: SUBJECT, OBSERVER, GOD)\n"
             "                              (isolated = single; peer/observer/observed: one brain linked to other nodes)\n"
             "  --hive FILE                 a hive file (INI) instead of a mode\n"
+            "  --brains N[:gods=G,observers=O]  N brains on one model in the matrix pattern: G GODs watch\n"
+            "                              everyone, O OBSERVERs watch the SUBJECTs in round robin, the rest are\n"
+            "                              SUBJECTs (SUBJECT-1, ...). Defaults: 1 GOD from 3 brains, 1 OBSERVER\n"
+            "                              per 8 brains. Per-role flags (--jar-tokens-subject ...) apply to each.\n"
             "  --model FILE                GGUF for every brain (default: the embedded tiny model)\n"
             "  --model-subject|-observer|-god FILE   per-brain models\n"
             "  --ram-limit-subject|-observer|-god GB jar sizes (defaults 8, 10, 12); --ram-limit GB for all\n"
@@ -49,6 +54,8 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "Output and files:\n"
             "  --events text|jsonl|none  --focus BRAIN  --data-dir DIR  --prompts DIR\n"
             "  --duration SECONDS  --steps N  --dump-context DIR  --log-level debug|info|warn|error\n"
+            "  --profile                   at the end, where each engine's steps spent their time (batch,\n"
+            "                              decode, sampling, token-to-text, publishing) and its fairness figures\n"
             "Neural links (docs/PEERS.md):\n"
             "  --port PORT (8888; 0: any)  listen for peers (on in peer/observed modes)   --no-listen\n"
             "  --listen-host HOST (127.0.0.1)   --peer HOST:PORT (repeatable)   --node-id NAME\n"
@@ -80,7 +87,7 @@ enum {
     O_JAR, O_JAR_S, O_JAR_O, O_JAR_G, O_WEB_HOST, O_WEB_PORT, O_DATA, O_PROMPTS, O_SCHED, O_THREADS,
     O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_MMAP, O_CHAT, O_PAUSE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
     O_SEED, O_EVENTS, O_FOCUS, O_DURATION, O_STEPS, O_DUMP, O_LOG, O_RESERVE, O_SHARE, O_HEADROOM,
-    O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE, O_PORT, O_LISTEN_HOST, O_NO_LISTEN, O_PEER,
+    O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE, O_BRAINS, O_PROFILE, O_PORT, O_LISTEN_HOST, O_NO_LISTEN, O_PEER,
     O_PEER_IP, O_PEER_PORT, O_TARGET_IP, O_TARGET_PORT, O_NODE_ID, O_PEER_KEY, O_ALLOW_UNAUTH, O_PEER_RATE,
     O_NO_WEB, O_WEB_AUTH, O_WEB_ORIGIN, O_WEB_PROXY, O_METRICS_PUBLIC, /* web */
 };
@@ -109,7 +116,8 @@ static const struct option k_opts[] = {
     {"brain-share", required_argument, 0, O_SHARE}, {"headroom", required_argument, 0, O_HEADROOM},
     {"force", no_argument, 0, O_FORCE}, {"inject-decode-error", required_argument, 0, O_INJECT},
     {"inject-stall", required_argument, 0, O_STALL}, {"stall-timeout", required_argument, 0, O_STALL_TIMEOUT},
-    {"backend-sampling", required_argument, 0, O_BSAMPLE},
+    {"backend-sampling", required_argument, 0, O_BSAMPLE}, {"brains", required_argument, 0, O_BRAINS},
+    {"profile", no_argument, 0, O_PROFILE},
     BJ_OPS_OPTIONS,
     {"port", required_argument, 0, O_PORT}, {"listen-host", required_argument, 0, O_LISTEN_HOST},
     {"no-listen", no_argument, 0, O_NO_LISTEN}, {"peer", required_argument, 0, O_PEER},
@@ -135,22 +143,29 @@ static int apply_tiers(const char *cmd, struct bj_config *c, const struct raw *r
                     cmd, "sog"[t], "sog"[t], k_tier_ids[t]);
             return 2;
         }
-        int i = bj_spec_find_brain(&c->spec, k_tier_ids[t]);
-        if (i < 0) {
+        /* The brain of that name; in matrix mode (--brains too) every brain of that role. */
+        int hits = 0;
+        for (int i = 0; i < c->spec.n_brains; i++) {
+            struct bj_brain_cfg *b = &c->spec.brains[i];
+            bool role = c->mode == BJ_MODE_MATRIX && strcasecmp(b->role, k_tier_ids[t]) == 0;
+            if (strcmp(b->id, k_tier_ids[t]) != 0 && !role)
+                continue;
+            hits++;
+            if (r->model[t])
+                bj_strlcpy(b->model, r->model[t], sizeof b->model);
+            if (r->ram_gb[t] > 0) {
+                b->jar_gb = r->ram_gb[t];
+                b->jar_tokens = 0;
+            }
+            if (r->jar_tokens[t] > 0)
+                b->jar_tokens = r->jar_tokens[t];
+        }
+        if (hits == 0) {
             fprintf(stderr, "brainjar %s: a flag names %s, but %s has no such brain%s\n", cmd, k_tier_ids[t],
                     c->mode == BJ_MODE_HIVE ? "the hive file" : "this mode",
                     c->mode == BJ_MODE_SINGLE ? " (single mode has only SUBJECT)" : "");
             return 2;
         }
-        struct bj_brain_cfg *b = &c->spec.brains[i];
-        if (r->model[t])
-            bj_strlcpy(b->model, r->model[t], sizeof b->model);
-        if (r->ram_gb[t] > 0) {
-            b->jar_gb = r->ram_gb[t];
-            b->jar_tokens = 0;
-        }
-        if (r->jar_tokens[t] > 0)
-            b->jar_tokens = r->jar_tokens[t];
     }
     return 0;
 }
@@ -233,6 +248,37 @@ static void apply_all(struct bj_config *c, const struct raw *r)
     }
 }
 
+/* --brains N[:gods=G,observers=O] */
+static int apply_brains(const char *cmd, struct bj_config *c, const char *spec)
+{
+    char buf[128], err[200];
+    if (bj_strlcpy(buf, spec, sizeof buf) >= sizeof buf)
+        return bad(cmd, "--brains", spec, "N[:gods=G,observers=O]");
+    char *opts = strchr(buf, ':');
+    if (opts)
+        *opts++ = '\0';
+    long n, gods = -1, observers = -1, v;
+    if (bj_parse_long(buf, 1, BJ_MAX_BRAINS, &n))
+        return bad(cmd, "--brains", spec, "a brain count (1 to 256) with optional :gods=G,observers=O");
+    for (char *save = NULL, *kv = opts ? strtok_r(opts, ",", &save) : NULL; kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq || bj_parse_long(eq + 1, 0, BJ_MAX_BRAINS, &v))
+            return bad(cmd, "--brains", spec, "N[:gods=G,observers=O]");
+        *eq = '\0';
+        if (strcmp(kv, "gods") == 0 || strcmp(kv, "god") == 0)
+            gods = v;
+        else if (strcmp(kv, "observers") == 0 || strcmp(kv, "observer") == 0)
+            observers = v;
+        else
+            return bad(cmd, "--brains", spec, "N[:gods=G,observers=O] (unknown key)");
+    }
+    if (bj_config_apply_brains(c, (int)n, (int)gods, (int)observers, err, sizeof err)) {
+        fprintf(stderr, "brainjar %s: %s\n", cmd, err);
+        return 2;
+    }
+    return 0;
+}
+
 int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c)
 {
     bj_config_defaults(c);
@@ -260,6 +306,8 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         switch (opt) {
         case O_MODE: r.mode = a; break;
         case O_HIVE: r.hive = a; break;
+        case O_BRAINS: r.brains = a; break;
+        case O_PROFILE: c->spec.profile = true; break;
         case O_MODEL: bj_strlcpy(c->spec.model, a, sizeof c->spec.model); break;
         case O_MODEL_S: case O_MODEL_O: case O_MODEL_G: r.model[opt - O_MODEL_S] = a; break;
         case O_RAM: case O_RAM_S: case O_RAM_O: case O_RAM_G:
@@ -513,6 +561,16 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             return 2;
         }
         bj_config_apply_mode(c);
+    }
+    if (r.brains) {
+        if (r.hive || r.mode) {
+            fprintf(stderr, "brainjar %s: --brains contradicts --%s; it defines the brains itself\n", cmd,
+                    r.hive ? "hive" : "mode");
+            return 2;
+        }
+        int rc = apply_brains(cmd, c, r.brains);
+        if (rc)
+            return rc;
     }
     if (r.hive && bj_config_load_hive(c, r.hive, err, sizeof err)) {
         fprintf(stderr, "brainjar %s: %s\n", cmd, err);

@@ -94,6 +94,60 @@ void bj_config_apply_mode(struct bj_config *c)
     g->sees_lifecycle = true;
 }
 
+/* The number of subjects one observer watches at most is BJ_MAX_WATCHES; the default pattern
+ * gives one observer per 8 brains, so each watches about 7. */
+int bj_config_apply_brains(struct bj_config *c, int n, int gods, int observers, char *err, size_t errlen)
+{
+    if (n < 1 || n > BJ_MAX_BRAINS) {
+        snprintf(err, errlen, "--brains %d: between 1 and %d brains (llama.cpp's sequences per context)", n,
+                 BJ_MAX_BRAINS);
+        return -1;
+    }
+    if (gods < 0)
+        gods = n >= 3 ? 1 : 0;
+    if (observers < 0)
+        observers = n >= 2 ? (n / 8 > 1 ? n / 8 : 1) : 0;
+    int subjects = n - gods - observers;
+    if (subjects < 1) {
+        snprintf(err, errlen, "--brains %d: %d gods and %d observers leave no SUBJECT", n, gods, observers);
+        return -1;
+    }
+    if (observers > 0 && (subjects + observers - 1) / observers > BJ_MAX_WATCHES) {
+        snprintf(err, errlen, "--brains %d: %d subjects need at least %d observers (each watches at most %d)", n,
+                 subjects, (subjects + BJ_MAX_WATCHES - 1) / BJ_MAX_WATCHES, BJ_MAX_WATCHES);
+        return -1;
+    }
+    c->mode = BJ_MODE_MATRIX;
+    c->spec.n_brains = 0;
+    char id[BJ_NAME_MAX];
+    for (int k = 0; k < subjects; k++) {
+        if (subjects == 1)
+            snprintf(id, sizeof id, "SUBJECT");
+        else
+            snprintf(id, sizeof id, "SUBJECT-%d", k + 1);
+        add_brain(c, id, "subject", 8.0);
+    }
+    for (int k = 0; k < observers; k++) {
+        if (observers == 1)
+            snprintf(id, sizeof id, "OBSERVER");
+        else
+            snprintf(id, sizeof id, "OBSERVER-%d", k + 1);
+        struct bj_brain_cfg *o = add_brain(c, id, "observer", 10.0);
+        for (int s = k; s < subjects; s += observers) /* round robin */
+            bj_strlcpy(o->watches[o->n_watches++], c->spec.brains[s].id, BJ_NAME_MAX);
+    }
+    for (int k = 0; k < gods; k++) {
+        if (gods == 1)
+            snprintf(id, sizeof id, "GOD");
+        else
+            snprintf(id, sizeof id, "GOD-%d", k + 1);
+        struct bj_brain_cfg *g = add_brain(c, id, "god", 12.0);
+        g->watches_all = true;
+        g->sees_lifecycle = true;
+    }
+    return 0;
+}
+
 static bool valid_name(const char *s);
 
 /* BRAIN@NODE: a brain on a peer node (peer.h names remote brains so). */

@@ -52,6 +52,12 @@ void bj_config_defaults(struct bj_config *c);
  * thoughts go to whoever connects), and turns the links on for the last three. */
 void bj_config_apply_mode(struct bj_config *c);
 
+/* Fills c->brains with n brains in the matrix pattern: `gods` GODs watching everyone (deaths
+ * too), `observers` OBSERVERs each watching the SUBJECTs in round robin, the rest SUBJECTs
+ * (a role alone keeps its bare name: SUBJECT, else SUBJECT-1, SUBJECT-2, ...). gods < 0: 1 from
+ * 3 brains on; observers < 0: one per 8 brains (at least 1 from 2 brains on). 0 or -1 with err. */
+int bj_config_apply_brains(struct bj_config *c, int n, int gods, int observers, char *err, size_t errlen);
+
 /* Reads a hive file (INI: [hive], [brain NAME], [links] and [peer NAME] sections; docs/PEERS.md).
  * Returns 0 or -1 with err. */
 int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t errlen);

@@ -11,7 +11,24 @@
 
 #include "jar.h"
 #include "log.h"
+#include "pool.h"
 #include "util.h"
+
+/* Where a step's time goes (the profile): brainjar's own work around llama_decode. */
+enum phase { PH_HOUSE, PH_BATCH, PH_DECODE, PH_SAMPLE, PH_ACCEPT, PH_PUBLISH, PH_COUNT };
+static const char *const k_phase_names[PH_COUNT] = {
+    "housekeeping (requests, resurrections, status)", "batch assembly", "llama_decode",
+    "sampling", "token-to-text and events", "event publishing (hive + bus)",
+};
+
+struct prof {
+    int64_t us[PH_COUNT];
+    int64_t total_us;  /* whole loop turns that decoded something */
+    long steps;
+};
+
+/* Resurrection latencies kept for the percentiles (the last ones when there are more). */
+#define LATENCY_RING 65536
 
 enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME, REQ_RESURRECT, REQ_SAY, REQ_PROMPTS };
 
@@ -65,6 +82,24 @@ struct bj_engine {
     llama_token_data *cand[BJ_MAX_BRAINS];     /* per-brain candidate arrays for threaded sampling */
     struct llama_context *bctx[BJ_MAX_BRAINS]; /* parallel */
     struct llama_batch bbatch[BJ_MAX_BRAINS];
+
+    /* Owned by the engine, made at start, reused by every step (no allocation nor thread
+     * creation in the loop): the step's work, pointers into it for the pool, the pool. */
+    struct work *works;
+    void **items;
+    struct bj_pool *pool;
+
+    /* Profile and fairness (engine thread; read after stop). */
+    int64_t ph[PH_COUNT];      /* this step */
+    struct prof prof[2];       /* [0] every step with work, [1] generation-only steps */
+    long wait[BJ_MAX_BRAINS];  /* steps a live brain went without work, in a row */
+    long since[BJ_MAX_BRAINS]; /* step from which its current prompt work waits (0: none) */
+    struct work *line;         /* this step's prompt work, oldest first */
+    int prompt_budget;         /* batched: prompt tokens per step (0: no limit) */
+    long max_wait;
+    int64_t life_start[BJ_MAX_BRAINS]; /* monotonic: when its resurrection was due; 0 once it spoke */
+    int32_t *latency_us;       /* ring of resurrection -> first new token latencies */
+    long n_latency;
 
     pthread_t thread;
     bool started;
@@ -182,6 +217,11 @@ void bj_engine_free(struct bj_engine *e)
         free(r);
     }
     bj_evbuf_free(&e->out);
+    bj_pool_free(e->pool);
+    free(e->works);
+    free(e->items);
+    free(e->line);
+    free(e->latency_us);
     if (e->model && e->owns_model)
         llama_model_free(e->model);
     pthread_mutex_destroy(&e->lock);
@@ -303,6 +343,7 @@ static void kill_brain(struct bj_engine *e, int i, const char *cause, const char
 {
     bj_brain_die(e->brains[i], cause, detail);
     clear_memory(e, i);
+    e->life_start[i] = 0;
 }
 
 static void batch_put(struct llama_batch *b, const struct work *w, int n_past, llama_seq_id seq, int n_vocab)
@@ -317,71 +358,138 @@ static void batch_put(struct llama_batch *b, const struct work *w, int n_past, l
     }
 }
 
-/* Collects the work of this step; brains whose next chunk overflows their jar die here. */
+/* Collects the work of this step; brains whose next chunk overflows their jar die here.
+ *
+ * Every brain that generates (one token to feed back) is in every step. Prompt work (a new life's
+ * system prompt, what a brain observed) shares a budget of prompt tokens per step
+ * (e->prompt_budget, about one ubatch), handed out oldest first: to the brains that have waited
+ * longest for their prompt work, each up to --prefill-chunk tokens. So a wave of resurrections
+ * cannot turn a step into a long prefill that stalls everyone's generation, the first brains in
+ * line get their first token soonest, and no brain waits longer than the prompt work queued
+ * ahead of it takes (a bound in steps: ahead / budget). */
 static int gather(struct bj_engine *e, struct work *works)
 {
-    int n = 0;
+    int n = 0, m = 0;
+    long step = atomic_load(&e->steps) + 1;
     for (int i = 0; i < e->n_brains; i++) {
         struct bj_brain *b = e->brains[i];
         struct work w = {.e = e, .i = i};
         w.n = bj_brain_next_chunk(b, e->plan.prefill_chunk, &w.tokens, &w.logits);
-        if (w.n == 0)
+        if (w.n == 0) {
+            /* A live, unpaused brain always has work (a token to feed back or prompt): count
+             * the steps it would go without. */
+            enum bj_brain_state s = bj_brain_state(b);
+            bool live = s == BJ_BRAIN_THINKING || s == BJ_BRAIN_LISTENING || s == BJ_BRAIN_RESURRECTING;
+            e->wait[i] = live ? e->wait[i] + 1 : 0;
+            if (e->wait[i] > e->max_wait)
+                e->max_wait = e->wait[i];
+            e->since[i] = 0;
             continue;
+        }
         if (!bj_brain_fits(b, w.n)) {
             char detail[96];
             snprintf(detail, sizeof detail, "jar full: %d of %ld tokens used, %d more needed", bj_brain_n_past(b),
                      bj_brain_jar(b), w.n);
             kill_brain(e, i, "JAR_FULL", detail);
+            e->since[i] = 0;
             continue;
         }
-        e->decodes[i]++;
-        w.injected = e->inject_brain[0] && e->p.inject_step == e->decodes[i] &&
-                     strcmp(e->inject_brain, bj_brain_id(b)) == 0;
+        if (w.n > 1 && e->prompt_budget > 0) { /* prompt work: in line for the budget */
+            if (!e->since[i])
+                e->since[i] = step;
+            e->line[m] = w;
+            /* insertion by (since, index): the line is short and mostly in order already */
+            int k = m++;
+            while (k > 0 && e->since[e->line[k - 1].i] > e->since[i]) {
+                e->line[k] = e->line[k - 1];
+                k--;
+            }
+            e->line[k] = w;
+            continue;
+        }
+        e->since[i] = 0;
+        e->wait[i] = 0;
         works[n++] = w;
+    }
+    int budget = e->prompt_budget;
+    for (int k = 0; k < m; k++) {
+        struct work w = e->line[k];
+        if (budget <= 0) {
+            if (++e->wait[w.i] > e->max_wait)
+                e->max_wait = e->wait[w.i];
+            continue;
+        }
+        if (w.n > budget) { /* the rest of its chunk next step: no logits before the end */
+            w.n = budget;
+            w.logits = false;
+        }
+        budget -= w.n;
+        e->wait[w.i] = 0;
+        works[n++] = w;
+    }
+    for (int k = 0; k < n; k++) {
+        struct work *w = &works[k];
+        e->decodes[w->i]++;
+        w->injected = e->inject_brain[0] && e->p.inject_step == e->decodes[w->i] &&
+                      strcmp(e->inject_brain, bj_brain_id(e->brains[w->i])) == 0;
     }
     return n;
 }
 
-/* After a successful decode of w: the brain moves on and, if it asked to, takes its token: the
- * one already sampled on a thread (w->sampled), or sampled here. */
-static void finish(struct bj_engine *e, struct work *w, struct llama_context *ctx)
+/* After a successful decode of w, its token if it asked for one: already sampled on a thread
+ * (w->sampled), or sampled here (from the decode graph's result with backend sampling). */
+static void sample_one(struct bj_engine *e, struct work *w, struct llama_context *ctx)
+{
+    if (!w->logits || w->sampled)
+        return;
+    struct llama_sampler *smpl = bj_brain_sampler(e->brains[w->i]);
+    if (e->backend_sampling) {
+        /* What llama_sampler_sample does first, without its three further look-ups (each of
+         * which synchronizes the backends again: ~4 x 3 us per brain per step on a GPU). */
+        llama_token t = llama_get_sampled_token_ith(ctx, w->out_idx);
+        if (t != LLAMA_TOKEN_NULL) {
+            llama_sampler_accept(smpl, t);
+            w->token = t;
+            w->sampled = true;
+            return;
+        }
+    }
+    w->token = llama_sampler_sample(smpl, ctx, w->out_idx);
+    w->sampled = true;
+}
+
+/* Then the brain moves on and takes its token (text, events, end of thought). now_us: when the
+ * step's tokens were sampled, for the resurrection latency. */
+static void accept_one(struct bj_engine *e, struct work *w, int64_t now_us)
 {
     struct bj_brain *b = e->brains[w->i];
     bj_brain_consumed(b, w->n);
     if (!w->logits)
         return;
     atomic_fetch_add(&e->generated, 1);
-    llama_token t = w->sampled ? w->token : llama_sampler_sample(bj_brain_sampler(b), ctx, w->out_idx);
-    int rc = bj_brain_accept(b, t);
+    if (e->life_start[w->i]) {
+        int64_t d = now_us - e->life_start[w->i];
+        if (e->latency_us)
+            e->latency_us[e->n_latency % LATENCY_RING] = (int32_t)(d < INT32_MAX ? d : INT32_MAX);
+        e->n_latency++;
+        e->life_start[w->i] = 0;
+        bj_debug("engine %s: brain %s spoke %.1f ms after its resurrection was due (step %ld)", e->label,
+                 bj_brain_id(b), (double)d / 1000.0, atomic_load(&e->steps));
+    }
+    int rc = bj_brain_accept(b, w->token);
     if (rc != 0)
         kill_brain(e, w->i, "INTERNAL_ERROR", strerror(-rc));
 }
 
-/* Runs fn on every item, at most `width` at once: the first of each wave on the calling
- * thread, the rest on threads of their own (or here too, when a thread cannot be made). */
-static void run_in_waves(void *(*fn)(void *), struct work **items, int n, int width)
+static void finish(struct bj_engine *e, struct work *w, struct llama_context *ctx)
 {
-    if (width < 1)
-        width = 1;
-    for (int first = 0; first < n; first += width) {
-        int last = first + width < n ? first + width : n;
-        pthread_t th[BJ_MAX_BRAINS];
-        bool spawned[BJ_MAX_BRAINS] = {0};
-        for (int k = first + 1; k < last; k++)
-            spawned[k] = pthread_create(&th[k], NULL, fn, items[k]) == 0;
-        fn(items[first]);
-        for (int k = first + 1; k < last; k++) {
-            if (spawned[k])
-                pthread_join(th[k], NULL);
-            else
-                fn(items[k]);
-        }
-    }
+    sample_one(e, w, ctx);
+    accept_one(e, w, bj_now_us());
 }
 
 /* What llama_sampler_sample does, from a logits row instead of the context: a sampler thread
  * then touches only its own brain's chain and candidate array, never the llama_context. */
-static void *sample_row(void *arg)
+static void sample_row(void *arg)
 {
     struct work *w = arg;
     struct bj_engine *e = w->e;
@@ -395,7 +503,6 @@ static void *sample_row(void *arg)
     w->token = cur.data[cur.selected].id;
     llama_sampler_accept(smpl, w->token);
     w->sampled = true;
-    return NULL;
 }
 
 /* Samples every brain of the step at once, one thread per brain (up to the engine's threads):
@@ -409,18 +516,20 @@ static void sample_on_threads(struct bj_engine *e, struct work *works, int n, st
     if (e->backend_sampling || want < 2 || e->n_threads < 2)
         return;
     int n_vocab = llama_vocab_n_tokens(e->vocab);
-    struct work *todo[BJ_MAX_BRAINS];
     int m = 0;
     for (int k = 0; k < n; k++) {
         if (!works[k].logits)
             continue;
+        /* Once per brain, the first time it samples: its candidate array lives as long as it. */
         if (!e->cand[works[k].i] && !(e->cand[works[k].i] = malloc((size_t)n_vocab * sizeof(llama_token_data))))
             return; /* out of memory: finish() samples them one by one */
-        todo[m++] = &works[k];
+        e->items[m++] = &works[k];
     }
-    for (int k = 0; k < m; k++) /* on this thread: the context is read by its owner only */
-        todo[k]->row = llama_get_logits_ith(ctx, todo[k]->out_idx);
-    run_in_waves(sample_row, todo, m, e->n_threads);
+    for (int k = 0; k < m; k++) { /* on this thread: the context is read by its owner only */
+        struct work *w = e->items[k];
+        w->row = llama_get_logits_ith(ctx, w->out_idx);
+    }
+    bj_pool_run(e->pool, sample_row, e->items, m, e->n_threads);
 }
 
 static void decode_failed(struct bj_engine *e, struct work *w, int rc)
@@ -434,16 +543,28 @@ static void decode_failed(struct bj_engine *e, struct work *w, int rc)
 static void step_batched(struct bj_engine *e, struct work *works, int n)
 {
     int n_vocab = llama_vocab_n_tokens(e->vocab);
+    int64_t t0 = bj_now_us();
     e->batch.n_tokens = 0;
     for (int k = 0; k < n; k++) {
         batch_put(&e->batch, &works[k], bj_brain_n_past(e->brains[works[k].i]), (llama_seq_id)works[k].i, n_vocab);
         works[k].out_idx = e->batch.n_tokens - 1;
     }
+    int64_t t1 = bj_now_us();
     int rc = llama_decode(e->ctx, e->batch);
+    if (rc == 0) /* decoding is asynchronous on a GPU: its time is until the results are there */
+        llama_synchronize(e->ctx);
+    int64_t t2 = bj_now_us();
+    e->ph[PH_BATCH] += t1 - t0;
+    e->ph[PH_DECODE] += t2 - t1;
     if (rc == 0) {
         sample_on_threads(e, works, n, e->ctx);
         for (int k = 0; k < n; k++)
-            finish(e, &works[k], e->ctx);
+            sample_one(e, &works[k], e->ctx);
+        int64_t t3 = bj_now_us();
+        for (int k = 0; k < n; k++)
+            accept_one(e, &works[k], t3);
+        e->ph[PH_SAMPLE] += t3 - t2;
+        e->ph[PH_ACCEPT] += bj_now_us() - t3;
         return;
     }
     /* Find whose tokens failed: decode each brain alone (a failed decode leaves the memory as
@@ -461,7 +582,7 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
     }
 }
 
-static void *parallel_decode(void *arg)
+static void parallel_decode(void *arg)
 {
     struct work *w = arg;
     struct bj_engine *e = w->e;
@@ -470,7 +591,6 @@ static void *parallel_decode(void *arg)
     batch_put(b, w, bj_brain_n_past(e->brains[w->i]), 0, llama_vocab_n_tokens(e->vocab));
     w->out_idx = b->n_tokens - 1;
     w->rc = llama_decode(e->bctx[w->i], *b);
-    return NULL;
 }
 
 /* Each brain's context is decoded on a thread of its own; a llama_context is only ever used by
@@ -481,16 +601,24 @@ static void *parallel_decode(void *arg)
 static void step_parallel(struct bj_engine *e, struct work *works, int n)
 {
     int per = e->plan.threads_per_ctx;
-    struct work *items[BJ_MAX_BRAINS];
     for (int k = 0; k < n; k++)
-        items[k] = &works[k];
-    run_in_waves(parallel_decode, items, n, e->n_threads / per);
+        e->items[k] = &works[k];
+    int64_t t0 = bj_now_us();
+    bj_pool_run(e->pool, parallel_decode, e->items, n, e->n_threads / per);
+    int64_t t1 = bj_now_us();
+    for (int k = 0; k < n; k++)
+        if (works[k].rc == 0)
+            sample_one(e, &works[k], e->bctx[works[k].i]);
+    int64_t t2 = bj_now_us();
     for (int k = 0; k < n; k++) {
         if (works[k].rc == 0)
-            finish(e, &works[k], e->bctx[works[k].i]);
+            accept_one(e, &works[k], t2);
         else
             decode_failed(e, &works[k], works[k].rc);
     }
+    e->ph[PH_DECODE] += t1 - t0; /* each thread's batch assembly included: it is tiny */
+    e->ph[PH_SAMPLE] += t2 - t1;
+    e->ph[PH_ACCEPT] += bj_now_us() - t2;
 }
 
 /* ---- the loop ---------------------------------------------------------------------------- */
@@ -512,8 +640,12 @@ static void apply_requests(struct bj_engine *e)
                            strcmp(r->cause, "OPERATOR") == 0 ? "killed by an operator" : "killed by the watchdog");
             break;
         case REQ_RESURRECT:
-            if (s == BJ_BRAIN_DEAD && bj_brain_resurrect(b) != 0)
+            if (s != BJ_BRAIN_DEAD)
+                break;
+            if (bj_brain_resurrect(b) != 0)
                 kill_brain(e, r->brain, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
+            else
+                e->life_start[r->brain] = bj_now_us();
             break;
         case REQ_SAY:
             bj_brain_deliver(b, r->from, r->text);
@@ -539,8 +671,14 @@ static int64_t resurrect_due(struct bj_engine *e, int64_t now)
     for (int i = 0; i < e->n_brains; i++) {
         struct bj_brain *b = e->brains[i];
         if (bj_brain_due(b, now)) {
+            int64_t due = bj_brain_resurrect_at(b); /* the latency counts from the end of the pause */
             if (bj_brain_resurrect(b) != 0)
                 kill_brain(e, i, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
+            else {
+                e->life_start[i] = due > 0 ? due : now;
+                bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label,
+                         bj_brain_id(b), atomic_load(&e->steps), (double)(now - due) / 1000.0);
+            }
         }
         if (bj_brain_state(b) == BJ_BRAIN_DEAD && bj_brain_resurrect_at(b) < next)
             next = bj_brain_resurrect_at(b);
@@ -591,14 +729,65 @@ static void throttle(struct bj_engine *e)
     pthread_mutex_unlock(&e->lock);
 }
 
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* p-th percentile (0-100) of the latencies kept, in ms; 0 when none. Sorts them. */
+static double latency_pct(struct bj_engine *e, double pct)
+{
+    long n = e->n_latency < LATENCY_RING ? e->n_latency : LATENCY_RING;
+    if (n == 0 || !e->latency_us)
+        return 0.0;
+    qsort(e->latency_us, (size_t)n, sizeof *e->latency_us, cmp_i32);
+    long k = (long)(pct / 100.0 * (double)(n - 1) + 0.5);
+    return (double)e->latency_us[k] / 1000.0;
+}
+
+/* --profile: where the steps' time went, and the fairness figures (engine thread, at its end). */
+static void report_profile(struct bj_engine *e)
+{
+    bj_info("profile %s: %d brains, %ld steps with work, %ld of them generation-only", e->label, e->n_brains,
+            e->prof[0].steps, e->prof[1].steps);
+    bj_info("profile   %-48s %18s %18s", "phase", "all steps us (%)", "generation-only");
+    double out_pct[2] = {0, 0};
+    for (int ph = 0; ph < PH_COUNT; ph++) {
+        char col[2][32];
+        for (int g = 0; g < 2; g++) {
+            const struct prof *p = &e->prof[g];
+            double per = p->steps ? (double)p->us[ph] / (double)p->steps : 0.0;
+            double pct = p->total_us ? 100.0 * (double)p->us[ph] / (double)p->total_us : 0.0;
+            snprintf(col[g], sizeof col[g], "%.1f (%.2f%%)", per, pct);
+        }
+        bj_info("profile   %-48s %18s %18s", k_phase_names[ph], col[0], col[1]);
+    }
+    for (int g = 0; g < 2; g++) {
+        const struct prof *p = &e->prof[g];
+        out_pct[g] = p->total_us ? 100.0 * (double)(p->total_us - p->us[PH_DECODE]) / (double)p->total_us : 0.0;
+    }
+    bj_info("profile   %-48s %18.1f %18.1f", "whole step us",
+            e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
+            e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0);
+    double p50 = latency_pct(e, 50), p99 = latency_pct(e, 99), max = latency_pct(e, 100);
+    bj_info("profile %s: brainjar outside llama_decode %.2f%% of the step (generation-only steps %.2f%%); "
+            "longest wait of a live brain %ld steps; %ld resurrections, first new token after p50 %.1f ms, "
+            "p99 %.1f ms, max %.1f ms", e->label, out_pct[0], out_pct[1], e->max_wait, e->n_latency, p50, p99, max);
+    /* One line for scripts (bench/scale). */
+    bj_info("profile-summary: brains=%d steps=%ld tg_steps=%ld step_us=%.1f tg_step_us=%.1f outside_decode_pct=%.3f "
+            "tg_outside_decode_pct=%.3f max_wait_steps=%ld resurrections=%ld first_token_p50_ms=%.2f "
+            "first_token_p99_ms=%.2f first_token_max_ms=%.2f",
+            e->n_brains, e->prof[0].steps, e->prof[1].steps,
+            e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
+            e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0, out_pct[0], out_pct[1],
+            e->max_wait, e->n_latency, p50, p99, max);
+}
+
 static void *engine_main(void *arg)
 {
     struct bj_engine *e = arg;
-    struct work *works = calloc(BJ_MAX_BRAINS, sizeof *works);
-    if (!works) {
-        bj_error("engine %s: out of memory", e->label);
-        return NULL;
-    }
+    struct work *works = e->works;
     for (int i = 0; i < e->n_brains; i++) /* brains that start dead begin with a resurrection */
         if (bj_brain_state(e->brains[i]) == BJ_BRAIN_LOADING && bj_brain_begin_life(e->brains[i]) != 0)
             kill_brain(e, i, "PROMPT_ERROR", "its system prompt does not fit in its jar");
@@ -607,6 +796,10 @@ static void *engine_main(void *arg)
     while (!atomic_load(&e->stop)) {
         atomic_store(&e->beat, bj_now_us());
         throttle(e);
+        /* A turn that decodes is a step; its time, from here to its events' publication, is
+         * what the profile and the generation-only speed count: brainjar's own work included. */
+        int64_t t_turn = bj_now_us();
+        memset(e->ph, 0, sizeof e->ph);
         apply_requests(e);
         int64_t now = bj_now_us();
         int64_t next_wake = resurrect_due(e, now);
@@ -615,6 +808,7 @@ static void *engine_main(void *arg)
                 bj_brain_publish_status(e->brains[i], now);
             e->last_status = now;
         }
+        int64_t t_gather = bj_now_us();
         int n = gather(e, works);
         if (n == 0) {
             flush(e);
@@ -622,6 +816,8 @@ static void *engine_main(void *arg)
             continue;
         }
         int64_t t0 = bj_now_us();
+        e->ph[PH_HOUSE] += t_gather - t_turn;
+        e->ph[PH_BATCH] += t0 - t_gather;
         if (!e->t_first)
             e->t_first = t0;
         bool generation_only = true;
@@ -636,17 +832,27 @@ static void *engine_main(void *arg)
         else
             step_parallel(e, works, n);
         e->t_last = bj_now_us();
+        flush(e);
+        int64_t t_end = bj_now_us();
+        e->ph[PH_PUBLISH] += t_end - e->t_last;
+        for (int g = 0; g < (generation_only ? 2 : 1); g++) {
+            struct prof *p = &e->prof[g];
+            for (int ph = 0; ph < PH_COUNT; ph++)
+                p->us[ph] += e->ph[ph];
+            p->total_us += t_end - t_turn;
+            p->steps++;
+        }
         if (generation_only) {
-            e->tg_us += e->t_last - t0;
+            e->tg_us += t_end - t_turn;
             e->tg_tokens += n;
         }
-        flush(e);
         long steps = atomic_fetch_add(&e->steps, 1) + 1;
         if (e->p.max_steps > 0 && steps >= e->p.max_steps)
             break;
     }
     flush(e);
-    free(works);
+    if (e->plan.settings.profile)
+        report_profile(e);
     for (int i = 0; i < e->n_brains; i++)
         bj_brain_dump_context(e->brains[i]);
     if (!atomic_load(&e->stop) && e->p.on_done)
@@ -663,6 +869,33 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
     }
     if (create_contexts(e, err, errlen))
         return -1;
+    /* What every step reuses. The pool serves the parallel schedule's decodes and, batched, the
+     * CPU sampling of every brain at once; with sampling in the graph it is not needed. */
+    if (!e->works && (!(e->works = calloc(BJ_MAX_BRAINS, sizeof *e->works)) ||
+                      !(e->items = calloc(BJ_MAX_BRAINS, sizeof *e->items)) ||
+                      !(e->line = calloc(BJ_MAX_BRAINS, sizeof *e->line)) ||
+                      !(e->latency_us = calloc(LATENCY_RING, sizeof *e->latency_us)))) {
+        snprintf(err, errlen, "engine %s: out of memory", e->label);
+        return -1;
+    }
+    /* About one ubatch of prompt per step, and never more than the batch holds beside one
+     * token of every brain. The parallel schedule decodes each brain alone: no shared budget. */
+    if (e->sched == BJ_SCHED_BATCHED) {
+        int want = (int)e->plan.n_ubatch > e->plan.prefill_chunk ? (int)e->plan.n_ubatch : e->plan.prefill_chunk;
+        int room = (int)e->plan.n_batch - e->n_brains;
+        e->prompt_budget = want < room ? want : room;
+        if (e->prompt_budget < 1)
+            e->prompt_budget = 1;
+    }
+    int width = e->sched == BJ_SCHED_PARALLEL ? e->n_threads / (e->plan.threads_per_ctx > 0 ? e->plan.threads_per_ctx : 1)
+                : e->backend_sampling          ? 1
+                                               : e->n_threads;
+    if (width > e->n_brains)
+        width = e->n_brains;
+    if (!e->pool && width > 1 && !(e->pool = bj_pool_new(width - 1))) {
+        snprintf(err, errlen, "engine %s: out of memory", e->label);
+        return -1;
+    }
     atomic_store(&e->beat, bj_now_us());
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         snprintf(err, errlen, "cannot start the engine thread: %s", strerror(errno));

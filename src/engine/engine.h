@@ -3,7 +3,8 @@
  * The model is loaded once (mmap by default) however many brains use it. Each scheduling step
  * gathers every brain with work (a chunk of prompt to prefill, or the one token it just
  * sampled), decodes them together and samples each brain, so N brains cost one model plus N
- * jars and share every pass over the weights. Two schedules:
+ * jars and share every pass over the weights. Batched, the brains that generate are in every
+ * step and prompt work shares about one ubatch of tokens per step, oldest first. Two schedules:
  *   batched   one llama_context, one sequence per brain, one llama_decode per step;
  *   parallel  one llama_context per brain, decoded at once in threads (threads split the cores).
  * A failed batched decode is retried brain by brain, so a fault kills only the brain it
@@ -109,7 +110,8 @@ struct bj_engine_stats {
     long generated;  /* tokens sampled */
     double busy_s;   /* from the first to the last decode step */
     long tg_tokens;  /* tokens of steps in which every brain generated one token (no prefill) */
-    double tg_s;     /* time of those steps: pure generation speed, as llama-batched-bench's S_TG */
+    double tg_s;     /* time of those steps (whole loop turns, brainjar's own work included): pure
+                      * generation speed, as llama-batched-bench's S_TG */
 };
 /* Read after bj_engine_stop (the engine thread writes them). */
 void bj_engine_stats(const struct bj_engine *e, struct bj_engine_stats *st);

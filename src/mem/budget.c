@@ -401,11 +401,13 @@ static void print_budget(const struct bj_budget_settings *s, const struct bj_bud
     fprintf(out, "  Seed's rule:         %s (max(jar, file x 1.5) per brain; for comparison)\n",
             fmt(a, sizeof a, v->heuristic));
     if (v->gpu_checked) {
-        fprintf(out, "  GPU required:        %s\n", fmt(a, sizeof a, v->gpu_need));
+        fprintf(out, "  GPU required:        %s (%.0f MiB)\n", fmt(a, sizeof a, v->gpu_need),
+                (double)v->gpu_need / (1024.0 * 1024.0));
         fprintf(out, "  GPU safe threshold:  %s\n", fmt(a, sizeof a, v->gpu_usable));
         fprintf(out, "  GPU free:            %s\n", fmt(a, sizeof a, v->gpu_free));
     } else if (v->gpu_needed) {
-        fprintf(out, "  GPU required:        %s (not checked: no GPU facts)\n", fmt(a, sizeof a, v->gpu_need));
+        fprintf(out, "  GPU required:        %s (%.0f MiB; not checked: no GPU facts)\n", fmt(a, sizeof a, v->gpu_need),
+                (double)v->gpu_need / (1024.0 * 1024.0));
     }
     fputc('\n', out);
 }
@@ -444,7 +446,8 @@ void bj_budget_print_report(const struct bj_budget_settings *s, const struct bj_
 
 /* ---- layer 2 ------------------------------------------------------------------------------ */
 
-#define LEDGER_MAX 64
+/* Every brain and every model of the largest hive (a model per brain at most), and a few more. */
+#define LEDGER_MAX (2 * BJ_MAX_BRAINS + 8)
 
 struct bj_budget_manager {
     pthread_mutex_t lock;

@@ -108,7 +108,7 @@ void bj_budget_manager_free(struct bj_budget_manager *m);
 /* Takes host_bytes (and gpu_bytes) for `id` (a brain id or a model label; at most 63 bytes).
  * Any thread. Returns 0 when approved; -ENOSPC when denied (over the limits, or a brain's host
  * bytes over the per-brain share: msg says which and by how much); -EEXIST when id already holds an allocation;
- * -EINVAL for an empty or too long id; -ENOMEM when the ledger is full (64 entries). msg (may be
+ * -EINVAL for an empty or too long id; -ENOMEM when the ledger is full (2 x BJ_MAX_BRAINS + 8 entries). msg (may be
  * NULL) gets a one-line explanation either way. */
 int bj_budget_manager_alloc(struct bj_budget_manager *m, const char *id, enum bj_budget_kind kind,
                             uint64_t host_bytes, uint64_t gpu_bytes, char *msg, size_t msglen);

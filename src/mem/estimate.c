@@ -24,8 +24,8 @@
  * The first decode after loading touches less (its attention spans few cells): the estimate is
  * the upper bound a running hive reaches. Page cache a load leaves behind without mapping it
  * (reading without mmap) is not predicted: the kernel reclaims it. On a GPU the same parts are
- * device memory, in full (allocations there are physical), plus the CUDA runtime's context, an
- * assumed constant that brainjar's tests do not measure. */
+ * device memory, in full (allocations there are physical), plus the CUDA runtime's own memory, a
+ * constant calibrated on an H100 (EST_GPU_RUNTIME below). */
 #include "estimate.h"
 
 #include <malloc.h>
@@ -63,8 +63,15 @@
 /* llama.cpp's bookkeeping of each KV cell in use (sets of used cells and of positions per
  * sequence): grows as the jars fill, measured (docs/MEMORY.md). */
 #define EST_OVERHEAD_PER_CELL 140.0
-/* The CUDA runtime's context on the device (kernels, cuBLAS workspace): assumed, not measured. */
-#define EST_GPU_RUNTIME (384.0 * MIB)
+/* The CUDA runtime's own device memory (its context, the loaded kernels, cuBLAS's workspace) and
+ * what grows with the sequences (per-sequence sampler and output state): calibrated on an NVIDIA
+ * H100 80GB (CUDA 13.0, driver 580.159, sm_90 build) against nvidia-smi's per-process figure with
+ * a Mistral-7B-shaped Q4_K_M for 1 to 128 brains (bench/scale.py; docs/BENCHMARKS.md): process
+ * memory minus the estimate's buffers was 626 MiB at 1 brain and 666 at 128. Other GPUs and CUDA
+ * versions differ by some tens of MiB (the context scales with the multiprocessors): measure with
+ * bench/gpu/scale and adjust here. */
+#define EST_GPU_RUNTIME (626.0 * MIB)
+#define EST_GPU_RUNTIME_PER_BRAIN (0.31 * MIB)
 
 void bj_est_opts_default(struct bj_est_opts *o)
 {
@@ -93,6 +100,7 @@ void bj_est_opts_from_spec(struct bj_est_opts *o, const struct bj_hive_spec *c)
     o->n_threads = c->n_threads;
     o->schedule = c->schedule;
     o->backend_sampling = c->backend_sampling;
+    o->profile = c->profile;
 }
 
 uint64_t bj_est_mem_total(const struct bj_est_mem *m)
@@ -496,6 +504,7 @@ static int plan_for(const struct bj_est_opts *o, const struct bj_modelinfo *mi, 
     ps.flash_attn = o->flash_attn;
     ps.prefill_chunk = o->prefill_chunk;
     ps.backend_sampling = o->backend_sampling;
+    ps.profile = o->profile;
     struct bj_plan_facts f = bj_plan_facts_here((int)mi->n_layer, n_repacked);
     f.gpu_offload = have_gpu_backend();
     return bj_plan_make(&ps, &f, jars, n_brains, plan, err, errlen);
@@ -579,7 +588,7 @@ int bj_estimate_model(const char *path, const struct bj_est_opts *o, const long 
     out->cpu.overhead += (uint64_t)(EST_OVERHEAD_BASE + EST_OVERHEAD_PER_VOCAB * mi->n_vocab +
                                     EST_OVERHEAD_PER_MERGE * (double)out->n_merges);
     if (pl.gpu)
-        out->gpu.overhead += (uint64_t)EST_GPU_RUNTIME;
+        out->gpu.overhead += (uint64_t)(EST_GPU_RUNTIME + EST_GPU_RUNTIME_PER_BRAIN * (double)(n_brains - 1));
     return 0;
 }
 

@@ -25,6 +25,7 @@ struct bj_plan_settings {
     int flash_attn;         /* -1 auto, 0 off, 1 on */
     int prefill_chunk;
     int backend_sampling;   /* -1 auto, 0 off, 1 on */
+    bool profile;           /* the engine reports its per-step profile when it stops */
 };
 struct bj_plan_settings bj_plan_default_settings(void);
 struct bj_plan_settings bj_plan_settings_from_spec(const struct bj_hive_spec *s, int n_engines);

@@ -58,6 +58,7 @@ struct bj_hive_spec {
     int backend_sampling;   /* -1 auto (on with a GPU), 0 off, 1 on */
     bool chat_template;
     long max_steps;         /* 0: unlimited */
+    bool profile;           /* engines report where their steps' time went when they stop */
 
     /* lives */
     int pause_ms;           /* between death and resurrection */

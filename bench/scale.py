@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""bench/scale: brainjar with N brains on one model (--brains N) against llama.cpp's own
+llama-batched-bench with N sequences, for several N, interleaved in one run.
+
+Per N and round: `brainjar run --brains N` (jars of --jar tokens, --steps generated tokens per
+brain, --profile) and `llama-batched-bench -npp 128 -ntg STEPS -npl N` on the same model. Reports
+generation-only tok/s (brainjar's summary line; batched-bench's S_TG), overall tok/s (generated
+tokens over the whole run, prefill included), brainjar's share of the step outside llama_decode
+(--profile), and on a GPU the peak device memory of the brainjar process (nvidia-smi) against
+`brainjar validate`'s estimate for the same hive.
+
+Then, with --latency-n N (default 64): one run of N brains with small jars (many deaths, no pause)
+for the resurrection latency (end of the pause -> the new life's first token, p50/p99), the longest
+wait of a live brain in steps, and the spread of tok/s across brains (from the jsonl events).
+
+usage: bench/scale.py --brainjar BIN --batched-bench BIN --model FILE [--ns 1,3,8] [--repeat R]
+                      [--steps N] [--jar N] [--threads N] [--gpu-layers N] [--latency-n N] [--out DIR]
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import matrix  # noqa: E402  (GpuMemory, wait_rss, SUMMARY)
+
+PROFILE = re.compile(r"profile-summary: (.*)")
+GPU_REQ = re.compile(r"GPU required:\s+\S+ \S+ \((\d+) MiB")
+
+
+def kv(line):
+    return {k: float(v) for k, v in (f.split("=") for f in line.split())}
+
+
+def brainjar_cmd(a, n, jar, steps, tmp, extra=()):
+    return [a.brainjar, "run", "--brains", str(n), "--model", a.model, "--pause", "0", "--jar-tokens", str(jar),
+            "--steps", str(steps), "--threads", str(a.threads), "--gpu-layers", str(a.gpu_layers),
+            "--data-dir", tmp, "--force", "--profile", *a.bj_extra.split(), *extra]
+
+
+def run_brainjar(a, n, gpu, tmp, log):
+    # Prefill (the system prompts) takes a few steps; then about a.steps steps in which every
+    # brain generates. One long thought each: nobody dies.
+    # The prompt budget is about 512 tokens a step: N system prompts of ~130 tokens take N/4 steps.
+    steps = a.steps + 3 + (n * 130 + 511) // 512
+    cmd = brainjar_cmd(a, n, a.jar, steps, tmp, ("--events", "none", "--max-tokens", str(1 << 20)))
+    t0 = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err_holder = []
+    th = threading.Thread(target=lambda: err_holder.append(p.stderr.read()))
+    th.start()
+    rc, rss = matrix.wait_rss(p)
+    th.join()
+    err = err_holder[0]
+    log.write(f"### brainjar N={n} ({time.time() - t0:.1f} s)\n$ {' '.join(cmd)}\n{err}\n")
+    m = matrix.SUMMARY.search(err)
+    # The last engine's profile: a supervisor that gave up a stalled engine (a busy CPU) leaves two.
+    prof = PROFILE.findall(err)
+    if rc != 0 or not m or not prof:
+        sys.exit(f"bench: brainjar --brains {n} failed (rc {rc}):\n{err[-3000:]}")
+    return {"tg": float(m.group(4)), "overall": float(m.group(3)), "rss": rss, "gpu": gpu.of([p.pid]),
+            "profile": kv(prof[-1])}
+
+
+def run_bb(a, n, gpu, log):
+    cmd = [a.batched_bench, "-m", a.model, "-c", str(n * a.jar), "-b", "512", "-ub", "512", "-npp", "128",
+           "-ntg", str(a.steps), "-npl", str(n), "-t", str(a.threads),
+           "-ngl", str(a.gpu_layers if a.gpu_layers >= 0 else 999), "-fa", "auto"]
+    t0 = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out_holder = []
+    th = threading.Thread(target=lambda: out_holder.append(p.stdout.read()))
+    th.start()
+    rc, rss = matrix.wait_rss(p)
+    th.join()
+    out = out_holder[0]
+    log.write(f"### llama-batched-bench N={n} ({time.time() - t0:.1f} s)\n$ {' '.join(cmd)}\n{out}\n")
+    rows = [line for line in out.splitlines() if re.match(r"^\|\s+128 \|", line)]
+    if rc != 0 or not rows:
+        sys.exit(f"bench: llama-batched-bench -npl {n} failed (rc {rc}):\n{out[-2000:]}")
+    cols = [c.strip() for c in rows[-1].strip("|").split("|")]
+    # S_TG; overall = generated tokens over the whole time, prefill included (as brainjar's)
+    return {"tg": float(cols[7]), "overall": n * a.steps / float(cols[8]), "rss": rss, "gpu": gpu.of([p.pid])}
+
+
+def estimate_gpu(a, n, log):
+    cmd = [a.brainjar, "validate", "--brains", str(n), "--model", a.model, "--jar-tokens", str(a.jar),
+           "--threads", str(a.threads), "--gpu-layers", str(a.gpu_layers)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    log.write(f"### validate N={n}\n$ {' '.join(cmd)}\n{p.stdout}\n{p.stderr[-1500:]}\n")
+    m = GPU_REQ.search(p.stdout)
+    return float(m.group(1)) if m else 0.0
+
+
+def latency_run(a, tmp, log):
+    n = a.latency_n
+    cmd = brainjar_cmd(a, n, a.latency_jar, a.latency_steps, tmp, ("--events", "jsonl", "--max-tokens", "24"))
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - t0
+    log.write(f"### latency N={n} ({wall:.1f} s)\n$ {' '.join(cmd)}\n{p.stderr}\n")
+    prof = PROFILE.findall(p.stderr)
+    if p.returncode != 0 or not prof:
+        sys.exit(f"bench: latency run failed (rc {p.returncode}):\n{p.stderr[-3000:]}")
+    tokens, first, last = {}, None, None
+    deaths = 0
+    for line in p.stdout.splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        t = ev.get("type")
+        if t == "token":
+            tokens[ev["brain"]] = tokens.get(ev["brain"], 0) + 1
+            ts = ev.get("timestamp") or ev.get("time")
+            if isinstance(ts, (int, float)):
+                first = ts if first is None else min(first, ts)
+                last = ts if last is None else max(last, ts)
+        elif t == "death":
+            deaths += 1
+    counts = sorted(tokens.values()) or [0]
+    return {"profile": kv(prof[-1]), "deaths": deaths, "tokens_min": counts[0],
+            "tokens_median": statistics.median(counts), "tokens_max": counts[-1], "brains_seen": len(tokens)}
+
+
+def print_latency(a, lat):
+    p = lat["profile"]
+    print(f"\nlatency run: {a.latency_n} brains, jars {a.latency_jar}, {a.latency_steps} steps, pause 0: "
+          f"{int(p['resurrections'])} resurrections ({lat['deaths']} deaths seen); end of pause -> first new "
+          f"token p50 {p['first_token_p50_ms']:.1f} ms, p99 {p['first_token_p99_ms']:.1f} ms, max "
+          f"{p['first_token_max_ms']:.1f} ms; step {p['step_us']:.0f} us; longest wait of a live brain "
+          f"{int(p['max_wait_steps'])} steps; tokens per brain min {lat['tokens_min']} / median "
+          f"{lat['tokens_median']} / max {lat['tokens_max']} over {lat['brains_seen']} brains\n", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--brainjar", required=True)
+    ap.add_argument("--batched-bench", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--ns", default="1,3,8,16,32,64,128")
+    ap.add_argument("--steps", type=int, default=128, help="tokens generated per brain")
+    ap.add_argument("--jar", type=int, default=384, help="jar tokens per brain (and per sequence)")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--gpu-layers", type=int, default=0)
+    ap.add_argument("--latency-n", type=int, default=64, help="brains of the latency run (0: none)")
+    ap.add_argument("--latency-jar", type=int, default=220)
+    ap.add_argument("--latency-steps", type=int, default=600)
+    ap.add_argument("--bj-extra", default="", help="more brainjar flags (one string)")
+    ap.add_argument("--out", default=None, help="folder for the full log and the results (json)")
+    a = ap.parse_args()
+    ns = [int(x) for x in a.ns.split(",") if x]
+    out = a.out or tempfile.mkdtemp(prefix="bench-scale-")
+    os.makedirs(out, exist_ok=True)
+    log = open(os.path.join(out, "scale.log"), "w", buffering=1)
+    tmp = tempfile.mkdtemp(prefix="bench-scale-data-")
+    gpu = matrix.GpuMemory()
+    print(f"model {a.model} ({os.path.getsize(a.model) / 1e6:.0f} MB), N = {ns}, {a.steps} tokens per brain, "
+          f"jars {a.jar}, {a.threads} threads, gpu layers {a.gpu_layers}, {a.repeat} rounds; log {out}/scale.log",
+          flush=True)
+    res = {n: {"bj": [], "bb": []} for n in ns}
+    est = {}
+    if gpu.ok:
+        for n in ns:
+            est[n] = estimate_gpu(a, n, log)
+        print("GPU estimate (MiB, brainjar validate): " + ", ".join(f"N={n}: {v:.0f}" for n, v in est.items()),
+              flush=True)
+    lat = None
+    for r in range(a.repeat):
+        if r == 1 and a.latency_n > 0:  # after the first round: the key figures come first
+            lat = latency_run(a, tmp, log)
+            print_latency(a, lat)
+        for n in ns:
+            b = run_brainjar(a, n, gpu, tmp, log)
+            c = run_bb(a, n, gpu, log)
+            res[n]["bj"].append(b)
+            res[n]["bb"].append(c)
+            print(f"round {r + 1} N={n:3}: brainjar {b['tg']:8.1f} tok/s (outside decode "
+                  f"{b['profile']['tg_outside_decode_pct']:.2f}%), batched-bench {c['tg']:8.1f}: "
+                  f"{b['tg'] / c['tg']:.3f}; GPU MiB {b['gpu']:.0f} (bb {c['gpu']:.0f})", flush=True)
+
+    def med(n, who, key):
+        return statistics.median(x[key] for x in res[n][who])
+
+    def medp(n, key):
+        return statistics.median(x["profile"][key] for x in res[n]["bj"])
+
+    print()
+    hdr = (f"{'N':>4} {'bj tg':>9} {'bb tg':>9} {'ratio':>6} {'bj all':>8} {'bb all':>8} {'ratio':>6} "
+           f"{'step us':>8} {'outside':>8} {'RSS MB':>7}")
+    if gpu.ok:
+        hdr += f" {'GPU MiB':>8} {'est MiB':>8} {'err %':>6} {'bb GPU':>7}"
+    print(hdr)
+    table = []
+    for n in ns:
+        row = {"n": n, "bj_tg": med(n, "bj", "tg"), "bb_tg": med(n, "bb", "tg"), "bj_all": med(n, "bj", "overall"),
+               "bb_all": med(n, "bb", "overall"), "step_us": medp(n, "tg_step_us"),
+               "outside_pct": medp(n, "tg_outside_decode_pct"), "rss": med(n, "bj", "rss"),
+               "gpu": med(n, "bj", "gpu"), "bb_gpu": med(n, "bb", "gpu"), "est": est.get(n, 0.0),
+               "rounds_bj": [x["tg"] for x in res[n]["bj"]], "rounds_bb": [x["tg"] for x in res[n]["bb"]]}
+        table.append(row)
+        line = (f"{n:4} {row['bj_tg']:9.1f} {row['bb_tg']:9.1f} {row['bj_tg'] / row['bb_tg']:6.3f} "
+                f"{row['bj_all']:8.1f} {row['bb_all']:8.1f} {row['bj_all'] / row['bb_all']:6.3f} "
+                f"{row['step_us']:8.0f} {row['outside_pct']:7.2f}% {row['rss']:7.0f}")
+        if gpu.ok:
+            errp = 100.0 * (row["est"] - row["gpu"]) / row["gpu"] if row["gpu"] else 0.0
+            line += f" {row['gpu']:8.0f} {row['est']:8.0f} {errp:+6.2f} {row['bb_gpu']:7.0f}"
+        print(line, flush=True)
+    if lat is None and a.latency_n > 0:
+        lat = latency_run(a, tmp, log)
+        print_latency(a, lat)
+    with open(os.path.join(out, "scale.json"), "w") as f:
+        json.dump({"args": vars(a), "table": table, "latency": lat}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""--brains N: the matrix pattern for many brains, its errors, the profile and its fairness figures."""
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hivetest import BRAINJAR, HiveCase, of  # noqa: E402
+
+
+class Brains(HiveCase):
+    def test_pattern_watching_and_profile(self):
+        # 7 brains: 5 SUBJECTs, 1 OBSERVER watching all of them, 1 GOD; small jars: many deaths.
+        rc, ev, err = self.run_hive("--brains", "7", "--jar-tokens", "200", "--steps", "160", "--max-tokens", "12",
+                                    "--profile", dump=False, timeout=240)
+        self.assertEqual(rc, 0, err)
+        brains = {e["brain"] for e in ev if e.get("brain")}
+        self.assertEqual(brains, {f"SUBJECT-{k}" for k in range(1, 6)} | {"OBSERVER", "GOD"})
+        seen = {e["from"] for e in of(ev, "observe", "OBSERVER")}
+        self.assertTrue(seen and seen <= {f"SUBJECT-{k}" for k in range(1, 6)}, seen)
+        self.assertTrue(of(ev, "death"), "small jars: brains die")
+        m = re.search(r"profile-summary: brains=7 steps=(\d+) .*max_wait_steps=(\d+) resurrections=(\d+) "
+                      r"first_token_p50_ms=([\d.]+) first_token_p99_ms=([\d.]+)", err)
+        self.assertIsNotNone(m, err[-2000:])
+        self.assertEqual(int(m.group(1)), 160)
+        self.assertEqual(int(m.group(2)), 0, "a live brain waited for a step")
+        self.assertGreater(int(m.group(3)), 0)
+        self.assertLessEqual(float(m.group(4)), float(m.group(5)))
+        for phase in ("batch assembly", "llama_decode", "sampling", "token-to-text", "event publishing"):
+            self.assertIn(phase, err)
+
+    def test_prompt_budget_bounds_waits(self):
+        # 16 system prompts of ~130 tokens share about 512 prompt tokens a step: some brains wait
+        # for their turn at the start, none longer than the prompt work ahead of it takes.
+        rc, ev, err = self.run_hive("--brains", "16", "--jar-tokens", "400", "--steps", "12", "--profile",
+                                    "--events", "none", dump=False, timeout=240)
+        self.assertEqual(rc, 0, err)
+        m = re.search(r"profile-summary: brains=16 .*max_wait_steps=(\d+)", err)
+        self.assertIsNotNone(m, err[-2000:])
+        self.assertGreaterEqual(int(m.group(1)), 1)
+        self.assertLessEqual(int(m.group(1)), 16 * 140 // 500)
+
+    def test_round_robin_and_roles(self):
+        # validate builds the same brains without running: 1 GOD, 2 OBSERVERs, 7 SUBJECTs.
+        p = subprocess.run([BRAINJAR, "validate", "--brains", "10:observers=2", "--jar-tokens-god", "300",
+                            "--jar-tokens", "200"], capture_output=True, text=True, timeout=60)
+        self.assertIn(p.returncode, (0, 1), p.stderr)
+        rows = dict(re.findall(r"^\s+((?:SUBJECT|OBSERVER|GOD)\S*)\s+(\d+) tokens", p.stdout, re.M))
+        self.assertEqual(sorted(rows), sorted([f"SUBJECT-{k}" for k in range(1, 8)] +
+                                              ["OBSERVER-1", "OBSERVER-2", "GOD"]))
+        self.assertEqual(rows["GOD"], "300", "a per-role flag applies to every brain of that role")
+        self.assertEqual(rows["SUBJECT-3"], "200")
+
+    def expect_usage_error(self, args, pattern):
+        p = subprocess.run([BRAINJAR, "run", "--data-dir", self.data, *args], capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 2, f"{args}: rc {p.returncode}\n{p.stderr}")
+        self.assertRegex(p.stderr, pattern)
+
+    def test_bad_brains(self):
+        cases = [
+            (["--brains", "0"], r"not a brain count"),
+            (["--brains", "257"], r"not a brain count"),
+            (["--brains", "many"], r"not a brain count"),
+            (["--brains", "64:observers=2"], r"need at least 4 observers"),
+            (["--brains", "3:gods=2,observers=1"], r"leave no SUBJECT"),
+            (["--brains", "8:wizards=1"], r"unknown key"),
+            (["--brains", "8", "--mode", "matrix"], r"contradicts --mode"),
+        ]
+        for args, pattern in cases:
+            with self.subTest(args=args):
+                self.expect_usage_error(args, pattern)
+
+    def test_hive_file_errors_name_the_real_line(self):
+        path = os.path.join(self.tmp, "bad.hive")
+        with open(path, "w") as f:
+            f.write("# a comment\n\n[brain A]\n\njar_tokens = lots\n")
+        self.expect_usage_error(["--hive", path], r"line 5: brain A: bad value 'lots'")
+
+
+if __name__ == "__main__":
+    unittest.main()
