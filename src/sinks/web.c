@@ -666,7 +666,7 @@ static struct msg *snapshot_msg(struct bj_web *w, struct client *c, const char *
     for (int i = nd - 1; i >= 0; i--)
         json_array_append_new(deaths, webapi_death_json(web_death(w, i)));
     char started[40];
-    webapi_iso(snap.started_us, started, sizeof started);
+    bj_iso_time_us(snap.started_us, started, sizeof started);
     json_t *o = json_pack("{s:s,s:s?,s:{s:s,s:s},s:{s:s,s:s,s:I,s:I,s:f},s:o,s:o,s:o,s:o,s:o}", "type", "snapshot",
                           "reason", why, "you", "user", c->user, "role", bj_role_name(c->role), "hive", "mode",
                           w->mode, "started", started, "deaths", (json_int_t)snap.deaths, "tokens",

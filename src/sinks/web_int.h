@@ -114,7 +114,6 @@ json_t *webapi_state_json(struct bj_web *w, const struct bj_hive_snapshot *s, in
 json_t *webapi_metrics_json(struct bj_web *w, const struct bj_hive_snapshot *s);
 json_t *webapi_thought_json(const struct bj_thought_rec *r);
 json_t *webapi_death_json(const struct death_rec *d);
-void webapi_iso(int64_t us, char *buf, size_t len);
 /* The mood of a text (documented in docs/API.md), or NULL when there is no text. */
 const char *webapi_mood(const char *text);
 

@@ -18,25 +18,12 @@
 #include "web_int.h"
 
 /* ---- small helpers ------------------------------------------------------------------- */
-void webapi_iso(int64_t us, char *buf, size_t len)
-{
-    time_t s = (time_t)(us / 1000000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    int frac = (int)(us % 1000000);
-    if (frac)
-        snprintf(buf + n, len - n, ".%06dZ", frac);
-    else
-        snprintf(buf + n, len - n, "Z");
-}
-
 static json_t *iso_or_null(int64_t us)
 {
     if (us <= 0)
         return json_null();
     char b[40];
-    webapi_iso(us, b, sizeof b);
+    bj_iso_time_us(us, b, sizeof b);
     return json_string(b);
 }
 
@@ -404,7 +391,7 @@ static int find_view(const struct bj_hive_snapshot *s, const char *id)
 static void r_health(struct ctx *x)
 {
     char ts[40];
-    webapi_iso(bj_event_now(), ts, sizeof ts);
+    bj_iso_time_us(bj_event_now(), ts, sizeof ts);
     const struct bj_hive_spec *spec = bj_hive_spec_of(web_hive(x->w));
     resp_json(x->rs, 200, json_pack("{s:s,s:s,s:i}", "status", "healthy", "timestamp", ts, "instances",
                                     spec ? spec->n_brains : 0));
@@ -419,7 +406,7 @@ static void r_status(struct ctx *x)
     for (int i = 0; i < s.n_brains; i++)
         json_object_set_new(inst, s.brains[i].id, webapi_state_json(x->w, &s, i));
     char ts[40];
-    webapi_iso(bj_event_now(), ts, sizeof ts);
+    bj_iso_time_us(bj_event_now(), ts, sizeof ts);
     resp_json(x->rs, 200, json_pack("{s:o,s:o,s:s}", "instances", inst, "metrics", webapi_metrics_json(x->w, &s),
                                     "timestamp", ts));
     bj_hive_snapshot_free(&s);
@@ -498,7 +485,7 @@ static void r_brains(struct ctx *x)
     for (int i = 0; i < s.n_brains; i++)
         json_array_append_new(a, webapi_brain_json(x->w, &s.brains[i], i));
     char started[40];
-    webapi_iso(s.started_us, started, sizeof started);
+    bj_iso_time_us(s.started_us, started, sizeof started);
     resp_json(x->rs, 200, json_pack("{s:o,s:{s:s,s:s,s:I,s:I,s:f}}", "brains", a, "hive", "mode", web_params(x->w)->mode,
                                     "started", started, "deaths", (json_int_t)s.deaths, "tokens",
                                     (json_int_t)s.tokens, "tok_s", s.tok_s));
