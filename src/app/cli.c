@@ -40,7 +40,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "                              everyone, O OBSERVERs watch the SUBJECTs in round robin, the rest are\n"
             "                              SUBJECTs (SUBJECT-1, ...). Defaults: 1 GOD from 3 brains, 1 OBSERVER\n"
             "                              per 8 brains. Per-role flags (--jar-tokens-subject ...) apply to each.\n"
-            "  --model FILE                GGUF for every brain (default: the embedded tiny model)\n"
+            "  --model FILE                GGUF for every brain (default: the embedded voice, models/brainjar-voice.gguf)\n"
             "  --model-subject|-observer|-god FILE   per-brain models\n"
             "  --ram-limit-subject|-observer|-god GB jar sizes (defaults 8, 10, 12); --ram-limit GB for all\n"
             "  --jar-tokens-subject|-observer|-god N jar sizes in tokens; --jar-tokens N for all\n"

@@ -68,6 +68,11 @@ class Accuracy(HiveCase):
     docs/MEMORY.md (bench/estimate_accuracy.sh, minutes)."""
 
     def test_tinyllama_q4_0(self):
+        if os.environ.get("BJ_SANITIZE") == "ON":
+            # The estimate predicts a release build's memory; under AddressSanitizer every heap
+            # allocation (the weights read into memory, the plan's load mode here) carries shadow
+            # memory and redzones, so RSS is not what it predicts.
+            self.skipTest("memory accuracy is measured on the release build, not under ASan")
         model = os.path.join(self.tmp, "tinyllama-q4_0.gguf")
         p = bj("mkmodel", "--preset", "tinyllama-1.1b", "--type", "Q4_0", "--quiet", "-o", model)
         self.assertEqual(p.returncode, 0, p.stderr)
