@@ -445,7 +445,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             int lv = bj_log_level_parse(a);
             if (lv < 0)
                 return bad(cmd, "--log-level", a, "debug, info, warn or error");
-            bj_log_set_level((enum bj_log_level)lv);
+            c->log_level = lv; /* applied by main: parsing has no global side effects */
             break;
         }
         case O_RESERVE: case O_SHARE:

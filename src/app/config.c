@@ -26,6 +26,7 @@ void bj_config_defaults(struct bj_config *c)
 {
     memset(c, 0, sizeof *c);
     c->mode = BJ_MODE_MATRIX;
+    c->log_level = -1;
     bj_strlcpy(c->web_host, "127.0.0.1", sizeof c->web_host);
     c->web_port = 8095;
     c->web_auth = true;

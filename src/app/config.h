@@ -36,6 +36,7 @@ struct bj_config {
     enum bj_events_out events;
     char focus[BJ_NAME_MAX];/* text view: whose tokens stream live */
     double duration_s;      /* 0: until signalled */
+    int log_level;          /* --log-level (enum bj_log_level), -1: not given */
 
     struct bj_ops_config ops; /* store, watchdog, systemd (ops.h) */
     /* neural links (peer.h): on in the peer, observer and observed modes, with --peer/--port, or

@@ -203,6 +203,8 @@ static int run(int argc, char **argv)
     rc = bj_cli_parse_run("run", argc, argv, &c);
     if (rc)
         return rc == 1 ? 0 : rc;
+    if (c.log_level >= 0)
+        bj_log_set_level((enum bj_log_level)c.log_level);
     return run_hive(&c, argc, argv);
 }
 
@@ -212,6 +214,8 @@ static int validate(int argc, char **argv)
     int rc = bj_cli_parse_run("validate", argc, argv, &c);
     if (rc)
         return rc == 1 ? 0 : rc;
+    if (c.log_level >= 0)
+        bj_log_set_level((enum bj_log_level)c.log_level);
     char def[4096] = "";
     bj_embedded_model_path(def, sizeof def);
     return bj_validate_run(&c, def, stdout);

@@ -46,11 +46,15 @@ static void msg_unref(struct msg *m)
     }
 }
 
-/* The newest queued token of a brain, by absolute queue position, for O(1) coalescing. */
-#define TOKEN_INDEX 64
+/* The newest queued token of a brain (and node), by absolute queue position, for O(1)
+ * coalescing: open addressing with a short bounded probe, so 256 brains rarely share a slot, and a
+ * slot whose token has left the queue is free again. */
+#define TOKEN_INDEX 256 /* a power of two */
+#define TOKEN_PROBE 8
 struct token_slot {
     char brain[32];
-    uint64_t pos; /* absolute position in the ring + 1; 0: empty */
+    uint32_t node;  /* hash of the event's node ("" for local brains) */
+    uint64_t pos;   /* absolute position in the ring + 1; 0: empty */
 };
 
 struct bj_sub {
@@ -198,24 +202,63 @@ static void unwake(struct bj_sub *s)
         s->signalled = false;
 }
 
-static struct token_slot *token_slot(struct bj_sub *s, const char *brain)
+static uint32_t fnv1a(const char *p)
 {
     uint32_t h = 2166136261u;
-    for (const char *p = brain; *p; p++)
+    for (; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
-    return &s->tokens[h % TOKEN_INDEX];
+    return h;
+}
+
+static bool slot_live(const struct bj_sub *s, const struct token_slot *t)
+{
+    return t->pos && t->pos - 1 >= s->head;
+}
+
+static bool slot_is(const struct token_slot *t, const struct bj_event *ev, uint32_t node)
+{
+    return t->node == node && strcmp(t->brain, ev->brain) == 0;
+}
+
+/* The live slot of ev's brain, or NULL. */
+static struct token_slot *token_find(struct bj_sub *s, const struct bj_event *ev)
+{
+    uint32_t h = fnv1a(ev->brain), node = fnv1a(ev->node);
+    for (uint32_t k = 0; k < TOKEN_PROBE; k++) {
+        struct token_slot *t = &s->tokens[(h + k) & (TOKEN_INDEX - 1)];
+        if (slot_live(s, t) && slot_is(t, ev, node))
+            return t;
+    }
+    return NULL;
+}
+
+/* Remembers that ev's brain's newest token is at absolute position pos (+1). */
+static void token_remember(struct bj_sub *s, const struct bj_event *ev, uint64_t pos)
+{
+    uint32_t h = fnv1a(ev->brain), node = fnv1a(ev->node);
+    struct token_slot *use = &s->tokens[h & (TOKEN_INDEX - 1)]; /* all taken: the home slot */
+    for (uint32_t k = 0; k < TOKEN_PROBE; k++) {
+        struct token_slot *t = &s->tokens[(h + k) & (TOKEN_INDEX - 1)];
+        if (!slot_live(s, t) || slot_is(t, ev, node)) {
+            use = t;
+            break;
+        }
+    }
+    bj_strlcpy(use->brain, ev->brain, sizeof use->brain);
+    use->node = node;
+    use->pos = pos;
 }
 
 /* Over capacity: merge a token into the newest queued token of its brain and thought. The
  * queued message may be shared with other subscriptions, so the merge makes a private one. */
 static bool coalesce_token(struct bj_sub *s, const struct bj_event *ev)
 {
-    struct token_slot *slot = token_slot(s, ev->brain);
-    if (!slot->pos || slot->pos - 1 < s->head || strcmp(slot->brain, ev->brain) != 0 || !ev->text)
+    struct token_slot *slot = token_find(s, ev);
+    if (!slot || !ev->text)
         return false;
     struct msg **at = &s->ring[(slot->pos - 1) & (s->size - 1)];
     struct msg *old = *at;
-    if (old->ev.thought != ev->thought || old->ev.crash_count != ev->crash_count || strcmp(old->ev.node, ev->node) != 0)
+    if (old->ev.thought != ev->thought || old->ev.crash_count != ev->crash_count)
         return false;
     size_t a = old->ev.text ? strlen(old->ev.text) : 0, b = strlen(ev->text);
     char *t = malloc(a + b + 1);
@@ -270,11 +313,8 @@ static void enqueue(struct bj_sub *s, struct msg *m)
     atomic_fetch_add(&m->refs, 1);
     s->ring[s->tail & (s->size - 1)] = m;
     s->tail++;
-    if (ev->type == BJ_EV_TOKEN) {
-        struct token_slot *slot = token_slot(s, ev->brain);
-        bj_strlcpy(slot->brain, ev->brain, sizeof slot->brain);
-        slot->pos = s->tail;
-    }
+    if (ev->type == BJ_EV_TOKEN)
+        token_remember(s, ev, s->tail);
 }
 
 void bj_bus_publish_many(struct bj_bus *bus, struct bj_event *evs, size_t n)

@@ -1188,7 +1188,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             char *b = realloc(ps->rq->body, ps->rq->body_len + len + 1);
             if (!b)
                 return -1;
-            memcpy(b + ps->rq->body_len, in, len);
+            if (len) /* an empty body chunk may come with in == NULL */
+                memcpy(b + ps->rq->body_len, in, len);
             ps->rq->body_len += len;
             b[ps->rq->body_len] = 0;
             ps->rq->body = b;
