@@ -2,12 +2,13 @@
 #   make run    build (Release) and run brainjar in matrix mode on the embedded model
 #   make test   build (Release) and run every test through ctest
 #   make test-sanitize   the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make soak   a long run (SOAK_MINUTES=5) that shows memory flat after warm-up
 BUILD    ?= build
 BUILD_SAN ?= build-sanitize
 RUN_ARGS ?= --mode matrix
 JOBS     ?= $(shell nproc)
 
-.PHONY: all build run test test-sanitize bootstrap clean
+.PHONY: all build run test test-sanitize soak bootstrap clean
 
 all: build
 
@@ -30,6 +31,10 @@ test-sanitize: bootstrap
 	@cmake -S . -B $(BUILD_SAN) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBJ_SANITIZE=ON $$(cat $(BUILD)/bootstrap.args) >/dev/null
 	@cmake --build $(BUILD_SAN) -j $(JOBS)
 	@cd $(BUILD_SAN) && ctest --output-on-failure -j $(JOBS)
+
+# A long run (SOAK_MINUTES, default 5) that shows RSS flat after warm-up; not part of make test.
+soak: build
+	python3 bench/soak/soak.py --brainjar $(BUILD)/brainjar --model $(BUILD)/models/brainjar-tiny.gguf
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)
