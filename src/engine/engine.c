@@ -267,6 +267,15 @@ int bj_engine_index(const struct bj_engine *e, const char *brain)
 
 /* ---- contexts ---------------------------------------------------------------------------- */
 
+/* llama.cpp's abort callback, called by the CPU backend between the nodes of a graph: a decode
+ * that makes progress, however slowly (a long prompt on a busy machine), is not a stall. */
+static bool beat_in_decode(void *ud)
+{
+    struct bj_engine *e = ud;
+    atomic_store(&e->beat, bj_now_us());
+    return false; /* never abort */
+}
+
 static int create_contexts(struct bj_engine *e, char *err, size_t errlen)
 {
     if (e->plan.n_brains != e->n_brains) { /* some brains were not admitted: plan for those that were */
@@ -296,6 +305,7 @@ static int create_contexts(struct bj_engine *e, char *err, size_t errlen)
                      (int)cp.n_seq_max, cp.n_seq_max == 1 ? "" : "s", e->label);
             return -1;
         }
+        llama_set_abort_callback(ctx, beat_in_decode, e);
         if (batched) {
             e->ctx = ctx;
             e->batch = llama_batch_init((int32_t)cp.n_batch, 0, 1);
