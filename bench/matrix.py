@@ -61,11 +61,11 @@ def wait_rss(p):
     return p.returncode, ru.ru_maxrss / 1024.0
 
 
-def brainjar(args, cfg, mode, steps, threads, schedule="auto"):
+def brainjar(args, cfg, mode, steps, threads, schedule="auto", data=None):
     jar = str(cfg.jar)
     cmd = [args.brainjar, "run", "--no-web", "--mode", mode, "--schedule", schedule, "--model", args.model, "--events", "none", "--pause", "0",
            "--jar-tokens", jar, "--steps", str(steps), "--max-tokens", str(1 << 20), "--threads", str(threads),
-           "--gpu-layers", str(args.gpu_layers), "--data-dir", cfg.tmp, "--force"]
+           "--gpu-layers", str(args.gpu_layers), "--data-dir", data or cfg.tmp, "--force"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -99,7 +99,8 @@ def run_separate(args, cfg):
     """Three processes at once, each with its own copy of the model; cores split between them.
     Aggregate = sum of each process's generation-only speed (they run at the same time)."""
     per = max(1, args.threads // 3)
-    procs = [brainjar(args, cfg, "single", args.steps, per) for _ in range(3)]
+    # one data directory each: a data directory belongs to one daemon (its lock)
+    procs = [brainjar(args, cfg, "single", args.steps, per, data=os.path.join(cfg.tmp, f"sep{k}")) for k in range(3)]
     rss = 0.0
     tps = 0.0
     for p in procs:
