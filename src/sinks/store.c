@@ -1354,6 +1354,41 @@ static void row_thought(sqlite3_stmt *s, struct bj_stored_thought *t)
 
 #define THOUGHT_COLS "id,run,brain,life,thought,started_us,ended_us,tokens,complete,text"
 
+/* The read API's queries share their filters: prepares sql on the read connection (caller holds
+ * rlock) and binds ?1 brain (NULL or "": every brain), ?2 run (0: every run) and, where the query
+ * has them, ?3 before (0: no bound) and ?4 limit. 0, or -1 with err. */
+static int prepare_read(struct bj_store *st, const char *sql, const char *brain, int64_t run, int64_t before_us,
+                        int limit, sqlite3_stmt **s, char *err, size_t errlen)
+{
+    if (!st->rdb || sqlite3_prepare_v2(st->rdb, sql, -1, s, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s", st->rdb ? sqlite3_errmsg(st->rdb) : "no database");
+        return -1;
+    }
+    bind_text(*s, 1, brain);
+    sqlite3_bind_int64(*s, 2, run);
+    if (sqlite3_bind_parameter_count(*s) >= 4) {
+        sqlite3_bind_int64(*s, 3, before_us > 0 ? before_us : INT64_MAX);
+        sqlite3_bind_int(*s, 4, limit);
+    }
+    return 0;
+}
+
+/* Room for row n in the array v of *cap rows of `size` bytes (doubling from 64): returns the
+ * array, or NULL with err when out of memory (v is then left as it was, for the caller to free). */
+static void *grow_rows(void *v, int *cap, int n, size_t size, char *err, size_t errlen)
+{
+    if (n < *cap)
+        return v;
+    int nc = *cap ? *cap * 2 : 64;
+    void *nv = realloc(v, (size_t)nc * size);
+    if (!nv) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    *cap = nc;
+    return nv;
+}
+
 int bj_store_read_thoughts(struct bj_store *st, const char *brain, int64_t run, int64_t before_us, int limit,
                            struct bj_stored_thought **out, char *err, size_t errlen)
 {
@@ -1363,31 +1398,21 @@ int bj_store_read_thoughts(struct bj_store *st, const char *brain, int64_t run, 
     pthread_mutex_lock(&st->rlock);
     sqlite3_stmt *s = NULL;
     int n = -1;
-    if (!st->rdb || sqlite3_prepare_v2(st->rdb, "SELECT " THOUGHT_COLS " FROM thoughts WHERE (?1 IS NULL OR brain=?1)"
-                                       " AND (?2=0 OR run=?2) AND ended_us<?3 ORDER BY ended_us DESC, id DESC LIMIT ?4",
-                                       -1, &s, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "%s", st->rdb ? sqlite3_errmsg(st->rdb) : "no database");
+    if (prepare_read(st, "SELECT " THOUGHT_COLS " FROM thoughts WHERE (?1 IS NULL OR brain=?1) AND (?2=0 OR run=?2)"
+                     " AND ended_us<?3 ORDER BY ended_us DESC, id DESC LIMIT ?4",
+                     brain, run, before_us, limit, &s, err, errlen))
         goto out;
-    }
-    bind_text(s, 1, brain);
-    sqlite3_bind_int64(s, 2, run);
-    sqlite3_bind_int64(s, 3, before_us > 0 ? before_us : INT64_MAX);
-    sqlite3_bind_int(s, 4, limit);
     struct bj_stored_thought *v = NULL;
     int cap = 0;
     n = 0;
     while (n < limit && sqlite3_step(s) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            struct bj_stored_thought *nv = realloc(v, (size_t)cap * sizeof *v);
-            if (!nv) {
-                bj_store_free_thoughts(v, n);
-                snprintf(err, errlen, "out of memory");
-                n = -1;
-                goto out;
-            }
-            v = nv;
+        struct bj_stored_thought *nv = grow_rows(v, &cap, n, sizeof *v, err, errlen);
+        if (!nv) {
+            bj_store_free_thoughts(v, n);
+            n = -1;
+            goto out;
         }
+        v = nv;
         row_thought(s, &v[n++]);
     }
     *out = v;
@@ -1410,13 +1435,9 @@ int bj_store_each_thought(struct bj_store *st, const char *brain, int64_t run,
     pthread_mutex_lock(&st->rlock);
     sqlite3_stmt *s = NULL;
     int n = -1;
-    if (!st->rdb || sqlite3_prepare_v2(st->rdb, "SELECT " THOUGHT_COLS " FROM thoughts WHERE (?1 IS NULL OR brain=?1)"
-                                       " AND (?2=0 OR run=?2) ORDER BY id", -1, &s, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "%s", st->rdb ? sqlite3_errmsg(st->rdb) : "no database");
+    if (prepare_read(st, "SELECT " THOUGHT_COLS " FROM thoughts WHERE (?1 IS NULL OR brain=?1) AND (?2=0 OR run=?2)"
+                     " ORDER BY id", brain, run, 0, 0, &s, err, errlen))
         goto out;
-    }
-    bind_text(s, 1, brain);
-    sqlite3_bind_int64(s, 2, run);
     n = 0;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -1451,29 +1472,19 @@ int bj_store_read_deaths(struct bj_store *st, const char *brain, int64_t run, in
     snprintf(sql, sizeof sql, "SELECT id,COALESCE(run,0),brain,count,cause,time_us,COALESCE(jar_used,0),"
              "COALESCE(jar_tokens,0) FROM deaths WHERE (?1 IS NULL OR brain=?1) AND (?2=0 OR run=?2) AND time_us<?3"
              " ORDER BY time_us %s, id %s LIMIT ?4", oldest_first ? "ASC" : "DESC", oldest_first ? "ASC" : "DESC");
-    if (!st->rdb || sqlite3_prepare_v2(st->rdb, sql, -1, &s, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "%s", st->rdb ? sqlite3_errmsg(st->rdb) : "no database");
+    if (prepare_read(st, sql, brain, run, before_us, limit, &s, err, errlen))
         goto out;
-    }
-    bind_text(s, 1, brain);
-    sqlite3_bind_int64(s, 2, run);
-    sqlite3_bind_int64(s, 3, before_us > 0 ? before_us : INT64_MAX);
-    sqlite3_bind_int(s, 4, limit);
     struct bj_stored_death *v = NULL;
     int cap = 0;
     n = 0;
     while (n < limit && sqlite3_step(s) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            struct bj_stored_death *nv = realloc(v, (size_t)cap * sizeof *v);
-            if (!nv) {
-                free(v);
-                snprintf(err, errlen, "out of memory");
-                n = -1;
-                goto out;
-            }
-            v = nv;
+        struct bj_stored_death *nv = grow_rows(v, &cap, n, sizeof *v, err, errlen);
+        if (!nv) {
+            free(v);
+            n = -1;
+            goto out;
         }
+        v = nv;
         struct bj_stored_death *d = &v[n++];
         memset(d, 0, sizeof *d);
         d->id = sqlite3_column_int64(s, 0);
@@ -1510,18 +1521,14 @@ int bj_store_read_runs(struct bj_store *st, struct bj_stored_run **out, char *er
     }
     n = 0;
     while (sqlite3_step(s) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct bj_stored_run *nv = realloc(v, (size_t)cap * sizeof *v);
-            if (!nv) {
-                bj_store_free_runs(v, n);
-                v = NULL;
-                n = -1;
-                snprintf(err, errlen, "out of memory");
-                goto out;
-            }
-            v = nv;
+        struct bj_stored_run *nv = grow_rows(v, &cap, n, sizeof *v, err, errlen);
+        if (!nv) {
+            bj_store_free_runs(v, n);
+            v = NULL;
+            n = -1;
+            goto out;
         }
+        v = nv;
         struct bj_stored_run *r = &v[n++];
         memset(r, 0, sizeof *r);
         r->id = sqlite3_column_int64(s, 0);
