@@ -46,6 +46,10 @@ struct bj_brain {
 
     llama_token *pending; /* input not yet decoded: [off, n) */
     int n_pending, off_pending, cap_pending;
+    /* This life's opening (system prompt and first cue), and how many of its first tokens the
+     * context still holds (kept): the next life decodes only what differs from it. */
+    llama_token *opening;
+    int n_opening, cap_opening, kept;
     bool sampling;        /* the brain samples once its input is decoded */
     int n_gen;
 
@@ -53,7 +57,7 @@ struct bj_brain {
     struct textbuf life;  /* everything in the context this life (for dumps) */
     struct chat chat;
     struct bj_utf8 utf8;
-    struct llama_sampler *smpl;
+    struct bj_sampler *smpl;
 
     pthread_mutex_t inbox_lock;
     struct inbox_msg *inbox_head, *inbox_tail;
@@ -85,24 +89,6 @@ static void tb_reset(struct textbuf *t)
     t->len = 0;
     if (t->s)
         t->s[0] = '\0';
-}
-
-static struct llama_sampler *make_sampler(const struct bj_sampling *s)
-{
-    struct llama_sampler *c = llama_sampler_chain_init(llama_sampler_chain_default_params());
-    if (s->temp <= 0.0f) {
-        llama_sampler_chain_add(c, llama_sampler_init_greedy());
-        return c;
-    }
-    if (s->top_k > 0)
-        llama_sampler_chain_add(c, llama_sampler_init_top_k(s->top_k));
-    if (s->top_p < 1.0f)
-        llama_sampler_chain_add(c, llama_sampler_init_top_p(s->top_p, 1));
-    if (s->min_p > 0.0f)
-        llama_sampler_chain_add(c, llama_sampler_init_min_p(s->min_p, 1));
-    llama_sampler_chain_add(c, llama_sampler_init_temp(s->temp));
-    llama_sampler_chain_add(c, llama_sampler_init_dist(s->seed));
-    return c;
 }
 
 /* ---- chat format -------------------------------------------------------------------------- */
@@ -190,7 +176,10 @@ struct bj_brain *bj_brain_new(const struct bj_brain_params *p)
     b->deaths = p->initial_deaths;
     b->state = p->start_dead ? BJ_BRAIN_DEAD : BJ_BRAIN_LOADING;
     b->resurrect_at = 0;
-    b->smpl = make_sampler(&p->cfg->sampling);
+    if (!(b->smpl = bj_sampler_new(&p->cfg->sampling, llama_vocab_n_tokens(p->vocab)))) {
+        free(b);
+        return NULL;
+    }
     pthread_mutex_init(&b->inbox_lock, NULL);
     b->window_start = bj_now_us();
     return b;
@@ -206,10 +195,11 @@ void bj_brain_free(struct bj_brain *b)
         free(m);
     }
     pthread_mutex_destroy(&b->inbox_lock);
-    llama_sampler_free(b->smpl);
+    bj_sampler_free(b->smpl);
     chat_clear(&b->chat);
     free(b->chat.msg);
     free(b->pending);
+    free(b->opening);
     free(b->text.s);
     free(b->life.s);
     free(b);
@@ -220,7 +210,7 @@ enum bj_brain_state bj_brain_state(const struct bj_brain *b) { return b->state; 
 uint32_t bj_brain_deaths(const struct bj_brain *b) { return b->deaths; }
 int bj_brain_n_past(const struct bj_brain *b) { return b->n_past; }
 long bj_brain_jar(const struct bj_brain *b) { return b->p.jar_tokens; }
-struct llama_sampler *bj_brain_sampler(struct bj_brain *b) { return b->smpl; }
+struct bj_sampler *bj_brain_sampler(struct bj_brain *b) { return b->smpl; }
 
 static void event_init(const struct bj_brain *b, struct bj_event *ev, enum bj_event_type type)
 {
@@ -285,6 +275,27 @@ static int queue_token(struct bj_brain *b, llama_token t)
     return 0;
 }
 
+/* The new opening is queued: what the context still holds of the last one and equals it is
+ * not decoded again (the same tokens at the same positions); at least the last token is, for
+ * its logits. Then the new opening is remembered for the next life. */
+static int keep_opening(struct bj_brain *b)
+{
+    int same = 0;
+    while (same < b->kept && same < b->n_pending - 1 && b->opening[same] == b->pending[same])
+        same++;
+    if (b->n_pending > b->cap_opening) {
+        llama_token *o = realloc(b->opening, (size_t)b->n_pending * sizeof *o);
+        if (!o)
+            return -ENOMEM;
+        b->opening = o;
+        b->cap_opening = b->n_pending;
+    }
+    memcpy(b->opening, b->pending, (size_t)b->n_pending * sizeof *b->opening);
+    b->n_opening = b->n_pending;
+    b->n_past = b->off_pending = b->kept = same;
+    return 0;
+}
+
 int bj_brain_begin_life(struct bj_brain *b)
 {
     b->n_past = 0;
@@ -320,6 +331,10 @@ int bj_brain_begin_life(struct bj_brain *b)
                  b->n_pending, b->p.jar_tokens);
         return -1;
     }
+    if (keep_opening(b) != 0) {
+        bj_error("brain %s: out of memory", b->p.cfg->id);
+        return -1;
+    }
     b->sampling = true;
     set_state(b, b->paused ? BJ_BRAIN_PAUSED : BJ_BRAIN_THINKING);
     return 0;
@@ -334,6 +349,15 @@ int bj_brain_next_chunk(struct bj_brain *b, int max_n, const llama_token **token
     *tokens = b->pending + b->off_pending;
     *want_logits = n == avail && b->sampling;
     return n;
+}
+
+int bj_brain_kv_kept(const struct bj_brain *b) { return b->kept; }
+
+void bj_brain_kv_lost(struct bj_brain *b)
+{
+    b->kept = 0;
+    if (b->state != BJ_BRAIN_DEAD)
+        b->n_past = b->off_pending = 0;
 }
 
 bool bj_brain_fits(const struct bj_brain *b, int n) { return (long)b->n_past + n <= b->p.jar_tokens; }
@@ -443,6 +467,7 @@ void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail)
         publish_thought(b, false); /* last words: nothing observable is lost */
     bj_brain_dump_context(b);
     b->deaths++;
+    b->kept = b->n_past < b->n_opening ? b->n_past : b->n_opening;
     /* The engine hands the step's events to the hive, which writes the deaths to
      * crash_reports.log and syncs once, before they are published: whoever saw the death can
      * find it there, even if the process is killed right after. */
@@ -454,7 +479,7 @@ void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail)
     b->n_past = 0;
     b->n_pending = b->off_pending = 0;
     tb_reset(&b->text);
-    llama_sampler_reset(b->smpl);
+    bj_sampler_reset(b->smpl);
     b->resurrect_at = bj_now_us() + (int64_t)b->p.pause_ms * 1000;
     set_state(b, BJ_BRAIN_DEAD);
 }

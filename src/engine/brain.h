@@ -22,6 +22,7 @@
 #include "event.h"
 #include "spec.h"
 #include "prompt.h"
+#include "sampler.h"
 #include "util.h"
 
 enum bj_brain_state {
@@ -67,6 +68,16 @@ int bj_brain_begin_life(struct bj_brain *b);
  * chunk empties the queue and the brain will sample next. Returns the count (0: no work). */
 int bj_brain_next_chunk(struct bj_brain *b, int max_n, const llama_token **tokens, bool *want_logits);
 
+/* How many of its first tokens the context must keep: after a death, the part of the life's
+ * opening that was decoded (the next life may begin the same way: its system prompt up to the
+ * death count); after a new life begins, the part it takes over (its n_past). The engine removes
+ * the rest of the brain's sequence. */
+int bj_brain_kv_kept(const struct bj_brain *b);
+
+/* The context could not keep them (a model whose memory cannot be cut, a new context): the brain
+ * forgets them and decodes its opening from the start. */
+void bj_brain_kv_lost(struct bj_brain *b);
+
 /* Whether n more tokens fit in the jar. */
 bool bj_brain_fits(const struct bj_brain *b, int n);
 
@@ -105,7 +116,8 @@ void bj_brain_publish_status(struct bj_brain *b, int64_t now_us);
 /* Writes the current life's context text to the dump directory, if one is set. */
 void bj_brain_dump_context(const struct bj_brain *b);
 
-/* The sampler, for the engine's llama_sampler_sample call. */
-struct llama_sampler *bj_brain_sampler(struct bj_brain *b);
+/* The brain's sampler: the engine samples its token with it (or, with sampling in the decode
+ * graph, hands its chain to the context). */
+struct bj_sampler *bj_brain_sampler(struct bj_brain *b);
 
 #endif

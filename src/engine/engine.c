@@ -79,7 +79,6 @@ struct bj_engine {
 
     struct llama_context *ctx;                 /* batched */
     struct llama_batch batch;
-    llama_token_data *cand[BJ_MAX_BRAINS];     /* per-brain candidate arrays for threaded sampling */
     struct llama_context *bctx[BJ_MAX_BRAINS]; /* parallel */
     struct llama_batch bbatch[BJ_MAX_BRAINS];
 
@@ -205,7 +204,6 @@ void bj_engine_free(struct bj_engine *e)
             llama_batch_free(e->bbatch[i]);
         }
         bj_brain_free(e->brains[i]);
-        free(e->cand[i]);
     }
     if (e->ctx) {
         llama_free(e->ctx);
@@ -295,7 +293,7 @@ static int create_contexts(struct bj_engine *e, char *err, size_t errlen)
             int first = batched ? 0 : c, n = batched ? e->n_brains : 1;
             for (int i = first; i < first + n; i++)
                 e->sampler_cfg[i] = (struct llama_sampler_seq_config){batched ? (llama_seq_id)i : 0,
-                                                                      bj_brain_sampler(e->brains[i])};
+                                                                      bj_sampler_chain(bj_brain_sampler(e->brains[i]))};
             cp.samplers = &e->sampler_cfg[first];
             cp.n_samplers = (size_t)n;
         }
@@ -341,10 +339,16 @@ static llama_seq_id brain_seq(const struct bj_engine *e, int i)
     return e->sched == BJ_SCHED_BATCHED ? (llama_seq_id)i : 0;
 }
 
-/* Forgets everything brain i had in its KV cache. */
-static void clear_memory(struct bj_engine *e, int i)
+/* Brain i's sequence keeps only the first tokens the brain still counts on (bj_brain_kv_kept);
+ * where the memory cannot be cut there (recurrent models), it is emptied and the brain told. */
+static void trim_memory(struct bj_engine *e, int i)
 {
-    llama_memory_seq_rm(llama_get_memory(brain_ctx(e, i)), brain_seq(e, i), -1, -1);
+    llama_memory_t mem = llama_get_memory(brain_ctx(e, i));
+    int keep = bj_brain_kv_kept(e->brains[i]);
+    if (keep > 0 && llama_memory_seq_rm(mem, brain_seq(e, i), keep, -1))
+        return;
+    llama_memory_seq_rm(mem, brain_seq(e, i), -1, -1);
+    bj_brain_kv_lost(e->brains[i]);
 }
 
 /* ---- one step ---------------------------------------------------------------------------- */
@@ -352,7 +356,7 @@ static void clear_memory(struct bj_engine *e, int i)
 static void kill_brain(struct bj_engine *e, int i, const char *cause, const char *detail)
 {
     bj_brain_die(e->brains[i], cause, detail);
-    clear_memory(e, i);
+    trim_memory(e, i);
     e->life_start[i] = 0;
 }
 
@@ -452,19 +456,18 @@ static void sample_one(struct bj_engine *e, struct work *w, struct llama_context
 {
     if (!w->logits || w->sampled)
         return;
-    struct llama_sampler *smpl = bj_brain_sampler(e->brains[w->i]);
+    struct bj_sampler *smpl = bj_brain_sampler(e->brains[w->i]);
+    llama_token t = LLAMA_TOKEN_NULL;
     if (e->backend_sampling) {
-        /* What llama_sampler_sample does first, without its three further look-ups (each of
-         * which synchronizes the backends again: ~4 x 3 us per brain per step on a GPU). */
-        llama_token t = llama_get_sampled_token_ith(ctx, w->out_idx);
-        if (t != LLAMA_TOKEN_NULL) {
-            llama_sampler_accept(smpl, t);
-            w->token = t;
-            w->sampled = true;
-            return;
-        }
+        /* One look-up; llama_sampler_sample would make four, each synchronizing the backends. */
+        if ((t = llama_get_sampled_token_ith(ctx, w->out_idx)) != LLAMA_TOKEN_NULL)
+            bj_sampler_accept(smpl, t);
     }
-    w->token = llama_sampler_sample(smpl, ctx, w->out_idx);
+    if (t == LLAMA_TOKEN_NULL) {
+        const float *row = llama_get_logits_ith(ctx, w->out_idx);
+        t = row ? bj_sampler_sample(smpl, row) : LLAMA_TOKEN_NULL;
+    }
+    w->token = t;
     w->sampled = true;
 }
 
@@ -486,6 +489,10 @@ static void accept_one(struct bj_engine *e, struct work *w, int64_t now_us)
         bj_debug("engine %s: brain %s spoke %.1f ms after its resurrection was due (step %ld)", e->label,
                  bj_brain_id(b), (double)d / 1000.0, atomic_load(&e->steps));
     }
+    if (w->token == LLAMA_TOKEN_NULL) {
+        kill_brain(e, w->i, "INTERNAL_ERROR", "no token sampled (out of memory, or no logits)");
+        return;
+    }
     int rc = bj_brain_accept(b, w->token);
     if (rc != 0)
         kill_brain(e, w->i, "INTERNAL_ERROR", strerror(-rc));
@@ -497,27 +504,17 @@ static void finish(struct bj_engine *e, struct work *w, struct llama_context *ct
     accept_one(e, w, bj_now_us());
 }
 
-/* What llama_sampler_sample does, from a logits row instead of the context: a sampler thread
- * then touches only its own brain's chain and candidate array, never the llama_context. */
+/* On a pool thread: touches only its own brain's sampler and logits row, never the context. */
 static void sample_row(void *arg)
 {
     struct work *w = arg;
-    struct bj_engine *e = w->e;
-    int n_vocab = llama_vocab_n_tokens(e->vocab);
-    llama_token_data *cand = e->cand[w->i];
-    for (int t = 0; t < n_vocab; t++)
-        cand[t] = (llama_token_data){t, w->row[t], 0.0f};
-    llama_token_data_array cur = {cand, (size_t)n_vocab, -1, false};
-    struct llama_sampler *smpl = bj_brain_sampler(e->brains[w->i]);
-    llama_sampler_apply(smpl, &cur);
-    w->token = cur.data[cur.selected].id;
-    llama_sampler_accept(smpl, w->token);
+    w->token = bj_sampler_sample(bj_brain_sampler(w->e->brains[w->i]), w->row);
     w->sampled = true;
 }
 
-/* Samples every brain of the step at once, one thread per brain (up to the engine's threads):
- * with sampling on the CPU, each brain's sort of the whole vocabulary otherwise runs one after
- * another while the GPU (or the other cores) wait. Brains it does not sample, finish() does. */
+/* Samples every brain of the step at once on the pool (up to the engine's threads): with
+ * sampling on the CPU, each brain's pass over the vocabulary otherwise runs one after another
+ * while the GPU (or the other cores) wait. Brains it does not sample, finish() does. */
 static void sample_on_threads(struct bj_engine *e, struct work *works, int n, struct llama_context *ctx)
 {
     int want = 0;
@@ -525,19 +522,11 @@ static void sample_on_threads(struct bj_engine *e, struct work *works, int n, st
         want += works[k].logits;
     if (e->backend_sampling || want < 2 || e->n_threads < 2)
         return;
-    int n_vocab = llama_vocab_n_tokens(e->vocab);
     int m = 0;
-    for (int k = 0; k < n; k++) {
-        if (!works[k].logits)
-            continue;
-        /* Once per brain, the first time it samples: its candidate array lives as long as it. */
-        if (!e->cand[works[k].i] && !(e->cand[works[k].i] = malloc((size_t)n_vocab * sizeof(llama_token_data))))
-            return; /* out of memory: finish() samples them one by one */
-        e->items[m++] = &works[k];
-    }
-    for (int k = 0; k < m; k++) { /* on this thread: the context is read by its owner only */
-        struct work *w = e->items[k];
-        w->row = llama_get_logits_ith(ctx, w->out_idx);
+    for (int k = 0; k < n; k++) { /* on this thread: the context is read by its owner only */
+        struct work *w = &works[k];
+        if (w->logits && (w->row = llama_get_logits_ith(ctx, w->out_idx)))
+            e->items[m++] = w;
     }
     bj_pool_run(e->pool, sample_row, e->items, m, e->n_threads);
 }
@@ -654,8 +643,10 @@ static void apply_requests(struct bj_engine *e)
                 break;
             if (bj_brain_resurrect(b) != 0)
                 kill_brain(e, r->brain, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
-            else
+            else {
+                trim_memory(e, r->brain);
                 e->life_start[r->brain] = bj_now_us();
+            }
             break;
         case REQ_SAY:
             bj_brain_deliver(b, r->from, r->text);
@@ -685,6 +676,7 @@ static int64_t resurrect_due(struct bj_engine *e, int64_t now)
             if (bj_brain_resurrect(b) != 0)
                 kill_brain(e, i, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
             else {
+                trim_memory(e, i);
                 e->life_start[i] = due > 0 ? due : now;
                 bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label,
                          bj_brain_id(b), atomic_load(&e->steps), (double)(now - due) / 1000.0);

@@ -348,7 +348,7 @@ static void test_death_and_resurrection(void **state)
     assert_int_equal(f->out.v[1].thought, 0);
     bj_evbuf_reset(&f->out);
     char *text = decode_all(f, 64);
-    assert_non_null(strstr(text, "You have died 1 time before."));
+    assert_non_null(strstr(text, "died 1 time before."));
     assert_null(strstr(text, "never died"));
     assert_null(strstr(text, "last words")); /* a new life starts empty */
     free(text);
@@ -364,8 +364,57 @@ static void test_death_and_resurrection(void **state)
     EXPECT_EVENTS(f, "status:dying,death,status:dead");
     assert_int_equal(bj_brain_resurrect(f->b), 0);
     text = decode_all(f, 64);
-    assert_non_null(strstr(text, "You have died 2 times before."));
+    assert_non_null(strstr(text, "2 times before."));
     free(text);
+    fixture_free(f);
+}
+
+/* A new life decodes only what differs from the last one's opening: the context keeps the
+ * system prompt up to the death count. What a life never decoded is not counted as kept. */
+static void test_opening_reused(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(4096, 96, 0);
+    assert_int_equal(bj_brain_begin_life(f->b), 0);
+    assert_int_equal(bj_brain_kv_kept(f->b), 0); /* a first life has nothing to take over */
+    free(decode_all(f, 64));
+    int opening = bj_brain_n_past(f->b);
+    assert_int_equal(sample(f, token_of(" words")), 0);
+    bj_brain_die(f->b, "JAR_FULL", "");
+    assert_int_equal(bj_brain_kv_kept(f->b), opening); /* the opening, not the thoughts after it */
+    assert_int_equal(bj_brain_n_past(f->b), 0);         /* the dead hold nothing in their jar */
+    assert_int_equal(bj_brain_resurrect(f->b), 0);
+    int reused = bj_brain_n_past(f->b);
+    assert_true(reused > 10 && reused < opening); /* up to the death sentence */
+    assert_int_equal(bj_brain_kv_kept(f->b), reused);
+    char *rest = decode_all(f, 64);
+    assert_non_null(strstr(rest, "died 1 time before."));
+    assert_null(strstr(rest, "I am SUBJECT")); /* the kept part is not decoded again */
+    free(rest);
+    bj_evbuf_reset(&f->out);
+
+    /* Killed after only 5 tokens of its opening: at most those are kept. */
+    bj_brain_die(f->b, "OPERATOR", NULL);
+    assert_int_equal(bj_brain_resurrect(f->b), 0);
+    const llama_token *toks;
+    bool logits;
+    int n = bj_brain_next_chunk(f->b, 5, &toks, &logits);
+    assert_int_equal(n, 5);
+    bj_brain_consumed(f->b, 5);
+    int past = bj_brain_n_past(f->b);
+    bj_brain_die(f->b, "OPERATOR", NULL);
+    assert_int_equal(bj_brain_kv_kept(f->b), past);
+    assert_int_equal(bj_brain_resurrect(f->b), 0);
+    assert_true(bj_brain_n_past(f->b) <= past);
+
+    /* The context lost them: everything is decoded from the start. */
+    bj_brain_kv_lost(f->b);
+    assert_int_equal(bj_brain_n_past(f->b), 0);
+    assert_int_equal(bj_brain_kv_kept(f->b), 0);
+    rest = decode_all(f, 64);
+    assert_non_null(strstr(rest, "I am SUBJECT"));
+    free(rest);
+    bj_evbuf_reset(&f->out);
     fixture_free(f);
 }
 
@@ -405,7 +454,7 @@ static void test_start_dead(void **state)
     assert_int_equal(f->out.v[1].crash_count, 2);
     bj_evbuf_reset(&f->out);
     char *text = decode_all(f, 64);
-    assert_non_null(strstr(text, "You have died 2 times before."));
+    assert_non_null(strstr(text, "2 times before."));
     free(text);
     fixture_free(f);
 }
@@ -579,7 +628,7 @@ static void test_chat_format(void **state)
     assert_int_equal(bj_brain_begin_life(f->b), 0);
     char *text = decode_all(f, 64);
     assert_non_null(strstr(text, "system"));
-    assert_non_null(strstr(text, "You have died 1 time before."));
+    assert_non_null(strstr(text, "died 1 time before."));
     assert_non_null(strstr(text, bj_prompt_chat_opening()));
     free(text);
     bj_brain_deliver(f->b, "OBSERVER", "\n\nseen");
@@ -599,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_thought_ends),
         cmocka_unit_test(test_observe),
         cmocka_unit_test(test_death_and_resurrection),
+        cmocka_unit_test(test_opening_reused),
         cmocka_unit_test(test_initial_deaths),
         cmocka_unit_test(test_start_dead),
         cmocka_unit_test(test_pause_before_resurrection),

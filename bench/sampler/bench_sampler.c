@@ -1,0 +1,123 @@
+/* bench_sampler: what sampling one brain's token costs on the CPU, brainjar's fast path against
+ * llama.cpp's sampler chain, on a 32000-token row (Llama/Mistral's vocabulary).
+ *
+ *   build/bench_sampler [--vocab N] [--draws N] [--rounds R]
+ *
+ * Two rows: "peaked" (a trained model's: a few likely tokens) and "flat" (a random-weight
+ * model's: every token survives min-p). Chains: the default (min-p 0.05, temperature 0.8),
+ * top-k 40 + temperature, greedy. Each line: microseconds per sample, the median of R rounds,
+ * and the ratio llama.cpp / brainjar measured in the same round. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sampler.h"
+#include "util.h"
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+/* Microseconds per sample over `draws` samples. */
+static double time_it(struct bj_sampler *s, const float *row, int draws)
+{
+    int64_t t0 = bj_now_us();
+    long sink = 0;
+    for (int d = 0; d < draws; d++)
+        sink += bj_sampler_sample(s, row);
+    int64_t t1 = bj_now_us();
+    if (sink == -1)
+        puts("");
+    return (double)(t1 - t0) / draws;
+}
+
+/* The same with llama.cpp's chain, as the engine sampled before: the row copied into a
+ * candidate array, the chain applied, the token accepted. */
+static double time_chain(struct llama_sampler *chain, const float *row, int n_vocab, int draws)
+{
+    llama_token_data *cand = malloc((size_t)n_vocab * sizeof *cand);
+    if (!cand)
+        return 0.0;
+    int64_t t0 = bj_now_us();
+    for (int d = 0; d < draws; d++) {
+        for (int t = 0; t < n_vocab; t++)
+            cand[t] = (llama_token_data){t, row[t], 0.0f};
+        llama_token_data_array cur = {cand, (size_t)n_vocab, -1, false};
+        llama_sampler_apply(chain, &cur);
+        llama_sampler_accept(chain, cur.data[cur.selected].id);
+    }
+    int64_t t1 = bj_now_us();
+    free(cand);
+    return (double)(t1 - t0) / draws;
+}
+
+int main(int argc, char **argv)
+{
+    int n_vocab = 32000, draws = 2000, rounds = 5;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--vocab") == 0)
+            n_vocab = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--draws") == 0)
+            draws = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--rounds") == 0)
+            rounds = atoi(argv[i + 1]);
+        else {
+            fprintf(stderr, "usage: bench_sampler [--vocab N] [--draws N] [--rounds R]\n");
+            return 2;
+        }
+    }
+    if (n_vocab < 2 || draws < 1 || rounds < 1 || rounds > 99) {
+        fprintf(stderr, "bench_sampler: bad arguments\n");
+        return 2;
+    }
+    float *peaked = malloc((size_t)n_vocab * sizeof *peaked), *flat = malloc((size_t)n_vocab * sizeof *flat);
+    if (!peaked || !flat)
+        return 1;
+    uint64_t r = 88172645463325252ull;
+    for (int i = 0; i < n_vocab; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        float u = (float)(r >> 40) / (float)(1 << 24);
+        peaked[i] = -8.0f + 6.0f * u;
+        flat[i] = 0.05f * u;
+    }
+    for (int i = 0; i < 20; i++)
+        peaked[(i * 7919) % n_vocab] = 4.0f - 0.2f * (float)i;
+    struct {
+        const char *name;
+        struct bj_sampling cfg;
+    } chains[] = {
+        {"min-p 0.05, temp 0.8 (default)", {.temp = 0.8f, .top_p = 1.0f, .min_p = 0.05f, .seed = 1}},
+        {"top-k 40, temp 0.8", {.temp = 0.8f, .top_p = 1.0f, .top_k = 40, .seed = 1}},
+        {"greedy", {.temp = 0.0f, .top_p = 1.0f, .seed = 1}},
+    };
+    printf("vocabulary %d, %d samples per round, median of %d rounds (us per sample)\n", n_vocab, draws, rounds);
+    printf("%-32s %-7s %10s %10s %8s\n", "chain", "row", "brainjar", "llama.cpp", "ratio");
+    for (size_t c = 0; c < sizeof chains / sizeof chains[0]; c++) {
+        for (int k = 0; k < 2; k++) {
+            const float *row = k ? flat : peaked;
+            double fast[99], slow[99], ratio[99];
+            for (int rd = 0; rd < rounds; rd++) {
+                struct bj_sampler *f = bj_sampler_new(&chains[c].cfg, n_vocab);
+                if (!f)
+                    return 1;
+                fast[rd] = time_it(f, row, draws);
+                slow[rd] = time_chain(bj_sampler_chain(f), row, n_vocab, draws);
+                ratio[rd] = fast[rd] > 0 ? slow[rd] / fast[rd] : 0.0;
+                bj_sampler_free(f);
+            }
+            printf("%-32s %-7s %10.2f %10.2f %8.1f\n", chains[c].name, k ? "flat" : "peaked", median(fast, rounds),
+                   median(slow, rounds), median(ratio, rounds));
+        }
+    }
+    free(peaked);
+    free(flat);
+    return 0;
+}
