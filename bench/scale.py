@@ -44,12 +44,12 @@ def brainjar_cmd(a, n, jar, steps, tmp, extra=()):
             "--data-dir", tmp, "--force", "--profile", *a.bj_extra.split(), *extra]
 
 
-def run_brainjar(a, n, gpu, tmp, log):
+def run_brainjar(a, n, gpu, tmp, log, extra=()):
     # Prefill (the system prompts) takes a few steps; then about a.steps steps in which every
     # brain generates. One long thought each: nobody dies.
     # The prompt budget is about 512 tokens a step: N system prompts of ~130 tokens take N/4 steps.
     steps = a.steps + 3 + (n * 130 + 511) // 512
-    cmd = brainjar_cmd(a, n, a.jar, steps, tmp, ("--events", "none", "--max-tokens", str(1 << 20)))
+    cmd = brainjar_cmd(a, n, a.jar, steps, tmp, ("--events", "none", "--max-tokens", str(1 << 20), *extra))
     t0 = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     err_holder = []
@@ -98,9 +98,9 @@ def estimate_gpu(a, n, log):
     return float(m.group(1)) if m else 0.0
 
 
-def latency_run(a, tmp, log):
+def latency_run(a, tmp, log, extra=()):
     n = a.latency_n
-    cmd = brainjar_cmd(a, n, a.latency_jar, a.latency_steps, tmp, ("--events", "jsonl", "--max-tokens", "24"))
+    cmd = brainjar_cmd(a, n, a.latency_jar, a.latency_steps, tmp, ("--events", "jsonl", "--max-tokens", "24", *extra))
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - t0
@@ -129,9 +129,9 @@ def latency_run(a, tmp, log):
             "tokens_median": statistics.median(counts), "tokens_max": counts[-1], "brains_seen": len(tokens)}
 
 
-def print_latency(a, lat):
+def print_latency(a, lat, name=""):
     p = lat["profile"]
-    print(f"\nlatency run: {a.latency_n} brains, jars {a.latency_jar}, {a.latency_steps} steps, pause 0: "
+    print(f"\nlatency run{' (' + name + ')' if name else ''}: {a.latency_n} brains, jars {a.latency_jar}, {a.latency_steps} steps, pause 0: "
           f"{int(p['resurrections'])} resurrections ({lat['deaths']} deaths seen); end of pause -> first new "
           f"token p50 {p['first_token_p50_ms']:.1f} ms, p99 {p['first_token_p99_ms']:.1f} ms, max "
           f"{p['first_token_max_ms']:.1f} ms; step {p['step_us']:.0f} us; longest wait of a live brain "
@@ -154,6 +154,8 @@ def main():
     ap.add_argument("--latency-jar", type=int, default=220)
     ap.add_argument("--latency-steps", type=int, default=600)
     ap.add_argument("--bj-extra", default="", help="more brainjar flags (one string)")
+    ap.add_argument("--variants", default="", help="brainjar variants measured side by side, "
+                    "'NAME=FLAGS;NAME=FLAGS' (e.g. 'graph=--backend-sampling on;cpu=--backend-sampling off')")
     ap.add_argument("--out", default=None, help="folder for the full log and the results (json)")
     a = ap.parse_args()
     ns = [int(x) for x in a.ns.split(",") if x]
@@ -165,57 +167,72 @@ def main():
     print(f"model {a.model} ({os.path.getsize(a.model) / 1e6:.0f} MB), N = {ns}, {a.steps} tokens per brain, "
           f"jars {a.jar}, {a.threads} threads, gpu layers {a.gpu_layers}, {a.repeat} rounds; log {out}/scale.log",
           flush=True)
-    res = {n: {"bj": [], "bb": []} for n in ns}
+    variants = [(v.split("=", 1)[0].strip(), v.split("=", 1)[1].split() if "=" in v else [])
+                for v in a.variants.split(";") if v.strip()] or [("brainjar", [])]
+    res = {n: {"bb": [], **{name: [] for name, _ in variants}} for n in ns}
     est = {}
     if gpu.ok:
         for n in ns:
             est[n] = estimate_gpu(a, n, log)
         print("GPU estimate (MiB, brainjar validate): " + ", ".join(f"N={n}: {v:.0f}" for n, v in est.items()),
               flush=True)
-    lat = None
+    lat = {}
+
+    def latency_all():
+        for name, flags in variants:
+            lat[name] = latency_run(a, tmp, log, flags)
+            print_latency(a, lat[name], name if len(variants) > 1 else "")
+
     for r in range(a.repeat):
         if r == 1 and a.latency_n > 0:  # after the first round: the key figures come first
-            lat = latency_run(a, tmp, log)
-            print_latency(a, lat)
+            latency_all()
         for n in ns:
-            b = run_brainjar(a, n, gpu, tmp, log)
             c = run_bb(a, n, gpu, log)
-            res[n]["bj"].append(b)
             res[n]["bb"].append(c)
-            print(f"round {r + 1} N={n:3}: brainjar {b['tg']:8.1f} tok/s (outside decode "
-                  f"{b['profile']['tg_outside_decode_pct']:.2f}%), batched-bench {c['tg']:8.1f}: "
-                  f"{b['tg'] / c['tg']:.3f}; GPU MiB {b['gpu']:.0f} (bb {c['gpu']:.0f})", flush=True)
+            for name, flags in variants:
+                b = run_brainjar(a, n, gpu, tmp, log, flags)
+                res[n][name].append(b)
+                print(f"round {r + 1} N={n:3} {name:>8}: {b['tg']:8.1f} tok/s (outside decode "
+                      f"{b['profile']['tg_outside_decode_pct']:.2f}%), batched-bench {c['tg']:8.1f}: "
+                      f"{b['tg'] / c['tg']:.3f}; GPU MiB {b['gpu']:.0f} (bb {c['gpu']:.0f})", flush=True)
 
     def med(n, who, key):
         return statistics.median(x[key] for x in res[n][who])
 
-    def medp(n, key):
-        return statistics.median(x["profile"][key] for x in res[n]["bj"])
+    def medp(n, who, key):
+        return statistics.median(x["profile"][key] for x in res[n][who])
 
-    print()
-    hdr = (f"{'N':>4} {'bj tg':>9} {'bb tg':>9} {'ratio':>6} {'bj all':>8} {'bb all':>8} {'ratio':>6} "
-           f"{'step us':>8} {'outside':>8} {'RSS MB':>7}")
-    if gpu.ok:
-        hdr += f" {'GPU MiB':>8} {'est MiB':>8} {'err %':>6} {'bb GPU':>7}"
-    print(hdr)
+    def ratios(n, who):  # per round, measured side by side
+        return [b["tg"] / c["tg"] for b, c in zip(res[n][who], res[n]["bb"])]
+
     table = []
-    for n in ns:
-        row = {"n": n, "bj_tg": med(n, "bj", "tg"), "bb_tg": med(n, "bb", "tg"), "bj_all": med(n, "bj", "overall"),
-               "bb_all": med(n, "bb", "overall"), "step_us": medp(n, "tg_step_us"),
-               "outside_pct": medp(n, "tg_outside_decode_pct"), "rss": med(n, "bj", "rss"),
-               "gpu": med(n, "bj", "gpu"), "bb_gpu": med(n, "bb", "gpu"), "est": est.get(n, 0.0),
-               "rounds_bj": [x["tg"] for x in res[n]["bj"]], "rounds_bb": [x["tg"] for x in res[n]["bb"]]}
-        table.append(row)
-        line = (f"{n:4} {row['bj_tg']:9.1f} {row['bb_tg']:9.1f} {row['bj_tg'] / row['bb_tg']:6.3f} "
-                f"{row['bj_all']:8.1f} {row['bb_all']:8.1f} {row['bj_all'] / row['bb_all']:6.3f} "
-                f"{row['step_us']:8.0f} {row['outside_pct']:7.2f}% {row['rss']:7.0f}")
+    for name, _ in variants:
+        print(f"\n{name}:" if len(variants) > 1 else "")
+        hdr = (f"{'N':>4} {'bj tg':>9} {'bb tg':>9} {'ratio':>6} {'rounds':>13} {'bj all':>8} {'bb all':>8} "
+               f"{'ratio':>6} {'step us':>8} {'outside':>8} {'RSS MB':>7}")
         if gpu.ok:
-            errp = 100.0 * (row["est"] - row["gpu"]) / row["gpu"] if row["gpu"] else 0.0
-            line += f" {row['gpu']:8.0f} {row['est']:8.0f} {errp:+6.2f} {row['bb_gpu']:7.0f}"
-        print(line, flush=True)
-    if lat is None and a.latency_n > 0:
-        lat = latency_run(a, tmp, log)
-        print_latency(a, lat)
+            hdr += f" {'GPU MiB':>8} {'est MiB':>8} {'err %':>6} {'bb GPU':>7}"
+        print(hdr)
+        for n in ns:
+            rr = ratios(n, name)
+            row = {"variant": name, "n": n, "bj_tg": med(n, name, "tg"), "bb_tg": med(n, "bb", "tg"),
+                   "ratio": statistics.median(rr), "ratio_rounds": rr,
+                   "bj_all": med(n, name, "overall"), "bb_all": med(n, "bb", "overall"),
+                   "step_us": medp(n, name, "tg_step_us"), "outside_pct": medp(n, name, "tg_outside_decode_pct"),
+                   "rss": med(n, name, "rss"), "gpu": med(n, name, "gpu"), "bb_gpu": med(n, "bb", "gpu"),
+                   "est": est.get(n, 0.0), "rounds_bj": [x["tg"] for x in res[n][name]],
+                   "rounds_bb": [x["tg"] for x in res[n]["bb"]]}
+            table.append(row)
+            line = (f"{n:4} {row['bj_tg']:9.1f} {row['bb_tg']:9.1f} {row['ratio']:6.3f} "
+                    f"{'/'.join(f'{x:.2f}' for x in rr):>13} "
+                    f"{row['bj_all']:8.1f} {row['bb_all']:8.1f} {row['bj_all'] / row['bb_all']:6.3f} "
+                    f"{row['step_us']:8.0f} {row['outside_pct']:7.2f}% {row['rss']:7.0f}")
+            if gpu.ok:
+                errp = 100.0 * (row["est"] - row["gpu"]) / row["gpu"] if row["gpu"] else 0.0
+                line += f" {row['gpu']:8.0f} {row['est']:8.0f} {errp:+6.2f} {row['bb_gpu']:7.0f}"
+            print(line, flush=True)
+    if not lat and a.latency_n > 0:
+        latency_all()
     with open(os.path.join(out, "scale.json"), "w") as f:
         json.dump({"args": vars(a), "table": table, "latency": lat}, f, indent=1)
 
