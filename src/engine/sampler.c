@@ -25,9 +25,9 @@ struct bj_sampler {
     int n_vocab, n_blocks;
     struct llama_sampler *chain;
     uint64_t seed, rng;
-    float *w;                /* fast path: weights, n_blocks * BLOCK (lazily) */
-    float *block_sum;        /* ... and their sums per block */
+    float *block_sum;        /* fast path: the weights' sums per block (lazily) */
     int32_t *ids;            /* top-k: the kept tokens (a heap) */
+    float *w;                /* ... and their weights */
     llama_token_data *cand;  /* fallback: llama.cpp's candidate array (lazily) */
 };
 
@@ -181,62 +181,66 @@ static inline float exp_neg(float x)
     return y * scale;
 }
 
-/* w[i] = exp((x[i] - max) / temp) where x[i] >= thr, else 0; returns the sum, kept per block. */
-ROW_LOOP static double weigh(struct bj_sampler *s, const float *restrict x, float max, float thr, float inv_temp)
+/* The weight of one token: exp((x - max) / temp) where x >= thr, else 0. */
+static inline float weight(float x, float max, float thr, float inv_temp)
 {
-    float *restrict w = s->w;
-    int n = s->n_vocab;
-    for (int i = 0; i < n; i++) {
-        float e = exp_neg((x[i] - max) * inv_temp);
-        w[i] = x[i] >= thr ? e : 0.0f;
-    }
-    for (int i = n; i < s->n_blocks * BLOCK; i++)
-        w[i] = 0.0f;
+    float e = exp_neg((x - max) * inv_temp);
+    return x >= thr ? e : 0.0f;
+}
+
+/* The weights' sum per block of the row, and in all. Nothing is stored but the block sums: the
+ * draw recomputes the weights of one block, so the row is read twice and never written. */
+ROW_LOOP static double weigh(struct bj_sampler *s, const float *x, float max, float thr, float inv_temp)
+{
+    int n = s->n_vocab, full = n / BLOCK;
     double total = 0.0;
-    for (int b = 0; b < s->n_blocks; b++) {
-        const float *wb = w + b * BLOCK;
+    for (int b = 0; b <= full; b++) {
+        const float *xb = x + b * BLOCK;
+        int len = b < full ? BLOCK : n - full * BLOCK;
         float acc[8] = {0};
-        for (int i = 0; i < BLOCK; i += 8)
+        int i = 0;
+        for (; i + 8 <= len; i += 8)
             for (int j = 0; j < 8; j++)
-                acc[j] += wb[i + j];
+                acc[j] += weight(xb[i + j], max, thr, inv_temp);
+        for (; i < len; i++)
+            acc[0] += weight(xb[i], max, thr, inv_temp);
         float sum = 0.0f;
         for (int j = 0; j < 8; j++)
             sum += acc[j];
-        s->block_sum[b] = sum;
+        if (b < s->n_blocks)
+            s->block_sum[b] = sum;
         total += sum;
     }
     return total;
 }
 
 /* The token whose weight interval holds u (0 <= u < total). */
-static int draw(const struct bj_sampler *s, double u)
+static int draw(const struct bj_sampler *s, const float *x, float max, float thr, float inv_temp, double u)
 {
     int last = -1;
     for (int b = 0; b < s->n_blocks; b++) {
         if (s->block_sum[b] <= 0.0f)
             continue;
+        last = b;
         if (u >= s->block_sum[b]) {
             u -= s->block_sum[b];
-            last = b;
             continue;
         }
-        const float *wb = s->w + b * BLOCK;
-        for (int i = 0; i < BLOCK; i++) {
-            if (wb[i] <= 0.0f)
-                continue;
-            if (u < wb[i])
-                return b * BLOCK + i;
-            u -= wb[i];
-            last = b;
-        }
+        break;
     }
-    /* Rounding left u past the end: the last token with a weight. */
+    /* In the chosen block (or, when rounding left u past the end, the last with a weight). */
     assert(last >= 0);
-    const float *wb = s->w + last * BLOCK;
-    for (int i = BLOCK - 1; i >= 0; i--)
-        if (wb[i] > 0.0f)
-            return last * BLOCK + i;
-    return last * BLOCK;
+    int end = last * BLOCK + BLOCK < s->n_vocab ? last * BLOCK + BLOCK : s->n_vocab, pick = -1;
+    for (int i = last * BLOCK; i < end; i++) {
+        float w = weight(x[i], max, thr, inv_temp);
+        if (w <= 0.0f)
+            continue;
+        pick = i;
+        if (u < w)
+            break;
+        u -= w;
+    }
+    return pick >= 0 ? pick : last * BLOCK;
 }
 
 /* top-k: weights and the draw over the k kept tokens only. */
@@ -276,11 +280,13 @@ static llama_token sample_fast(struct bj_sampler *s, const float *x)
     if (c->temp <= 0.0f)
         return argmax(x, s->n_vocab);
     bool use_top_k = c->top_k > 0 && c->top_k < s->n_vocab;
-    if (!s->w) {
-        s->w = malloc((size_t)s->n_blocks * BLOCK * sizeof *s->w);
+    if (!s->block_sum) {
         s->block_sum = malloc((size_t)s->n_blocks * sizeof *s->block_sum);
-        s->ids = use_top_k ? malloc((size_t)c->top_k * sizeof *s->ids) : NULL;
-        if (!s->w || !s->block_sum || (use_top_k && !s->ids)) {
+        if (use_top_k) {
+            s->ids = malloc((size_t)c->top_k * sizeof *s->ids);
+            s->w = malloc((size_t)c->top_k * sizeof *s->w);
+        }
+        if (!s->block_sum || (use_top_k && (!s->ids || !s->w))) {
             free(s->w), free(s->block_sum), free(s->ids);
             s->w = s->block_sum = NULL, s->ids = NULL;
             return LLAMA_TOKEN_NULL;
@@ -288,13 +294,13 @@ static llama_token sample_fast(struct bj_sampler *s, const float *x)
     }
     if (use_top_k)
         return sample_top_k(s, x);
-    float max = max_of(x, s->n_vocab);
+    float max = max_of(x, s->n_vocab), inv_temp = 1.0f / c->temp;
     float thr = c->min_p > 0.0f ? max + logf(c->min_p) : -INFINITY;
-    double total = weigh(s, x, max, thr, 1.0f / c->temp);
+    double total = weigh(s, x, max, thr, inv_temp);
     /* The best token has weight 1, so total >= 1, unless the row holds NaNs or infinities. */
     if (!(total >= 1.0) || !isfinite(total))
         return argmax(x, s->n_vocab);
-    return draw(s, next_uniform(s) * total);
+    return draw(s, x, max, thr, inv_temp, next_uniform(s) * total);
 }
 
 static llama_token sample_chain(struct bj_sampler *s, const float *x)
