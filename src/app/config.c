@@ -42,6 +42,7 @@ void bj_config_defaults(struct bj_config *c)
     c->spec.prefill_chunk = 64;
     c->spec.use_mmap = -1;
     c->spec.backend_sampling = -1;
+    c->spec.split = bj_split_default();
     c->spec.pause_ms = 3000;
     c->events = BJ_OUT_TEXT;
     c->spec.reserve_pct = 15.0;
