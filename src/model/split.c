@@ -14,7 +14,7 @@ static int endpoint_check(const char *e, char *err, size_t errlen)
 {
     const char *colon = strchr(e, ':');
     long port;
-    if (!colon || colon == e || strchr(colon + 1, ':') || bj_parse_long(colon + 1, 1, 65535, &port)) {
+    if (!colon || colon == e || colon[1 + strspn(colon + 1, "0123456789")] || bj_parse_long(colon + 1, 1, 65535, &port)) {
         snprintf(err, errlen, "'%s' is not HOST:PORT (a host name or IPv4 address, a port from 1 to 65535)", e);
         return -1;
     }
