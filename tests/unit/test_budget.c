@@ -359,11 +359,7 @@ static void test_split_devices(void **state)
     for (int i = 0; i < v.n_issues; i++)
         assert_null(strstr(v.issues[i], "GPU requirements"));
     /* the report names every device and says which could not be checked */
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    bj_budget_print_report(&s, &sm, &g, h, "hive", &v, f);
-    fclose(f);
+    char *buf = report(&s, &sm, h, &v);
     assert_non_null(strstr(buf, "Devices (the model is split):"));
     assert_non_null(strstr(buf, "RPC0     10.0.0.2:50052 (rpc-server): needs 3.67 GB; free memory not known"));
     assert_non_null(strstr(buf, "checked against its total only"));

@@ -89,13 +89,19 @@ static void refused(const char *list, int timeout_ms, const char *why)
         fail_msg("%s: '%s', expected '%s'", list, err, why);
 }
 
+/* No rpc-server's device is listed (a GPU build lists its GPUs; nothing remote without --rpc). */
+static void assert_nothing_remote(void)
+{
+    struct bj_devices d;
+    bj_devices_list(&d);
+    for (int i = 0; i < d.n; i++)
+        assert_false(d.d[i].remote);
+}
+
 static void test_no_servers(void **state)
 {
     (void)state;
-    struct bj_devices d;
-    bj_devices_list(&d);
-    for (int i = 0; i < d.n; i++) /* a GPU build lists its GPUs; nothing remote without --rpc */
-        assert_false(d.d[i].remote);
+    assert_nothing_remote();
 }
 
 static void test_unusable_servers(void **state)
@@ -127,11 +133,7 @@ static void test_unusable_servers(void **state)
         refused(list, 300, list); /* the message names the server */
         fake_stop(&f);
     }
-    /* nothing was added: no remote device */
-    struct bj_devices d;
-    bj_devices_list(&d);
-    for (int i = 0; i < d.n; i++)
-        assert_false(d.d[i].remote);
+    assert_nothing_remote(); /* nothing was added */
 }
 
 static int setup(void **state)
