@@ -23,6 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hivetest import BRAINJAR, TINY, HiveCase, of  # noqa: E402
 
 RPC_SERVER = os.environ.get("BJ_RPC_SERVER", "")
+if os.environ.get("BJ_SANITIZE") == "ON":
+    # llama.cpp's RPC backend never frees its registry of servers (lsan-rpc.supp says what)
+    supp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan-rpc.supp")
+    os.environ["LSAN_OPTIONS"] = ":".join(filter(None, [os.environ.get("LSAN_OPTIONS"), f"suppressions={supp}",
+                                                        "print_suppressions=0"]))
 
 
 def free_port():
