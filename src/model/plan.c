@@ -122,13 +122,17 @@ static int plan_devices(const struct bj_split_settings *s, const struct bj_plan_
         out->split_at[0] = 1.0f;
         return 0;
     }
-    bool all_zero = true;
-    for (int i = 0; i < d->n; i++)
+    bool all_zero = true, none_free = true;
+    for (int i = 0; i < d->n; i++) {
         all_zero = all_zero && s->tensor_split[i] == 0.0f;
+        none_free = none_free && d->d[i].split_weight == 0;
+    }
     float sum = 0.0f;
     for (int i = 0; i < d->n; i++) {
         out->used[i] = i;
-        float w = all_zero ? (float)d->d[i].split_weight : s->tensor_split[i];
+        /* no device (nor the host, which stands in for one that reports nothing) has memory to
+         * weigh by: equal shares rather than llama.cpp's 0/0 */
+        float w = !all_zero ? s->tensor_split[i] : none_free ? 1.0f : (float)d->d[i].split_weight;
         if (all_zero && out->split_mode == LLAMA_SPLIT_MODE_LAYER)
             out->tensor_split[i] = w; /* llama.cpp splits by these, not by the free memory at load */
         sum += w;

@@ -494,6 +494,8 @@ static void test_devices(void **state)
     struct bj_plan *p = malloc(sizeof *p);
     int per[BJ_MAX_DEVICES], cpu;
     const double gb[] = {8, 24, 8, 8};
+    /* llama.cpp reads llama_max_devices() shares of a tensor split: the plan's array holds as many */
+    assert_int_equal(llama_max_devices(), BJ_MAX_DEVICES);
     /* default: layer split in proportion to free memory (1:3 of 23 = 22 layers + output) */
     struct bj_plan_settings s = bj_plan_default_settings();
     struct bj_plan_facts f = fake_devices(2, gb, false);
