@@ -431,8 +431,9 @@ static void print_models(const struct bj_est_hive *h, FILE *out)
                 fmt(a, sizeof a, m->mi.file_size), m->mi.arch, m->mi.n_layer, m->mi.n_ctx_train);
         fprintf(out, "  Loaded as:      %s, %s, KV %s\n", m->plan.use_mmap ? "mmap" : "read (no mmap)",
                 h->opts.repack ? "repack on" : "repack off", ggml_type_name(h->opts.kv_type));
-        fprintf(out, "  Layers:         %s%s%s\n", bj_est_placement(m, f, sizeof f),
-                bj_est_model_split(m) ? ", split mode " : "", bj_est_model_split(m) ? bj_split_name(m->plan.split_mode) : "");
+        bool split = bj_est_model_split(m);
+        fprintf(out, "  Layers:         %s%s%s%s\n", split ? "split mode " : "", split ? bj_split_name(m->plan.split_mode) : "",
+                split ? ": " : "", bj_est_placement(m, f, sizeof f));
         fprintf(out, "  Est. footprint: %s shared by its %d brain%s (weights %s resident + %s repacked/read, "
                      "buffers %s, overhead %s%s)\n",
                 fmt(a, sizeof a, bj_est_model_shared_cpu(m)), m->n_brains, m->n_brains == 1 ? "" : "s",

@@ -747,8 +747,11 @@ const char *bj_est_placement(const struct bj_est_model *m, char *buf, size_t len
             at += (size_t)snprintf(buf + at, len - at, "%d of %u layers%s on %s (%s)", m->gpu_layers, m->mi.n_layer,
                                    m->output_on_gpu ? " + output" : "", d->name, d->desc);
     }
-    if (m->gpu_layers < (int)m->mi.n_layer && at < len)
-        snprintf(buf + at, len - at, "; the other %d layers on the CPU", (int)m->mi.n_layer - m->gpu_layers);
+    int n_cpu = (int)m->mi.n_layer - m->gpu_layers; /* the first ones */
+    if (n_cpu == 1 && at < len)
+        snprintf(buf + at, len - at, "; layer 0 on the CPU");
+    else if (n_cpu > 1 && at < len)
+        snprintf(buf + at, len - at, "; layers 0-%d on the CPU", n_cpu - 1);
     return buf;
 }
 
