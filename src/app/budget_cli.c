@@ -8,6 +8,7 @@
 #include <llama.h>
 
 #include "budget.h"
+#include "devices.h"
 #include "estimate.h"
 #include "log.h"
 #include "prompt.h"
@@ -28,6 +29,8 @@ static void estimate_usage(FILE *to)
             "  --no-dry-run       size compute buffers by formula, not by a llama.cpp dry run\n"
             "  --threads N        CPU threads (default: all cores)\n"
             "  --schedule S       auto (default: as the engine decides), batched or parallel\n"
+            "  --rpc HOST:PORT,... --split-mode none|layer|row  --main-gpu N  --tensor-split A,B,...\n"
+            "                     the devices, as for run (docs/OPERATIONS.md)\n"
             "  --measure          also load the model like the engine, fill the jars and measure RSS (slow)\n"
             "  --no-fill          with --measure: stop after the first decode and the decode steps\n"
             "  --decode-steps N   with --measure: single-token steps timed at the end (default 8)\n"
@@ -59,11 +62,37 @@ static void print_row(FILE *out, const char *label, uint64_t cpu, uint64_t gpu, 
         fprintf(out, "  %-30s %12s  %s\n", label, fmt(a, sizeof a, cpu), note);
 }
 
+/* A split model: what each device holds, and what it reported. */
+static void print_devices(const struct bj_est_model *m, FILE *out)
+{
+    char a[32], b[32], c[32], d[32];
+    if (!bj_est_model_split(m))
+        return;
+    fprintf(out, "\n  %-8s %-28s %12s %12s %12s %12s  %s\n", "device", "", "weights", "KV", "compute", "total",
+            "free (reported)");
+    for (int i = 0; i < m->n_devices; i++) {
+        const struct bj_est_device *e = &m->dev[i];
+        if (bj_est_mem_total(&e->mem) == 0)
+            continue;
+        char desc[40];
+        snprintf(desc, sizeof desc, "%s%s", e->desc, e->remote ? " (rpc)" : "");
+        fprintf(out, "  %-8s %-28.28s %12s %12s %12s %12s  ", e->name, desc, fmt(a, sizeof a, e->mem.weights_anon),
+                fmt(b, sizeof b, e->mem.kv), fmt(c, sizeof c, e->mem.compute), fmt(d, sizeof d, bj_est_mem_total(&e->mem)));
+        if (e->free_known)
+            fprintf(out, "%s of %s\n", fmt(a, sizeof a, e->free), fmt(b, sizeof b, e->total));
+        else
+            fprintf(out, "not known (%s total; an rpc-server on a CPU reports it all as free)\n", fmt(a, sizeof a, e->total));
+    }
+    if (bj_est_mem_total(&m->remote) > 0)
+        fprintf(out, "  (the GPU column is this host's GPUs; %s goes to rpc-servers, other hosts' memory)\n",
+                fmt(a, sizeof a, bj_est_mem_total(&m->remote)));
+}
+
 static void print_estimate(const struct bj_est_model *m, const struct bj_est_opts *o, const long *jars, FILE *out)
 {
-    char a[32], b[32];
+    char a[32], b[32], where[1024];
     const struct bj_modelinfo *mi = &m->mi;
-    bool with_gpu = m->gpu_layers > 0 || m->output_on_gpu;
+    bool with_gpu = bj_est_mem_total(&m->gpu) > 0;
     fprintf(out, "Model: %s\n", m->path);
     fprintf(out, "  %s%s%s%s, %u layers, n_embd %u, %u heads (%u KV) x %u, vocab %u, training context %u\n", mi->arch,
             mi->name[0] ? " \"" : "", mi->name, mi->name[0] ? "\"" : "", mi->n_layer, mi->n_embd, mi->n_head,
@@ -71,10 +100,7 @@ static void print_estimate(const struct bj_est_model *m, const struct bj_est_opt
     fprintf(out, "  file %s, %.1f M parameters\n", fmt(a, sizeof a, mi->file_size), (double)mi->n_params / 1e6);
     fprintf(out, "  load: %s, repack %s (%d tensors, %s), KV %s, ", m->plan.use_mmap ? "mmap" : "read (no mmap)",
             o->repack ? "on" : "off", m->n_repacked, fmt(b, sizeof b, m->repacked_bytes), ggml_type_name(o->kv_type));
-    if (!m->gpu_backend)
-        fprintf(out, "CPU only (no GPU backend in this llama.cpp)\n");
-    else
-        fprintf(out, "%d of %u layers%s on the GPU\n", m->gpu_layers, mi->n_layer, m->output_on_gpu ? " + output" : "");
+    fprintf(out, "%s\n", bj_est_placement(m, where, sizeof where));
     fprintf(out, "  context: %d brain%s, %u cells in %u stream%s%s, n_batch %u, n_ubatch %u%s\n\n", m->n_brains,
             m->n_brains == 1 ? "" : "s", m->n_ctx, m->n_stream, m->n_stream == 1 ? "" : "s",
             m->unified ? " (unified)" : "", m->n_batch, m->n_ubatch,
@@ -98,6 +124,7 @@ static void print_estimate(const struct bj_est_model *m, const struct bj_est_opt
             fmt(a, sizeof a, m->heuristic), pct_off(all, m->heuristic));
     if (m->note[0])
         fprintf(out, "  note: %s\n", m->note);
+    print_devices(m, out);
 
     fprintf(out, "\n  %-12s %10s %12s\n", "brain", "jar tokens", "KV");
     for (int i = 0; i < m->n_brains; i++) {
@@ -165,6 +192,7 @@ static int bad_flag(const char *flag, const char *arg, const char *want)
 
 struct est_args {
     const char *model;
+    const char *rpc;
     long ctx, brains, first_batch, decode_steps;
     bool measure, no_fill;
     struct bj_est_opts o;
@@ -173,7 +201,8 @@ struct est_args {
 /* Parses argv into a; returns 0, 1 after --help, or 2 after printing what is wrong. */
 static int parse_estimate(int argc, char **argv, struct est_args *a)
 {
-    enum { O_CTX = 256, O_BRAINS, O_KV, O_NGL, O_NOMMAP, O_NOREPACK, O_NODRY, O_MEASURE, O_FIRST, O_THREADS, O_NOFILL, O_STEPS, O_SCHED };
+    enum { O_CTX = 256, O_BRAINS, O_KV, O_NGL, O_NOMMAP, O_NOREPACK, O_NODRY, O_MEASURE, O_FIRST, O_THREADS, O_NOFILL, O_STEPS, O_SCHED,
+           O_RPC, O_SPLIT, O_MAIN_GPU, O_TSPLIT };
     static const struct option opts[] = {
         {"ctx", required_argument, 0, O_CTX},         {"brains", required_argument, 0, O_BRAINS},
         {"kv-type", required_argument, 0, O_KV},      {"gpu-layers", required_argument, 0, O_NGL},
@@ -182,6 +211,8 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
         {"first-batch", required_argument, 0, O_FIRST}, {"threads", required_argument, 0, O_THREADS},
         {"no-fill", no_argument, 0, O_NOFILL},        {"decode-steps", required_argument, 0, O_STEPS},
         {"schedule", required_argument, 0, O_SCHED}, {"help", no_argument, 0, 'h'},
+        {"rpc", required_argument, 0, O_RPC},         {"split-mode", required_argument, 0, O_SPLIT},
+        {"main-gpu", required_argument, 0, O_MAIN_GPU}, {"tensor-split", required_argument, 0, O_TSPLIT},
         {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
@@ -189,7 +220,8 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
     a->decode_steps = 8;
     bj_est_opts_default(&a->o);
     long v;
-    int c;
+    int c, n;
+    char why[400];
     optind = 1;
     opterr = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -245,9 +277,33 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
             }
             a->o.n_threads = (int)v;
             break;
+        case O_RPC:
+            if (bj_rpc_parse(optarg, NULL, &n, why, sizeof why))
+                return bad_flag("--rpc", optarg, "HOST:PORT[,HOST:PORT...]");
+            a->rpc = optarg;
+            break;
+        case O_SPLIT:
+            if (bj_split_parse(optarg, &a->o.split.mode))
+                return bad_flag("--split-mode", optarg, "none, layer or row");
+            break;
+        case O_MAIN_GPU:
+            if (bj_parse_long(optarg, 0, BJ_MAX_DEVICES - 1, &v))
+                return bad_flag("--main-gpu", optarg, "a device index (0-15)");
+            a->o.split.main_gpu = (int)v;
+            break;
+        case O_TSPLIT:
+            if (bj_tensor_split_parse(optarg, a->o.split.tensor_split, &a->o.split.n_tensor_split, why, sizeof why)) {
+                fprintf(stderr, "brainjar estimate: --tensor-split: %s\n", why);
+                return 2;
+            }
+            break;
         case 'h': estimate_usage(stdout); return 1;
         default: estimate_usage(stderr); return 2;
         }
+    }
+    if (bj_split_check(&a->o.split, a->rpc != NULL, a->o.n_gpu_layers, why, sizeof why)) {
+        fprintf(stderr, "brainjar estimate: %s\n", why);
+        return 2;
     }
     if (optind >= argc) {
         fprintf(stderr, "brainjar estimate: which model? (brainjar estimate MODEL.gguf)\n");
@@ -278,6 +334,11 @@ int bj_estimate_main(int argc, char **argv)
     if (bj_modelinfo_read(a.model, mi, err, sizeof err) != 0) {
         fprintf(stderr, "brainjar estimate: %s\n", err);
         rc = 2;
+        goto out;
+    }
+    if (a.rpc && bj_devices_add_rpc(a.rpc, BJ_RPC_TIMEOUT_MS, err, sizeof err) != 0) {
+        fprintf(stderr, "brainjar estimate: %s\n", err);
+        rc = 1;
         goto out;
     }
     long ctx = a.ctx > 0 ? a.ctx : (mi->n_ctx_train > 0 ? (long)mi->n_ctx_train : 4096);
@@ -365,6 +426,11 @@ int bj_validate_run_paths(const struct bj_config *c, const char *default_model_p
                           const struct bj_sysmem_paths *paths, FILE *out)
 {
     char err[1024];
+    /* the rpc-servers join first, as in run: one that cannot be reached fails the check */
+    if (c->spec.rpc[0] && bj_devices_add_rpc(c->spec.rpc, BJ_RPC_TIMEOUT_MS, err, sizeof err) != 0) {
+        fprintf(out, "VALIDATION FAILED: %s\n", err);
+        return 1;
+    }
     struct bj_est_hive *h = bj_estimate_spec(&c->spec, default_model_path, err, sizeof err);
     if (!h) {
         fprintf(out, "validate: %s\n", err);

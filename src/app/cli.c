@@ -26,6 +26,12 @@ struct raw {
     bool no_listen, allow_legacy;
     struct bj_peer_dial dial[BJ_PEER_MAX_DIAL];
     int n_dial;
+    /* devices: applied over the hive file's [hive] settings */
+    const char *rpc;
+    int split_mode;         /* BJ_SPLIT_AUTO - 1: not given */
+    long main_gpu;          /* -1: not given */
+    float tensor_split[BJ_MAX_DEVICES];
+    int n_tensor_split;     /* -1: not given */
 };
 
 void bj_cli_usage_run(const char *cmd, FILE *to)
@@ -49,6 +55,12 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --threads N (default: all cores but one on a CPU)  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
             "  --prefill-chunk N (64)  --mmap | --no-mmap (default: read where weights are repacked)  --chat-template\n"
             "  --backend-sampling on|off|auto  sample inside the decode graph (auto: on with a GPU)\n"
+            "Devices (docs/OPERATIONS.md):\n"
+            "  --rpc HOST:PORT[,HOST:PORT...]  also run layers on llama.cpp rpc-servers (other hosts)\n"
+            "  --split-mode none|layer|row  how a model is split over the devices (default layer: layers\n"
+            "                              in proportion to each device's free memory or --tensor-split)\n"
+            "  --main-gpu N                the one device of --split-mode none (given alone, it implies none)\n"
+            "  --tensor-split A,B,...      each device's share of the layers, in the order validate lists them\n"
             "Lives and sampling (all brains; hive files set them per brain):\n"
             "  --pause SECONDS (3)  --temp T  --top-k K  --top-p P  --min-p P  --max-tokens N  --seed N\n"
             "Output and files:\n"
@@ -90,6 +102,7 @@ enum {
     O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE, O_BRAINS, O_PROFILE, O_PORT, O_LISTEN_HOST, O_NO_LISTEN, O_PEER,
     O_PEER_IP, O_PEER_PORT, O_TARGET_IP, O_TARGET_PORT, O_NODE_ID, O_PEER_KEY, O_ALLOW_UNAUTH, O_PEER_RATE,
     O_NO_WEB, O_WEB_AUTH, O_WEB_ORIGIN, O_WEB_PROXY, O_METRICS_PUBLIC, /* web */
+    O_RPC, O_SPLIT, O_MAIN_GPU, O_TSPLIT,
 };
 
 static const struct option k_opts[] = {
@@ -118,6 +131,8 @@ static const struct option k_opts[] = {
     {"inject-stall", required_argument, 0, O_STALL}, {"stall-timeout", required_argument, 0, O_STALL_TIMEOUT},
     {"backend-sampling", required_argument, 0, O_BSAMPLE}, {"brains", required_argument, 0, O_BRAINS},
     {"profile", no_argument, 0, O_PROFILE},
+    {"rpc", required_argument, 0, O_RPC}, {"split-mode", required_argument, 0, O_SPLIT},
+    {"main-gpu", required_argument, 0, O_MAIN_GPU}, {"tensor-split", required_argument, 0, O_TSPLIT},
     BJ_OPS_OPTIONS,
     {"port", required_argument, 0, O_PORT}, {"listen-host", required_argument, 0, O_LISTEN_HOST},
     {"no-listen", no_argument, 0, O_NO_LISTEN}, {"peer", required_argument, 0, O_PEER},
@@ -248,6 +263,22 @@ static void apply_all(struct bj_config *c, const struct raw *r)
     }
 }
 
+/* Device flags, over what the hive file set. */
+static void apply_devices(struct bj_config *c, const struct raw *r)
+{
+    struct bj_hive_spec *s = &c->spec;
+    if (r->rpc)
+        bj_strlcpy(s->rpc, r->rpc, sizeof s->rpc);
+    if (r->split_mode >= BJ_SPLIT_AUTO)
+        s->split.mode = r->split_mode;
+    if (r->main_gpu >= 0)
+        s->split.main_gpu = (int)r->main_gpu;
+    if (r->n_tensor_split >= 0) {
+        s->split.n_tensor_split = r->n_tensor_split;
+        memcpy(s->split.tensor_split, r->tensor_split, sizeof s->split.tensor_split);
+    }
+}
+
 /* --brains N[:gods=G,observers=O] */
 static int apply_brains(const char *cmd, struct bj_config *c, const char *spec)
 {
@@ -284,6 +315,11 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
     bj_config_defaults(c);
     struct raw r = {0};
     r.port = -1;
+    r.split_mode = BJ_SPLIT_AUTO - 1;
+    r.main_gpu = -1;
+    r.n_tensor_split = -1;
+    char why[400];
+    int n_servers;
     double d;
     long l;
     int opt;
@@ -392,6 +428,28 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             else return bad(cmd, "--backend-sampling", a, "on, off or auto");
             break;
         case O_CHAT: c->spec.chat_template = true; break;
+        case O_RPC:
+            if (bj_rpc_parse(a, NULL, &n_servers, why, sizeof why)) {
+                fprintf(stderr, "brainjar %s: --rpc '%s': %s\n", cmd, a, why);
+                return 2;
+            }
+            r.rpc = a;
+            break;
+        case O_SPLIT:
+            if (bj_split_parse(a, &r.split_mode))
+                return bad(cmd, "--split-mode", a, "none, layer or row");
+            break;
+        case O_MAIN_GPU:
+            if (bj_parse_long(a, 0, BJ_MAX_DEVICES - 1, &l))
+                return bad(cmd, "--main-gpu", a, "a device index (0-15)");
+            r.main_gpu = l;
+            break;
+        case O_TSPLIT:
+            if (bj_tensor_split_parse(a, r.tensor_split, &r.n_tensor_split, why, sizeof why)) {
+                fprintf(stderr, "brainjar %s: --tensor-split: %s\n", cmd, why);
+                return 2;
+            }
+            break;
         case O_PAUSE:
             if (bj_parse_double(a, 0, 86400, &d))
                 return bad(cmd, "--pause", a, "seconds (0-86400)");
@@ -581,6 +639,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         return 2;
     }
     apply_all(c, &r);
+    apply_devices(c, &r);
     int rc = apply_tiers(cmd, c, &r);
     if (rc)
         return rc;

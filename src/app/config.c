@@ -42,6 +42,7 @@ void bj_config_defaults(struct bj_config *c)
     c->spec.prefill_chunk = 64;
     c->spec.use_mmap = -1;
     c->spec.backend_sampling = -1;
+    c->spec.split = bj_split_default();
     c->spec.pause_ms = 3000;
     c->events = BJ_OUT_TEXT;
     c->spec.reserve_pct = 15.0;
@@ -175,6 +176,8 @@ static bool valid_name(const char *s)
 /* ---- hive files ---------------------------------------------------------------------------
  * [hive]
  * model = path            (default model; relative paths are relative to the hive file)
+ * rpc = HOST:PORT, ...    (llama.cpp rpc-servers: --rpc)
+ * split_mode = none|layer|row, main_gpu = N, tensor_split = a,b,...   (--split-mode, ...)
  * [brain NAME]
  * role = subject          (prompt file prompts/<role>.txt)
  * model = path
@@ -282,6 +285,50 @@ static int brain_key(struct bj_config *c, const char *file, struct bj_brain_cfg 
 bad:
     snprintf(err, errlen, "brain %s: bad value '%s' for %s", b->id, val, key);
     return -1;
+}
+
+/* [hive]: the default model and the devices (flags given too win over these). */
+static int hive_key(struct bj_config *c, const char *file, const char *key, char *val, char *err, size_t errlen)
+{
+    struct bj_hive_spec *s = &c->spec;
+    char why[400];
+    long l;
+    int n;
+    if (strcmp(key, "model") == 0) {
+        resolve_path(s->model, sizeof s->model, file, val);
+    } else if (strcmp(key, "rpc") == 0) {
+        char list[BJ_RPC_LIST_MAX];
+        size_t k = 0; /* "a:1, b:2" is fine here: spaces after commas are dropped */
+        for (const char *p = val; *p && k < sizeof list - 1; p++)
+            if (*p != ' ' && *p != '\t')
+                list[k++] = *p;
+        list[k] = '\0';
+        if (bj_rpc_parse(list, NULL, &n, why, sizeof why)) {
+            snprintf(err, errlen, "[hive] rpc: %s", why);
+            return -1;
+        }
+        bj_strlcpy(s->rpc, list, sizeof s->rpc);
+    } else if (strcmp(key, "split_mode") == 0) {
+        if (bj_split_parse(val, &s->split.mode)) {
+            snprintf(err, errlen, "[hive] split_mode: '%s' is not none, layer or row", val);
+            return -1;
+        }
+    } else if (strcmp(key, "main_gpu") == 0) {
+        if (bj_parse_long(val, 0, BJ_MAX_DEVICES - 1, &l)) {
+            snprintf(err, errlen, "[hive] main_gpu: '%s' is not a device index (0-%d)", val, BJ_MAX_DEVICES - 1);
+            return -1;
+        }
+        s->split.main_gpu = (int)l;
+    } else if (strcmp(key, "tensor_split") == 0) {
+        if (bj_tensor_split_parse(val, s->split.tensor_split, &s->split.n_tensor_split, why, sizeof why)) {
+            snprintf(err, errlen, "[hive] tensor_split: %s", why);
+            return -1;
+        }
+    } else {
+        snprintf(err, errlen, "unknown key '%s' in [hive] (model, rpc, split_mode, main_gpu, tensor_split)", key);
+        return -1;
+    }
+    return 0;
 }
 
 /* [links]: listen = HOST:PORT | off, node_id, exports, key_file, allow_unauthenticated, rate.
@@ -475,12 +522,9 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
         *eq = '\0';
         char *key = trim(s), *val = trim(eq + 1);
         if (in_hive) {
-            if (strcmp(key, "model") == 0) {
-                resolve_path(c->spec.model, sizeof c->spec.model, path, val);
-                continue;
-            }
-            snprintf(msg, sizeof msg, "unknown key '%s' in [hive]", key);
-            goto fail;
+            if (hive_key(c, path, key, val, msg, sizeof msg))
+                goto fail;
+            continue;
         }
         if (in_links || cur_peer) {
             if (links_key(c, cur_peer, path, key, val, msg, sizeof msg))
@@ -547,6 +591,8 @@ int bj_config_finish(struct bj_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "a quantized KV cache (--kv-type) needs flash attention; drop --flash-attn off");
         return -1;
     }
+    if (bj_split_check(&c->spec.split, c->spec.rpc[0] != '\0', c->spec.n_gpu_layers, err, errlen))
+        return -1;
     if (c->mode == BJ_MODE_OBSERVER && c->peer.n_dial == 0) {
         snprintf(err, errlen, "--mode observer watches a remote brain: give --target-ip (and --target-port) or --peer HOST:PORT");
         return -1;

@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "embedded.h"
 #include "config.h"
+#include "devices.h"
 #include "history_cli.h"
 #include "hive.h"
 #include "log.h"
@@ -114,9 +115,14 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     struct bj_hive *hive = NULL;
     struct bj_peer *peer = NULL; /* peer links */
     struct bj_web *web = NULL; /* web */
+    /* devices: the rpc-servers join llama.cpp's devices before anything is estimated or loaded; one
+     * that cannot be reached stops the run here, before any state is touched */
+    struct bj_ops *ops = NULL;
+    if (c->spec.rpc[0] && bj_devices_add_rpc(c->spec.rpc, BJ_RPC_TIMEOUT_MS, err, sizeof err) != 0)
+        goto out;
     /* ops: lock the data directory, open the store, restore the death counts (ops.h) */
     static uint32_t deaths[BJ_MAX_BRAINS];
-    struct bj_ops *ops = bj_ops_open(c, argc, argv, def, deaths, &status);
+    ops = bj_ops_open(c, argc, argv, def, deaths, &status);
     if (!ops)
         goto out;
     status = 1;

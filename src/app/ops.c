@@ -174,6 +174,8 @@ static char *config_json(const struct bj_config *c, char **seeds)
     json_object_set_new(o, "schedule", json_string(bj_schedule_name(s->schedule)));
     json_object_set_new(o, "threads", json_integer(s->n_threads));
     json_object_set_new(o, "gpu_layers", json_integer(s->n_gpu_layers));
+    json_object_set_new(o, "rpc", json_string(s->rpc));
+    json_object_set_new(o, "split_mode", json_string(bj_split_name(s->split.mode)));
     json_object_set_new(o, "kv_type", json_string(ggml_type_name(s->kv_type)));
     json_object_set_new(o, "prefill_chunk", json_integer(s->prefill_chunk));
     json_object_set_new(o, "chat_template", json_boolean(s->chat_template));

@@ -408,8 +408,7 @@ static bool admit_brain(struct bj_hive *h, int i)
 {
     const struct bj_est_brain *eb = &h->est->brains[i]; /* the estimate keeps the spec's order */
     char msg[512];
-    uint64_t kv = eb->jar.kv_bytes;
-    if (bj_budget_manager_alloc(h->budget, eb->id, BJ_BUDGET_BRAIN, eb->kv_on_gpu ? 0 : kv, eb->kv_on_gpu ? kv : 0,
+    if (bj_budget_manager_alloc(h->budget, eb->id, BJ_BUDGET_BRAIN, bj_est_brain_host(eb), bj_est_brain_gpu(eb),
                                 msg, sizeof msg) == 0)
         return true;
     if (h->s->force) {

@@ -233,6 +233,96 @@ static void recommend_gpu(struct bj_budget_verdict *v, const struct bj_est_hive 
     }
 }
 
+/* ---- several devices ---------------------------------------------------------------------- */
+
+/* Per device of every split model (by name: models share devices), what it will hold, and whether
+ * that fits what the device reported. On unified memory the local devices are host memory,
+ * checked above. */
+static void check_devices(const struct bj_budget_settings *s, const struct bj_est_hive *h, bool unified,
+                          struct bj_budget_verdict *v)
+{
+    char a[32], b[32], c[32];
+    bool local_all_known = true;
+    int n_local = 0;
+    for (int m = 0; m < h->n_models; m++) {
+        const struct bj_est_model *md = &h->models[m];
+        if (!bj_est_model_split(md))
+            continue;
+        for (int i = 0; i < md->n_devices; i++) {
+            const struct bj_est_device *d = &md->dev[i];
+            uint64_t need = bj_est_mem_total(&d->mem);
+            if (need == 0 || (unified && !d->remote))
+                continue;
+            int k = 0;
+            while (k < v->n_devices && strcmp(v->devices[k].name, d->name) != 0)
+                k++;
+            if (k == v->n_devices) {
+                if (k == BJ_MAX_DEVICES)
+                    continue;
+                struct bj_budget_device *e = &v->devices[v->n_devices++];
+                bj_strlcpy(e->name, d->name, sizeof e->name);
+                bj_strlcpy(e->desc, d->desc, sizeof e->desc);
+                e->remote = d->remote;
+                e->free = d->free;
+                e->total = d->total;
+                e->free_known = d->free_known;
+                e->usable = bj_budget_usable(s, d->total);
+                n_local += !d->remote;
+                local_all_known = local_all_known && (d->remote || d->free_known);
+            }
+            v->devices[k].need += need;
+        }
+    }
+    v->devices_cover_gpus = n_local > 0 && local_all_known;
+    for (int k = 0; k < v->n_devices; k++) {
+        struct bj_budget_device *e = &v->devices[k];
+        const char *what = e->remote ? "rpc-server device" : "Device";
+        if (e->free_known) {
+            e->checked = true;
+            if (e->need > e->usable)
+                add_line(v->issues, &v->n_issues, "%s %s (%s): its part (%s) exceeds its safe threshold (%s) by %s",
+                         what, e->name, e->desc, fmt(a, sizeof a, e->need), fmt(b, sizeof b, e->usable),
+                         fmt(c, sizeof c, e->need - e->usable));
+            if (e->need > e->free)
+                add_line(v->issues, &v->n_issues, "%s %s (%s): its part (%s) exceeds its free memory (%s) by %s",
+                         what, e->name, e->desc, fmt(a, sizeof a, e->need), fmt(b, sizeof b, e->free),
+                         fmt(c, sizeof c, e->need - e->free));
+        } else if (e->total > 0 && e->need > e->total) {
+            add_line(v->issues, &v->n_issues, "%s %s (%s): its part (%s) exceeds all of its memory (%s)", what,
+                     e->name, e->desc, fmt(a, sizeof a, e->need), fmt(b, sizeof b, e->total));
+        }
+        if (e->need > (e->free_known ? min_u64(e->usable, e->free) : e->total) && e->total > 0)
+            add_line(v->recs, &v->n_recs,
+                     "move layers off %s: --tensor-split with a smaller share for it, or fewer --gpu-layers",
+                     e->name);
+    }
+}
+
+static void print_devices(const struct bj_budget_verdict *v, FILE *out)
+{
+    char a[32], b[32], c[32];
+    if (v->n_devices == 0)
+        return;
+    fprintf(out, "Devices (the model is split):\n");
+    for (int k = 0; k < v->n_devices; k++) {
+        const struct bj_budget_device *e = &v->devices[k];
+        fprintf(out, "  %-8s %s%s: needs %s; ", e->name, e->desc, e->remote ? " (rpc-server)" : "",
+                fmt(a, sizeof a, e->need));
+        if (e->free_known)
+            fprintf(out, "%s free, %s safe threshold of %s: %s\n", fmt(a, sizeof a, e->free),
+                    fmt(b, sizeof b, e->usable), fmt(c, sizeof c, e->total),
+                    e->need <= min_u64(e->usable, e->free) ? "fits" : "DOES NOT FIT");
+        else if (e->total > 0)
+            fprintf(out, "free memory not known (%s reports all of its %s as free, as a CPU backend does): "
+                         "checked against its total only%s\n",
+                    e->remote ? "the rpc-server" : "the device", fmt(b, sizeof b, e->total),
+                    e->need > e->total ? ": DOES NOT FIT" : "");
+        else
+            fprintf(out, "its memory is not known (the device reports none): not checked\n");
+    }
+    fputc('\n', out);
+}
+
 int bj_budget_validate(const struct bj_budget_settings *s, const struct bj_sysmem *sm, const struct bj_gpu_info *gpu,
                        const struct bj_est_hive *h, struct bj_budget_verdict *v)
 {
@@ -245,8 +335,7 @@ int bj_budget_validate(const struct bj_budget_settings *s, const struct bj_sysme
     for (int m = 0; m < h->n_models; m++)
         v->need_shared += bj_est_model_shared_cpu(&h->models[m]);
     for (int i = 0; i < h->n_brains; i++)
-        if (!h->brains[i].kv_on_gpu)
-            v->need_jars += h->brains[i].jar.kv_bytes;
+        v->need_jars += bj_est_brain_host(&h->brains[i]);
     v->gpu_need = bj_est_hive_gpu(h);
     v->gpu_needed = v->gpu_need > 0;
     v->need = v->need_shared + v->need_jars;
@@ -272,7 +361,8 @@ int bj_budget_validate(const struct bj_budget_settings *s, const struct bj_sysme
     }
     bool host_fail = v->n_issues > 0;
 
-    /* GPU */
+    /* each device of a split model; then the local GPUs together (NVML) unless covered here */
+    check_devices(s, h, unified, v);
     uint64_t gpu_limit = 0;
     if (v->gpu_needed && !unified && gpu && gpu->available) {
         v->gpu_checked = true;
@@ -280,11 +370,11 @@ int bj_budget_validate(const struct bj_budget_settings *s, const struct bj_sysme
         v->gpu_free = gpu_sum(gpu, true);
         v->gpu_usable = bj_budget_usable(s, v->gpu_total);
         gpu_limit = min_u64(v->gpu_usable, v->gpu_free);
-        if (v->gpu_need > v->gpu_usable)
+        if (v->gpu_need > v->gpu_usable && !v->devices_cover_gpus)
             add_line(v->issues, &v->n_issues, "GPU requirements (%s) exceed the GPU's safe threshold (%s) by %s",
                      fmt(a, sizeof a, v->gpu_need), fmt(b, sizeof b, v->gpu_usable),
                      fmt(c, sizeof c, v->gpu_need - v->gpu_usable));
-        if (v->gpu_need > v->gpu_free)
+        if (v->gpu_need > v->gpu_free && !v->devices_cover_gpus)
             add_line(v->issues, &v->n_issues, "GPU requirements (%s) exceed free GPU memory (%s) by %s",
                      fmt(a, sizeof a, v->gpu_need), fmt(b, sizeof b, v->gpu_free),
                      fmt(c, sizeof c, v->gpu_need - v->gpu_free));
@@ -329,21 +419,9 @@ static void print_system(const struct bj_sysmem *sm, const struct bj_gpu_info *g
     fputc('\n', out);
 }
 
-static const char *device_desc(char *buf, size_t len, const struct bj_est_model *m)
-{
-    if (!m->gpu_backend)
-        snprintf(buf, len, "CPU only (this llama.cpp has no GPU backend)");
-    else if (m->gpu_layers == 0 && !m->output_on_gpu)
-        snprintf(buf, len, "CPU (no layers offloaded)");
-    else
-        snprintf(buf, len, "%d of %u layers%s on the GPU", m->gpu_layers, m->mi.n_layer,
-                 m->output_on_gpu ? " + output" : "");
-    return buf;
-}
-
 static void print_models(const struct bj_est_hive *h, FILE *out)
 {
-    char a[32], b[32], c[32], d[32], e[32], f[96];
+    char a[32], b[32], c[32], d[32], e[32], f[1024];
     fprintf(out, "Model Analysis:\n");
     for (int i = 0; i < h->n_models; i++) {
         const struct bj_est_model *m = &h->models[i];
@@ -351,19 +429,34 @@ static void print_models(const struct bj_est_hive *h, FILE *out)
         fprintf(out, "  Model file:     %s\n", m->path);
         fprintf(out, "  File size:      %s (%s, %u layers, %u-token training context)\n",
                 fmt(a, sizeof a, m->mi.file_size), m->mi.arch, m->mi.n_layer, m->mi.n_ctx_train);
-        fprintf(out, "  Loaded as:      %s, %s, KV %s, %s\n", h->n_models > 0 && h->models[0].plan.use_mmap ? "mmap" : "read (no mmap)",
-                h->opts.repack ? "repack on" : "repack off", ggml_type_name(h->opts.kv_type),
-                device_desc(f, sizeof f, m));
+        fprintf(out, "  Loaded as:      %s, %s, KV %s\n", m->plan.use_mmap ? "mmap" : "read (no mmap)",
+                h->opts.repack ? "repack on" : "repack off", ggml_type_name(h->opts.kv_type));
+        bool split = bj_est_model_split(m);
+        fprintf(out, "  Layers:         %s%s%s%s\n", split ? "split mode " : "", split ? bj_split_name(m->plan.split_mode) : "",
+                split ? ": " : "", bj_est_placement(m, f, sizeof f));
         fprintf(out, "  Est. footprint: %s shared by its %d brain%s (weights %s resident + %s repacked/read, "
                      "buffers %s, overhead %s%s)\n",
                 fmt(a, sizeof a, bj_est_model_shared_cpu(m)), m->n_brains, m->n_brains == 1 ? "" : "s",
                 fmt(b, sizeof b, cpu->weights_file), fmt(c, sizeof c, cpu->weights_anon),
                 fmt(d, sizeof d, cpu->compute + cpu->output), fmt(e, sizeof e, cpu->overhead),
                 m->compute_from_llama ? "; buffers from a llama.cpp dry run" : "");
-        if (m->gpu_layers > 0 || m->output_on_gpu)
+        if (bj_est_mem_total(&m->gpu) > 0)
             fprintf(out, "  On the GPU:     %s shared (weights %s, compute %s, runtime %s)\n",
                     fmt(a, sizeof a, bj_est_model_shared_gpu(m)), fmt(b, sizeof b, m->gpu.weights_anon),
                     fmt(c, sizeof c, m->gpu.compute), fmt(d, sizeof d, m->gpu.overhead));
+        if (bj_est_mem_total(&m->remote) > 0)
+            fprintf(out, "  On rpc-servers: %s (weights %s, KV %s, compute %s): other hosts' memory\n",
+                    fmt(a, sizeof a, bj_est_mem_total(&m->remote)), fmt(b, sizeof b, m->remote.weights_anon),
+                    fmt(c, sizeof c, m->remote.kv), fmt(d, sizeof d, m->remote.compute));
+        for (int k = 0; k < m->n_devices && bj_est_model_split(m); k++) {
+            const struct bj_est_device *dv = &m->dev[k];
+            if (bj_est_mem_total(&dv->mem) == 0)
+                continue;
+            fprintf(out, "    %-8s      %s (weights %s, KV %s, compute %s%s%s)\n", dv->name,
+                    fmt(a, sizeof a, bj_est_mem_total(&dv->mem)), fmt(b, sizeof b, dv->mem.weights_anon),
+                    fmt(c, sizeof c, dv->mem.kv), fmt(d, sizeof d, dv->mem.compute),
+                    dv->mem.overhead ? ", runtime " : "", dv->mem.overhead ? fmt(e, sizeof e, dv->mem.overhead) : "");
+        }
         fprintf(out, "  Seed heuristic: %s (file size x 1.5)\n", fmt(a, sizeof a, m->heuristic));
         if (m->note[0])
             fprintf(out, "  Note:           %s\n", m->note);
@@ -382,7 +475,7 @@ static void print_brains(const struct bj_est_hive *h, FILE *out)
         model = model ? model + 1 : h->models[br->model].path;
         fprintf(out, "  %-12s %-14s %10ld %12s  %s%s%s\n", br->id, jar_asked(a, sizeof a, br), br->jar.tokens,
                 fmt(b, sizeof b, br->jar.kv_bytes), model, br->jar.clamped ? " (clamped to training context)" : "",
-                br->kv_on_gpu ? " (on the GPU)" : "");
+                br->kv_on_gpu ? " (on the GPU)" : br->kv_remote ? " (on rpc-servers)" : "");
     }
     fputc('\n', out);
 }
@@ -425,6 +518,7 @@ void bj_budget_print_report(const struct bj_budget_settings *s, const struct bj_
     fprintf(out, "Brains: %d\n\n", h->n_brains);
     print_brains(h, out);
     print_budget(s, v, out);
+    print_devices(v, out);
     fprintf(out, "%s\nVALIDATION %s\n%s\n", RULE, v->pass ? "PASSED" : "FAILED", RULE);
     if (v->pass) {
         uint64_t limit = min_u64(v->usable, v->available);

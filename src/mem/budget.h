@@ -13,7 +13,12 @@
  *
  * The same checks apply to GPU memory when the estimate puts anything on a GPU and NVML answers.
  * On unified memory (Jetson) GPU bytes are host bytes: they are added to the host's need and
- * checked against MemAvailable.
+ * checked against MemAvailable. When a model is split over several devices or over rpc-servers
+ * (devices.h), layer 1 checks every device on its own against the memory ggml's device reported
+ * (an rpc-server's device is asked over the network); a device whose free memory is not a
+ * measurement (an rpc-server on a CPU reports all its memory as free) is checked against its total
+ * only, and the report says so. Layers 2 and 3 see host memory and local GPUs only: what goes to
+ * rpc-servers costs this host nothing.
  *
  * All byte counts are bytes; reports print GB as 1024^3 bytes, as the original did. */
 #ifndef BJ_BUDGET_H
@@ -59,6 +64,18 @@ struct bj_budget_verdict {
     bool gpu_needed;         /* the estimate puts something on a GPU */
     bool gpu_checked;        /* ... and there are GPU facts to check it against */
     uint64_t gpu_total, gpu_free, gpu_usable, gpu_need;
+    /* each offload device, when a model is split over several or over rpc-servers (what ggml's
+     * device reported, not NVML): checked where its free memory was measured, said so where not */
+    int n_devices;
+    struct bj_budget_device {
+        char name[32], desc[128];
+        bool remote;
+        uint64_t need;        /* what every model puts on it */
+        uint64_t free, total, usable;
+        bool free_known;
+        bool checked;         /* need was checked against free and usable */
+    } devices[BJ_MAX_DEVICES];
+    bool devices_cover_gpus; /* every local GPU in use was checked here: the NVML sum is not */
     /* what is wrong and what to do */
     int n_issues;
     char issues[BJ_BUDGET_MAX_LINES][256];
@@ -87,8 +104,7 @@ enum bj_budget_kind {
 /* The ledger. How a hive uses it, with the hive's estimate (estimate.h):
  *   model m, before loading it:  alloc("model:<label>", BJ_BUDGET_MODEL,
  *                                      bj_est_model_shared_cpu(m), bj_est_model_shared_gpu(m))
- *   brain b, before starting it: alloc(b->id, BJ_BUDGET_BRAIN, b->kv_on_gpu ? 0 : b->jar.kv_bytes,
- *                                      b->kv_on_gpu ? b->jar.kv_bytes : 0)
+ *   brain b, before starting it: alloc(b->id, BJ_BUDGET_BRAIN, bj_est_brain_host(b), bj_est_brain_gpu(b))
  *   on exit or any failure:      release(id)
  * It is a budget, not an allocator: nothing is reserved in the system (a batched engine allocates
  * all its brains' KV cache at once when its context is made).

@@ -87,6 +87,7 @@ void bj_est_opts_default(struct bj_est_opts *o)
     o->n_threads = 0;
     o->schedule = BJ_SCHED_AUTO;
     o->dry_run = true;
+    o->split = bj_split_default();
 }
 
 void bj_est_opts_from_spec(struct bj_est_opts *o, const struct bj_hive_spec *c)
@@ -101,6 +102,7 @@ void bj_est_opts_from_spec(struct bj_est_opts *o, const struct bj_hive_spec *c)
     o->schedule = c->schedule;
     o->backend_sampling = c->backend_sampling;
     o->profile = c->profile;
+    o->split = c->split;
 }
 
 uint64_t bj_est_mem_total(const struct bj_est_mem *m)
@@ -191,16 +193,6 @@ static bool cpu_repacks(const struct cpu_bufts *b, struct ggml_tensor *w)
     return yes;
 }
 
-static bool have_gpu_backend(void)
-{
-    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
-        enum ggml_backend_dev_type t = ggml_backend_dev_type(ggml_backend_dev_get(i));
-        if (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU)
-            return true;
-    }
-    return false;
-}
-
 /* Layer index of a tensor: blk.N -> N, token_embd -> -1 (input, always on the CPU), anything
  * else -> n_layer (the output layer). */
 static int tensor_layer(const char *name, uint32_t n_layer)
@@ -222,15 +214,14 @@ static bool is_matmul_weight(const char *name, const struct ggml_tensor *t)
            strncmp(name, "token_embd", 10) != 0 && !strstr(name, "norm");
 }
 
-struct placement {
-    int i_gpu_start; /* layers >= this are on the GPU (n_layer + 1: none) */
-    bool gpu;        /* a GPU backend exists and some layer is offloaded */
-};
-
-static bool on_gpu(const struct placement *p, int layer) { return p->gpu && layer >= 0 && layer >= p->i_gpu_start; }
+/* The device of a layer (-1: the CPU; the token embedding, layer -1, always is), as the plan says. */
+static int layer_device(const struct bj_plan *plan, int layer)
+{
+    return layer < 0 ? -1 : bj_plan_layer_device(plan, layer);
+}
 
 /* Tensor by tensor: where each weight goes and what memory it takes. */
-static int place_weights(const char *path, const struct bj_est_opts *o, bool use_mmap, const struct placement *pl,
+static int place_weights(const char *path, const struct bj_est_opts *o, bool use_mmap, const struct bj_plan *plan,
                          struct bj_est_model *m, char *err, size_t errlen)
 {
     struct ggml_context *meta = NULL;
@@ -265,8 +256,9 @@ static int place_weights(const char *path, const struct bj_est_opts *o, bool use
         uint64_t off = data0 + gguf_get_tensor_offset(g, ti);
         int layer = dup_output ? (int)m->mi.n_layer : tensor_layer(name, m->mi.n_layer);
         bool matmul = dup_output || is_matmul_weight(name, t);
-        if (on_gpu(pl, layer)) {
-            m->gpu.weights_anon += pad_u64(bytes, EST_TENSOR_ALIGN);
+        int dev = layer_device(plan, layer);
+        if (dev >= 0) {
+            m->dev[dev].mem.weights_anon += pad_u64(bytes, EST_TENSOR_ALIGN);
             continue;
         }
         bool repacked = matmul && cpu_repacks(&bufts, t);
@@ -311,12 +303,14 @@ static uint64_t kv_layer_bytes(const struct bj_modelinfo *mi, enum ggml_type t, 
     return (k + v) * cells;
 }
 
-static void place_kv(const struct bj_est_opts *o, const struct placement *pl, uint64_t cells, struct bj_est_model *m)
+/* Each layer's cache lives on that layer's device. */
+static void place_kv(const struct bj_est_opts *o, const struct bj_plan *plan, uint64_t cells, struct bj_est_model *m)
 {
     for (uint32_t il = 0; il < m->mi.n_layer; il++) {
         uint64_t b = kv_layer_bytes(&m->mi, o->kv_type, cells);
-        if (on_gpu(pl, (int)il))
-            m->gpu.kv += b;
+        int dev = layer_device(plan, (int)il);
+        if (dev >= 0)
+            m->dev[dev].mem.kv += b;
         else
             m->cpu.kv += b;
     }
@@ -324,10 +318,17 @@ static void place_kv(const struct bj_est_opts *o, const struct placement *pl, ui
 
 /* ---- compute and output buffers ---------------------------------------------------------- */
 
+#define DRY_MAX_BUFS (BJ_MAX_DEVICES + 4)
+
 struct dry_capture {
     ggml_log_callback prev;
     void *prev_ud;
     uint64_t host_compute, dev_compute, output;
+    struct {
+        char name[128];
+        uint64_t bytes;
+    } dev_bufs[DRY_MAX_BUFS]; /* device compute buffers by buffer type (CUDA0, RPC0[host:port]) */
+    int n_dev_bufs;
     int n_compute;
     char last_error[160];
     bool load_failed;   /* llama.cpp refused the model or the context (run would fail too) */
@@ -337,6 +338,21 @@ struct dry_capture {
 static bool host_buffer_name(const char *name)
 {
     return strncmp(name, "CPU", 3) == 0 || strstr(name, "_Host") != NULL || strstr(name, "Host") != NULL;
+}
+
+static void dry_add_dev(struct dry_capture *c, const char *name, uint64_t bytes)
+{
+    c->dev_compute += bytes;
+    int i = 0;
+    while (i < c->n_dev_bufs && strcmp(c->dev_bufs[i].name, name) != 0)
+        i++;
+    if (i == c->n_dev_bufs) {
+        if (i == DRY_MAX_BUFS)
+            i--; /* cannot happen with at most BJ_MAX_DEVICES devices; counted with the last one */
+        else
+            bj_strlcpy(c->dev_bufs[c->n_dev_bufs++].name, name, sizeof c->dev_bufs[0].name);
+    }
+    c->dev_bufs[i].bytes += bytes;
 }
 
 /* Parses "<func>: <NAME> compute buffer size = <x> MiB" and "<NAME>  output buffer size = ...". */
@@ -357,7 +373,7 @@ static void dry_parse(struct dry_capture *c, const char *text)
         const char *start = end;
         while (start > text && start[-1] != ' ')
             start--;
-        char name[64];
+        char name[128];
         size_t len = (size_t)(end - start) < sizeof name - 1 ? (size_t)(end - start) : sizeof name - 1;
         memcpy(name, start, len);
         name[len] = '\0';
@@ -367,7 +383,7 @@ static void dry_parse(struct dry_capture *c, const char *text)
         else if (host_buffer_name(name))
             c->host_compute += bytes;
         else
-            c->dev_compute += bytes;
+            dry_add_dev(c, name, bytes);
         c->n_compute += k == 0;
         return;
     }
@@ -454,19 +470,36 @@ static void compute_formula(const struct bj_modelinfo *mi, const struct bj_est_o
     *output = (uint64_t)l->n_seq * mi->n_vocab * 4;
 }
 
+/* The device whose buffer type llama.cpp's log calls `buft`; else the output layer's device, which
+ * runs the graph's end (-1: none). */
+static int buffer_device(const struct bj_plan *plan, const struct bj_est_model *m, const char *buft)
+{
+    for (int i = 0; i < plan->facts.devices.n; i++)
+        if (buft && strcmp(plan->facts.devices.d[i].buft, buft) == 0)
+            return i;
+    return layer_device(plan, (int)m->mi.n_layer);
+}
+
 /* Compute and output buffers of one context. On the CPU they count as far as the engine's
- * largest step writes them; on a GPU (physical allocations) in full. */
+ * largest step writes them; on a device (physical allocations) in full, on the device whose
+ * buffer it is. */
 static void add_buffers(const char *path, const struct bj_est_opts *o, const struct bj_plan *plan, int ctx_index,
-                        const struct ctx_layout *l, const struct placement *pl, struct bj_est_model *m)
+                        const struct ctx_layout *l, struct bj_est_model *m)
 {
     struct dry_capture c;
     uint64_t host_compute, dev_compute = 0, output;
-    bool touched = !pl->gpu;
+    bool touched = !plan->gpu;
     if (o->dry_run && dry_run(path, o, plan, ctx_index, l, touched, &c) == 0) {
         host_compute = c.host_compute;
-        dev_compute = c.dev_compute;
         output = c.output;
         m->compute_from_llama = true;
+        for (int i = 0; i < c.n_dev_bufs; i++) {
+            int dev = buffer_device(plan, m, c.dev_bufs[i].name);
+            if (dev >= 0)
+                m->dev[dev].mem.compute += c.dev_bufs[i].bytes;
+            else
+                host_compute += c.dev_bufs[i].bytes; /* no device takes a layer: cannot happen */
+        }
     } else {
         if (o->dry_run) {
             snprintf(m->note, sizeof m->note, "dry run failed: %s; compute buffers from a formula",
@@ -479,19 +512,21 @@ static void add_buffers(const char *path, const struct bj_est_opts *o, const str
             compute_formula(&m->mi, o, l, engine_step_tokens(o, l), l->n_seq, &compute, &output);
         else
             compute_formula(&m->mi, o, l, l->n_ubatch, l->n_ubatch, &compute, &output);
-        host_compute = pl->gpu ? compute / 8 : compute;
-        dev_compute = pl->gpu ? compute : 0;
+        host_compute = plan->gpu ? compute / 8 : compute;
+        dev_compute = plan->gpu ? compute : 0;
+        int dev = buffer_device(plan, m, NULL);
+        if (dev >= 0)
+            m->dev[dev].mem.compute += dev_compute;
     }
     m->cpu.compute += host_compute;
-    m->gpu.compute += dev_compute;
     m->cpu.output += output;
     m->cpu.overhead += (uint64_t)((ctx_index == 0 ? EST_OVERHEAD_PER_CTX : EST_OVERHEAD_EXTRA_CTX) +
                                   EST_WORK_PER_TOKEN_FF * engine_step_tokens(o, l) * (double)m->mi.n_ff);
 }
 
-/* The plan the engine will run for these brains (plan.h), from the options and the model. */
-static int plan_for(const struct bj_est_opts *o, const struct bj_modelinfo *mi, int n_repacked, const long *jars,
-                    int n_brains, struct bj_plan *plan, char *err, size_t errlen)
+/* The plan the engine will run for these brains (plan.h), from the options and the facts. */
+static int plan_for(const struct bj_est_opts *o, const struct bj_plan_facts *f, const long *jars, int n_brains,
+                    struct bj_plan *plan, char *err, size_t errlen)
 {
     struct bj_plan_settings ps = bj_plan_default_settings();
     ps.schedule = o->schedule;
@@ -505,9 +540,62 @@ static int plan_for(const struct bj_est_opts *o, const struct bj_modelinfo *mi, 
     ps.prefill_chunk = o->prefill_chunk;
     ps.backend_sampling = o->backend_sampling;
     ps.profile = o->profile;
-    struct bj_plan_facts f = bj_plan_facts_here((int)mi->n_layer, n_repacked);
-    f.gpu_offload = have_gpu_backend();
-    return bj_plan_make(&ps, &f, jars, n_brains, plan, err, errlen);
+    ps.split = o->split;
+    return bj_plan_make(&ps, f, jars, n_brains, plan, err, errlen);
+}
+
+/* Which device takes which layers (from the plan), and what each device reported. */
+static void describe_devices(const struct bj_plan *plan, struct bj_est_model *m)
+{
+    const struct bj_devices *d = &plan->facts.devices;
+    m->n_devices = d->n;
+    for (int i = 0; i < d->n; i++) {
+        struct bj_est_device *e = &m->dev[i];
+        bj_strlcpy(e->name, d->d[i].name, sizeof e->name);
+        bj_strlcpy(e->desc, d->d[i].desc, sizeof e->desc);
+        e->remote = d->d[i].remote;
+        e->free = d->d[i].free;
+        e->total = d->d[i].total;
+        e->free_known = d->d[i].free_known;
+    }
+    for (int il = 0; il <= (int)m->mi.n_layer; il++) {
+        int dev = layer_device(plan, il);
+        if (dev < 0)
+            continue;
+        if (il == (int)m->mi.n_layer) {
+            m->dev[dev].output = true;
+            m->output_on_gpu = true;
+            continue;
+        }
+        if (m->dev[dev].layers++ == 0)
+            m->dev[dev].first_layer = il;
+        m->gpu_layers++;
+    }
+    for (int i = 0; i < d->n; i++)
+        m->n_devices_used += m->dev[i].layers > 0 || m->dev[i].output;
+}
+
+/* Each local device a layer uses runs the backend's own runtime (the CUDA context, its kernels,
+ * cuBLAS's workspace): calibrated for one GPU, charged to every one in use, with the part that
+ * grows with the brains on the first. An rpc-server's runtime is the server's own, made when it
+ * started: nothing here. Then the totals: local GPUs and rpc-servers. */
+static void sum_devices(struct bj_est_model *m, int n_brains)
+{
+    bool first = true;
+    for (int i = 0; i < m->n_devices; i++) {
+        struct bj_est_device *e = &m->dev[i];
+        if (!e->remote && (e->layers > 0 || e->output)) {
+            e->mem.overhead += (uint64_t)(EST_GPU_RUNTIME + (first ? EST_GPU_RUNTIME_PER_BRAIN * (double)(n_brains - 1) : 0));
+            first = false;
+        }
+        struct bj_est_mem *to = e->remote ? &m->remote : &m->gpu;
+        to->weights_anon += e->mem.weights_anon;
+        to->weights_file += e->mem.weights_file;
+        to->kv += e->mem.kv;
+        to->compute += e->mem.compute;
+        to->output += e->mem.output;
+        to->overhead += e->mem.overhead;
+    }
 }
 
 /* ---- one model --------------------------------------------------------------------------- */
@@ -541,26 +629,37 @@ int bj_estimate_model(const char *path, const struct bj_est_opts *o, const long 
     out->n_brains = n_brains;
     out->heuristic = bj_est_heuristic(mi->file_size);
 
-    struct placement pl = {.i_gpu_start = (int)mi->n_layer + 1, .gpu = false};
-    out->gpu_backend = have_gpu_backend();
-    if (out->gpu_backend && o->n_gpu_layers != 0) {
-        int ngl = o->n_gpu_layers < 0 || o->n_gpu_layers > (int)mi->n_layer + 1 ? (int)mi->n_layer + 1 : o->n_gpu_layers;
-        pl.i_gpu_start = (int)mi->n_layer + 1 - ngl;
-        pl.gpu = true;
-        out->gpu_layers = ngl > (int)mi->n_layer ? (int)mi->n_layer : ngl - 1;
-        out->output_on_gpu = true;
-    }
-    /* Where the weights go decides the load mode (repacked weights: read, not mmap), and the
-     * load mode decides what the weights cost: place them once to learn, again if it changed. */
-    if (place_weights(path, o, true, &pl, out, err, errlen) != 0)
+    /* The devices are listed once (an rpc-server is asked over the network, and a GPU's free
+     * memory, which the default split follows, moves): both plans below share these facts. */
+    struct bj_plan_facts *facts = malloc(sizeof *facts);
+    if (!facts) {
+        snprintf(err, errlen, "out of memory");
         return -1;
-    if (plan_for(o, mi, out->n_repacked, jar_tokens, n_brains, &out->plan, err, errlen) != 0)
+    }
+    *facts = bj_plan_facts_here((int)mi->n_layer, 0);
+    out->gpu_backend = facts->gpu_offload;
+    /* Where the weights go (the plan's devices) decides the load mode (repacked weights: read,
+     * not mmap), and the load mode decides what the weights cost: place them once to learn, plan
+     * with what repacks, and place them again if the load mode changed. */
+    int rc = plan_for(o, facts, jar_tokens, n_brains, &out->plan, err, errlen);
+    if (rc == 0) {
+        describe_devices(&out->plan, out);
+        rc = place_weights(path, o, true, &out->plan, out, err, errlen);
+    }
+    if (rc == 0) {
+        facts->n_repacked = out->n_repacked;
+        rc = plan_for(o, facts, jar_tokens, n_brains, &out->plan, err, errlen);
+    }
+    free(facts);
+    if (rc != 0)
         return -1;
     if (!out->plan.use_mmap) {
-        out->gpu.weights_anon = out->cpu.weights_anon = out->cpu.weights_file = 0;
+        out->cpu.weights_anon = out->cpu.weights_file = 0;
+        for (int i = 0; i < out->n_devices; i++)
+            out->dev[i].mem.weights_anon = 0;
         out->cpu_weight_bytes = out->repacked_bytes = 0;
         out->n_repacked = 0;
-        if (place_weights(path, o, false, &pl, out, err, errlen) != 0)
+        if (place_weights(path, o, false, &out->plan, out, err, errlen) != 0)
             return -1;
     }
     const struct bj_plan *plan = &out->plan;
@@ -575,8 +674,8 @@ int bj_estimate_model(const char *path, const struct bj_est_opts *o, const long 
     for (int c = 0; c < out->n_contexts; c++) {
         struct ctx_layout l;
         layout_one(bj_plan_cells(plan, c), parallel ? 1 : n_brains, plan->unified, plan->prefill_chunk, &l);
-        place_kv(o, &pl, (uint64_t)l.n_ctx_seq * l.n_stream, out);
-        add_buffers(path, o, plan, c, &l, &pl, out);
+        place_kv(o, plan, (uint64_t)l.n_ctx_seq * l.n_stream, out);
+        add_buffers(path, o, plan, c, &l, out);
         if (c == 0) {
             out->n_ctx = l.n_ctx;
             out->n_stream = l.n_stream;
@@ -587,24 +686,81 @@ int bj_estimate_model(const char *path, const struct bj_est_opts *o, const long 
     }
     out->cpu.overhead += (uint64_t)(EST_OVERHEAD_BASE + EST_OVERHEAD_PER_VOCAB * mi->n_vocab +
                                     EST_OVERHEAD_PER_MERGE * (double)out->n_merges);
-    if (pl.gpu)
-        out->gpu.overhead += (uint64_t)(EST_GPU_RUNTIME + EST_GPU_RUNTIME_PER_BRAIN * (double)(n_brains - 1));
+    sum_devices(out, n_brains);
     return 0;
 }
 
+/* The jars are charged where the brains' KV is (bj_est_brain_host/gpu): not in the shared part. */
 uint64_t bj_est_model_shared_cpu(const struct bj_est_model *m)
 {
     uint64_t t = bj_est_mem_total(&m->cpu);
-    uint64_t jars_here = m->gpu.kv > 0 ? 0 : m->kv_jars; /* jars live with the KV */
+    uint64_t jars_here = m->gpu.kv > 0 || m->remote.kv > 0 ? 0 : m->kv_jars;
     return t > jars_here ? t - jars_here : 0;
 }
 
 uint64_t bj_est_model_shared_gpu(const struct bj_est_model *m)
 {
     uint64_t t = bj_est_mem_total(&m->gpu);
-    uint64_t jars_here = m->gpu.kv > 0 ? m->kv_jars : 0;
+    uint64_t jars_here = m->gpu.kv > 0 && m->remote.kv == 0 ? m->kv_jars : 0;
     return t > jars_here ? t - jars_here : 0;
 }
+
+bool bj_est_model_split(const struct bj_est_model *m)
+{
+    if (m->n_devices_used > 1)
+        return true;
+    for (int i = 0; i < m->n_devices; i++)
+        if (m->dev[i].remote && (m->dev[i].layers > 0 || m->dev[i].output))
+            return true;
+    return false;
+}
+
+const char *bj_est_placement(const struct bj_est_model *m, char *buf, size_t len)
+{
+    if (!m->gpu_backend) {
+        snprintf(buf, len, "CPU only (no GPU or rpc-server)");
+        return buf;
+    }
+    if (m->gpu_layers == 0 && !m->output_on_gpu) {
+        snprintf(buf, len, "CPU (no layers offloaded)");
+        return buf;
+    }
+    size_t at = 0;
+    buf[0] = '\0';
+    bool split = bj_est_model_split(m);
+    for (int i = 0; i < m->n_devices && at < len; i++) {
+        const struct bj_est_device *d = &m->dev[i];
+        if (d->layers == 0 && !d->output)
+            continue;
+        char range[48];
+        if (d->layers == 0)
+            snprintf(range, sizeof range, "output layer");
+        else if (d->layers == 1)
+            snprintf(range, sizeof range, "layer %d%s", d->first_layer, d->output ? " + output" : "");
+        else
+            snprintf(range, sizeof range, "layers %d-%d%s", d->first_layer, d->first_layer + d->layers - 1,
+                     d->output ? " + output" : "");
+        if (split)
+            at += (size_t)snprintf(buf + at, len - at, "%s%s (%s%s): %s", at ? "; " : "", d->name, d->desc,
+                                   d->remote ? ", rpc-server" : "", range);
+        else
+            at += (size_t)snprintf(buf + at, len - at, "%d of %u layers%s on %s (%s)", m->gpu_layers, m->mi.n_layer,
+                                   m->output_on_gpu ? " + output" : "", d->name, d->desc);
+    }
+    int n_cpu = (int)m->mi.n_layer - m->gpu_layers; /* the first ones */
+    if (n_cpu == 1 && at < len)
+        snprintf(buf + at, len - at, "; layer 0 on the CPU");
+    else if (n_cpu > 1 && at < len)
+        snprintf(buf + at, len - at, "; layers 0-%d on the CPU", n_cpu - 1);
+    return buf;
+}
+
+uint64_t bj_est_brain_host(const struct bj_est_brain *b)
+{
+    return b->kv_on_gpu || b->kv_remote ? 0 : b->jar.kv_bytes;
+}
+
+uint64_t bj_est_brain_gpu(const struct bj_est_brain *b) { return b->kv_on_gpu ? b->jar.kv_bytes : 0; }
 
 /* ---- a hive ------------------------------------------------------------------------------ */
 
@@ -672,9 +828,12 @@ struct bj_est_hive *bj_estimate_spec(const struct bj_hive_spec *c, const char *d
         free(mi);
         if (bj_estimate_model(path, &h->opts, jars, n, &h->models[m], err, errlen) != 0)
             goto fail;
+        const struct bj_est_model *em = &h->models[m];
         for (int i = 0; i < h->n_brains; i++)
-            if (h->brains[i].model == m)
-                h->brains[i].kv_on_gpu = h->models[m].gpu.kv > 0 && h->models[m].cpu.kv == 0;
+            if (h->brains[i].model == m) {
+                h->brains[i].kv_on_gpu = em->gpu.kv > 0 && em->cpu.kv == 0 && em->remote.kv == 0;
+                h->brains[i].kv_remote = em->remote.kv > 0 && em->cpu.kv == 0;
+            }
     }
     return h;
 fail:
@@ -690,8 +849,7 @@ uint64_t bj_est_hive_cpu(const struct bj_est_hive *h)
     for (int m = 0; m < h->n_models; m++)
         t += bj_est_model_shared_cpu(&h->models[m]);
     for (int b = 0; b < h->n_brains; b++)
-        if (!h->brains[b].kv_on_gpu)
-            t += h->brains[b].jar.kv_bytes;
+        t += bj_est_brain_host(&h->brains[b]);
     return t;
 }
 
@@ -701,8 +859,7 @@ uint64_t bj_est_hive_gpu(const struct bj_est_hive *h)
     for (int m = 0; m < h->n_models; m++)
         t += bj_est_model_shared_gpu(&h->models[m]);
     for (int b = 0; b < h->n_brains; b++)
-        if (h->brains[b].kv_on_gpu)
-            t += h->brains[b].jar.kv_bytes;
+        t += bj_est_brain_gpu(&h->brains[b]);
     return t;
 }
 
@@ -853,7 +1010,10 @@ int bj_estimate_measure(const char *path, const struct bj_est_opts *o, const lon
         return -1;
     const struct bj_plan *plan = &plan_copy;
     bool parallel = plan->schedule == BJ_SCHED_PARALLEL;
-    bool gpu = have_gpu_backend() && o->n_gpu_layers != 0; /* then device memory is measured too */
+    bool gpu = false; /* a local GPU takes layers: then its memory is measured too (NVML) */
+    for (int i = 0; i < plan->facts.devices.n; i++)
+        for (int il = 0; il <= (int)plan->facts.n_layer && !gpu; il++)
+            gpu = !plan->facts.devices.d[i].remote && bj_plan_layer_device(plan, il) == i;
     int n_ctx = parallel ? n_brains : 1;
     struct mctx cs[BJ_MAX_BRAINS];
     struct ctx_layout l[BJ_MAX_BRAINS];

@@ -44,6 +44,8 @@ struct bj_est_opts {
                                 * the engine resolves it (parallel when each brain gets 4+ cores
                                 * and no layer is on a GPU) */
     bool dry_run;           /* size compute/output buffers with a llama.cpp no_alloc dry run */
+    /* several devices (devices.h; the plan's settings): all as llama.cpp's defaults unless given */
+    struct bj_split_settings split;
 };
 
 /* The engine's defaults: all GPU layers, mmap, repack, f16 KV, auto flash attention, chunk 64,
@@ -63,6 +65,19 @@ struct bj_est_mem {
 };
 uint64_t bj_est_mem_total(const struct bj_est_mem *m);
 
+/* What one offload device (a local GPU or an rpc-server's device) holds of a model. */
+struct bj_est_device {
+    char name[32];          /* ggml's: CUDA0, RPC0 */
+    char desc[128];         /* "NVIDIA H100 80GB HBM3"; an rpc-server's HOST:PORT */
+    bool remote;            /* on an rpc-server: memory of another host */
+    int layers;             /* repeating layers on it: first_layer .. first_layer + layers - 1 */
+    int first_layer;
+    bool output;            /* the output layer too */
+    struct bj_est_mem mem;  /* what it holds: weights, its layers' KV, its compute buffers, runtime */
+    uint64_t free, total;   /* as the device reported them when the plan was made */
+    bool free_known;        /* free is a measurement (devices.h) */
+};
+
 /* One model file and the brains that use it. */
 struct bj_est_model {
     char path[PATH_MAX];
@@ -76,15 +91,19 @@ struct bj_est_model {
     bool unified;                 /* one shared cell pool (jars differ a lot) */
     uint32_t n_batch, n_ubatch;
     /* placement */
-    bool gpu_backend;             /* this llama.cpp build can offload */
-    int gpu_layers;               /* repeating layers on the GPU (0 on CPU builds) */
-    bool output_on_gpu;
+    bool gpu_backend;             /* there is a device to offload to (a GPU, or an rpc-server's) */
+    int gpu_layers;               /* repeating layers on devices, local or remote (0 on the CPU) */
+    bool output_on_gpu;           /* the output layer on a device */
     uint64_t n_merges;            /* BPE merges of the tokenizer (they cost memory too) */
     uint64_t cpu_weight_bytes;    /* every weight kept on the CPU (what loading without mmap costs) */
     uint64_t repacked_bytes;      /* weights llama.cpp repacks (CPU_REPACK buffer) */
     int n_repacked;
     /* memory */
-    struct bj_est_mem cpu, gpu;   /* the whole model with all its brains */
+    struct bj_est_mem cpu, gpu;   /* the whole model with all its brains: host memory, local GPUs */
+    struct bj_est_mem remote;     /* ... and the devices of rpc-servers (other hosts' memory) */
+    int n_devices;                /* plan.facts.devices.n: dev[i] is the plan's device i */
+    struct bj_est_device dev[BJ_MAX_DEVICES];
+    int n_devices_used;           /* devices that hold a layer */
     uint64_t kv_jars;             /* sum of the brains' jars (kv - kv_jars: padding, charged here) */
     bool compute_from_llama;      /* compute/output sizes came from the dry run */
     char note[160];               /* why the dry run was not used, when it was not */
@@ -97,13 +116,26 @@ struct bj_est_model {
 uint64_t bj_est_model_shared_cpu(const struct bj_est_model *m);
 uint64_t bj_est_model_shared_gpu(const struct bj_est_model *m);
 
+/* Whether the model is split: its layers on more than one device, or on an rpc-server. */
+bool bj_est_model_split(const struct bj_est_model *m);
+
+/* Where the model's layers go, one line: "CPU only", "22 of 22 layers + output on CUDA0",
+ * "RPC0 (127.0.0.1:50052): layers 0-10; RPC1 (...): layers 11-21 + output". */
+const char *bj_est_placement(const struct bj_est_model *m, char *buf, size_t len);
+
 struct bj_est_brain {
     char id[BJ_NAME_MAX];
     int model;            /* index into bj_est_hive.models */
     double jar_gb;        /* as configured (0 when given in tokens) */
     struct bj_jar jar;    /* tokens and KV bytes (jar.kv_bytes: what the brain is charged) */
-    bool kv_on_gpu;       /* its jar lives on the GPU (all layers offloaded) */
+    bool kv_on_gpu;       /* its jar lives on local GPUs (all layers offloaded there) */
+    bool kv_remote;       /* its jar lives on rpc-servers (and maybe local GPUs), not in host memory */
 };
+
+/* What brain b's jar is charged to host memory and to local GPUs (the budget's ledger): a jar on
+ * rpc-servers' devices costs this host nothing; its local GPU part is then the model's. */
+uint64_t bj_est_brain_host(const struct bj_est_brain *b);
+uint64_t bj_est_brain_gpu(const struct bj_est_brain *b);
 
 /* A whole hive. Owned by the caller: bj_estimate_spec() allocates, bj_est_hive_free() frees. */
 struct bj_est_hive {
@@ -129,7 +161,8 @@ struct bj_est_hive *bj_estimate_spec(const struct bj_hive_spec *c, const char *d
                                        size_t errlen);
 void bj_est_hive_free(struct bj_est_hive *h);
 
-/* Hive totals, bytes: every model's shared part once plus every brain's jar. */
+/* Hive totals, bytes: every model's shared part once plus every brain's jar (host memory; local
+ * GPUs; rpc-servers are not in either). */
 uint64_t bj_est_hive_cpu(const struct bj_est_hive *h);
 uint64_t bj_est_hive_gpu(const struct bj_est_hive *h);
 

@@ -15,6 +15,7 @@ struct bj_plan_settings bj_plan_default_settings(void)
     return (struct bj_plan_settings){
         .schedule = BJ_SCHED_AUTO, .n_threads = 0, .n_engines = 1, .n_gpu_layers = -1, .use_mmap = -1,
         .repack = true, .kv_type = GGML_TYPE_F16, .flash_attn = -1, .prefill_chunk = 64, .backend_sampling = -1,
+        .split = bj_split_default(),
     };
 }
 
@@ -31,6 +32,7 @@ struct bj_plan_settings bj_plan_settings_from_spec(const struct bj_hive_spec *s,
     p.prefill_chunk = s->prefill_chunk > 0 ? s->prefill_chunk : 64;
     p.backend_sampling = s->backend_sampling;
     p.profile = s->profile;
+    p.split = s->split;
     return p;
 }
 
@@ -52,10 +54,14 @@ int bj_plan_default_threads(int cores, bool gpu)
     return gpu || cores == 1 ? cores : cores - 1;
 }
 
+/* Offloading is there when a device is: not llama_supports_gpu_offload(), which is true for every
+ * build with the RPC backend, rpc-servers or not. */
 struct bj_plan_facts bj_plan_facts_here(int n_layer, int n_repacked)
 {
-    return (struct bj_plan_facts){.gpu_offload = llama_supports_gpu_offload(), .n_layer = n_layer,
-                                  .n_repacked = n_repacked, .online_cores = bj_plan_online_cores()};
+    struct bj_plan_facts f = {.n_layer = n_layer, .n_repacked = n_repacked, .online_cores = bj_plan_online_cores()};
+    bj_devices_list(&f.devices);
+    f.gpu_offload = f.devices.n > 0;
+    return f;
 }
 
 /* auto: batched wherever layers are offloaded to a GPU (one pass over the weights serves every
@@ -72,9 +78,80 @@ static enum bj_schedule choose_schedule(const struct bj_plan_settings *s, bool g
     return threads >= 4 * n_brains ? BJ_SCHED_PARALLEL : BJ_SCHED_BATCHED;
 }
 
-int bj_plan_make(const struct bj_plan_settings *s, const struct bj_plan_facts *f, const long *jars, int n_brains,
-                 struct bj_plan *out, char *err, size_t errlen)
+/* The devices' part of the plan: the list llama.cpp gets, which devices take layers and where
+ * each one's share ends, as llama_model's load_tensors computes them (in float, as it does, so
+ * that every layer lands where llama.cpp puts it). 0, or -1 with err. */
+static int plan_devices(const struct bj_split_settings *s, const struct bj_plan_facts *f, struct bj_plan *out,
+                        char *err, size_t errlen)
 {
+    const struct bj_devices *d = &f->devices;
+    out->split_mode = s->mode == BJ_SPLIT_AUTO ? LLAMA_SPLIT_MODE_LAYER : s->mode;
+    out->main_gpu = s->main_gpu >= 0 ? s->main_gpu : 0;
+    memcpy(out->tensor_split, s->tensor_split, sizeof out->tensor_split);
+    for (int i = 0; i < d->n; i++)
+        out->dev_list[i] = d->d[i].dev;
+    out->dev_list[d->n] = NULL;
+    if (d->n == 0) {
+        if (bj_split_given(s)) {
+            snprintf(err, errlen, "--split-mode, --main-gpu and --tensor-split need a GPU or an rpc-server to split "
+                                  "the model over, and this process has none (--rpc HOST:PORT adds remote hosts)");
+            return -1;
+        }
+        return 0;
+    }
+    if (s->main_gpu >= d->n) {
+        snprintf(err, errlen, "--main-gpu %d: there %s %d device%s (0 to %d; the first is %s, %s)", s->main_gpu,
+                 d->n == 1 ? "is" : "are", d->n, d->n == 1 ? "" : "s", d->n - 1, d->d[0].name, d->d[0].desc);
+        return -1;
+    }
+    if (s->n_tensor_split > d->n) {
+        snprintf(err, errlen, "--tensor-split gives %d shares for %d device%s", s->n_tensor_split, d->n,
+                 d->n == 1 ? "" : "s");
+        return -1;
+    }
+    if (out->split_mode == LLAMA_SPLIT_MODE_ROW)
+        for (int i = 0; i < d->n; i++)
+            if (!d->d[i].splits_rows) {
+                snprintf(err, errlen, "--split-mode row: device %s (%s) cannot split matrices by rows (CUDA GPUs "
+                                      "can); use --split-mode layer", d->d[i].name, d->d[i].desc);
+                return -1;
+            }
+    if (out->split_mode == LLAMA_SPLIT_MODE_NONE) {
+        out->n_used = 1;
+        out->used[0] = out->main_gpu;
+        out->split_at[0] = 1.0f;
+        return 0;
+    }
+    bool all_zero = true, none_free = true;
+    for (int i = 0; i < d->n; i++) {
+        all_zero = all_zero && s->tensor_split[i] == 0.0f;
+        none_free = none_free && d->d[i].split_weight == 0;
+    }
+    float sum = 0.0f;
+    for (int i = 0; i < d->n; i++) {
+        out->used[i] = i;
+        /* no device (nor the host, which stands in for one that reports nothing) has memory to
+         * weigh by: equal shares rather than llama.cpp's 0/0 */
+        float w = !all_zero ? s->tensor_split[i] : none_free ? 1.0f : (float)d->d[i].split_weight;
+        if (all_zero && out->split_mode == LLAMA_SPLIT_MODE_LAYER)
+            out->tensor_split[i] = w; /* llama.cpp splits by these, not by the free memory at load */
+        sum += w;
+        out->split_at[i] = sum;
+    }
+    for (int i = 0; i < d->n; i++)
+        out->split_at[i] /= sum;
+    out->n_used = d->n;
+    return 0;
+}
+
+int bj_plan_make(const struct bj_plan_settings *s_in, const struct bj_plan_facts *f_in, const long *jars,
+                 int n_brains, struct bj_plan *out, char *err, size_t errlen)
+{
+    /* copies first: a re-plan passes its own settings and facts */
+    struct bj_plan_settings settings = *s_in;
+    struct bj_plan_facts facts = *f_in;
+    const struct bj_plan_settings *s = &settings;
+    const struct bj_plan_facts *f = &facts;
     memset(out, 0, sizeof *out);
     if (n_brains < 1 || n_brains > BJ_MAX_BRAINS) {
         snprintf(err, errlen, "%d brains on one model (1 to %d)", n_brains, BJ_MAX_BRAINS);
@@ -82,6 +159,8 @@ int bj_plan_make(const struct bj_plan_settings *s, const struct bj_plan_facts *f
     }
     out->settings = *s;
     out->facts = *f;
+    if (plan_devices(&s->split, f, out, err, errlen) != 0)
+        return -1;
     out->n_brains = n_brains;
     for (int i = 0; i < n_brains; i++)
         out->jar[i] = jars[i];
@@ -144,5 +223,26 @@ struct llama_model_params bj_plan_model_params(const struct bj_plan *p)
     mp.n_gpu_layers = p->n_gpu_layers;
     mp.load_mode = p->use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
     mp.use_extra_bufts = p->repack;
+    if (p->facts.devices.n > 0)
+        mp.devices = (ggml_backend_dev_t *)p->dev_list;
+    mp.split_mode = (enum llama_split_mode)p->split_mode;
+    mp.main_gpu = p->main_gpu;
+    if (p->facts.devices.n > 0 && (p->settings.split.n_tensor_split > 0 || p->split_mode == LLAMA_SPLIT_MODE_LAYER))
+        mp.tensor_split = p->tensor_split;
     return mp;
+}
+
+int bj_plan_layer_device(const struct bj_plan *p, int il)
+{
+    int n_layer = p->facts.n_layer;
+    int ngl = p->n_gpu_layers >= 0 ? p->n_gpu_layers : n_layer + 1; /* + 1: the output layer */
+    int start = n_layer + 1 - ngl > 0 ? n_layer + 1 - ngl : 0;
+    int act = p->n_used == 0 ? 0 : (ngl < n_layer + 1 ? ngl : n_layer + 1);
+    if (!p->gpu || il < start || il - start >= act)
+        return -1;
+    float at = (float)(il - start) / (float)act;
+    int k = 0;
+    while (k < p->n_used - 1 && !(p->split_at[k] > at)) /* the first split point past `at` */
+        k++;
+    return p->used[k];
 }

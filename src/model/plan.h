@@ -12,6 +12,7 @@
 
 #include <llama.h>
 
+#include "devices.h"
 #include "spec.h"
 
 struct bj_plan_settings {
@@ -26,18 +27,21 @@ struct bj_plan_settings {
     int prefill_chunk;
     int backend_sampling;   /* -1 auto, 0 off, 1 on */
     bool profile;           /* the engine reports its per-step profile when it stops */
+    struct bj_split_settings split; /* several devices (devices.h) */
 };
 struct bj_plan_settings bj_plan_default_settings(void);
 struct bj_plan_settings bj_plan_settings_from_spec(const struct bj_hive_spec *s, int n_engines);
 
 /* Facts the plan depends on. */
 struct bj_plan_facts {
-    bool gpu_offload;       /* this llama.cpp build offloads to a GPU (llama_supports_gpu_offload) */
+    bool gpu_offload;       /* there is a device to offload to (devices.n > 0) */
+    struct bj_devices devices; /* the offload devices, in llama.cpp's order (bj_devices_list) */
     int n_layer;            /* the model's repeating layers */
     int n_repacked;         /* weights llama.cpp would repack into its own layout on the CPU */
     int online_cores;
 };
-/* The facts of this process for a model (n_layer and n_repacked from the caller). */
+/* The facts of this process for a model (n_layer and n_repacked from the caller); the devices are
+ * listed now (bj_devices_list: main thread, after any rpc-servers were added). */
 struct bj_plan_facts bj_plan_facts_here(int n_layer, int n_repacked);
 
 struct bj_plan {
@@ -61,17 +65,36 @@ struct bj_plan {
     int flash_attn;
     int prefill_chunk;
     uint32_t n_batch, n_ubatch;
+    /* devices: facts.devices is the list llama.cpp gets (llama_model_params.devices) */
+    int split_mode;            /* enum llama_split_mode: none, layer or row (never auto) */
+    int main_gpu;              /* split mode none: the index of the one device used */
+    int n_used;                /* devices that take layers: all of them, or the main one (none) */
+    int used[BJ_MAX_DEVICES];  /* their indices in facts.devices */
+    float split_at[BJ_MAX_DEVICES]; /* used[k] takes the offloaded layers up to this share (llama.cpp's
+                                     * cumulative, normalised split points) */
+    ggml_backend_dev_t dev_list[BJ_MAX_DEVICES + 1]; /* facts.devices' handles, NULL-terminated */
+    float tensor_split[BJ_MAX_DEVICES]; /* what llama.cpp gets: the shares given, else (split mode
+                                         * layer) the free memory the split points were made from,
+                                         * so that llama.cpp splits as planned; row: as given */
 };
 
-/* Makes the plan. Returns 0, or -1 with err (no brains, too many, bad jars). */
+/* Makes the plan. s and f may point into *out (a re-plan). Returns 0, or -1 with err (no brains,
+ * too many, bad jars; device settings this machine's devices contradict: a main GPU or more
+ * shares than devices, split mode row on a device that cannot split rows, device settings
+ * without any device). */
 int bj_plan_make(const struct bj_plan_settings *s, const struct bj_plan_facts *f, const long *jars, int n_brains,
                  struct bj_plan *out, char *err, size_t errlen);
 
 /* Cells asked for by context c (batched: the pool or the streams; parallel: brain c's jar). */
 uint32_t bj_plan_cells(const struct bj_plan *p, int c);
-/* The parameters of context c and of the model load, exactly as the engine uses them. */
+/* The parameters of context c and of the model load, exactly as the engine uses them. The model
+ * parameters point into *p (its device list and tensor split): p must outlive the load. */
 struct llama_context_params bj_plan_context_params(const struct bj_plan *p, int c);
 struct llama_model_params bj_plan_model_params(const struct bj_plan *p);
+
+/* Where llama.cpp puts layer il (0 .. n_layer - 1; n_layer: the output layer): the index of its
+ * device in facts.devices, or -1 for the CPU. The token embedding is always on the CPU. */
+int bj_plan_layer_device(const struct bj_plan *p, int il);
 
 /* Online cores, and the default compute threads of the process: every core but one on a CPU (so
  * another busy process never stalls llama.cpp's spinning workers), every core with a GPU. */

@@ -13,6 +13,8 @@
 
 #include <ggml.h>
 
+#include "split.h"
+
 /* llama.cpp's own limit on sequences per context (LLAMA_MAX_SEQ): one sequence per brain. */
 #define BJ_MAX_BRAINS 256
 #define BJ_MAX_WATCHES 16
@@ -59,6 +61,10 @@ struct bj_hive_spec {
     bool chat_template;
     long max_steps;         /* 0: unlimited */
     bool profile;           /* engines report where their steps' time went when they stop */
+
+    /* devices (devices.h): rpc-servers to add, and how a model is split over the devices */
+    char rpc[BJ_RPC_LIST_MAX]; /* "HOST:PORT,..." of llama.cpp rpc-servers; empty: none */
+    struct bj_split_settings split;
 
     /* lives */
     int pause_ms;           /* between death and resurrection */

@@ -292,6 +292,85 @@ static void test_gpu_checks(void **state)
     free(h);
 }
 
+/* A model split over a local GPU and two rpc-servers' devices: each device is checked on its own
+ * against what it reported; one whose free memory is no measurement (a CPU rpc-server reports all
+ * of it as free) against its total only, and the report says so; the jars on remote devices cost
+ * the host nothing. */
+static void test_split_devices(void **state)
+{
+    (void)state;
+    struct bj_budget_settings s;
+    bj_budget_settings_default(&s);
+    struct bj_sysmem sm = machine(64, 60);
+    double jars[] = {1, 1};
+    struct bj_est_hive *h = hive("models/m.gguf", 4, 0.2, jars, 2);
+    struct bj_est_model *m = &h->models[0];
+    m->gpu_backend = true;
+    m->n_devices = m->n_devices_used = 3;
+    const char *names[] = {"RPC0", "RPC1", "CUDA0"}, *descs[] = {"10.0.0.2:50052", "10.0.0.3:50052", "fake GPU"};
+    for (int i = 0; i < 3; i++) {
+        struct bj_est_device *d = &m->dev[i];
+        bj_strlcpy(d->name, names[i], sizeof d->name);
+        bj_strlcpy(d->desc, descs[i], sizeof d->desc);
+        d->remote = i < 2;
+        d->layers = 10;
+        d->first_layer = 10 * i;
+        d->mem.weights_anon = G(3);
+        d->mem.kv = G(2.0 / 3);
+        d->total = G(i == 1 ? 3 : 16);
+        d->free = i == 2 ? G(12) : d->total; /* the rpc-servers report all of it as free */
+        d->free_known = i == 2;
+        struct bj_est_mem *sum = d->remote ? &m->remote : &m->gpu;
+        sum->weights_anon += d->mem.weights_anon;
+        sum->kv += d->mem.kv;
+    }
+    m->dev[2].output = true;
+    m->gpu_layers = 30;
+    m->output_on_gpu = true;
+    m->cpu.kv = 0;
+    for (int i = 0; i < 2; i++)
+        h->brains[i].kv_remote = true;
+    assert_true(bj_est_model_split(m));
+    assert_true(bj_est_brain_host(&h->brains[0]) == 0 && bj_est_brain_gpu(&h->brains[0]) == 0);
+    struct bj_budget_verdict v;
+    /* RPC1 holds 3.67 GB of its 3 GB: that fails, for certain */
+    assert_int_equal(bj_budget_validate(&s, &sm, NULL, h, &v), 1);
+    assert_int_equal(v.n_devices, 3);
+    assert_true(v.need_jars == 0); /* the jars are on the devices, not in host memory */
+    assert_issue(&v, "rpc-server device RPC1 (10.0.0.3:50052): its part (3.67 GB) exceeds all of its memory (3.00 GB)");
+    assert_rec(&v, "move layers off RPC1: --tensor-split");
+    assert_false(v.devices[0].checked);
+    assert_true(v.devices[2].checked);
+    m->dev[1].total = m->dev[1].free = G(16);
+    assert_int_equal(bj_budget_validate(&s, &sm, NULL, h, &v), 0);
+    /* the local GPU over its free memory */
+    m->dev[2].free = G(3);
+    assert_int_equal(bj_budget_validate(&s, &sm, NULL, h, &v), 1);
+    assert_issue(&v, "Device CUDA0 (fake GPU): its part (3.67 GB) exceeds its free memory (3.00 GB) by 682.7 MB");
+    /* with NVML facts too, the local GPU is reported once (here), not again as "GPU requirements" */
+    struct bj_gpu_info g;
+    memset(&g, 0, sizeof g);
+    g.available = true;
+    g.n = 1;
+    g.dev[0].total = G(16);
+    g.dev[0].free = G(3);
+    assert_int_equal(bj_budget_validate(&s, &sm, &g, h, &v), 1);
+    assert_true(v.devices_cover_gpus);
+    for (int i = 0; i < v.n_issues; i++)
+        assert_null(strstr(v.issues[i], "GPU requirements"));
+    /* the report names every device and says which could not be checked */
+    char *buf = report(&s, &sm, h, &v);
+    assert_non_null(strstr(buf, "Devices (the model is split):"));
+    assert_non_null(strstr(buf, "RPC0     10.0.0.2:50052 (rpc-server): needs 3.67 GB; free memory not known"));
+    assert_non_null(strstr(buf, "checked against its total only"));
+    assert_non_null(strstr(buf, "CUDA0    fake GPU: needs 3.67 GB; 3.00 GB free"));
+    assert_non_null(strstr(buf, "DOES NOT FIT"));
+    assert_non_null(strstr(buf, "On rpc-servers:"));
+    assert_non_null(strstr(buf, "(on rpc-servers)"));
+    free(buf);
+    free(h);
+}
+
 /* ---- layer 2 ------------------------------------------------------------------------------ */
 
 static void test_manager_basics(void **state)
@@ -571,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_cgroup_limit),
         cmocka_unit_test(test_kv_q8_recommendation),
         cmocka_unit_test(test_gpu_checks),
+        cmocka_unit_test(test_split_devices),
         cmocka_unit_test(test_manager_basics),
         cmocka_unit_test(test_manager_concurrency),
         cmocka_unit_test(test_preload_headroom),

@@ -136,6 +136,10 @@ static void test_defaults(void **state)
     assert_int_equal(c->spec.prefill_chunk, 64);
     assert_int_equal(c->spec.use_mmap, -1);
     assert_int_equal(c->spec.backend_sampling, -1);
+    assert_string_equal(c->spec.rpc, "");
+    assert_int_equal(c->spec.split.mode, BJ_SPLIT_AUTO);
+    assert_int_equal(c->spec.split.main_gpu, -1);
+    assert_int_equal(c->spec.split.n_tensor_split, 0);
     assert_false(c->spec.chat_template);
     assert_int_equal(c->spec.pause_ms, 3000);
     assert_int_equal(c->events, BJ_OUT_TEXT);
@@ -210,8 +214,8 @@ static void test_every_flag(void **state)
            F("--events", "jsonl"), F("--focus", "GOD"), F("--duration", "2.5"), F("--steps", "100"),
            F("--dump-context", "/dump"), F("--log-level", "warn"), F("--reserve", "20"), F("--brain-share", "60"),
            F("--headroom", "1.5"), F("--inject-decode-error", "OBSERVER:3"), F("--inject-stall", "GOD:2:150"),
-           F("--stall-timeout", "1.5"), "--force", "--no-mmap",
-           "--chat-template");
+           F("--stall-timeout", "1.5"), F("--rpc", "10.0.0.2:50052,gpu-host:50053"), F("--split-mode", "layer"),
+           F("--tensor-split", "1,2.5"), "--force", "--no-mmap", "--chat-template");
 #undef F
         struct bj_config *c = g_c;
         struct bj_hive_spec *s = &c->spec;
@@ -255,7 +259,24 @@ static void test_every_flag(void **state)
         assert_int_equal(s->stall_step, 2);
         assert_int_equal(s->stall_ms, 150);
         assert_int_equal(s->stall_timeout_ms, 1500);
+        assert_string_equal(s->rpc, "10.0.0.2:50052,gpu-host:50053");
+        assert_int_equal(s->split.mode, BJ_SPLIT_LAYER);
+        assert_int_equal(s->split.n_tensor_split, 2);
+        assert_true(s->split.tensor_split[0] == 1.0f && s->split.tensor_split[1] == 2.5f);
+        assert_int_equal(s->split.main_gpu, -1);
     }
+    /* the other device settings */
+    OK("--split-mode", "none", "--main-gpu", "3");
+    assert_int_equal(g_c->spec.split.mode, BJ_SPLIT_NONE);
+    assert_int_equal(g_c->spec.split.main_gpu, 3);
+    OK("--main-gpu=1"); /* alone: the one device, split mode none */
+    assert_int_equal(g_c->spec.split.mode, BJ_SPLIT_NONE);
+    assert_int_equal(g_c->spec.split.main_gpu, 1);
+    OK("--split-mode=row", "--tensor-split=3/1");
+    assert_int_equal(g_c->spec.split.mode, BJ_SPLIT_ROW);
+    assert_true(g_c->spec.split.tensor_split[0] == 3.0f && g_c->spec.split.tensor_split[1] == 1.0f);
+    OK("--rpc", "127.0.0.1:1", "--gpu-layers", "10");
+    assert_string_equal(g_c->spec.rpc, "127.0.0.1:1");
     /* The log level is the one process-wide setting a flag may change; the caller keeps it. */
     /* Other values of the enumerated flags. */
     OK("--schedule", "batched", "--flash-attn", "off", "--backend-sampling", "on", "--events", "none", "--mmap");
@@ -336,6 +357,14 @@ static void test_bad_values(void **state)
         {"--inject-stall", "GOD:1:0"}, {"--inject-stall", "GOD:1:3600001"}, {"--inject-stall", "GOD:1:10x"},
         {"--inject-stall", "G.D:1:10"}, {"--inject-stall", "A_NAME_LONGER_THAN_THIRTY_TWO_CHARS:1:1"},
         {"--stall-timeout", "0.05"}, {"--stall-timeout", "86401"}, {"--stall-timeout", "soon"},
+        {"--rpc", "host"}, {"--rpc", "host:0"}, {"--rpc", "host:65536"}, {"--rpc", ":50052"}, {"--rpc", "h:1,"},
+        {"--rpc", "h:1,,g:2"}, {"--rpc", "h:1,h:1"}, {"--rpc", "[::1]:50052"}, {"--rpc", "fe80::1:50052"},
+        {"--rpc", "h:1x"}, {"--rpc", "h o:1"},
+        {"--rpc", "a:1,b:1,c:1,d:1,e:1,f:1,g:1,h:1,i:1,j:1,k:1,l:1,m:1,n:1,o:1,p:1,q:1"},
+        {"--split-mode", "tensor"}, {"--split-mode", "LAYER"}, {"--main-gpu", "-1"}, {"--main-gpu", "16"},
+        {"--main-gpu", "gpu0"}, {"--tensor-split", "0,0"}, {"--tensor-split", "1,x"}, {"--tensor-split", "-1,2"},
+        {"--tensor-split", "1,,2"}, {"--tensor-split", "inf"}, {"--tensor-split", "nan,1"},
+        {"--tensor-split", "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"},
     };
     char joined[200];
     for (size_t i = 0; i < BJ_ARRAY_LEN(cases); i++) {
@@ -373,6 +402,19 @@ static void test_contradictions(void **state)
     OK("--kv-type", "f32", "--flash-attn", "off");
     OK("--kv-type", "bf16", "--flash-attn", "off");
     OK("--kv-type", "q8_0", "--flash-attn", "auto");
+    /* devices */
+    REFUSED("--gpu-layers 0 keeps every layer on the CPU", "--gpu-layers", "0", "--rpc", "h:1");
+    REFUSED("--gpu-layers 0 keeps every layer on the CPU", "--split-mode=layer", "--gpu-layers=0");
+    REFUSED("--gpu-layers 0 keeps every layer on the CPU", "--gpu-layers", "0", "--tensor-split", "1,1");
+    REFUSED("--main-gpu picks the one device of --split-mode none", "--main-gpu", "1", "--split-mode", "layer");
+    REFUSED("--main-gpu picks the one device of --split-mode none", "--split-mode", "row", "--main-gpu", "0");
+    REFUSED("--tensor-split weighs several devices, but --split-mode none uses one", "--split-mode", "none",
+            "--tensor-split", "1,1");
+    REFUSED("--tensor-split weighs several devices, but --main-gpu uses one", "--main-gpu", "0", "--tensor-split",
+            "1,1");
+    REFUSED("rpc-servers cannot join", "--rpc", "h:1", "--split-mode", "row");
+    OK("--rpc", "h:1", "--split-mode", "none", "--main-gpu", "0");
+    OK("--split-mode", "none", "--gpu-layers", "-1");
     REFUSED("unknown option '--bogus'", "--bogus");
     REFUSED("unknown option '--bogus=1'", "--bogus=1");
     REFUSED("--no-mmap takes no value", "--no-mmap=1");
@@ -410,6 +452,9 @@ static void test_hive_file(void **state)
                                   "\n"
                                   "[hive]\n"
                                   "model = models/base.gguf\n"
+                                  "rpc = 10.0.0.2:50052, 10.0.0.3:50052\n"
+                                  "split_mode = layer\n"
+                                  "tensor_split = 2,1\n"
                                   "\n"
                                   "[brain ALICE]\r\n"
                                   "  role = poet  \n"
@@ -464,10 +509,24 @@ static void test_hive_file(void **state)
     assert_int_equal(c->sampling.seed, 1234u + 7919u * 2u);
     assert_string_equal(bj_spec_brain_model(s, c), s->model);
     assert_string_equal(bj_spec_brain_model(s, a), "/abs/alice.gguf");
+    assert_string_equal(s->rpc, "10.0.0.2:50052,10.0.0.3:50052");
+    assert_int_equal(s->split.mode, BJ_SPLIT_LAYER);
+    assert_int_equal(s->split.n_tensor_split, 2);
+    assert_true(s->split.tensor_split[0] == 2.0f && s->split.tensor_split[1] == 1.0f);
     /* Flags apply on top of the file. */
-    OK("--hive", path, "--jar-tokens", "111", "--temp", "1.5");
+    OK("--hive", path, "--jar-tokens", "111", "--temp", "1.5", "--rpc", "h:9", "--tensor-split", "1,1,1");
     assert_int_equal(brain("ALICE")->jar_tokens, 111);
     assert_true(fabsf(brain("BOB")->sampling.temp - 1.5f) < 1e-6f);
+    assert_string_equal(g_c->spec.rpc, "h:9");
+    assert_int_equal(g_c->spec.split.n_tensor_split, 3);
+    assert_int_equal(g_c->spec.split.mode, BJ_SPLIT_LAYER);
+    /* a file's device settings meet the same contradictions as flags */
+    path = write_hive("main.hive", "[hive]\nmain_gpu = 2\n[brain A]\n");
+    OK("--hive", path);
+    assert_int_equal(g_c->spec.split.mode, BJ_SPLIT_NONE);
+    assert_int_equal(g_c->spec.split.main_gpu, 2);
+    REFUSED("--tensor-split weighs several devices, but --main-gpu uses one", "--hive", path, "--tensor-split",
+            "1,1");
 }
 
 /* Errors name the file and the line (blank lines and comments count). */
@@ -487,6 +546,12 @@ static void test_hive_errors(void **state)
         {"[brain A]\n\n[brain A]\n", "line 3: brain A defined twice"},
         {"[brain A]\nrole\n", "line 2: expected key = value"},
         {"[hive]\n\nthreads = 3\n", "line 3: unknown key 'threads' in [hive]"},
+        {"[hive]\nrpc = host\n[brain A]\n", "line 2: [hive] rpc: 'host' is not HOST:PORT"},
+        {"[hive]\nrpc = a:1, a:1\n[brain A]\n", "line 2: [hive] rpc: 'a:1' is given twice"},
+        {"[hive]\nsplit_mode = rows\n[brain A]\n", "line 2: [hive] split_mode: 'rows' is not none, layer or row"},
+        {"[hive]\nmain_gpu = -1\n[brain A]\n", "line 2: [hive] main_gpu: '-1' is not a device index"},
+        {"[hive]\ntensor_split = 0\n[brain A]\n", "line 2: [hive] tensor_split: '0': every share is 0"},
+        {"[hive]\nrpc = a:1\nsplit_mode = row\n[brain A]\n", "rpc-servers cannot join"},
         {"role = x\n", "line 1: key 'role' outside a section"},
         {"[brain A]\ncolour = red\n", "line 2: brain A: unknown key 'colour'"},
         {"[brain A]\n\n\njar_gb = lots\n", "line 4: brain A: bad value 'lots' for jar_gb"},

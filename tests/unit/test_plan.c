@@ -3,7 +3,10 @@
  * sampling), its llama.cpp parameters say the same, the estimate's plan (bj_estimate_model,
  * dry run off, on the tiny model) is exactly bj_plan_make's for the same inputs, and a context
  * made from bj_plan_context_params is the context the plan describes. The load mode chosen on
- * purpose: no mmap where weights are repacked, mmap where they are used in place. */
+ * purpose: no mmap where weights are repacked, mmap where they are used in place. Several
+ * devices (made-up ones: the plan only hands their handles on): which layers each takes in
+ * every split mode, by free memory and by --tensor-split, what llama.cpp is given, and every
+ * setting the devices contradict. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -147,6 +150,18 @@ static void check_plan(const struct bj_plan_settings *s, const struct bj_plan_fa
     CHECK(mp.n_gpu_layers == s->n_gpu_layers);
     CHECK(mp.load_mode == (p->use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE));
     CHECK(mp.use_extra_bufts == s->repack);
+    /* devices: the list, NULL-terminated, or none at all (llama.cpp's default, the CPU) */
+    if (f->devices.n == 0) {
+        CHECK(mp.devices == NULL);
+        for (int il = 0; il <= f->n_layer; il++)
+            CHECK(bj_plan_layer_device(p, il) == -1);
+    } else {
+        for (int i = 0; i < f->devices.n; i++)
+            CHECK(mp.devices[i] == f->devices.d[i].dev);
+        CHECK(mp.devices[f->devices.n] == NULL);
+    }
+    CHECK((int)mp.split_mode == p->split_mode);
+    CHECK(mp.main_gpu == p->main_gpu);
 #undef CHECK
 }
 
@@ -275,6 +290,8 @@ static bool plans_equal(const struct bj_plan *a, const struct bj_plan *b, char *
     SAME(settings.use_mmap) SAME(settings.repack) SAME(settings.kv_type) SAME(settings.flash_attn)
     SAME(settings.prefill_chunk) SAME(settings.backend_sampling)
     SAME(facts.gpu_offload) SAME(facts.n_layer) SAME(facts.n_repacked) SAME(facts.online_cores)
+    SAME(facts.devices.n) SAME(settings.split.mode) SAME(settings.split.main_gpu) SAME(settings.split.n_tensor_split)
+    SAME(split_mode) SAME(main_gpu) SAME(n_used)
     SAME(schedule) SAME(n_brains) SAME(n_threads) SAME(threads_per_ctx) SAME(n_gpu_layers) SAME(gpu)
     SAME(all_on_gpu) SAME(use_mmap) SAME(repack) SAME(backend_sampling) SAME(n_contexts) SAME(unified)
     SAME(cells) SAME(kv_type) SAME(flash_attn) SAME(prefill_chunk) SAME(n_batch) SAME(n_ubatch)
@@ -434,6 +451,155 @@ static void test_context_is_the_plan(void **state)
     llama_model_free(model);
 }
 
+/* Made-up devices: the plan only hands their handles to llama.cpp and reads what they reported. */
+static struct bj_plan_facts fake_devices(int n, const double *free_gb, bool rows)
+{
+    struct bj_plan_facts f = {.gpu_offload = n > 0, .n_layer = 22, .n_repacked = 0, .online_cores = 16};
+    f.devices.n = n;
+    for (int i = 0; i < n; i++) {
+        struct bj_device *d = &f.devices.d[i];
+        d->dev = (ggml_backend_dev_t)(uintptr_t)(0x1000 + 16 * i);
+        snprintf(d->name, sizeof d->name, "GPU%d", i);
+        d->total = d->free = d->split_weight = (uint64_t)(free_gb[i] * 1073741824.0);
+        d->free_known = true;
+        d->splits_rows = rows;
+    }
+    return f;
+}
+
+/* Layers per device, and that each device's layers are one run (llama.cpp's layer split). */
+static void count_layers(const struct bj_plan *p, int *per_dev, int *cpu)
+{
+    memset(per_dev, 0, sizeof(int) * BJ_MAX_DEVICES);
+    *cpu = 0;
+    int last = -2;
+    for (int il = 0; il <= p->facts.n_layer; il++) {
+        int d = bj_plan_layer_device(p, il);
+        if (d < 0) {
+            assert_int_equal(last, -2); /* the CPU's layers come first */
+            (*cpu)++;
+            continue;
+        }
+        assert_true(d >= last); /* devices in order, each a run */
+        last = d;
+        per_dev[d]++;
+    }
+}
+
+static void test_devices(void **state)
+{
+    (void)state;
+    long jar[] = {512};
+    char err[300];
+    struct bj_plan *p = malloc(sizeof *p);
+    int per[BJ_MAX_DEVICES], cpu;
+    const double gb[] = {8, 24, 8, 8};
+    /* llama.cpp reads llama_max_devices() shares of a tensor split: the plan's array holds as many */
+    assert_int_equal(llama_max_devices(), BJ_MAX_DEVICES);
+    /* default: layer split in proportion to free memory (1:3 of 23 = 22 layers + output) */
+    struct bj_plan_settings s = bj_plan_default_settings();
+    struct bj_plan_facts f = fake_devices(2, gb, false);
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, p, err, sizeof err), 0);
+    check_plan(&s, &f, jar, 1, p);
+    assert_int_equal(p->split_mode, LLAMA_SPLIT_MODE_LAYER);
+    assert_int_equal(p->n_used, 2);
+    count_layers(p, per, &cpu);
+    assert_int_equal(cpu, 0);
+    assert_int_equal(per[0], 6); /* layers 0-5: 6/23 < 0.25 <= 7/23 */
+    assert_int_equal(per[1], 17);
+    struct llama_model_params mp = bj_plan_model_params(p);
+    assert_non_null(mp.tensor_split); /* the free memory it was planned with, so llama.cpp splits the same */
+    assert_true(mp.tensor_split[1] == 3 * mp.tensor_split[0]);
+    /* a tensor split given wins; a device with share 0 takes nothing */
+    s.split.n_tensor_split = 3;
+    s.split.tensor_split[0] = 1, s.split.tensor_split[1] = 0, s.split.tensor_split[2] = 1;
+    f = fake_devices(3, gb, false);
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, p, err, sizeof err), 0);
+    check_plan(&s, &f, jar, 1, p);
+    count_layers(p, per, &cpu);
+    assert_int_equal(per[0], 12); /* 0..11: 11/23 < 0.5 <= 12/23 */
+    assert_int_equal(per[1], 0);
+    assert_int_equal(per[2], 11);
+    mp = bj_plan_model_params(p);
+    assert_true(mp.tensor_split[0] == 1 && mp.tensor_split[1] == 0 && mp.tensor_split[2] == 1);
+    /* fewer shares than devices: the rest take nothing */
+    s.split.n_tensor_split = 1;
+    s.split.tensor_split[1] = s.split.tensor_split[2] = 0;
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, p, err, sizeof err), 0);
+    count_layers(p, per, &cpu);
+    assert_int_equal(per[0], 23);
+    /* partial offload: the first layers stay on the CPU, the offloaded ones are split */
+    s = bj_plan_default_settings();
+    s.n_gpu_layers = 8; /* 7 layers + output */
+    f = fake_devices(2, gb, false);
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, p, err, sizeof err), 0);
+    check_plan(&s, &f, jar, 1, p);
+    count_layers(p, per, &cpu);
+    assert_int_equal(cpu, 15);
+    assert_int_equal(per[0] + per[1], 8);
+    assert_int_equal(per[0], 2); /* 0/8, 1/8 < 0.25 */
+    assert_int_equal(bj_plan_layer_device(p, 22), 1); /* the output layer on the last */
+    /* split mode none: everything on the main GPU */
+    s = bj_plan_default_settings();
+    s.split.mode = BJ_SPLIT_NONE;
+    s.split.main_gpu = 2;
+    f = fake_devices(4, gb, false);
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, p, err, sizeof err), 0);
+    check_plan(&s, &f, jar, 1, p);
+    assert_int_equal(p->n_used, 1);
+    count_layers(p, per, &cpu);
+    assert_int_equal(per[2], 23);
+    mp = bj_plan_model_params(p);
+    assert_int_equal(mp.split_mode, LLAMA_SPLIT_MODE_NONE);
+    assert_int_equal(mp.main_gpu, 2);
+    assert_null(mp.tensor_split);
+    s.split.main_gpu = -1; /* none without a main GPU: the first device */
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, p, err, sizeof err), 0);
+    assert_int_equal(bj_plan_layer_device(p, 0), 0);
+    /* row, on devices that split rows */
+    s = bj_plan_default_settings();
+    s.split.mode = BJ_SPLIT_ROW;
+    f = fake_devices(2, gb, true);
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, p, err, sizeof err), 0);
+    check_plan(&s, &f, jar, 1, p);
+    assert_null(bj_plan_model_params(p).tensor_split); /* llama.cpp's own default for rows */
+    /* ---- what the devices contradict ---- */
+    f = fake_devices(2, gb, false);
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, p, err, sizeof err), -1); /* row without row splitting */
+    assert_non_null(strstr(err, "--split-mode row: device GPU0"));
+    s = bj_plan_default_settings();
+    s.split.mode = BJ_SPLIT_NONE;
+    s.split.main_gpu = 2;
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, p, err, sizeof err), -1);
+    assert_non_null(strstr(err, "--main-gpu 2: there are 2 devices"));
+    s = bj_plan_default_settings();
+    s.split.n_tensor_split = 3;
+    s.split.tensor_split[0] = 1;
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, p, err, sizeof err), -1);
+    assert_non_null(strstr(err, "--tensor-split gives 3 shares for 2 devices"));
+    struct bj_plan_facts none = fake_devices(0, gb, false);
+    s = bj_plan_default_settings();
+    s.split.mode = BJ_SPLIT_LAYER;
+    assert_int_equal(bj_plan_make(&s, &none, jar, 1, p, err, sizeof err), -1);
+    assert_non_null(strstr(err, "need a GPU or an rpc-server"));
+    s = bj_plan_default_settings(); /* nothing asked, nothing there: the CPU, no error */
+    assert_int_equal(bj_plan_make(&s, &none, jar, 1, p, err, sizeof err), 0);
+    check_plan(&s, &none, jar, 1, p);
+    /* a re-plan hands the plan its own settings and facts (the engine does, for fewer brains) */
+    s.split.n_tensor_split = 2;
+    s.split.tensor_split[0] = 1, s.split.tensor_split[1] = 3;
+    f = fake_devices(2, gb, false);
+    long jars2[] = {512, 256};
+    assert_int_equal(bj_plan_make(&s, &f, jars2, 2, p, err, sizeof err), 0);
+    assert_int_equal(bj_plan_make(&p->settings, &p->facts, jar, 1, p, err, sizeof err), 0);
+    assert_int_equal(p->n_brains, 1);
+    assert_int_equal(p->facts.devices.n, 2);
+    assert_int_equal(p->settings.split.n_tensor_split, 2);
+    count_layers(p, per, &cpu);
+    assert_int_equal(per[0], 6);
+    free(p);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -455,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_every_combination),
         cmocka_unit_test(test_settings),
         cmocka_unit_test(test_load_mode),
+        cmocka_unit_test(test_devices),
         cmocka_unit_test(test_estimate_plan),
         cmocka_unit_test(test_estimate_plan_repacked),
         cmocka_unit_test(test_context_is_the_plan),
