@@ -54,7 +54,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --schedule batched|parallel|auto  one batched context, or one context per brain in threads\n"
             "  --threads N (default: all cores but one on a CPU)  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
             "  --prefill-chunk N (64)  --mmap | --no-mmap (default: read where weights are repacked)  --chat-template\n"
-            "  --backend-sampling on|off|auto  sample inside the decode graph (auto: on with a GPU)\n"
+            "  --backend-sampling on|off|auto  sample inside the decode graph (auto: off, brainjar's CPU sampler)\n"
             "Devices (docs/OPERATIONS.md):\n"
             "  --rpc HOST:PORT[,HOST:PORT...]  also run layers on llama.cpp rpc-servers (other hosts)\n"
             "  --split-mode none|layer|row  how a model is split over the devices (default layer: layers\n"

@@ -381,6 +381,8 @@ static void batch_put(struct llama_batch *b, const struct work *w, int n_past, l
  * cannot turn a step into a long prefill that stalls everyone's generation, the first brains in
  * line get their first token soonest, and no brain waits longer than the prompt work queued
  * ahead of it takes (a bound in steps: ahead / budget). */
+static bool resurrect_one(struct bj_engine *e, int i, int64_t now);
+
 static int gather(struct bj_engine *e, struct work *works)
 {
     int n = 0, m = 0;
@@ -406,7 +408,13 @@ static int gather(struct bj_engine *e, struct work *works)
                      bj_brain_jar(b), w.n);
             kill_brain(e, i, "JAR_FULL", detail);
             e->since[i] = 0;
-            continue;
+            /* With no pause, the next life begins in this very step: its opening joins the line. */
+            int64_t now = bj_now_us();
+            if (!bj_brain_due(b, now) || !resurrect_one(e, i, now))
+                continue;
+            w.n = bj_brain_next_chunk(b, e->plan.prefill_chunk, &w.tokens, &w.logits);
+            if (w.n == 0 || !bj_brain_fits(b, w.n))
+                continue;
         }
         if (w.n > 1 && e->prompt_budget > 0) { /* prompt work: in line for the budget */
             if (!e->since[i])
@@ -665,23 +673,31 @@ static void apply_requests(struct bj_engine *e)
     }
 }
 
+/* Brain i's pause is over: its next life begins (the latency counts from the end of the pause).
+ * Returns whether it lives. */
+static bool resurrect_one(struct bj_engine *e, int i, int64_t now)
+{
+    struct bj_brain *b = e->brains[i];
+    int64_t due = bj_brain_resurrect_at(b);
+    if (bj_brain_resurrect(b) != 0) {
+        kill_brain(e, i, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
+        return false;
+    }
+    trim_memory(e, i);
+    e->life_start[i] = due > 0 ? due : now;
+    bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label, bj_brain_id(b),
+             atomic_load(&e->steps), (double)(now - due) / 1000.0);
+    return true;
+}
+
 /* Resurrects brains whose pause is over; returns the earliest pending resurrection time. */
 static int64_t resurrect_due(struct bj_engine *e, int64_t now)
 {
     int64_t next = INT64_MAX;
     for (int i = 0; i < e->n_brains; i++) {
         struct bj_brain *b = e->brains[i];
-        if (bj_brain_due(b, now)) {
-            int64_t due = bj_brain_resurrect_at(b); /* the latency counts from the end of the pause */
-            if (bj_brain_resurrect(b) != 0)
-                kill_brain(e, i, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
-            else {
-                trim_memory(e, i);
-                e->life_start[i] = due > 0 ? due : now;
-                bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label,
-                         bj_brain_id(b), atomic_load(&e->steps), (double)(now - due) / 1000.0);
-            }
-        }
+        if (bj_brain_due(b, now))
+            resurrect_one(e, i, now);
         if (bj_brain_state(b) == BJ_BRAIN_DEAD && bj_brain_resurrect_at(b) < next)
             next = bj_brain_resurrect_at(b);
     }

@@ -181,7 +181,10 @@ int bj_plan_make(const struct bj_plan_settings *s_in, const struct bj_plan_facts
      * beside the repacked copy: read the file instead (docs/MEMORY.md). Where the weights are used
      * in place (all on a GPU, or nothing repacked), mmap costs nothing extra and loads faster. */
     out->use_mmap = s->use_mmap >= 0 ? s->use_mmap > 0 : (out->all_on_gpu || !s->repack || f->n_repacked == 0);
-    out->backend_sampling = s->backend_sampling < 0 ? out->gpu : s->backend_sampling > 0;
+    /* Sampling on the CPU unless asked: brainjar's linear sampler on the engine's threads costs
+     * less than llama.cpp's per-sequence sampler graphs from 8 brains up and the same below
+     * (docs/BENCHMARKS.md, bench/scale on an H100). */
+    out->backend_sampling = s->backend_sampling > 0;
     out->kv_type = s->kv_type;
     out->flash_attn = s->flash_attn;
     out->prefill_chunk = s->prefill_chunk > 0 ? s->prefill_chunk : 64;

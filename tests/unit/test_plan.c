@@ -97,7 +97,7 @@ static void check_plan(const struct bj_plan_settings *s, const struct bj_plan_fa
     if (s->backend_sampling >= 0)
         CHECK(p->backend_sampling == (s->backend_sampling > 0));
     else
-        CHECK(p->backend_sampling == p->gpu);
+        CHECK(!p->backend_sampling); /* auto: the CPU sampler */
     /* KV cells: every jar fits its sequence */
     long sum = 0, max = 0;
     for (int i = 0; i < n; i++) {
