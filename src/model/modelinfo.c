@@ -241,7 +241,7 @@ static int gate(const struct gguf_context *g, const struct bj_modelinfo *mi, cha
     return 0;
 }
 
-int bj_modelinfo_read(const char *path, struct bj_modelinfo *mi, char *err, size_t errlen)
+static int read_info(const char *path, struct bj_modelinfo *mi, char *err, size_t errlen)
 {
     memset(mi, 0, sizeof *mi);
     struct stat st;
@@ -367,4 +367,15 @@ int bj_kv_type_parse(const char *s, enum ggml_type *out)
             return 0;
         }
     return -1;
+}
+
+int bj_modelinfo_read(const char *path, struct bj_modelinfo *mi, char *err, size_t errlen)
+{
+    int rc = read_info(path, mi, err, errlen);
+    /* Messages quote names from the file (keys, the architecture): one line, no control bytes. */
+    if (rc != 0 && errlen > 0)
+        for (char *c = err; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
+    return rc;
 }

@@ -112,15 +112,7 @@ static void test_llama_chain_agrees(void **state)
 {
     struct bj_sampling c = cfg(0.8f, 0.05f, 0, 0.9999999f, 12);
     assert_false(bj_sampler_fast(&c));
-    float x[N_VOCAB];
-    double p[N_VOCAB];
-    static int count[N_VOCAB];
-    make_row(x, N_VOCAB);
-    expected(x, N_VOCAB, &c, p);
-    struct bj_sampler *s = bj_sampler_new(&c, N_VOCAB);
-    histogram(s, x, count);
-    check_counts(count, p);
-    bj_sampler_free(s);
+    check_chain(c);
 }
 
 static void test_greedy_first_max(void **state)
