@@ -64,14 +64,17 @@
  * sequence): grows as the jars fill, measured (docs/MEMORY.md). */
 #define EST_OVERHEAD_PER_CELL 140.0
 /* The CUDA runtime's own device memory (its context, the loaded kernels, cuBLAS's workspace) and
- * what grows with the sequences (per-sequence sampler and output state): calibrated on an NVIDIA
- * H100 80GB (CUDA 13.0, driver 580.159, sm_90 build) against nvidia-smi's per-process figure with
- * a Mistral-7B-shaped Q4_K_M for 1 to 128 brains (bench/scale.py; docs/BENCHMARKS.md): process
- * memory minus the estimate's buffers was 626 MiB at 1 brain and 666 at 128. Other GPUs and CUDA
+ * what grows with the sequences (output state): calibrated on an NVIDIA H100 80GB (CUDA 13.0,
+ * driver 580.159, sm_90 build) against nvidia-smi's per-process figure with a Mistral-7B-shaped
+ * Q4_K_M for 1 to 128 brains (bench/scale.py; docs/BENCHMARKS.md): process memory minus the
+ * estimate's buffers was 594 MiB at 1 brain and 606 at 128 with the CPU sampler, and 626 / 666 with
+ * sampling in the decode graph (per-sequence sampler state on the GPU). Other GPUs and CUDA
  * versions differ by some tens of MiB (the context scales with the multiprocessors): measure with
  * bench/gpu/scale and adjust here. */
-#define EST_GPU_RUNTIME (626.0 * MIB)
-#define EST_GPU_RUNTIME_PER_BRAIN (0.31 * MIB)
+#define EST_GPU_RUNTIME (594.0 * MIB)
+#define EST_GPU_RUNTIME_PER_BRAIN (0.09 * MIB)
+#define EST_GPU_BACKEND_SAMPLING (32.0 * MIB)
+#define EST_GPU_BACKEND_SAMPLING_PER_BRAIN (0.22 * MIB)
 
 void bj_est_opts_default(struct bj_est_opts *o)
 {
@@ -585,7 +588,12 @@ static void sum_devices(struct bj_est_model *m, int n_brains)
     for (int i = 0; i < m->n_devices; i++) {
         struct bj_est_device *e = &m->dev[i];
         if (!e->remote && (e->layers > 0 || e->output)) {
-            e->mem.overhead += (uint64_t)(EST_GPU_RUNTIME + (first ? EST_GPU_RUNTIME_PER_BRAIN * (double)(n_brains - 1) : 0));
+            double runtime = EST_GPU_RUNTIME, per_brain = EST_GPU_RUNTIME_PER_BRAIN;
+            if (m->plan.backend_sampling) {
+                runtime += EST_GPU_BACKEND_SAMPLING;
+                per_brain += EST_GPU_BACKEND_SAMPLING_PER_BRAIN;
+            }
+            e->mem.overhead += (uint64_t)(runtime + (first ? per_brain * (double)(n_brains - 1) : 0));
             first = false;
         }
         struct bj_est_mem *to = e->remote ? &m->remote : &m->gpu;
