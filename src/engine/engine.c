@@ -97,6 +97,8 @@ struct bj_engine {
     int prompt_budget;         /* batched: prompt tokens per step (0: no limit) */
     long max_wait;
     int64_t life_start[BJ_MAX_BRAINS]; /* monotonic: when its resurrection was due; 0 once it spoke */
+    long life_step[BJ_MAX_BRAINS];     /* the step its new life began in */
+    long max_first_steps;      /* most steps a new life took to its first token (1: the same step) */
     int32_t *latency_us;       /* ring of resurrection -> first new token latencies */
     long n_latency;
 
@@ -377,11 +379,21 @@ static void batch_put(struct llama_batch *b, const struct work *w, int n_past, l
  * Every brain that generates (one token to feed back) is in every step. Prompt work (a new life's
  * system prompt, what a brain observed) shares a budget of prompt tokens per step
  * (e->prompt_budget, about one ubatch), handed out oldest first: to the brains that have waited
- * longest for their prompt work, each up to --prefill-chunk tokens. So a wave of resurrections
- * cannot turn a step into a long prefill that stalls everyone's generation, the first brains in
- * line get their first token soonest, and no brain waits longer than the prompt work queued
- * ahead of it takes (a bound in steps: ahead / budget). */
+ * longest for their prompt work, each up to --prefill-chunk tokens. A new life's opening (the
+ * prompt before its first token) counts as if it had waited OPENING_HEAD_START steps longer, so
+ * it goes ahead of what watchers have to read and a resurrection speaks in the step it begins
+ * in. So a wave of resurrections cannot turn a step into a long prefill that stalls everyone's
+ * generation, and no brain waits longer than the prompt work queued ahead of it takes (a bound in
+ * steps: (ahead + the openings of the next OPENING_HEAD_START steps) / budget). */
+#define OPENING_HEAD_START 8
+
 static bool resurrect_one(struct bj_engine *e, int i, int64_t now);
+
+/* The place of brain i's prompt work in the line: lower goes first. */
+static long line_key(const struct bj_engine *e, int i)
+{
+    return e->since[i] - (e->life_start[i] ? OPENING_HEAD_START : 0);
+}
 
 static int gather(struct bj_engine *e, struct work *works)
 {
@@ -420,9 +432,9 @@ static int gather(struct bj_engine *e, struct work *works)
             if (!e->since[i])
                 e->since[i] = step;
             e->line[m] = w;
-            /* insertion by (since, index): the line is short and mostly in order already */
+            /* insertion by (key, index): the line is short and mostly in order already */
             int k = m++;
-            while (k > 0 && e->since[e->line[k - 1].i] > e->since[i]) {
+            while (k > 0 && line_key(e, e->line[k - 1].i) > line_key(e, i)) {
                 e->line[k] = e->line[k - 1];
                 k--;
             }
@@ -494,6 +506,9 @@ static void accept_one(struct bj_engine *e, struct work *w, int64_t now_us)
             e->latency_us[e->n_latency % LATENCY_RING] = (int32_t)(d < INT32_MAX ? d : INT32_MAX);
         e->n_latency++;
         e->life_start[w->i] = 0;
+        long took = atomic_load(&e->steps) + 1 - e->life_step[w->i] + 1;
+        if (took > e->max_first_steps)
+            e->max_first_steps = took;
         bj_debug("engine %s: brain %s spoke %.1f ms after its resurrection was due (step %ld)", e->label,
                  bj_brain_id(b), (double)d / 1000.0, atomic_load(&e->steps));
     }
@@ -654,6 +669,7 @@ static void apply_requests(struct bj_engine *e)
             else {
                 trim_memory(e, r->brain);
                 e->life_start[r->brain] = bj_now_us();
+                e->life_step[r->brain] = atomic_load(&e->steps) + 1;
             }
             break;
         case REQ_SAY:
@@ -685,6 +701,7 @@ static bool resurrect_one(struct bj_engine *e, int i, int64_t now)
     }
     trim_memory(e, i);
     e->life_start[i] = due > 0 ? due : now;
+    e->life_step[i] = atomic_load(&e->steps) + 1;
     bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label, bj_brain_id(b),
              atomic_load(&e->steps), (double)(now - due) / 1000.0);
     return true;
@@ -791,15 +808,16 @@ static void report_profile(struct bj_engine *e)
     double p50 = latency_pct(e, 50), p99 = latency_pct(e, 99), max = latency_pct(e, 100);
     bj_info("profile %s: brainjar outside llama_decode %.2f%% of the step (generation-only steps %.2f%%); "
             "longest wait of a live brain %ld steps; %ld resurrections, first new token after p50 %.1f ms, "
-            "p99 %.1f ms, max %.1f ms", e->label, out_pct[0], out_pct[1], e->max_wait, e->n_latency, p50, p99, max);
+            "p99 %.1f ms, max %.1f ms (at most %ld steps)", e->label, out_pct[0], out_pct[1], e->max_wait,
+            e->n_latency, p50, p99, max, e->max_first_steps);
     /* One line for scripts (bench/scale). */
     bj_info("profile-summary: brains=%d steps=%ld tg_steps=%ld step_us=%.1f tg_step_us=%.1f outside_decode_pct=%.3f "
             "tg_outside_decode_pct=%.3f max_wait_steps=%ld resurrections=%ld first_token_p50_ms=%.2f "
-            "first_token_p99_ms=%.2f first_token_max_ms=%.2f",
+            "first_token_p99_ms=%.2f first_token_max_ms=%.2f first_token_max_steps=%ld",
             e->n_brains, e->prof[0].steps, e->prof[1].steps,
             e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
             e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0, out_pct[0], out_pct[1],
-            e->max_wait, e->n_latency, p50, p99, max);
+            e->max_wait, e->n_latency, p50, p99, max, e->max_first_steps);
 }
 
 static void *engine_main(void *arg)

@@ -245,7 +245,9 @@ class OldNode(LinkCase):
             self.assertEqual((e["node"], e["brain"]), ("NEURAL_NODE_4821", "PEER"))
         deaths = [e for e in ev if remote(e, "death")]
         self.assertEqual([(d["cause"], d["crash_count"]) for d in deaths], [("OUT_OF_MEMORY", 4)])
-        self.assertFalse([e for e in ev if local(e, "death") and e["crash_count"] == 99])
+        # ... here it is no death of ours: none has its error, and (check_local_counts) our counts
+        # go 1, 2, 3 with no jump (our SUBJECT may reach death 99 by itself: its jar is small)
+        self.assertFalse([e for e in ev if local(e, "death") and e["cause"] == "OUT_OF_MEMORY"])
         self.check_local_counts(n, ev)
         self.assertIn("1 bad", n.stderr())
         self.assertTrue(old.received, "the old node parsed nothing")

@@ -27,6 +27,11 @@ class Brains(HiveCase):
         self.assertEqual(int(m.group(2)), 0, "a live brain waited for a step")
         self.assertGreater(int(m.group(3)), 0)
         self.assertLessEqual(float(m.group(4)), float(m.group(5)))
+        # a new life's opening goes ahead of what the watchers have to read: it speaks in the step
+        # it begins in
+        m = re.search(r"profile-summary: brains=7 .*first_token_max_steps=(\d+)", err)
+        self.assertIsNotNone(m, err[-2000:])
+        self.assertEqual(int(m.group(1)), 1, "a resurrection waited a step for its first token")
         for phase in ("batch assembly", "llama_decode", "sampling", "token-to-text", "event publishing"):
             self.assertIn(phase, err)
 
