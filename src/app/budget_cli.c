@@ -8,6 +8,7 @@
 #include <llama.h>
 
 #include "budget.h"
+#include "cli.h"
 #include "devices.h"
 #include "estimate.h"
 #include "log.h"
@@ -309,10 +310,8 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
         fprintf(stderr, "brainjar estimate: which model? (brainjar estimate MODEL.gguf)\n");
         return 2;
     }
-    if (optind + 1 < argc) {
-        fprintf(stderr, "brainjar estimate: unexpected argument '%s'\n", argv[optind + 1]);
+    if (bj_cli_no_more_args("estimate", optind + 1, argc, argv))
         return 2;
-    }
     a->model = argv[optind];
     return 0;
 }

@@ -592,10 +592,8 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         }
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "brainjar %s: unexpected argument '%s'\n", cmd, argv[optind]);
+    if (bj_cli_no_more_args(cmd, optind, argc, argv))
         return 2;
-    }
 
     char err[600];
     if (r.hive && r.mode) {
@@ -650,4 +648,21 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         return 2;
     }
     return 0;
+}
+
+int bj_cli_option_error(const char *cmd, int opt, char **argv)
+{
+    if (opt == ':')
+        fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, argv[optind - 1]);
+    else
+        fprintf(stderr, "brainjar %s: bad option '%s' (see brainjar %s --help)\n", cmd, argv[optind - 1], cmd);
+    return 2;
+}
+
+int bj_cli_no_more_args(const char *cmd, int first, int argc, char **argv)
+{
+    if (first >= argc)
+        return 0;
+    fprintf(stderr, "brainjar %s: unexpected argument '%s'\n", cmd, argv[first]);
+    return 2;
 }

@@ -16,4 +16,11 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
 
 void bj_cli_usage_run(const char *cmd, FILE *to);
 
+/* For the small subcommands' getopt_long loops (optstring starting with ':'), after it returned
+ * ':' or '?' for "brainjar CMD": says which option lacks its value or is unknown; returns 2. */
+int bj_cli_option_error(const char *cmd, int opt, char **argv);
+
+/* After the options: 2 after saying that argv[first] is unexpected, 0 when first >= argc. */
+int bj_cli_no_more_args(const char *cmd, int first, int argc, char **argv);
+
 #endif

@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "cli.h"
 #include "config.h"
 #include "store.h"
 #include "util.h"
@@ -69,15 +70,11 @@ int bj_runs_main(int argc, char **argv)
         case 'h':
             printf("usage: brainjar runs [--data-dir DIR] [--json]\n  lists the runs recorded in DIR/brainjar.db\n");
             return 0;
-        default:
-            fprintf(stderr, "brainjar runs: bad option '%s' (see brainjar runs --help)\n", argv[optind - 1]);
-            return 2;
+        default: return bj_cli_option_error("runs", opt, argv);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "brainjar runs: unexpected argument '%s'\n", argv[optind]);
+    if (bj_cli_no_more_args("runs", optind, argc, argv))
         return 2;
-    }
     struct bj_store *st = open_ro(dir);
     if (!st)
         return 1;
@@ -231,18 +228,11 @@ int bj_export_main(int argc, char **argv)
             printf("usage: brainjar export [--data-dir DIR] [--run R] [--brain B] [--format jsonl|csv] [-o FILE]\n"
                    "  writes the recorded thoughts, then the deaths (to stdout without -o)\n");
             return 0;
-        case ':':
-            fprintf(stderr, "brainjar export: %s needs a value\n", argv[optind - 1]);
-            return 2;
-        default:
-            fprintf(stderr, "brainjar export: bad option '%s' (see brainjar export --help)\n", argv[optind - 1]);
-            return 2;
+        default: return bj_cli_option_error("export", opt, argv);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "brainjar export: unexpected argument '%s'\n", argv[optind]);
+    if (bj_cli_no_more_args("export", optind, argc, argv))
         return 2;
-    }
     /* Only a regular file may be replaced (never a device, a directory, a fifo or a link). */
     char tmp[PATH_MAX + 32] = "";
     struct exp x = {.out = stdout, .csv = csv};

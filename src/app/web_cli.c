@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "cli.h"
 #include "config.h"
 #include "log.h"
 #include "store.h"
@@ -63,9 +64,7 @@ int bj_passwd_main(int argc, char **argv)
                    "Sets USER's web password (read from stdin; not echoed on a terminal). A new user is a viewer\n"
                    "unless --role says otherwise; an existing user keeps its role. Ends the user's sessions.\n");
             return 0;
-        default:
-            fprintf(stderr, "brainjar passwd: bad option '%s' (see brainjar passwd --help)\n", argv[optind - 1]);
-            return 2;
+        default: return bj_cli_option_error("passwd", opt, argv);
         }
     }
     if (optind != argc - 1) {
@@ -136,9 +135,7 @@ int bj_token_main(int argc, char **argv)
             printf("usage: brainjar token create --role viewer|operator [--name NAME] [--data-dir DIR]\n"
                    "Prints a new API token once (for `Authorization: Bearer TOKEN`); only its hash is kept.\n");
             return 0;
-        default:
-            fprintf(stderr, "brainjar token: bad option '%s' (see brainjar token --help)\n", argv[optind - 1]);
-            return 2;
+        default: return bj_cli_option_error("token", opt, argv);
         }
     }
     if (optind != argc - 1 || strcmp(argv[optind], "create") != 0) {
