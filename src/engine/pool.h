@@ -2,9 +2,10 @@
  *
  * The engine's per-step parallel work (CPU sampling of every brain, the parallel schedule's
  * decodes) used to create and join a thread per item every step; the pool's threads are made
- * once, sleep on a condition variable between runs and take items from a shared counter, so a
- * run costs one wake-up instead of thread creations. The calling thread works too: a pool of
- * W workers runs W + 1 items at once.
+ * once, sleep on a condition variable between runs and claim items from a shared counter, so a
+ * run costs one wake-up instead of thread creations. The calling thread works too (a pool of W
+ * workers runs W + 1 items at once), and it waits for the items still running, not for workers
+ * that have not woken up yet: those find nothing left and sleep again.
  *
  * Threads: new/free by the owner; bj_pool_run from one thread at a time (the owner's), never
  * from inside fn. fn runs on the caller and on the workers concurrently. */

@@ -62,6 +62,32 @@ static void test_runs_everything_within_width(void **state)
     bj_pool_free(p);
 }
 
+/* Many short runs back to back, two item arrays in turn: a worker that wakes late for one run
+ * must neither run an item of the next with the old run's items nor run any item twice. */
+static void count(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+
+static void test_late_workers_touch_no_later_run(void **state)
+{
+    (void)state;
+    struct bj_pool *p = bj_pool_new(7);
+    assert_non_null(p);
+    atomic_int a[3], b[3];
+    void *pa[3], *pb[3];
+    for (int k = 0; k < 3; k++) {
+        atomic_init(&a[k], 0), atomic_init(&b[k], 0);
+        pa[k] = &a[k], pb[k] = &b[k];
+    }
+    for (int r = 0; r < 3000; r++)
+        bj_pool_run(p, count, r % 2 ? pb : pa, 2 + r % 2, 8);
+    bj_pool_free(p);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(atomic_load(&a[k]), 1500);
+        assert_int_equal(atomic_load(&b[k]), 1500);
+    }
+    assert_int_equal(atomic_load(&a[2]), 0); /* runs on pa had 2 items */
+    assert_int_equal(atomic_load(&b[2]), 1500);
+}
+
 static void test_no_workers(void **state)
 {
     (void)state;
@@ -76,6 +102,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runs_everything_within_width),
+        cmocka_unit_test(test_late_workers_touch_no_later_run),
         cmocka_unit_test(test_no_workers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
