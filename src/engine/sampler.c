@@ -185,12 +185,12 @@ HEAP_LOOP static void top_k(const float *x, int n, int k, int32_t *ids)
 }
 
 /* exp(x) for x <= 0 by a degree-6 polynomial (Cephes' expf), written so that the loop calling
- * it vectorizes: no branches, no library calls. Relative error under 2e-7 above -87. x is
- * clamped to [-87, 0] first, NaN to -87 (a row of NaNs or infinities must not reach the integer
- * conversion below with a value out of range; such tokens get no weight anyway). */
+ * it vectorizes: no branches, no library calls. Relative error under 2e-7 above -87. Below -87
+ * and NaN become -87 (NaN must not reach the integer conversion below: a row of NaNs or
+ * infinities gives (x - max) = NaN; such tokens get no weight anyway). x - max is never above 0. */
 static inline float exp_neg(float x)
 {
-    x = x >= -87.0f ? (x <= 0.0f ? x : 0.0f) : -87.0f;
+    x = x >= -87.0f ? x : -87.0f;
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     float n = (x * 1.44269504088896341f + magic) - magic;
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
