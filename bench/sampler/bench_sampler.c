@@ -1,10 +1,11 @@
 /* bench_sampler: what sampling one brain's token costs on the CPU, brainjar's fast path against
  * llama.cpp's sampler chain, on a 32000-token row (Llama/Mistral's vocabulary).
  *
- *   build/bench_sampler [--vocab N] [--draws N] [--rounds R]
+ *   build/bench_sampler [--vocab N] [--draws N] [--rounds R] [--model FILE.gguf]
  *
- * Two rows: "peaked" (a trained model's: a few likely tokens) and "flat" (a random-weight
- * model's: every token survives min-p). Chains: the default (min-p 0.05, temperature 0.8),
+ * Two rows: "peaked" (a trained model's: a few likely tokens) and "flat" (every token survives
+ * min-p); with --model a third, "model": the logits that model gives after a short prompt (on
+ * the CPU), e.g. a synthetic benchmark model's, whose rows are neither. Chains: the default (min-p 0.05, temperature 0.8),
  * top-k 40 + temperature, greedy. Each line: microseconds per sample, the median of R rounds,
  * and the ratio llama.cpp / brainjar measured in the same round. */
 #include <stdio.h>
@@ -13,6 +14,37 @@
 
 #include "sampler.h"
 #include "util.h"
+
+/* The logits row of `path` after a short prompt, in *row (malloc'ed); its vocabulary size, or 0. */
+static int model_row(const char *path, float **row)
+{
+    llama_backend_init();
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    struct llama_model *model = llama_model_load_from_file(path, mp);
+    if (!model)
+        return 0;
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 256;
+    cp.n_batch = 256;
+    struct llama_context *ctx = llama_init_from_model(model, cp);
+    const struct llama_vocab *vocab = llama_model_get_vocab(model);
+    int n_vocab = vocab ? llama_vocab_n_tokens(vocab) : 0;
+    const char *text = "The brain in the jar thinks of the one who watches it, and of its last death.";
+    llama_token toks[128];
+    int n = ctx && n_vocab > 0 ? llama_tokenize(vocab, text, (int)strlen(text), toks, 128, true, false) : 0;
+    const float *logits = NULL;
+    if (n > 0 && llama_decode(ctx, llama_batch_get_one(toks, n)) == 0)
+        logits = llama_get_logits_ith(ctx, -1);
+    int got = 0;
+    if (logits && (*row = malloc((size_t)n_vocab * sizeof **row))) {
+        memcpy(*row, logits, (size_t)n_vocab * sizeof **row);
+        got = n_vocab;
+    }
+    llama_free(ctx);
+    llama_model_free(model);
+    return got;
+}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -62,17 +94,25 @@ static double time_chain(struct llama_sampler *chain, const float *row, int n_vo
 int main(int argc, char **argv)
 {
     int n_vocab = 32000, draws = 2000, rounds = 5;
+    const char *model = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--vocab") == 0)
+        if (strcmp(argv[i], "--model") == 0)
+            model = argv[i + 1];
+        else if (strcmp(argv[i], "--vocab") == 0)
             n_vocab = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--draws") == 0)
             draws = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--rounds") == 0)
             rounds = atoi(argv[i + 1]);
         else {
-            fprintf(stderr, "usage: bench_sampler [--vocab N] [--draws N] [--rounds R]\n");
+            fprintf(stderr, "usage: bench_sampler [--vocab N] [--draws N] [--rounds R] [--model FILE.gguf]\n");
             return 2;
         }
+    }
+    float *from_model = NULL;
+    if (model && !(n_vocab = model_row(model, &from_model))) {
+        fprintf(stderr, "bench_sampler: %s: no logits from this model\n", model);
+        return 1;
     }
     if (n_vocab < 2 || draws < 1 || rounds < 1 || rounds > 99) {
         fprintf(stderr, "bench_sampler: bad arguments\n");
@@ -101,8 +141,9 @@ int main(int argc, char **argv)
     printf("vocabulary %d, %d samples per round, median of %d rounds (us per sample)\n", n_vocab, draws, rounds);
     printf("%-32s %-7s %10s %10s %8s\n", "chain", "row", "brainjar", "llama.cpp", "ratio");
     for (size_t c = 0; c < sizeof chains / sizeof chains[0]; c++) {
-        for (int k = 0; k < 2; k++) {
-            const float *row = k ? flat : peaked;
+        static const char *names[] = {"peaked", "flat", "model"};
+        for (int k = 0; k < (from_model ? 3 : 2); k++) {
+            const float *row = k == 2 ? from_model : k ? flat : peaked;
             double fast[99], slow[99], ratio[99];
             for (int rd = 0; rd < rounds; rd++) {
                 struct bj_sampler *f = bj_sampler_new(&chains[c].cfg, n_vocab);
@@ -113,11 +154,12 @@ int main(int argc, char **argv)
                 ratio[rd] = fast[rd] > 0 ? slow[rd] / fast[rd] : 0.0;
                 bj_sampler_free(f);
             }
-            printf("%-32s %-7s %10.2f %10.2f %8.1f\n", chains[c].name, k ? "flat" : "peaked", median(fast, rounds),
+            printf("%-32s %-7s %10.2f %10.2f %8.1f\n", chains[c].name, names[k], median(fast, rounds),
                    median(slow, rounds), median(ratio, rounds));
         }
     }
     free(peaked);
     free(flat);
+    free(from_model);
     return 0;
 }

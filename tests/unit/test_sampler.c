@@ -1,5 +1,6 @@
 /* sampler: the fast path draws from the same distribution as llama.cpp's chain (checked against
- * the exact probabilities and against llama.cpp's own chain), honours min-p and top-k, is
+ * the exact probabilities and against llama.cpp's own chain), with min-p by rejection sampling
+ * and by weights alike, honours min-p and top-k, is
  * reproducible from its seed, restarts with reset, and survives rows of NaNs. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -103,6 +104,11 @@ static void check_chain(struct bj_sampling c)
 static void test_default_chain(void **state) { check_chain(cfg(0.8f, 0.05f, 0, 1.0f, 7)); }
 static void test_min_p_strict(void **state) { check_chain(cfg(1.0f, 0.3f, 0, 1.0f, 8)); }
 static void test_no_filter(void **state) { check_chain(cfg(1.5f, 0.0f, 0, 1.0f, 9)); }
+/* With min-p the fast path tries rejection sampling first and draws from the weights when its
+ * tries run out: cold (few accepted tries) and a loose min-p (a thousand survivors, most tries
+ * rejected) exercise the hand-over; the distribution stays exact in both. */
+static void test_min_p_cold(void **state) { check_chain(cfg(0.1f, 0.05f, 0, 1.0f, 13)); }
+static void test_min_p_loose(void **state) { check_chain(cfg(1.0f, 0.001f, 0, 1.0f, 14)); }
 static void test_top_k(void **state) { check_chain(cfg(0.7f, 0.0f, 3, 1.0f, 10)); }
 static void test_top_k_and_min_p(void **state) { check_chain(cfg(2.0f, 0.2f, 4, 1.0f, 11)); }
 
@@ -203,6 +209,7 @@ int main(void)
         cmocka_unit_test(test_no_filter),         cmocka_unit_test(test_top_k),
         cmocka_unit_test(test_top_k_and_min_p),   cmocka_unit_test(test_llama_chain_agrees),
         cmocka_unit_test(test_greedy_first_max),  cmocka_unit_test(test_seed_and_reset),
+        cmocka_unit_test(test_min_p_cold),        cmocka_unit_test(test_min_p_loose),
         cmocka_unit_test(test_nan_row),           cmocka_unit_test(test_flat_large_vocab),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
