@@ -34,7 +34,6 @@ struct bj_sampler {
     uint64_t seed, rng;
     float *block_sum;        /* fast path: the weights' sums per block (lazily) */
     float *block_max;        /* ... and each block's largest logit */
-    int32_t *block_cnt;      /* ... and how many of its tokens survive min-p */
     int32_t *ids;            /* top-k: the kept tokens (a heap) */
     float *w;                /* ... and their weights */
     llama_token_data *cand;  /* fallback: llama.cpp's candidate array (lazily) */
@@ -90,7 +89,6 @@ void bj_sampler_free(struct bj_sampler *s)
     free(s->w);
     free(s->block_sum);
     free(s->block_max);
-    free(s->block_cnt);
     free(s->ids);
     free(s->cand);
     free(s);
@@ -106,15 +104,17 @@ void bj_sampler_reset(struct bj_sampler *s)
     llama_sampler_reset(s->chain);
 }
 
-/* splitmix64: a uniform double in [0, 1). */
-static double next_uniform(struct bj_sampler *s)
+/* splitmix64 */
+static uint64_t next_u64(struct bj_sampler *s)
 {
     uint64_t z = (s->rng += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
+    return z ^ (z >> 31);
 }
+
+/* A uniform double in [0, 1). */
+static double next_uniform(struct bj_sampler *s) { return (double)(next_u64(s) >> 11) * 0x1.0p-53; }
 
 /* Inlined into the row loops below, so it is built for each of their targets. */
 static inline float max_lanes(const float *x, int n)
@@ -274,56 +274,26 @@ static int draw(const struct bj_sampler *s, const float *x, float max, float thr
     return pick >= 0 ? pick : last * BLOCK;
 }
 
-/* How many tokens of each block survive min-p (x >= thr; NaN never), into s->block_cnt, and in
- * all. A compare per token, no exp. */
-ROW_LOOP static int count_survivors(struct bj_sampler *s, const float *x, float thr)
-{
-    int n = s->n_vocab, total = 0;
-    for (int b = 0; b < s->n_blocks; b++) {
-        const float *xb = x + b * BLOCK;
-        int len = n - b * BLOCK < BLOCK ? n - b * BLOCK : BLOCK, cnt = 0;
-        if (s->block_max[b] >= thr) {
-            int acc[LANES] = {0};
-            int i = 0;
-            for (; i + LANES <= len; i += LANES)
-                for (int j = 0; j < LANES; j++)
-                    acc[j] += xb[i + j] >= thr;
-            for (; i < len; i++)
-                cnt += xb[i] >= thr;
-            for (int j = 0; j < LANES; j++)
-                cnt += acc[j];
-        }
-        s->block_cnt[b] = cnt;
-        total += cnt;
-    }
-    return total;
-}
-
 /* With min-p, every surviving token's weight is at least min_p^(1/temp) of the best one's (1),
- * so a token drawn uniformly among the survivors and kept with probability equal to its weight
- * is a draw from the exact distribution (rejection sampling), needing one exp per try instead of
- * one per token. Gives up after REJECT_TRIES tries (LLAMA_TOKEN_NULL); the caller then draws
- * from the weights, which keeps the distribution exact: every try's outcome, given that it
- * accepts, already follows it. On a flat row (a random-weight model's) a try is kept almost
- * always; on a peaked one the few survivors make the count pass short. */
-#define REJECT_TRIES 64
+ * so a token drawn uniformly from the row and kept with probability equal to its weight (none
+ * below the threshold) is a draw from the exact distribution (rejection sampling): a try is one
+ * random index, one compare and at most one exp, where the weights cost an exp per token. Tried
+ * only when most blocks hold survivors (a flat row, as random-weight models give); a peaked
+ * row's few live blocks make the weights cheap instead. Gives up after REJECT_TRIES tries
+ * (LLAMA_TOKEN_NULL); the caller then draws from the weights, which keeps the distribution
+ * exact: every try's outcome, given that it accepts, already follows it. */
+#define REJECT_TRIES 256
 
 static llama_token sample_rejection(struct bj_sampler *s, const float *x, float max, float thr, float inv_temp)
 {
-    int total = count_survivors(s, x, thr);
-    if (total <= 0)
+    int live = 0;
+    for (int b = 0; b < s->n_blocks; b++)
+        live += s->block_max[b] >= thr;
+    if (live * 4 < s->n_blocks * 3)
         return LLAMA_TOKEN_NULL;
     for (int t = 0; t < REJECT_TRIES; t++) {
-        int rank = (int)(next_uniform(s) * (double)total);
-        rank = rank < total ? rank : total - 1;
-        int b = 0;
-        while (rank >= s->block_cnt[b])
-            rank -= s->block_cnt[b++];
-        int i = b * BLOCK;
-        for (;; i++)
-            if (x[i] >= thr && rank-- == 0)
-                break;
-        if (next_uniform(s) < (double)exp_neg((x[i] - max) * inv_temp))
+        int i = (int)(((next_u64(s) >> 32) * (uint64_t)s->n_vocab) >> 32); /* uniform in [0, n_vocab) */
+        if (x[i] >= thr && next_uniform(s) < (double)exp_neg((x[i] - max) * inv_temp))
             return i;
     }
     return LLAMA_TOKEN_NULL;
@@ -369,14 +339,13 @@ static llama_token sample_fast(struct bj_sampler *s, const float *x)
     if (!s->block_sum) {
         s->block_sum = malloc((size_t)s->n_blocks * sizeof *s->block_sum);
         s->block_max = malloc((size_t)s->n_blocks * sizeof *s->block_max);
-        s->block_cnt = malloc((size_t)s->n_blocks * sizeof *s->block_cnt);
         if (use_top_k) {
             s->ids = malloc((size_t)c->top_k * sizeof *s->ids);
             s->w = malloc((size_t)c->top_k * sizeof *s->w);
         }
-        if (!s->block_sum || !s->block_max || !s->block_cnt || (use_top_k && (!s->ids || !s->w))) {
-            free(s->w), free(s->block_sum), free(s->block_max), free(s->block_cnt), free(s->ids);
-            s->w = s->block_sum = s->block_max = NULL, s->ids = NULL, s->block_cnt = NULL;
+        if (!s->block_sum || !s->block_max || (use_top_k && (!s->ids || !s->w))) {
+            free(s->w), free(s->block_sum), free(s->block_max), free(s->ids);
+            s->w = s->block_sum = s->block_max = NULL, s->ids = NULL;
             return LLAMA_TOKEN_NULL;
         }
     }
