@@ -6,7 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
+
+#include "util.h"
 
 struct worker {
     struct bj_pool *pool;
@@ -124,14 +125,7 @@ int bj_pool_workers(const struct bj_pool *p) { return p ? p->n_workers : 0; }
 
 /* How long the caller spins for the last items before it sleeps: they are short (a row's
  * sampling takes tens of microseconds); a long one (a parallel decode) is waited for asleep. */
-#define SPIN_NS 50000
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+#define SPIN_US 50
 
 static inline void cpu_relax(void)
 {
@@ -165,9 +159,9 @@ void bj_pool_run(struct bj_pool *p, void (*fn)(void *), void **items, int n, int
     take_items(p, &r);
     /* Every item is claimed now; wait for those still running on workers, not for workers that
      * have not even woken up (they will find nothing left). */
-    int64_t until = now_ns() + SPIN_NS;
+    int64_t until = bj_now_us() + SPIN_US;
     for (int s = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n; s++) {
-        if ((s & 63) == 63 && now_ns() > until)
+        if ((s & 63) == 63 && bj_now_us() > until)
             break;
         cpu_relax();
     }
