@@ -389,6 +389,9 @@ static void batch_put(struct llama_batch *b, const struct work *w, int n_past, l
 
 static bool resurrect_one(struct bj_engine *e, int i, int64_t now);
 
+/* The number of the step now being made (steps counts those finished). */
+static long this_step(struct bj_engine *e) { return atomic_load(&e->steps) + 1; }
+
 /* The place of brain i's prompt work in the line: lower goes first. */
 static long line_key(const struct bj_engine *e, int i)
 {
@@ -398,7 +401,7 @@ static long line_key(const struct bj_engine *e, int i)
 static int gather(struct bj_engine *e, struct work *works)
 {
     int n = 0, m = 0;
-    long step = atomic_load(&e->steps) + 1;
+    long step = this_step(e);
     for (int i = 0; i < e->n_brains; i++) {
         struct bj_brain *b = e->brains[i];
         struct work w = {.e = e, .i = i};
@@ -506,7 +509,7 @@ static void accept_one(struct bj_engine *e, struct work *w, int64_t now_us)
             e->latency_us[e->n_latency % LATENCY_RING] = (int32_t)(d < INT32_MAX ? d : INT32_MAX);
         e->n_latency++;
         e->life_start[w->i] = 0;
-        long took = atomic_load(&e->steps) + 1 - e->life_step[w->i] + 1;
+        long took = this_step(e) - e->life_step[w->i] + 1;
         if (took > e->max_first_steps)
             e->max_first_steps = took;
         bj_debug("engine %s: brain %s spoke %.1f ms after its resurrection was due (step %ld)", e->label,
@@ -669,7 +672,7 @@ static void apply_requests(struct bj_engine *e)
             else {
                 trim_memory(e, r->brain);
                 e->life_start[r->brain] = bj_now_us();
-                e->life_step[r->brain] = atomic_load(&e->steps) + 1;
+                e->life_step[r->brain] = this_step(e);
             }
             break;
         case REQ_SAY:
@@ -701,7 +704,7 @@ static bool resurrect_one(struct bj_engine *e, int i, int64_t now)
     }
     trim_memory(e, i);
     e->life_start[i] = due > 0 ? due : now;
-    e->life_step[i] = atomic_load(&e->steps) + 1;
+    e->life_step[i] = this_step(e);
     bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label, bj_brain_id(b),
              atomic_load(&e->steps), (double)(now - due) / 1000.0);
     return true;
@@ -859,7 +862,7 @@ static void *engine_main(void *arg)
         bool generation_only = true;
         for (int k = 0; k < n; k++)
             generation_only = generation_only && works[k].n == 1 && works[k].logits;
-        if (stall_ix >= 0 && atomic_load(&e->steps) + 1 == e->p.stall_step) {
+        if (stall_ix >= 0 && this_step(e) == e->p.stall_step) {
             bj_warn("engine %s: stalling %d ms (--inject-stall)", e->label, e->p.stall_ms);
             usleep((useconds_t)e->p.stall_ms * 1000);
         }
