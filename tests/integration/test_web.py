@@ -392,7 +392,9 @@ class Operator(WebCase):
                    timeout=2.5, what="the resurrection before the 3 s pause ends")
         ctx = self.dumps("SUBJECT")
         self.assertTrue(ctx and "Hello from the gallery" in ctx[0] and "Ada" in ctx[0], "said words in the context")
-        # pause and resume
+        # pause and resume (a brain paused while dead stays dead until resumed: pause a live one)
+        h.wait_for(lambda: h.get("/api/brains/GOD", s).json()["state"] in ("thinking", "listening"),
+                   what="GOD to think")
         self.assertEqual(h.request("POST", "/api/brains/GOD/pause", {}, cookie=s).status, 202)
         h.wait_for(lambda: h.get("/api/brains/GOD", s).json()["state"] == "paused", what="GOD paused")
         self.assertEqual(h.request("POST", "/api/brains/GOD/resume", {}, cookie=s).status, 202)
