@@ -62,6 +62,8 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --main-gpu N                the one device of --split-mode none (given alone, it implies none)\n"
             "  --tensor-split A,B,...      each device's share of the layers, in the order validate lists them\n"
             "Lives and sampling (all brains; hive files set them per brain):\n"
+            "  --pace TOK_S  tokens a brain thinks per second at most (default: 5 on the embedded voice,\n"
+            "                unpaced on any other model; 0: as fast as the machine allows)\n"
             "  --pause SECONDS (3)  --temp T  --top-k K  --top-p P  --min-p P  --max-tokens N  --seed N\n"
             "Output and files:\n"
             "  --events text|jsonl|none  --focus BRAIN  --data-dir DIR  --prompts DIR\n"
@@ -97,7 +99,7 @@ static int bad(const char *cmd, const char *flag, const char *val, const char *w
 enum {
     O_MODE = 256, O_HIVE, O_MODEL, O_MODEL_S, O_MODEL_O, O_MODEL_G, O_RAM, O_RAM_S, O_RAM_O, O_RAM_G,
     O_JAR, O_JAR_S, O_JAR_O, O_JAR_G, O_WEB_HOST, O_WEB_PORT, O_DATA, O_PROMPTS, O_SCHED, O_THREADS,
-    O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_MMAP, O_CHAT, O_PAUSE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
+    O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_MMAP, O_CHAT, O_PAUSE, O_PACE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
     O_SEED, O_EVENTS, O_FOCUS, O_DURATION, O_STEPS, O_DUMP, O_LOG, O_RESERVE, O_SHARE, O_HEADROOM,
     O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE, O_BRAINS, O_PROFILE, O_PORT, O_LISTEN_HOST, O_NO_LISTEN, O_PEER,
     O_PEER_IP, O_PEER_PORT, O_TARGET_IP, O_TARGET_PORT, O_NODE_ID, O_PEER_KEY, O_ALLOW_UNAUTH, O_PEER_RATE,
@@ -119,7 +121,8 @@ static const struct option k_opts[] = {
     {"gpu-layers", required_argument, 0, O_GPU}, {"kv-type", required_argument, 0, O_KV},
     {"flash-attn", required_argument, 0, O_FA}, {"prefill-chunk", required_argument, 0, O_CHUNK},
     {"no-mmap", no_argument, 0, O_NO_MMAP}, {"mmap", no_argument, 0, O_MMAP}, {"chat-template", no_argument, 0, O_CHAT},
-    {"pause", required_argument, 0, O_PAUSE}, {"temp", required_argument, 0, O_TEMP},
+    {"pause", required_argument, 0, O_PAUSE}, {"pace", required_argument, 0, O_PACE},
+    {"temp", required_argument, 0, O_TEMP},
     {"top-k", required_argument, 0, O_TOPK}, {"top-p", required_argument, 0, O_TOPP},
     {"min-p", required_argument, 0, O_MINP}, {"max-tokens", required_argument, 0, O_MAXTOK},
     {"seed", required_argument, 0, O_SEED}, {"events", required_argument, 0, O_EVENTS},
@@ -454,6 +457,11 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             if (bj_parse_double(a, 0, 86400, &d))
                 return bad(cmd, "--pause", a, "seconds (0-86400)");
             c->spec.pause_ms = (int)(d * 1000.0 + 0.5);
+            break;
+        case O_PACE:
+            if (bj_parse_double(a, 0, 100000, &d))
+                return bad(cmd, "--pace", a, "tokens per second (0-100000; 0: unpaced)");
+            c->spec.pace = d;
             break;
         case O_TEMP:
             if (bj_parse_double(a, 0, 10, &d))

@@ -44,6 +44,7 @@ void bj_config_defaults(struct bj_config *c)
     c->spec.backend_sampling = -1;
     c->spec.split = bj_split_default();
     c->spec.pause_ms = 3000;
+    c->spec.pace = BJ_PACE_DEFAULT;
     c->events = BJ_OUT_TEXT;
     c->spec.reserve_pct = 15.0;
     c->spec.brain_share_pct = 50.0;
@@ -324,8 +325,16 @@ static int hive_key(struct bj_config *c, const char *file, const char *key, char
             snprintf(err, errlen, "[hive] tensor_split: %s", why);
             return -1;
         }
+    } else if (strcmp(key, "pace") == 0) {
+        double d;
+        if (bj_parse_double(val, 0, 100000, &d)) {
+            snprintf(err, errlen, "[hive] pace: '%s' is not tokens per second (0-100000; 0: unpaced)", val);
+            return -1;
+        }
+        s->pace = d;
     } else {
-        snprintf(err, errlen, "unknown key '%s' in [hive] (model, rpc, split_mode, main_gpu, tensor_split)", key);
+        snprintf(err, errlen, "unknown key '%s' in [hive] (model, rpc, split_mode, main_gpu, tensor_split, pace)",
+                 key);
         return -1;
     }
     return 0;

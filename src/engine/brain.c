@@ -61,8 +61,10 @@ struct bj_brain {
 
     pthread_mutex_t inbox_lock;
     struct inbox_msg *inbox_head, *inbox_tail;
+    size_t inbox_bytes;
 
     int64_t resurrect_at;
+    int64_t next_token_at; /* with a pace: when its next generated token is due */
     uint64_t window_tokens;
     int64_t window_start;
     double tok_s;
@@ -305,6 +307,7 @@ int bj_brain_begin_life(struct bj_brain *b)
     tb_reset(&b->text);
     tb_reset(&b->life);
     memset(&b->utf8, 0, sizeof b->utf8);
+    bj_sampler_begin_life(b->smpl, (uint64_t)b->deaths + 1);
     char *sys = bj_prompt_system(b->p.prompts, b->p.cfg->role, b->p.cfg->id, b->deaths, b->p.jar_tokens);
     if (!sys) {
         bj_error("brain %s: no prompt for role '%s'", b->p.cfg->id, b->p.cfg->role);
@@ -340,10 +343,22 @@ int bj_brain_begin_life(struct bj_brain *b)
     return 0;
 }
 
+/* Mid-thought, the one queued token is the last one sampled: decoding it makes the next. */
+static bool generating(const struct bj_brain *b) { return b->n_gen > 0 && b->n_pending - b->off_pending == 1; }
+
+int64_t bj_brain_due_at(const struct bj_brain *b)
+{
+    if (b->p.pace <= 0 || b->state != BJ_BRAIN_THINKING || !generating(b))
+        return INT64_MAX;
+    return b->next_token_at;
+}
+
 int bj_brain_next_chunk(struct bj_brain *b, int max_n, const llama_token **tokens, bool *want_logits)
 {
     if (b->state != BJ_BRAIN_THINKING)
         return 0;
+    if (b->p.pace > 0 && generating(b) && bj_now_us() < b->next_token_at)
+        return 0; /* thinking at its pace; what it reads is not paced */
     int avail = b->n_pending - b->off_pending;
     int n = avail < max_n ? avail : max_n;
     *tokens = b->pending + b->off_pending;
@@ -378,6 +393,7 @@ static int listen(struct bj_brain *b)
     pthread_mutex_lock(&b->inbox_lock);
     struct inbox_msg *m = b->inbox_head;
     b->inbox_head = b->inbox_tail = NULL;
+    b->inbox_bytes = 0;
     pthread_mutex_unlock(&b->inbox_lock);
     struct textbuf seen = {0};
     while (m) {
@@ -451,6 +467,10 @@ int bj_brain_accept(struct bj_brain *b, llama_token t)
     if (rc != 0)
         return rc;
     b->n_gen++;
+    if (b->p.pace > 0) { /* the average holds the pace; a late token does not make the next early */
+        int64_t now = bj_now_us(), next = b->next_token_at + (int64_t)(1e6 / b->p.pace);
+        b->next_token_at = next > now ? next : now;
+    }
     bool blank_line = b->text.len >= 2 && strcmp(b->text.s + b->text.len - 2, "\n\n") == 0;
     if (b->n_gen >= b->p.cfg->sampling.max_tokens || (blank_line && b->n_gen >= MIN_TOKENS_BEFORE_BLANK_LINE))
         return end_thought(b);
@@ -479,7 +499,6 @@ void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail)
     b->n_past = 0;
     b->n_pending = b->off_pending = 0;
     tb_reset(&b->text);
-    bj_sampler_reset(b->smpl);
     b->resurrect_at = bj_now_us() + (int64_t)b->p.pause_ms * 1000;
     set_state(b, BJ_BRAIN_DEAD);
 }
@@ -532,6 +551,17 @@ void bj_brain_deliver(struct bj_brain *b, const char *from, const char *text)
     else
         b->inbox_head = m;
     b->inbox_tail = m;
+    b->inbox_bytes += strlen(m->text);
+    /* It reads at most about a quarter of its jar at once (a token is ~4 bytes of text): a brain
+     * paused or dead for long skips the oldest news instead of waking to a full jar. */
+    size_t cap = (size_t)b->p.jar_tokens;
+    while (b->inbox_bytes > cap && b->inbox_head != b->inbox_tail) {
+        struct inbox_msg *old = b->inbox_head;
+        b->inbox_head = old->next;
+        b->inbox_bytes -= strlen(old->text);
+        free(old->text);
+        free(old);
+    }
     pthread_mutex_unlock(&b->inbox_lock);
 }
 

@@ -45,6 +45,7 @@ struct bj_brain_params {
     struct bj_evbuf *out;      /* where its events go (the engine's step buffer) */
     long jar_tokens;
     int pause_ms;
+    double pace;               /* tokens it thinks per second at most; 0: unpaced */
     const char *dump_dir; /* NULL: no context dumps */
     const char *chat_template; /* NULL: raw completion; else a llama.cpp template (or built-in name) */
     uint32_t initial_deaths;
@@ -77,6 +78,10 @@ int bj_brain_kv_kept(const struct bj_brain *b);
 /* The context could not keep them (a model whose memory cannot be cut, a new context): the brain
  * forgets them and decodes its opening from the start. */
 void bj_brain_kv_lost(struct bj_brain *b);
+
+/* With a pace: the monotonic time its next generated token is due (INT64_MAX: not waiting for
+ * its pace). bj_brain_next_chunk offers no work before then. */
+int64_t bj_brain_due_at(const struct bj_brain *b);
 
 /* Whether n more tokens fit in the jar. */
 bool bj_brain_fits(const struct bj_brain *b, int n);

@@ -410,7 +410,8 @@ static int gather(struct bj_engine *e, struct work *works)
             /* A live, unpaused brain always has work (a token to feed back or prompt): count
              * the steps it would go without. */
             enum bj_brain_state s = bj_brain_state(b);
-            bool live = s == BJ_BRAIN_THINKING || s == BJ_BRAIN_LISTENING || s == BJ_BRAIN_RESURRECTING;
+            bool live = (s == BJ_BRAIN_THINKING || s == BJ_BRAIN_LISTENING || s == BJ_BRAIN_RESURRECTING) &&
+                        bj_brain_due_at(b) == INT64_MAX; /* one waiting for its pace is not starved */
             e->wait[i] = live ? e->wait[i] + 1 : 0;
             if (e->wait[i] > e->max_wait)
                 e->max_wait = e->wait[i];
@@ -851,6 +852,10 @@ static void *engine_main(void *arg)
         int n = gather(e, works);
         if (n == 0) {
             flush(e);
+            for (int i = 0; i < e->n_brains; i++) { /* brains thinking at a pace wake us too */
+                int64_t due = bj_brain_due_at(e->brains[i]);
+                next_wake = due < next_wake ? due : next_wake;
+            }
             idle_wait(e, next_wake);
             continue;
         }

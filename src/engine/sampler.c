@@ -98,12 +98,6 @@ struct llama_sampler *bj_sampler_chain(struct bj_sampler *s) { return s->chain; 
 
 void bj_sampler_accept(struct bj_sampler *s, llama_token t) { llama_sampler_accept(s->chain, t); }
 
-void bj_sampler_reset(struct bj_sampler *s)
-{
-    s->rng = s->seed;
-    llama_sampler_reset(s->chain);
-}
-
 /* splitmix64 */
 static uint64_t next_u64(struct bj_sampler *s)
 {
@@ -111,6 +105,12 @@ static uint64_t next_u64(struct bj_sampler *s)
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+void bj_sampler_begin_life(struct bj_sampler *s, uint64_t life)
+{
+    s->rng = s->seed ^ (life * 0xD1B54A32D192ED03ull);
+    (void)next_u64(s); /* one step of mixing, so neighbouring lives start far apart */
 }
 
 /* A uniform double in [0, 1). */

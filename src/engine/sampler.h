@@ -12,7 +12,8 @@
  *
  * Same distribution as llama.cpp's chain (top-k, then min-p relative to the best token, then
  * temperature, then a draw in proportion to exp(logit / temp)); a different random stream
- * (splitmix64 from the brain's seed, reset with every life as llama.cpp's dist is). Of tokens
+ * (splitmix64 from the brain's seed and the life's number: every life draws a new stream, and the
+ * same seed gives the same run). Of tokens
  * tied with the k-th best, top-k keeps the first in the vocabulary (llama.cpp's partial sort
  * leaves that order unspecified); greedy picks the first of equal maxima, as llama.cpp's does.
  * top-p needs the candidates sorted: with top-p < 1 every call goes to llama.cpp's chain.
@@ -23,6 +24,7 @@
 #define BJ_SAMPLER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <llama.h>
 
@@ -47,7 +49,10 @@ llama_token bj_sampler_sample(struct bj_sampler *s, const float *logits);
 /* A token chosen elsewhere (in the decode graph) is taken into the chain's state. */
 void bj_sampler_accept(struct bj_sampler *s, llama_token t);
 
-/* A new life: the random stream starts again from the seed. */
-void bj_sampler_reset(struct bj_sampler *s);
+/* Life number `life` begins: the fast path's random stream starts from a mix of the seed and
+ * the life, so each life draws differently and a run with the same seed repeats exactly.
+ * llama.cpp's chain cannot be reseeded in place (the decode graph may hold it), so its stream
+ * simply goes on across lives: also new each life, also reproducible. */
+void bj_sampler_begin_life(struct bj_sampler *s, uint64_t life);
 
 #endif

@@ -90,9 +90,17 @@ struct bj_hive_params bj_hive_default_params(void)
     return (struct bj_hive_params){0};
 }
 
-static const char *model_label(const char *path)
+/* The embedded voice is handed over as a memfd path under /proc (app/embedded.c). */
+static bool is_embedded(const char *path) { return strncmp(path, "/proc/", 6) == 0; }
+
+static const char *model_label(const char *path) { return is_embedded(path) ? "(embedded model)" : path; }
+
+/* Brain i's pace: as set, or by default the voice's on the embedded model and none elsewhere. */
+static double brain_pace(const struct bj_hive *h, int i)
 {
-    return strncmp(path, "/proc/", 6) == 0 ? "(embedded model)" : path;
+    if (h->s->pace != BJ_PACE_DEFAULT)
+        return h->s->pace;
+    return is_embedded(h->models[h->model_of[i]].path) ? BJ_VOICE_PACE : 0.0;
 }
 
 static int model_path(const struct bj_hive *h, const struct bj_brain_cfg *b, char *path, size_t len)
@@ -261,7 +269,7 @@ static void view_init(struct bj_hive *h)
         bj_strlcpy(v->role, b->role, sizeof v->role);
         const char *path = h->models[h->model_of[i]].path;
         const char *base = strrchr(path, '/');
-        bj_strlcpy(v->model, strncmp(path, "/proc/", 6) == 0 ? "embedded" : base ? base + 1 : path, sizeof v->model);
+        bj_strlcpy(v->model, is_embedded(path) ? "embedded" : base ? base + 1 : path, sizeof v->model);
         v->started = h->engine_ix[i] >= 0;
         bj_strlcpy(v->state, v->started ? "loading" : "not started", sizeof v->state);
         v->deaths = h->initial_deaths[i];
@@ -288,6 +296,23 @@ static int find_or_add_model(struct bj_hive *h, const char *path, char *err, siz
     return h->n_models++;
 }
 
+/* Clamped GB jars of brains sharing a model keep their proportions (jar.h), as the estimate's. */
+static void keep_proportions(struct bj_hive *h)
+{
+    for (int m = 0; m < h->n_models; m++) {
+        struct bj_jar *mine[BJ_MAX_BRAINS];
+        int n = 0;
+        for (int i = 0; i < h->s->n_brains; i++)
+            if (h->model_of[i] == m)
+                mine[n++] = &h->jars[i];
+        bj_jar_keep_proportions(mine, n, &h->models[m].info, h->s->kv_type);
+    }
+    for (int i = 0; i < h->s->n_brains; i++)
+        if (h->jars[i].clamped)
+            bj_info("brain %s: jar of %ld tokens clamped to the model's training context: %ld tokens",
+                    h->s->brains[i].id, h->jars[i].requested_tokens, h->jars[i].tokens);
+}
+
 static int resolve(struct bj_hive *h, char *err, size_t errlen)
 {
     const struct bj_hive_spec *s = h->s;
@@ -304,15 +329,13 @@ static int resolve(struct bj_hive *h, char *err, size_t errlen)
         h->model_of[i] = m;
         if (bj_jar_resolve(b, &h->models[m].info, s->kv_type, &h->jars[i], err, errlen))
             return -1;
-        if (h->jars[i].clamped)
-            bj_info("brain %s: jar of %ld tokens clamped to the model's training context, %ld tokens", b->id,
-                    h->jars[i].requested_tokens, h->jars[i].tokens);
         if (!bj_prompts_has(h->prompts, b->role)) {
             snprintf(err, errlen, "brain %s: no prompt file for role '%s' (add %s.txt to --prompts DIR)", b->id,
                      b->role, b->role);
             return -1;
         }
     }
+    keep_proportions(h);
     return 0;
 }
 
@@ -474,6 +497,7 @@ static int add_brains(struct bj_hive *h)
             .vocab = bj_engine_vocab(ms->engine),
             .jar_tokens = h->jars[i].tokens,
             .pause_ms = s->pause_ms,
+            .pace = brain_pace(h, i),
             .dump_dir = s->dump_context[0] ? s->dump_context : NULL,
             .chat_template = s->chat_template ? ms->chat_template : NULL,
             .initial_deaths = h->initial_deaths[i],
@@ -853,6 +877,7 @@ static int rebuild(struct bj_hive *h, int m, int64_t silent_ms, char *err, size_
             .vocab = bj_engine_vocab(e),
             .jar_tokens = h->jars[i].tokens,
             .pause_ms = h->s->pause_ms,
+            .pace = brain_pace(h, i),
             .dump_dir = h->s->dump_context[0] ? h->s->dump_context : NULL,
             .chat_template = h->s->chat_template ? ms->chat_template : NULL,
             .initial_deaths = n,

@@ -822,6 +822,7 @@ struct bj_est_hive *bj_estimate_spec(const struct bj_hive_spec *c, const char *d
             goto fail;
         }
         long jars[BJ_MAX_BRAINS];
+        struct bj_jar *mine[BJ_MAX_BRAINS];
         int n = 0;
         for (int i = 0; i < h->n_brains; i++) {
             struct bj_est_brain *b = &h->brains[i];
@@ -831,8 +832,11 @@ struct bj_est_hive *bj_estimate_spec(const struct bj_hive_spec *c, const char *d
                 free(mi);
                 goto fail;
             }
-            jars[n++] = b->jar.tokens;
+            mine[n++] = &b->jar;
         }
+        bj_jar_keep_proportions(mine, n, mi, h->opts.kv_type);
+        for (int k = 0; k < n; k++)
+            jars[k] = mine[k]->tokens;
         free(mi);
         if (bj_estimate_model(path, &h->opts, jars, n, &h->models[m], err, errlen) != 0)
             goto fail;

@@ -11,6 +11,7 @@ int bj_jar_resolve(const struct bj_brain_cfg *b, const struct bj_modelinfo *mi, 
     uint64_t per_token = bj_modelinfo_kv_bytes(mi, kv_type, kv_type, 1);
     long req = b->jar_tokens > 0 ? b->jar_tokens : (long)(b->jar_gb * BJ_GB / (double)per_token);
     out->requested_tokens = req;
+    out->in_gb = b->jar_tokens <= 0;
     out->clamped = mi->n_ctx_train > 0 && req > (long)mi->n_ctx_train;
     out->tokens = out->clamped ? (long)mi->n_ctx_train : req;
     out->kv_bytes = bj_modelinfo_kv_bytes(mi, kv_type, kv_type, (uint64_t)out->tokens);
@@ -20,6 +21,26 @@ int bj_jar_resolve(const struct bj_brain_cfg *b, const struct bj_modelinfo *mi, 
         return -1;
     }
     return 0;
+}
+
+void bj_jar_keep_proportions(struct bj_jar *const *jars, int n, const struct bj_modelinfo *mi,
+                             enum ggml_type kv_type)
+{
+    long largest = 0;
+    for (int i = 0; i < n; i++)
+        if (jars[i]->in_gb && jars[i]->requested_tokens > largest)
+            largest = jars[i]->requested_tokens;
+    if (mi->n_ctx_train == 0 || largest <= (long)mi->n_ctx_train)
+        return;
+    for (int i = 0; i < n; i++) {
+        struct bj_jar *j = jars[i];
+        if (!j->in_gb)
+            continue;
+        long t = (long)((double)mi->n_ctx_train * (double)j->requested_tokens / (double)largest);
+        j->tokens = t > 0 ? t : 1;
+        j->clamped = true;
+        j->kv_bytes = bj_modelinfo_kv_bytes(mi, kv_type, kv_type, (uint64_t)j->tokens);
+    }
 }
 
 uint32_t bj_jar_kv_cells(const long *jar_tokens, int n, bool *unified)

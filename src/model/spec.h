@@ -20,6 +20,11 @@
 #define BJ_MAX_WATCHES 16
 #define BJ_NAME_MAX 32
 
+/* The pace of a brain on the embedded voice: about a reader's speed (3-4 words a second), so that
+ * a life of a few hundred tokens lasts long enough to be watched. */
+#define BJ_VOICE_PACE 5.0
+#define BJ_PACE_DEFAULT (-1.0)
+
 enum bj_schedule { BJ_SCHED_AUTO, BJ_SCHED_BATCHED, BJ_SCHED_PARALLEL };
 
 struct bj_sampling {
@@ -68,6 +73,9 @@ struct bj_hive_spec {
 
     /* lives */
     int pause_ms;           /* between death and resurrection */
+    double pace;            /* tokens a brain thinks per second at most (reading is not paced);
+                             * 0: as fast as the machine allows; BJ_PACE_DEFAULT: the embedded
+                             * voice's BJ_VOICE_PACE, 0 for any other model */
     char dump_context[PATH_MAX]; /* write each life's context text here (tests, debugging) */
 
     /* memory budget */

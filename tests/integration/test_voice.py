@@ -41,7 +41,7 @@ class Voice(HiveCase):
     def generate(self, model_args, seed):
         """SUBJECT's words in single mode; model_args [] runs the embedded default model."""
         cmd = [BRAINJAR, "run", "--mode", "single", "--events", "jsonl", "--data-dir", self.data, "--pause", "0",
-               "--seed", str(seed), "--steps", "400", "--max-tokens", "120", *model_args]
+               "--seed", str(seed), "--steps", "400", "--max-tokens", "120", "--pace", "0", *model_args]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
         self.assertEqual(p.returncode, 0, p.stderr)
         events = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]

@@ -98,6 +98,35 @@ static void test_clamp(void **state)
     assert_false(j.clamped);
 }
 
+/* The original's 8:10:12 GB on a model of 512 tokens: 341, 426, 512, not 512 three times; a jar
+ * given in tokens is only clamped. */
+static void test_proportions(void **state)
+{
+    (void)state;
+    struct bj_modelinfo mi = model(512);
+    struct bj_jar j[4];
+    struct bj_jar *all[4] = {&j[0], &j[1], &j[2], &j[3]};
+    char err[200];
+    struct bj_brain_cfg b[4] = {brain(8.0, 0), brain(10.0, 0), brain(12.0, 0), brain(0, 300)};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(bj_jar_resolve(&b[i], &mi, GGML_TYPE_F16, &j[i], err, sizeof err), 0);
+    bj_jar_keep_proportions(all, 4, &mi, GGML_TYPE_F16);
+    assert_int_equal(j[0].tokens, 341);
+    assert_int_equal(j[1].tokens, 426);
+    assert_int_equal(j[2].tokens, 512);
+    assert_int_equal(j[3].tokens, 300);
+    assert_true(j[0].clamped && j[1].clamped && j[2].clamped);
+    assert_false(j[3].clamped);
+    assert_int_equal(j[0].kv_bytes, 341u * 256u);
+    /* Nothing clamped: nothing changes. */
+    mi = model(0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(bj_jar_resolve(&b[i], &mi, GGML_TYPE_F16, &j[i], err, sizeof err), 0);
+    bj_jar_keep_proportions(all, 3, &mi, GGML_TYPE_F16);
+    assert_int_equal(j[0].tokens, 8L * 1024 * 1024 * 1024 / 256);
+    assert_false(j[0].clamped);
+}
+
 static void test_holds_no_token(void **state)
 {
     (void)state;
@@ -156,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_gb_to_tokens),
         cmocka_unit_test(test_tokens_win),
         cmocka_unit_test(test_clamp),
+        cmocka_unit_test(test_proportions),
         cmocka_unit_test(test_holds_no_token),
         cmocka_unit_test(test_kv_cells),
     };

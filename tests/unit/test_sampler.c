@@ -134,7 +134,7 @@ static void test_greedy_first_max(void **state)
     bj_sampler_free(s);
 }
 
-static void test_seed_and_reset(void **state)
+static void test_seed_and_lives(void **state)
 {
     struct bj_sampling c = cfg(1.0f, 0.0f, 0, 1.0f, 42);
     float x[N_VOCAB];
@@ -149,9 +149,22 @@ static void test_seed_and_reset(void **state)
         differ += i > 0 && first[i] != first[i - 1];
     }
     assert_true(differ > 50);
-    bj_sampler_reset(a);
+    /* Life 2 draws a new stream; life 2 again draws that same stream; life 1 the first. */
+    llama_token second[64];
+    int same_as_first = 0;
+    bj_sampler_begin_life(a, 2);
     for (int i = 0; i < 64; i++)
-        assert_int_equal(bj_sampler_sample(a, x), first[i]);
+        same_as_first += (second[i] = bj_sampler_sample(a, x)) == first[i];
+    assert_true(same_as_first < 8);
+    bj_sampler_begin_life(b, 2);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(bj_sampler_sample(b, x), second[i]);
+    bj_sampler_begin_life(a, 1);
+    bj_sampler_begin_life(b, 1);
+    for (int i = 0; i < 64; i++) {
+        llama_token t = bj_sampler_sample(a, x);
+        assert_int_equal(bj_sampler_sample(b, x), t);
+    }
     c.seed = 43;
     struct bj_sampler *other = bj_sampler_new(&c, N_VOCAB);
     int same = 0;
@@ -208,7 +221,7 @@ int main(void)
         cmocka_unit_test(test_default_chain),     cmocka_unit_test(test_min_p_strict),
         cmocka_unit_test(test_no_filter),         cmocka_unit_test(test_top_k),
         cmocka_unit_test(test_top_k_and_min_p),   cmocka_unit_test(test_llama_chain_agrees),
-        cmocka_unit_test(test_greedy_first_max),  cmocka_unit_test(test_seed_and_reset),
+        cmocka_unit_test(test_greedy_first_max),  cmocka_unit_test(test_seed_and_lives),
         cmocka_unit_test(test_min_p_cold),        cmocka_unit_test(test_min_p_loose),
         cmocka_unit_test(test_nan_row),           cmocka_unit_test(test_flat_large_vocab),
     };
