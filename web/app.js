@@ -8,6 +8,7 @@ const KNOWN_HUES = { SUBJECT: 192, OBSERVER: 36, GOD: 280 };
 const PAST_KEEP = 3;          // finished thoughts shown above the live one
 const NOW_MAX = 6000;         // characters of the live thought kept on screen
 const SERIES_MAX = 900;       // chart points (15 minutes at 1 Hz)
+const RATE_WINDOW_MS = 2000;  // tokens/s: tokens seen in this window (refreshed every 250 ms)
 
 const $ = (id) => document.getElementById(id);
 const brains = new Map();     // id -> panel record
@@ -18,6 +19,7 @@ let series = { t: [], rss: [], sysPct: [], gpu: [], toks: {}, jar: {} };
 let deaths = [];              // {t (s), brain, cause, crash_count}
 let charts = {};
 let sysTotal = 0;
+let hasGpu = false;           // the GPU memory series is drawn only where there is one
 
 function hueOf(id) {
   if (id in KNOWN_HUES) return KNOWN_HUES[id];
@@ -83,6 +85,7 @@ function makePanel(b) {
     past: q(".past"), nowText: document.createTextNode(""),
     veilTitle: q(".veil-title"), veilSub: q(".veil-sub"),
     deaths: 0, lifeNo: 1, timers: [], eventAt: 0, lastEvent: "",
+    jarTokens: 0, tokenAt: 0, rate: [],   // rate: [arrival ms, tokens] of the last RATE_WINDOW_MS
   };
   q(".id").textContent = b.id;
   q(".role").textContent = b.role;
@@ -118,6 +121,26 @@ function setJar(p, used, total) {
   p.jar.classList.toggle("high", f > 0.8);
   p.jarText.textContent = total > 0 ? `jar ${used} / ${total} tokens · ${(f * 100).toFixed(0)}%` : "jar –";
 }
+
+// Jar fill and speed follow the token events themselves (each carries the jar's fill), so they
+// move with the text; the once-a-second tick only fills in when no token has come lately. A
+// dead brain holds nothing and says nothing: zero on both.
+function isDead(p) { return p.el.classList.contains("dead"); }
+function tokenSeen(p, m) {
+  const now = Date.now();
+  p.tokenAt = now;
+  p.rate.push([now, m.n || 1]);
+  if (m.jar_used != null) setJar(p, m.jar_used, m.jar_tokens || p.jarTokens);
+}
+function showSpeed(p) {
+  const now = Date.now();
+  while (p.rate.length && now - p.rate[0][0] > RATE_WINDOW_MS) p.rate.shift();
+  let n = 0;
+  for (const [, k] of p.rate) n += k;
+  const v = isDead(p) ? 0 : n / (RATE_WINDOW_MS / 1000);
+  p.speed.textContent = `${v.toFixed(1)} tok/s`;
+}
+setInterval(() => { for (const p of brains.values()) showSpeed(p); }, 250);
 
 function setDeaths(p, n, bump) {
   if (n === p.deaths && !bump) return;
@@ -159,6 +182,9 @@ function die(p, cause, count) {
   p.veilSub.textContent = `${cause.replace(/_/g, " ").toLowerCase()} · death ${count}`;
   setDeaths(p, count, true);
   setState(p, "dead");
+  p.rate = [];
+  setJar(p, 0, p.jarTokens);
+  showSpeed(p);
   p.timers.push(setTimeout(() => p.el.classList.remove("dying"), 900));
 }
 
@@ -167,13 +193,11 @@ function revive(p, life) {
   p.timers.forEach(clearTimeout);
   p.timers = [];
   p.el.classList.remove("dying", "dead");
-  if (life != null) {
+  if (life != null) { // the new life is announced beside its number, never over its words
     p.lifeNo = life;
-    p.life.textContent = `life ${life}`;
-    p.veilTitle.textContent = "ALIVE";
-    p.veilSub.textContent = `life ${life} begins`;
+    p.life.textContent = `life ${life} begins`;
     p.el.classList.add("reborn");
-    p.timers.push(setTimeout(() => p.el.classList.remove("reborn"), 1600));
+    p.timers.push(setTimeout(() => { p.el.classList.remove("reborn"); p.life.textContent = `life ${p.lifeNo}`; }, 2400));
   }
   setNow(p, "");
 }
@@ -276,7 +300,10 @@ function flashEdge(from, to) {
 }
 
 // ---- charts (uPlot) --------------------------------------------------------------------
-const AXIS = { stroke: "#8b95aa", grid: { stroke: "rgba(148,163,184,0.08)" }, ticks: { stroke: "rgba(148,163,184,0.15)" } };
+const AXIS = { stroke: "#8b95aa", grid: { stroke: "rgba(148,163,184,0.08)" }, ticks: { stroke: "rgba(148,163,184,0.15)" },
+  font: "12px system-ui, sans-serif" };
+// Time labels at least 90 px apart, so that they never run into each other on a narrow chart.
+const XAXIS = { ...AXIS, space: 90 };
 function chartWidth(id) { return Math.max(240, $(id).clientWidth); }
 
 function makeCharts() {
@@ -287,26 +314,26 @@ function makeCharts() {
   charts.toks = new uPlot({
     width: chartWidth("chart-toks"), height: h,
     scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.15)] } },
-    axes: [{ ...AXIS }, { ...AXIS, size: 46 }],
+    axes: [{ ...XAXIS }, { ...AXIS, size: 46 }],
     series: [{}, ...order.map((id) => ({ label: id, stroke: colour(id), width: 2, fill: colour(id, 0.06), points: { show: false } }))],
     legend: { live: false },
   }, [[], ...order.map(() => [])], $("chart-toks"));
   charts.mem = new uPlot({
     width: chartWidth("chart-mem"), height: h,
     scales: { x: { time: true }, mb: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.2)] }, pct: { range: [0, 100] } },
-    axes: [{ ...AXIS }, { ...AXIS, scale: "mb", size: 54, values: (u, v) => v.map((x) => x + " MB") },
-      { ...AXIS, scale: "pct", side: 1, size: 44, grid: { show: false }, values: (u, v) => v.map((x) => x + "%") }],
+    axes: [{ ...XAXIS }, { ...AXIS, scale: "mb", size: 54, values: (u, v) => v.map((x) => x + " MB") },
+      { ...AXIS, scale: "pct", side: 1, size: 56, grid: { show: false }, values: (u, v) => v.map((x) => x + "%") }],
     series: [{},
       { label: "process", scale: "mb", stroke: "#7dd3fc", width: 2, fill: "rgba(125,211,252,0.08)", points: { show: false } },
-      { label: "GPU", scale: "mb", stroke: "#a3e635", width: 2, points: { show: false } },
+      ...(hasGpu ? [{ label: "GPU", scale: "mb", stroke: "#a3e635", width: 2, points: { show: false } }] : []),
       { label: "system %", scale: "pct", stroke: "#94a3b8", width: 1.5, dash: [4, 4], points: { show: false } },
       ...order.map((id) => ({ label: `${id} jar %`, scale: "pct", stroke: colour(id, 0.8), width: 1.2, points: { show: false } }))],
     legend: { live: false },
-  }, [[], [], [], [], ...order.map(() => [])], $("chart-mem"));
+  }, [[], [], ...(hasGpu ? [[]] : []), [], ...order.map(() => [])], $("chart-mem"));
   charts.deaths = new uPlot({
     width: chartWidth("chart-deaths"), height: KIOSK ? h : Math.max(120, 40 + 34 * order.length),
     scales: { x: { time: true }, y: { range: [-0.6, order.length - 0.4] } },
-    axes: [{ ...AXIS }, { ...AXIS, size: 84, splits: () => order.map((_, i) => i), values: (u, v) => v.map((i) => order[i] || "") }],
+    axes: [{ ...XAXIS }, { ...AXIS, size: 84, splits: () => order.map((_, i) => i), values: (u, v) => v.map((i) => order[i] || "") }],
     series: [{}, ...order.map((id) => ({
       label: id, stroke: colour(id), fill: colour(id, 0.85), paths: () => null,
       points: { show: true, size: 11, width: 1.5, stroke: "#fff", fill: colour(id) },
@@ -320,7 +347,7 @@ function redrawCharts() {
   if (!charts.toks) return;
   const t = series.t;
   charts.toks.setData([t, ...order.map((id) => series.toks[id] || [])]);
-  charts.mem.setData([t, series.rss, series.gpu, series.sysPct, ...order.map((id) => series.jar[id] || [])]);
+  charts.mem.setData([t, series.rss, ...(hasGpu ? [series.gpu] : []), series.sysPct, ...order.map((id) => series.jar[id] || [])]);
   const xs = deaths.map((d) => d.t);
   const now = Date.now() / 1000;
   const start = Math.min(t.length ? t[0] : now - 60, xs.length ? xs[0] : now);
@@ -368,19 +395,21 @@ function onSnapshot(s) {
   $("who").textContent = `${me.user} · ${me.role}`;
   $("hive-mode").textContent = s.hive.mode || "";
   hiveStarted = Date.parse(s.hive.started) || Date.now();
+  hasGpu = !!(s.memory && s.memory.gpu_used != null);
   buildPanels(s.brains);
   for (const b of s.brains) {
     const p = brains.get(b.id);
     setDeaths(p, b.deaths, false);
     p.lifeNo = b.life;
     p.life.textContent = `life ${b.life}`;
-    p.speed.textContent = `${b.tok_s.toFixed(1)} tok/s`;
-    setJar(p, b.jar.used, b.jar.tokens);
+    p.jarTokens = b.jar.tokens;
+    setJar(p, b.state === "dead" ? 0 : b.jar.used, b.jar.tokens);
     p.past.textContent = "";
     for (const t of (s.thoughts[b.id] || []).slice(-PAST_KEEP)) pushPast(p, t.text, t.complete);
     setNow(p, b.current || "");
     p.el.classList.remove("dead", "dying", "reborn");
     setState(p, b.state);
+    showSpeed(p);
     graphNodes.get(b.id)?.classList.toggle("dead", b.state === "dead");
   }
   deaths = s.deaths.map((d) => ({ t: d.time_us / 1e6, brain: d.brain, cause: d.cause, crash_count: d.crash_count }));
@@ -401,8 +430,9 @@ function onTick(t) {
     // event is fresher than a sample that still says the opposite.
     const tickDead = b.state === "dead" || b.state === "dying";
     if (!(Date.now() - p.eventAt < 2000 && (p.lastEvent === "death") !== tickDead)) setState(p, b.state);
-    setJar(p, b.jar_used, b.jar_tokens);
-    p.speed.textContent = `${b.tok_s.toFixed(1)} tok/s`;
+    p.jarTokens = b.jar_tokens;
+    if (isDead(p)) setJar(p, 0, b.jar_tokens);
+    else if (Date.now() - p.tokenAt > 1500) setJar(p, b.jar_used, b.jar_tokens);
     if (b.deaths > p.deaths) setDeaths(p, b.deaths, false);
     if (b.life !== p.lifeNo && !p.el.classList.contains("dead")) { p.lifeNo = b.life; p.life.textContent = `life ${b.life}`; }
     graphNodes.get(id)?.classList.toggle("dead", b.state === "dead");
@@ -418,7 +448,7 @@ function onEvent(m) {
   const ms = Date.parse(m.ts) || Date.now();
   switch (m.type) {
     case "token":
-      if (p && !p.el.classList.contains("dead")) appendNow(p, m.text || "");
+      if (p && !isDead(p)) { appendNow(p, m.text || ""); tokenSeen(p, m); }
       break;
     case "thought":
       if (p) { pushPast(p, m.text, m.complete); setNow(p, ""); }
