@@ -12,6 +12,47 @@ const browser = await chromium.launch({
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
 });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// What a visitor would see wrong on a chart: time labels that run into each other, a right
+// axis too narrow for its widest label, a legend for a GPU the machine lacks. uPlot draws axes
+// on a canvas, so the labels are measured with the chart's own font.
+async function chartFaults(page) {
+  return page.evaluate(() => {
+    const faults = [];
+    const ctx = document.createElement("canvas").getContext("2d");
+    for (const [name, u] of Object.entries(window.brainjarCharts || {})) {
+      u.axes.forEach((ax, i) => {
+        if (!ax._values || !ax._splits) return;
+        ctx.font = ax.font[0] || "12px sans-serif";
+        const widths = ax._values.map((v) => ctx.measureText(String(v ?? "")).width);
+        if (i === 0) {
+          const xs = ax._splits.map((s) => u.valToPos(s, "x"));
+          for (let k = 1; k < xs.length; k++)
+            if (xs[k] - xs[k - 1] < (widths[k] + widths[k - 1]) / 2 + 4) faults.push(`${name}: x labels ${ax._values[k - 1]} and ${ax._values[k]} collide`);
+        } else if (Math.max(0, ...widths) + 6 > ax._size) {
+          faults.push(`${name}: axis ${i} is ${ax._size} px for labels of ${Math.ceil(Math.max(...widths))} px`);
+        }
+      });
+    }
+    const legend = [...document.querySelectorAll(".u-legend .u-series")].map((e) => e.textContent.trim());
+    return { faults, legend };
+  });
+}
+
+// Boxes: the death counter inside its panel, the veil off while a brain is alive.
+async function panelFaults(page) {
+  return page.evaluate(() => {
+    const faults = [];
+    for (const el of document.querySelectorAll(".brain")) {
+      const b = el.getBoundingClientRect(), n = el.querySelector(".death-count .n").getBoundingClientRect();
+      if (n.left < b.left || n.right > b.right || n.top < b.top || n.bottom > b.bottom) faults.push(`${el.dataset.brain}: counter outside its panel`);
+      const veil = getComputedStyle(el.querySelector(".veil")).opacity;
+      if (!el.classList.contains("dead") && !el.classList.contains("dying") && Number(veil) > 0.05)
+        faults.push(`${el.dataset.brain}: veil (opacity ${veil}) over a living brain's words`);
+    }
+    return faults;
+  });
+}
 try {
   const ctx = await browser.newContext({ viewport: { width: 1600, height: 1000 }, deviceScaleFactor: 1 });
   const page = await ctx.newPage();
@@ -44,16 +85,25 @@ try {
     await sleep(100);
   }
   found.stream_changes = changes;
+  // While text streams, the jar and the speed say so (within the 250 ms refresh).
+  found.alive_readings = await page.$$eval(".brain:not(.dead)", (els) => els.map((e) => [e.dataset.brain,
+    e.querySelector(".state").textContent, e.querySelector(".jar-text").textContent, e.querySelector(".speed").textContent]));
+  found.panel_faults = await panelFaults(page);
 
   // A death (the panel goes dark) and its resurrection (it comes back with a new life).
   const dead = await page.waitForSelector(".brain.dead", { timeout: 150000 });
   const deadId = await dead.evaluate((e) => e.dataset.brain);
   found.death = { brain: deadId, veil: await dead.evaluate((e) => e.querySelector(".veil-title").textContent),
                   cause: await dead.evaluate((e) => e.querySelector(".veil-sub").textContent) };
+  found.death_faults = await panelFaults(page); // the counter's bump is running now
+  await sleep(400);
+  found.dead_readings = await dead.evaluate((e) => e.classList.contains("dead") ?
+    [e.querySelector(".jar-text").textContent, e.querySelector(".speed").textContent] : null);
   await page.screenshot({ path: `${outdir}/dashboard-death.png` });
   await page.waitForFunction((id) => !document.querySelector(`.brain[data-brain="${id}"]`).classList.contains("dead"),
                              deadId, { timeout: 30000 });
   found.resurrected = { brain: deadId, life: await page.textContent(`.brain[data-brain="${deadId}"] .life`) };
+  found.reborn_faults = await panelFaults(page); // the new life is announced: not over its words
 
   // Operator actions: pause GOD from its panel, see it paused, resume; say something to SUBJECT.
   found.ops_visible = await page.isVisible('.brain[data-brain="SUBJECT"] button[data-act="pause"]');
@@ -83,6 +133,11 @@ try {
   found.charts = await page.$$eval(".uplot", (els) => els.length);
   await sleep(1500);
   await page.screenshot({ path: `${outdir}/dashboard.png`, fullPage: true });
+  found.charts_1600 = await chartFaults(page);
+  await page.setViewportSize({ width: 1400, height: 900 });
+  await sleep(800);
+  await page.screenshot({ path: `${outdir}/dashboard-1400.png` });
+  found.charts_1400 = await chartFaults(page);
 
   // Phone and kiosk views.
   const phone = await ctx.newPage();
@@ -99,6 +154,7 @@ try {
   await kiosk.waitForSelector('.brain[data-brain="GOD"]');
   await sleep(3000);
   found.kiosk_controls_visible = await kiosk.isVisible('.brain button[data-act="kill"]');
+  found.kiosk_charts = await chartFaults(kiosk);
   await kiosk.screenshot({ path: `${outdir}/dashboard-kiosk.png` });
   await kiosk.close();
 
@@ -123,6 +179,7 @@ try {
     await big.waitForSelector('.brain[data-brain="GOD"]');
     await sleep(3000);
     found.kiosk_4k_overflow = await big.evaluate(() => document.documentElement.scrollHeight > window.innerHeight + 1);
+    found.kiosk_4k_charts = await chartFaults(big);
     await big.screenshot({ path: `${outdir}/dashboard-kiosk-4k.png` });
     await big.close();
   }

@@ -45,6 +45,19 @@ class Dashboard(WebCase):
         self.assertEqual(set(f["stream_changes"]), {"SUBJECT", "OBSERVER", "GOD"}, f["stream_changes"])
         self.assertTrue(all(n >= 3 for n in f["stream_changes"].values()), f["stream_changes"])
         self.assertEqual(f["death"]["veil"], "DEAD")
+        # The dashboard tells the truth in time: a living brain's jar and speed are not zero
+        # while it streams, a dead one reads zero, boxes stay where they belong.
+        for brain, state, jar, speed in f["alive_readings"]:
+            if state == "thinking":
+                self.assertNotRegex(jar, r"jar 0 /", f"{brain} streams but its jar reads empty: {f['alive_readings']}")
+        if f["dead_readings"]:
+            self.assertRegex(f["dead_readings"][0], r"^jar 0 /")
+            self.assertEqual(f["dead_readings"][1], "0.0 tok/s")
+        self.assertEqual(f["panel_faults"] + f["death_faults"] + f["reborn_faults"], [])
+        for view in ("charts_1600", "charts_1400", "kiosk_charts", "kiosk_4k_charts"):
+            self.assertEqual(f[view]["faults"], [], view)
+            if not os.path.exists("/dev/nvidia0"):
+                self.assertFalse([s for s in f[view]["legend"] if "GPU" in s], f"{view}: a GPU legend without a GPU")
         self.assertRegex(f["resurrected"]["life"], r"life \d+")
         self.assertTrue(f["ops_visible"] and f["paused"] and f["resumed"] and f["said"])
         self.assertEqual(f["html_injected"], 0, "brain and user text is inserted as text")
@@ -57,7 +70,7 @@ class Dashboard(WebCase):
         self.assertFalse(f["viewer_controls_visible"], "operator controls only for operators")
         self.assertFalse(f["kiosk_4k_overflow"], "the kiosk view fits a 4K screen")
         self.assertEqual(f["errors"], [])
-        for name in ("dashboard.png", "dashboard-death.png", "dashboard-phone.png", "dashboard-kiosk.png",
+        for name in ("dashboard.png", "dashboard-1400.png", "dashboard-death.png", "dashboard-phone.png", "dashboard-kiosk.png",
                      "dashboard-kiosk-4k.png"):
             self.assertGreater(os.path.getsize(os.path.join(out, name)), 10000)
 
