@@ -2,13 +2,14 @@
 #   make run    build (Release) and run brainjar in matrix mode on the embedded model
 #   make test   build (Release) and run every test through ctest
 #   make test-sanitize   the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make deb    the Debian package (build/deb/brainjar_VERSION_ARCH.deb)
 #   make soak   a long run (SOAK_MINUTES=5) that shows memory flat after warm-up
 BUILD    ?= build
 BUILD_SAN ?= build-sanitize
 RUN_ARGS ?= --mode matrix
 JOBS     ?= $(shell nproc)
 
-.PHONY: all build run test test-sanitize soak bootstrap clean
+.PHONY: all build run test test-sanitize soak bootstrap clean deb
 
 all: build
 
@@ -35,6 +36,10 @@ test-sanitize: bootstrap
 # A long run (SOAK_MINUTES, default 5) that shows RSS flat after warm-up; not part of make test.
 soak: build
 	python3 bench/soak/soak.py --brainjar $(BUILD)/brainjar --model $(BUILD)/models/brainjar-tiny.gguf
+
+# The Debian package of this machine's architecture (debhelper; docs/OPERATIONS.md): build/deb/*.deb
+deb:
+	scripts/make-deb $(BUILD)/deb
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)
