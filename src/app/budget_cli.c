@@ -7,6 +7,7 @@
 
 #include <llama.h>
 
+#include "board.h"
 #include "budget.h"
 #include "cli.h"
 #include "devices.h"
@@ -35,7 +36,10 @@ static void estimate_usage(FILE *to)
             "  --measure          also load the model like the engine, fill the jars and measure RSS (slow)\n"
             "  --no-fill          with --measure: stop after the first decode and the decode steps\n"
             "  --decode-steps N   with --measure: single-token steps timed at the end (default 8)\n"
-            "  --first-batch N    tokens in the measured first decode (default: a prefill chunk, 64, per brain)\n",
+            "  --first-batch N    tokens in the measured first decode (default: a prefill chunk, 64, per brain)\n"
+            "  --board B          also the decode speed this board's memory bandwidth allows, and whether\n"
+            "                     the hive fits its memory: pi5, orin-nano, orin-nx, orin-agx\n"
+            "  --bandwidth GB/s   the same for any other machine, from its memory bandwidth\n",
             BJ_MAX_BRAINS);
 }
 
@@ -194,16 +198,42 @@ static int bad_flag(const char *flag, const char *arg, const char *want)
 struct est_args {
     const char *model;
     const char *rpc;
+    const struct bj_board *board; /* --board */
+    double bandwidth_gbs;         /* --board's or --bandwidth's; 0: no speed bound asked for */
     long ctx, brains, first_batch, decode_steps;
     bool measure, no_fill;
     struct bj_est_opts o;
 };
 
+/* The decode speed the memory bandwidth allows, and on a named board whether the hive fits. */
+static void print_board(const struct bj_est_model *m, const struct est_args *a, long jar_tokens, FILE *out)
+{
+    char w[32], k[32];
+    struct bj_decode_bound b = bj_decode_bound(&m->mi, a->o.kv_type, jar_tokens, (int)a->brains, a->bandwidth_gbs);
+    fprintf(out, "\nDecode speed bound%s%s (%.1f GB/s of memory bandwidth):\n", a->board ? " on the " : "",
+            a->board ? a->board->what : "", a->bandwidth_gbs);
+    fprintf(out, "  each step reads the weights once (%s) and each brain's KV cache (%s in all, jars half full)\n",
+            fmt(w, sizeof w, b.weight_read), fmt(k, sizeof k, b.kv_read_half));
+    fprintf(out, "  %ld brain%s: at most %.1f tokens/s each, %.1f in all (a life's average); %.1f each with empty jars\n",
+            a->brains, a->brains == 1 ? "" : "s", b.brain_tok_s, b.total_tok_s, b.brain_tok_s_empty);
+    fprintf(out, "  (decoding reaches about half this bound on such boards: docs/OPERATIONS.md)\n");
+    if (a->board) {
+        uint64_t need = bj_est_mem_total(&m->cpu) + bj_est_mem_total(&m->gpu);
+        double have = a->board->memory_gb * 1e9;
+        fprintf(out, "  memory: the hive needs %s of the board's %.0f GB (%s; the system and its reserve need the rest)\n",
+                fmt(w, sizeof w, need), a->board->memory_gb, (double)need <= 0.85 * have ? "fits" : "too big");
+    }
+    fprintf(out, "  summary board=%s bandwidth_gbs=%.1f weight_read_mb=%.1f brain_tok_s=%.2f total_tok_s=%.2f "
+                 "brain_tok_s_empty=%.2f\n",
+            a->board ? a->board->name : "-", a->bandwidth_gbs, (double)b.weight_read / MB, b.brain_tok_s, b.total_tok_s,
+            b.brain_tok_s_empty);
+}
+
 /* Parses argv into a; returns 0, 1 after --help, or 2 after printing what is wrong. */
 static int parse_estimate(int argc, char **argv, struct est_args *a)
 {
     enum { O_CTX = 256, O_BRAINS, O_KV, O_NGL, O_NOMMAP, O_NOREPACK, O_NODRY, O_MEASURE, O_FIRST, O_THREADS, O_NOFILL, O_STEPS, O_SCHED,
-           O_RPC, O_SPLIT, O_MAIN_GPU, O_TSPLIT };
+           O_RPC, O_SPLIT, O_MAIN_GPU, O_TSPLIT, O_BOARD, O_BANDWIDTH };
     static const struct option opts[] = {
         {"ctx", required_argument, 0, O_CTX},         {"brains", required_argument, 0, O_BRAINS},
         {"kv-type", required_argument, 0, O_KV},      {"gpu-layers", required_argument, 0, O_NGL},
@@ -214,6 +244,7 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
         {"schedule", required_argument, 0, O_SCHED}, {"help", no_argument, 0, 'h'},
         {"rpc", required_argument, 0, O_RPC},         {"split-mode", required_argument, 0, O_SPLIT},
         {"main-gpu", required_argument, 0, O_MAIN_GPU}, {"tensor-split", required_argument, 0, O_TSPLIT},
+        {"board", required_argument, 0, O_BOARD},     {"bandwidth", required_argument, 0, O_BANDWIDTH},
         {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
@@ -227,6 +258,18 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
     opterr = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
+        case O_BOARD:
+            if (!(a->board = bj_board_find(optarg)))
+                return bad_flag("--board", optarg, bj_board_names());
+            a->bandwidth_gbs = a->board->bandwidth_gbs;
+            break;
+        case O_BANDWIDTH: {
+            double d;
+            if (bj_parse_double(optarg, 0.1, 100000, &d))
+                return bad_flag("--bandwidth", optarg, "a memory bandwidth in GB/s (0.1-100000)");
+            a->bandwidth_gbs = d;
+            break;
+        }
         case O_CTX:
             if (bj_parse_long(optarg, 1, 1L << 24, &a->ctx))
                 return bad_flag("--ctx", optarg, "a positive number of tokens (at most 16777216)");
@@ -368,6 +411,8 @@ int bj_estimate_main(int argc, char **argv)
     print_estimate(m, &a.o, jars, stdout);
     if (a.measure)
         print_measured(m, &ms, stdout);
+    if (a.bandwidth_gbs > 0)
+        print_board(m, &a, ctx, stdout);
     rc = 0;
 out:
     free(mi);

@@ -52,9 +52,28 @@ class Estimate(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("1.5", p.stdout)  # the seed's heuristic is shown beside
 
+    def test_board(self):
+        """--board: the decode bound from the board's bandwidth, and whether the hive fits it; a
+        Pi 5 has a fifth of an AGX Orin's bandwidth, so a fifth of its bound."""
+        found = {}
+        for board in ("pi5", "orin-agx"):
+            p = bj("estimate", TINY, "--ctx", "1024", "--brains", "3", "--board", board)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("Decode speed bound on the ", p.stdout)
+            self.assertIn("fits", p.stdout)
+            line = [ln for ln in p.stdout.splitlines() if "summary board=" in ln][0]
+            found[board] = dict(kv.split("=") for kv in line.split()[1:])
+        ratio = float(found["orin-agx"]["brain_tok_s"]) / float(found["pi5"]["brain_tok_s"])
+        self.assertAlmostEqual(ratio, 204.8 / 17.1, places=2)
+        self.assertAlmostEqual(float(found["pi5"]["total_tok_s"]), 3 * float(found["pi5"]["brain_tok_s"]), places=1)
+        p = bj("estimate", TINY, "--bandwidth", "100")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("100.0 GB/s", p.stdout)
+
     def test_bad_input(self):
         for args in (["/nonexistent.gguf"], [TINY, "--ctx", "-5"], [TINY, "--brains", "abc"],
-                     [TINY, "--kv-type", "q9"], [__file__]):
+                     [TINY, "--kv-type", "q9"], [__file__], [TINY, "--board", "pi6"], [TINY, "--bandwidth", "0"],
+                     [TINY, "--bandwidth", "fast"]):
             with self.subTest(args=args):
                 p = bj("estimate", *args)
                 self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
