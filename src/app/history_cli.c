@@ -233,21 +233,22 @@ int bj_export_main(int argc, char **argv)
     }
     if (bj_cli_no_more_args("export", optind, argc, argv))
         return 2;
-    /* Only a regular file may be replaced (never a device, a directory, a fifo or a link). */
+    /* Only a regular file may be replaced (never a device, a directory, a fifo or a link): the
+     * one safe writer of base/util, as every file brainjar writes over. */
     char tmp[PATH_MAX + 32] = "";
     struct exp x = {.out = stdout, .csv = csv};
     if (outpath && strcmp(outpath, "-") != 0) {
-        struct stat sb;
-        if (lstat(outpath, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        int fd = bj_output_open_tmp(outpath, tmp, sizeof tmp);
+        if (fd == -EINVAL || fd == -ELOOP) {
             fprintf(stderr, "brainjar export: %s exists and is not a regular file; not overwriting it\n", outpath);
             return 2;
         }
-        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", outpath, (long)getpid());
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0 || !(x.out = fdopen(fd, "w"))) {
-            fprintf(stderr, "brainjar export: %s: %s\n", tmp, strerror(errno));
-            if (fd >= 0)
+            fprintf(stderr, "brainjar export: %s: %s\n", outpath, strerror(fd < 0 ? -fd : errno));
+            if (fd >= 0) {
                 close(fd);
+                unlink(tmp);
+            }
             return 1;
         }
     }
@@ -274,8 +275,9 @@ out:
     if (x.out != stdout) {
         if (fclose(x.out) != 0)
             rc = 1;
-        if (rc == 0 && rename(tmp, outpath) != 0) {
-            fprintf(stderr, "brainjar export: %s: %s\n", outpath, strerror(errno));
+        int crc = rc == 0 ? bj_output_commit(tmp, outpath) : 0;
+        if (crc) {
+            fprintf(stderr, "brainjar export: %s: %s\n", outpath, strerror(-crc));
             rc = 1;
         }
         if (rc)
