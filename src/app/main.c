@@ -159,9 +159,12 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     hp.bus = bus;
     hp.default_model = def[0] ? def : NULL;
     hp.initial_deaths = deaths; /* ops: counts never go backwards */
-    hive = bj_hive_new(&hp, &status, err, sizeof err);
-    if (!hive)
+    enum bj_hive_refusal why;
+    hive = bj_hive_new(&hp, &why, err, sizeof err);
+    if (!hive) {
+        status = why == BJ_HIVE_BAD_INPUT ? 2 : 1; /* exit codes: README, brainjar(1) */
         goto out;
+    }
     status = 1;
     /* ---- peer links: after the hive exists, before it publishes ---- */
     if (c->links) {

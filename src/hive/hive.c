@@ -524,9 +524,9 @@ static int alloc_tables(struct bj_hive *h, int n)
     return 0;
 }
 
-struct bj_hive *bj_hive_new(const struct bj_hive_params *p, int *status, char *err, size_t errlen)
+struct bj_hive *bj_hive_new(const struct bj_hive_params *p, enum bj_hive_refusal *why, char *err, size_t errlen)
 {
-    *status = 2;
+    *why = BJ_HIVE_BAD_INPUT;
     struct bj_hive *h = calloc(1, sizeof *h);
     if (!h) {
         snprintf(err, errlen, "out of memory");
@@ -548,7 +548,7 @@ struct bj_hive *bj_hive_new(const struct bj_hive_params *p, int *status, char *e
     h->prompts = bj_prompts_load(h->s->prompts_dir, err, errlen);
     if (!h->prompts || resolve(h, err, errlen))
         goto fail;
-    *status = 1;
+    *why = BJ_HIVE_CANNOT_RUN;
     if (check_budget(h, err, errlen))
         goto fail;
     int rc = bj_mkdirs(h->s->data_dir);
@@ -558,11 +558,11 @@ struct bj_hive *bj_hive_new(const struct bj_hive_params *p, int *status, char *e
     }
     if (!(h->journal = bj_journal_open(h->s->data_dir, err, errlen)) || load_engines(h, err, errlen))
         goto fail;
-    *status = 2;
+    *why = BJ_HIVE_BAD_INPUT;
     for (int i = 0; i < n; i++)
         if (check_prompt_fits(h, i, err, errlen))
             goto fail;
-    *status = 1;
+    *why = BJ_HIVE_CANNOT_RUN;
     if (add_brains(h) == 0) {
         snprintf(err, errlen, "no brain could be started");
         goto fail;

@@ -38,9 +38,14 @@ struct bj_hive_params {
 };
 struct bj_hive_params bj_hive_default_params(void);
 
-/* Checks and loads. NULL with err on failure; *status is then the process exit status the
- * failure deserves (1: the memory budget or a runtime step failed, 2: bad input). */
-struct bj_hive *bj_hive_new(const struct bj_hive_params *p, int *status, char *err, size_t errlen);
+/* Why bj_hive_new refused to build a hive; the app decides what each means for the process. */
+enum bj_hive_refusal {
+    BJ_HIVE_BAD_INPUT,  /* what it was given cannot work: a model, a prompt, a jar, a setting */
+    BJ_HIVE_CANNOT_RUN, /* it could work, but not here and now: the memory budget, a load, the disk */
+};
+
+/* Checks and loads. NULL with err and *why on failure. */
+struct bj_hive *bj_hive_new(const struct bj_hive_params *p, enum bj_hive_refusal *why, char *err, size_t errlen);
 /* Starts every engine. 0, or -1 with err. */
 int bj_hive_start(struct bj_hive *h, char *err, size_t errlen);
 /* Readable (eventfd) when an engine has stopped by itself (--steps reached); owned by the hive. */
