@@ -552,9 +552,10 @@ void bj_brain_deliver(struct bj_brain *b, const char *from, const char *text)
         b->inbox_head = m;
     b->inbox_tail = m;
     b->inbox_bytes += strlen(m->text);
-    /* It reads at most about a quarter of its jar at once (a token is ~4 bytes of text): a brain
-     * paused or dead for long skips the oldest news instead of waking to a full jar. */
-    size_t cap = (size_t)b->p.jar_tokens;
+    /* It keeps at most about a jar's worth of unread news (a token is ~4 bytes of text): more
+     * could not fit anyway, and a brain paused or dead for long neither grows without bound nor
+     * wakes to a jar filled with stale news; the oldest goes first. */
+    size_t cap = 4 * (size_t)b->p.jar_tokens;
     while (b->inbox_bytes > cap && b->inbox_head != b->inbox_tail) {
         struct inbox_msg *old = b->inbox_head;
         b->inbox_head = old->next;

@@ -24,7 +24,8 @@ async function chartFaults(page) {
       u.axes.forEach((ax, i) => {
         if (!ax._values || !ax._splits) return;
         ctx.font = ax.font[0] || "12px sans-serif";
-        const widths = ax._values.map((v) => ctx.measureText(String(v ?? "")).width);
+        // a label may have several lines (uPlot draws each): its width is its widest line's
+        const widths = ax._values.map((v) => Math.max(...String(v ?? "").split("\n").map((l) => ctx.measureText(l).width)));
         if (i === 0) {
           const xs = ax._splits.map((s) => u.valToPos(s, "x"));
           for (let k = 1; k < xs.length; k++)

@@ -27,7 +27,9 @@ class Dashboard(WebCase):
         super().setUp()
 
     def test_login_stream_death_operator_logout(self):
-        h = self.start("--jar-tokens", "1000", "--pause", "2.5")
+        # Paced (as a visitor sees it), so brains are alive most of the time and die within the
+        # test's waits (the matrix's clamped 512-token jars last 20-60 s at 8 tokens/s).
+        h = self.start("--jar-tokens", "1000", "--pause", "2.5", "--pace", "8")
         out = os.environ.get("BJ_ARTEFACTS", os.path.join(ROOT, "build", "artefacts"))
         os.makedirs(out, exist_ok=True)
         viewer = subprocess.run([BRAINJAR, "passwd", "vera", "--role", "viewer", "--data-dir", self.data],

@@ -34,7 +34,7 @@ class HiveCase(unittest.TestCase):
 
     def run_hive(self, *args, timeout=120, dump=True):
         """Runs brainjar run with args; returns (rc, events, stderr)."""
-        cmd = [BRAINJAR, "run", "--events", "jsonl", "--data-dir", self.data, "--pause", "0"]
+        cmd = [BRAINJAR, "run", "--events", "jsonl", "--data-dir", self.data, "--pause", "0", "--pace", "0"]
         if "--web-port" not in args:
             cmd.append("--no-web")  # the web tests pick free ports; the rest need no server
         if dump:

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from hivetest import BRAINJAR  # noqa: E402
 import oldnode  # noqa: E402
 
-FAST = ("--events", "jsonl", "--pause", "0", "--threads", "1", "--max-tokens", "24", "--jar-tokens", "200",
+FAST = ("--events", "jsonl", "--pause", "0", "--pace", "0", "--threads", "1", "--max-tokens", "24", "--jar-tokens", "200",
         "--log-level", "info")
 
 

@@ -26,7 +26,7 @@ class Daemon:
     """brainjar run with its JSON-lines events read from a pipe as they come."""
 
     def __init__(self, data, *args, env=None, preexec_fn=None):
-        cmd = [BRAINJAR, "run", "--no-web", "--events", "jsonl", "--data-dir", data, "--pause", "0"] + list(args)
+        cmd = [BRAINJAR, "run", "--no-web", "--events", "jsonl", "--data-dir", data, "--pause", "0", "--pace", "0"] + list(args)
         self.t0 = time.time()
         self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                   text=True, env=env, preexec_fn=preexec_fn)

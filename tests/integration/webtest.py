@@ -49,7 +49,7 @@ class WebHive:
         self.data = data or case.data
         self.errpath = os.path.join(case.tmp, f"stderr-{self.port}.txt")
         self.outpath = os.path.join(case.tmp, f"stdout-{self.port}.txt")
-        cmd = [BRAINJAR, "run", "--events", "jsonl", "--data-dir", self.data, "--pause", "0",
+        cmd = [BRAINJAR, "run", "--events", "jsonl", "--data-dir", self.data, "--pause", "0", "--pace", "0",
                "--web-port", str(self.port)] + list(args)
         self.err = open(self.errpath, "w")
         self.out = open(self.outpath, "w")
