@@ -19,6 +19,7 @@
 #include "web.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -38,6 +40,7 @@
 #include "sysmem.h"
 #include "util.h"
 #include "web_int.h"
+#include "workpool.h"
 
 #define PENDING_TEXT_MAX (16 * 1024)
 #define WS_BATCH_MSGS 64           /* queued messages sent as one frame (a JSON array) */
@@ -109,11 +112,14 @@ struct pss {
     struct web_resp rs;         /* HTTP: the response being written */
     size_t sent;
     bool responding;
+    struct web_login *login;    /* HTTP: a password check this request waits for */
 };
 
 struct bj_web {
     struct bj_web_params p;
     char host[256], data_dir[4096], allow_origin[256], trusted_proxy[64], mode[32];
+    char host_names[BJ_WEB_HOST_NAMES][256];
+    char tls_cert[4096], tls_key[4096];
     bool loopback;
     int port;
     struct lws_context *ctx;
@@ -148,6 +154,8 @@ struct bj_web {
     struct web_stats stats;
     unsigned char *wbuf;         /* scratch for batched frames */
     size_t wbuf_cap;
+    struct bj_workpool *hashers; /* password checks, off this thread */
+    struct web_login *logins;    /* every check handed out and not yet answered or dropped */
 };
 
 /* ---- accessors for webapi.c ------------------------------------------------------------ */
@@ -185,6 +193,8 @@ struct bj_web_params bj_web_default_params(void)
         .login_window_s = 60,
         .client_queue = 256,
         .client_max = 4096,
+        .hash_threads = 0,
+        .hash_queue = 4,
     };
 }
 
@@ -922,6 +932,82 @@ static void peer_addr(struct bj_web *w, struct lws *wsi, char *out, size_t len)
         bj_strlcpy(out, last, len);
 }
 
+bool bj_web_host_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 253 || s[0] == '-' || s[0] == '.')
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '-')
+            return false;
+    return true;
+}
+
+/* Whether a Host header names this server. DNS rebinding makes a browser send an attacker's name
+ * (Host: evil.example:PORT) to our address; a browser sends an IP literal only when the page
+ * itself was loaded from that address, so IP literals, localhost and the --web-host-name names
+ * pass (with any port: a forwarded port changes nothing for rebinding), every other name fails.
+ * An absent Host (HTTP/1.0, no browser) passes. */
+static bool host_ok(const struct bj_web *w, const char *hostport)
+{
+    char h[256];
+    if (!hostport[0])
+        return true;
+    if (hostport[0] == '[') {
+        const char *end = strchr(hostport, ']');
+        if (!end || (size_t)(end - hostport - 1) >= sizeof h)
+            return false;
+        memcpy(h, hostport + 1, (size_t)(end - hostport - 1));
+        h[end - hostport - 1] = 0;
+        struct in6_addr a6;
+        return inet_pton(AF_INET6, h, &a6) == 1 && (end[1] == 0 || end[1] == ':');
+    }
+    bj_strlcpy(h, hostport, sizeof h);
+    char *colon = strchr(h, ':');
+    if (colon)
+        *colon = 0;
+    size_t n = strlen(h);
+    if (n > 1 && h[n - 1] == '.')
+        h[n - 1] = 0;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, h, &a4) == 1 || strcasecmp(h, "localhost") == 0)
+        return true;
+    if (strcasecmp(h, w->host) == 0)
+        return true;
+    for (int i = 0; i < w->p.n_host_names; i++)
+        if (strcasecmp(h, w->host_names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* TLS of our own, or a trusted proxy's that says so (X-Forwarded-Proto: https). */
+static bool came_over_tls(const struct bj_web *w, struct lws *wsi)
+{
+    if (lws_is_ssl(wsi))
+        return true;
+    if (!w->trusted_proxy[0])
+        return false;
+    char peer[64], proto[16] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    const char *pp = strncmp(peer, "::ffff:", 7) == 0 ? peer + 7 : peer;
+    if (strcmp(pp, w->trusted_proxy) != 0)
+        return false;
+    if (lws_hdr_custom_length(wsi, "x-forwarded-proto:", 18) > 0)
+        lws_hdr_custom_copy(wsi, proto, sizeof proto, "x-forwarded-proto:", 18);
+    return strcasecmp(proto, "https") == 0;
+}
+
+/* An Origin is ours when it is exactly the scheme the client used, "://", and its Host; or the
+ * one --web-allow-origin. */
+bool web_origin_ok(const struct bj_web *w, const char *origin, const char *host, bool https)
+{
+    if (w->allow_origin[0] && strcmp(origin, w->allow_origin) == 0)
+        return true;
+    char want[300];
+    snprintf(want, sizeof want, "%s://%s", https ? "https" : "http", host);
+    return host[0] && strcasecmp(origin, want) == 0;
+}
+
 static void read_request(struct bj_web *w, struct lws *wsi, struct web_req *rq)
 {
     char *uri = NULL;
@@ -952,6 +1038,8 @@ static void read_request(struct bj_web *w, struct lws *wsi, struct web_req *rq)
     copy_hdr(wsi, WSI_TOKEN_ORIGIN, rq->origin, sizeof rq->origin);
     copy_hdr(wsi, WSI_TOKEN_HOST, rq->host, sizeof rq->host);
     copy_hdr(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, rq->ctype, sizeof rq->ctype);
+    rq->https = came_over_tls(w, wsi);
+    rq->host_ok = host_ok(w, rq->host);
 }
 
 static const char *const k_security_headers[][2] = {
@@ -1009,12 +1097,10 @@ static void req_free(struct pss *ps)
     }
 }
 
-/* Answers the request in ps->rq: headers now, the body when writable. */
-static int respond(struct bj_web *w, struct lws *wsi, struct pss *ps)
+/* Sends ps->rs for the request in ps->rq: headers now, the body when writable. */
+static int send_response(struct bj_web *w, struct lws *wsi, struct pss *ps)
 {
     struct web_req *rq = ps->rq;
-    resp_free(&ps->rs);
-    webapi_handle(w, rq, &ps->rs);
     w->stats.http_requests++;
     if (ps->rs.status >= 400)
         w->stats.http_errors++;
@@ -1038,6 +1124,100 @@ static int respond(struct bj_web *w, struct lws *wsi, struct pss *ps)
     }
     lws_callback_on_writable(wsi);
     return 0;
+}
+
+/* ---- password checks on the hash workers ----------------------------------------------------
+ * A login's Argon2id check (150-300 ms) runs on a worker; the connection waits (lws keeps serving
+ * everyone else) and is answered from its writable callback once the check is collected. A worker
+ * wakes the loop with lws_cancel_service(); the loop then collects every finished check
+ * (LWS_CALLBACK_EVENT_WAIT_CANCELLED). A connection that closes meanwhile leaves its check behind,
+ * freed when collected. When every worker and queue slot is taken, the login is answered 503 at
+ * once: a flood of logins costs the loop almost nothing. */
+static void hashers_wake(void *ud)
+{
+    struct bj_web *w = ud;
+    lws_cancel_service(w->ctx);
+}
+
+static void login_unlink(struct bj_web *w, struct web_login *job)
+{
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        w->logins = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    job->prev = job->next = NULL;
+}
+
+static int login_submit(struct bj_web *w, struct lws *wsi, struct pss *ps, struct web_login *job)
+{
+    job->wsi = wsi;
+    if (!w->hashers || bj_workpool_submit(w->hashers, webapi_login_check, job) != 0)
+        return -1;
+    job->next = w->logins;
+    if (w->logins)
+        w->logins->prev = job;
+    w->logins = job;
+    ps->login = job;
+    return 0;
+}
+
+static void logins_collect(struct bj_web *w)
+{
+    struct web_login *job;
+    while (w->hashers && (job = bj_workpool_done(w->hashers))) {
+        job->checked = true;
+        if (job->wsi) {
+            lws_callback_on_writable(job->wsi);
+        } else {
+            login_unlink(w, job);
+            webapi_login_free(job);
+        }
+    }
+}
+
+/* The connection's check is done: answer it. */
+static int login_answer(struct bj_web *w, struct lws *wsi, struct pss *ps)
+{
+    struct web_login *job = ps->login;
+    ps->login = NULL;
+    login_unlink(w, job);
+    resp_free(&ps->rs);
+    webapi_login_finish(w, ps->rq, &ps->rs, job);
+    webapi_login_free(job);
+    return send_response(w, wsi, ps);
+}
+
+/* The connection closes: a check still out is freed when collected. */
+static void login_drop(struct bj_web *w, struct pss *ps)
+{
+    struct web_login *job = ps->login;
+    if (!job)
+        return;
+    ps->login = NULL;
+    job->wsi = NULL;
+    if (job->checked) {
+        login_unlink(w, job);
+        webapi_login_free(job);
+    }
+}
+
+/* Answers the request in ps->rq (or hands its password check to a worker). */
+static int respond(struct bj_web *w, struct lws *wsi, struct pss *ps)
+{
+    resp_free(&ps->rs);
+    webapi_handle(w, ps->rq, &ps->rs);
+    if (ps->rs.defer) {
+        struct web_login *job = ps->rs.defer;
+        ps->rs.defer = NULL;
+        if (login_submit(w, wsi, ps, job) == 0)
+            return 0;
+        webapi_login_free(job);
+        resp_free(&ps->rs);
+        webapi_login_busy(&ps->rs);
+    }
+    return send_response(w, wsi, ps);
 }
 
 static int write_body(struct lws *wsi, struct pss *ps)
@@ -1072,14 +1252,13 @@ static int ws_filter(struct bj_web *w, struct lws *wsi)
     char origin[256], host[256];
     copy_hdr(wsi, WSI_TOKEN_ORIGIN, origin, sizeof origin);
     copy_hdr(wsi, WSI_TOKEN_HOST, host, sizeof host);
-    if (origin[0]) {
-        const char *o = strstr(origin, "://");
-        bool same = o && strcmp(o + 3, host) == 0;
-        bool allowed = w->allow_origin[0] && strcmp(origin, w->allow_origin) == 0;
-        if (!same && !allowed) {
-            bj_warn("web: refused a WebSocket from origin %s", origin);
-            return -1;
-        }
+    if (!host_ok(w, host)) {
+        bj_warn("web: refused a WebSocket for host %s (not one of ours: --web-host-name)", host);
+        return -1;
+    }
+    if (origin[0] && !web_origin_ok(w, origin, host, came_over_tls(w, wsi))) {
+        bj_warn("web: refused a WebSocket from origin %s", origin);
+        return -1;
     }
     return 0;
 }
@@ -1202,10 +1381,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return 0; /* answered already */
         return respond(w, wsi, ps);
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (ps && ps->login)
+            return ps->login->checked ? login_answer(w, wsi, ps) : 0;
         return ps ? write_body(wsi, ps) : 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (w)
+            logins_collect(w);
+        return 0;
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (ps) {
+            login_drop(w, ps);
             req_free(ps);
             resp_free(&ps->rs);
         }
@@ -1358,6 +1544,33 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
     w->p.allow_origin = w->allow_origin;
     w->p.trusted_proxy = w->trusted_proxy;
     w->p.mode = w->mode;
+    if (p->n_host_names < 0 || p->n_host_names > BJ_WEB_HOST_NAMES) {
+        snprintf(err, errlen, "web: at most %d host names", BJ_WEB_HOST_NAMES);
+        goto fail;
+    }
+    for (int i = 0; i < p->n_host_names; i++) {
+        if (!bj_web_host_name_valid(p->host_names[i])) {
+            snprintf(err, errlen, "--web-host-name '%.100s' is not a host name", p->host_names[i]);
+            goto fail;
+        }
+        bj_strlcpy(w->host_names[i], p->host_names[i], sizeof w->host_names[i]);
+    }
+    w->p.host_names = NULL; /* the copies in w->host_names are used */
+    bj_strlcpy(w->tls_cert, p->tls_cert ? p->tls_cert : "", sizeof w->tls_cert);
+    bj_strlcpy(w->tls_key, p->tls_key ? p->tls_key : "", sizeof w->tls_key);
+    w->p.tls_cert = w->tls_cert[0] ? w->tls_cert : NULL;
+    w->p.tls_key = w->tls_key[0] ? w->tls_key : NULL;
+    if (!w->tls_cert[0] != !w->tls_key[0]) {
+        snprintf(err, errlen, "--web-tls-cert and --web-tls-key go together");
+        goto fail;
+    }
+    for (int i = 0; i < 2 && w->tls_cert[0]; i++) {
+        const char *f = i ? w->tls_key : w->tls_cert;
+        if (access(f, R_OK) != 0) {
+            snprintf(err, errlen, "%s %s: %s", i ? "--web-tls-key" : "--web-tls-cert", f, strerror(errno));
+            goto fail;
+        }
+    }
     if (w->p.ring_thoughts < 1)
         w->p.ring_thoughts = 200;
     if (w->p.client_queue < 8)
@@ -1418,6 +1631,8 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6 * !strchr(w->host, ':');
+    if (w->tls_cert[0])
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = w;
     info.timeout_secs = 10;
     w->ctx = lws_create_context(&info);
@@ -1434,11 +1649,19 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
     info.timeout_secs = 10;
     info.keepalive_timeout = 30;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | (strchr(w->host, ':') ? 0 : LWS_SERVER_OPTION_DISABLE_IPV6);
+    if (w->tls_cert[0]) {
+        info.ssl_cert_filepath = w->tls_cert;
+        info.ssl_private_key_filepath = w->tls_key;
+        info.alpn = "http/1.1"; /* the routes and the WebSocket speak HTTP/1.1 */
+    }
     w->vh = lws_create_vhost(w->ctx, &info);
     if (!w->vh) {
         *status = 2;
         if (!probe_bind(w->host, w->p.port, err, errlen))
-            snprintf(err, errlen, "cannot listen on %s:%d", w->host, w->p.port);
+            snprintf(err, errlen, w->tls_cert[0] ? "cannot listen on %s:%d with TLS: are --web-tls-cert and "
+                                                   "--web-tls-key a PEM certificate and its key?"
+                                                 : "cannot listen on %s:%d",
+                     w->host, w->p.port);
         goto fail;
     }
     w->port = lws_get_vhost_listen_port(w->vh);
@@ -1452,7 +1675,7 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    bj_info("web: listening on http://%s%s%s:%d/", strchr(w->host, ':') ? "[" : "", w->host,
+    bj_info("web: listening on %s://%s%s%s:%d/", w->tls_cert[0] ? "https" : "http", strchr(w->host, ':') ? "[" : "", w->host,
             strchr(w->host, ':') ? "]" : "", w->port);
     *status = 0;
     return w;
@@ -1503,6 +1726,17 @@ int bj_web_start(struct bj_web *w, struct bj_hive *hive, char *err, size_t errle
         snprintf(err, errlen, "web: cannot adopt the bus descriptor");
         return -1;
     }
+    struct bj_workpool_params hp = bj_workpool_params_default();
+    /* auto: two workers, one on a machine of two cores or fewer (a core stays for the loops). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    hp.threads = w->p.hash_threads > 0 ? w->p.hash_threads : cores > 2 ? 2 : 1;
+    hp.queue = w->p.hash_queue;
+    hp.name = "bj-hash";
+    hp.wake = hashers_wake;
+    hp.wake_ud = w;
+    w->hashers = bj_workpool_new(&hp, err, errlen);
+    if (!w->hashers)
+        return -1;
     sample_now(w);
     lws_sul_schedule(w->ctx, 0, &w->tick_sul, tick, LWS_US_PER_SEC);
     int rc = pthread_create(&w->thread, NULL, loop_main, w);
@@ -1522,6 +1756,19 @@ void bj_web_stop(struct bj_web *w)
     lws_cancel_service(w->ctx);
     pthread_join(w->thread, NULL);
     w->running = false;
+    /* The hash workers go before the connections: no check is out once they are joined. */
+    bj_workpool_free(w->hashers);
+    w->hashers = NULL;
+    while (w->logins) {
+        struct web_login *job = w->logins;
+        if (job->wsi) {
+            struct pss *ps = lws_wsi_user(job->wsi);
+            if (ps)
+                ps->login = NULL;
+        }
+        login_unlink(w, job);
+        webapi_login_free(job);
+    }
     /* Close every connection now, on this thread (the loop is gone): no callback may use the hive after. */
     lws_context_destroy(w->ctx);
     w->ctx = NULL;
@@ -1533,6 +1780,7 @@ void bj_web_free(struct bj_web *w)
     if (!w)
         return;
     bj_web_stop(w);
+    bj_workpool_free(w->hashers);
     if (w->ctx)
         lws_context_destroy(w->ctx);
     while (w->clients)

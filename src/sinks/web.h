@@ -48,6 +48,13 @@ struct bj_web_params {
     const char *trusted_proxy;  /* peer address whose X-Forwarded-For is believed; NULL: none */
     bool auth;                  /* false (--web-auth off) only on a loopback host */
     bool metrics_public;        /* /metrics without a token (only on a loopback host) */
+    /* The Host header must name this server: its bind address, localhost, 127.0.0.1 or [::1] (each
+     * with the port), or one of these names (with or without the port); anything else gets 421
+     * (DNS rebinding). Copied by bj_web_new. */
+    const char *const *host_names;
+    int n_host_names;           /* at most BJ_WEB_HOST_NAMES */
+    bool cookie_secure;         /* the session cookie is always Secure (a site served only over https) */
+    const char *tls_cert, *tls_key; /* PEM files: serve https (libwebsockets' TLS); both or neither */
     const char *mode;           /* the hive's mode name for the original's STATE.mode ("matrix") */
     struct bj_bus *bus;         /* required */
     int ring_thoughts;          /* thoughts kept per brain in memory (default 200) */
@@ -56,10 +63,16 @@ struct bj_web_params {
     int login_window_s;         /* default 60 */
     size_t client_queue;        /* per WebSocket client: messages queued before tokens coalesce (256) */
     size_t client_max;          /* ... before the client is resynchronised from a snapshot (4096) */
+    int hash_threads;           /* password checks (Argon2id) run on these workers (0, the default:
+                                 * 2, or 1 on a machine of 2 cores or fewer) ... */
+    int hash_queue;             /* ... with this many more waiting (4); past that a login gets 503 */
     bj_web_history_fn history;  /* optional: the store's thought history */
     void *history_ud;
 };
 struct bj_web_params bj_web_default_params(void);
+#define BJ_WEB_HOST_NAMES 16
+/* Whether s can be a --web-host-name: 1..253 of [A-Za-z0-9.-], not starting with '-' or '.'. */
+bool bj_web_host_name_valid(const char *s);
 
 struct bj_web;
 

@@ -61,6 +61,8 @@ struct web_req {
     char bearer[96];             /* Authorization: Bearer */
     char origin[256], host[256], ctype[128];
     bool has_auth_header;
+    bool https;                  /* came over TLS: ours, or a trusted proxy's X-Forwarded-Proto */
+    bool host_ok;                /* the Host header names this server (else 421) */
     char *body;
     size_t body_len;
     bool body_too_big;
@@ -79,12 +81,34 @@ struct web_resp {
     int n_headers;
     char hname[WEB_RESP_HEADERS][48];
     char hval[WEB_RESP_HEADERS][256];
+    struct web_login *defer;     /* set by a route whose answer waits for a hash worker */
+};
+
+/* A password check handed to the hash workers (POST /login). The routes fill it on the web
+ * thread; a worker runs webapi_login_check() on it (only it touches the struct then); back on the
+ * web thread webapi_login_finish() answers. web.c owns it while it is out. */
+struct web_login {
+    char user[BJ_AUTH_NAME_MAX + 1];
+    char hash[BJ_AUTH_HASH_MAX];
+    char *password;              /* owned; wiped by the check and by webapi_login_free() */
+    bool ok;                     /* the worker's verdict */
+    /* web.c's, on the web thread only */
+    struct web_login *prev, *next;
+    struct lws *wsi;             /* the connection waiting for it; NULL once that has closed */
+    bool checked;                /* collected from the pool */
 };
 
 struct bj_web; /* web.c */
+struct lws;
 
 /* webapi.c: answers one HTTP request (never fails: errors are JSON 4xx/5xx responses). */
 void webapi_handle(struct bj_web *w, struct web_req *rq, struct web_resp *rs);
+/* POST /login's second half (see struct web_login). _check runs on a hash worker. */
+void webapi_login_check(void *arg);
+void webapi_login_finish(struct bj_web *w, struct web_req *rq, struct web_resp *rs, const struct web_login *job);
+/* The answer when every hash worker is busy: 503 with Retry-After. */
+void webapi_login_busy(struct web_resp *rs);
+void webapi_login_free(struct web_login *job);
 void webapi_resp_header(struct web_resp *rs, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -96,6 +120,8 @@ struct web_stats *web_stats(struct bj_web *w);
 int web_ws_clients(struct bj_web *w);
 int64_t web_started_us(struct bj_web *w);
 bool web_loopback(struct bj_web *w);
+/* Whether an Origin header is this server's (scheme included) or the allowed one. */
+bool web_origin_ok(const struct bj_web *w, const char *origin, const char *host, bool https);
 /* The brains' views (a snapshot) and the rings. */
 int web_brain_index(struct bj_web *w, const char *id);
 const struct thought_ring *web_thoughts(struct bj_web *w, int brain);

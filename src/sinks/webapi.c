@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "log.h"
 #include "util.h"
 #include "web_asset.h"
@@ -673,18 +675,30 @@ static void r_action(struct ctx *x)
     }
 }
 
-static void set_session_cookie(struct web_resp *rs, const char *value, long max_age)
+/* Secure when the client reached us over TLS (ours, or a trusted proxy's that said so), or when
+ * --web-cookie-secure says the site is only ever served over https. */
+static void set_session_cookie(struct bj_web *w, const struct web_req *rq, struct web_resp *rs, const char *value,
+                               long max_age)
 {
-    webapi_resp_header(rs, "set-cookie:", "bj_session=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%ld", value,
-                       max_age);
+    bool secure = rq->https || web_params(w)->cookie_secure;
+    webapi_resp_header(rs, "set-cookie:", "bj_session=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%ld%s", value,
+                       max_age, secure ? "; Secure" : "");
 }
 
+static void login_failed(struct bj_web *w, const struct web_req *rq, struct web_resp *rs, const char *user)
+{
+    bj_auth_limit_fail(web_auth(w), rq->peer, bj_now_us() / 1000000);
+    web_stats(w)->logins_failed++;
+    bj_warn("web: failed login for '%.64s' from %s", user, rq->peer);
+    resp_login_err(rs, 401, "Invalid credentials");
+}
+
+/* POST /login checks the body here, then hands the password check (Argon2id, slow) to the hash
+ * workers through rs->defer; webapi_login_finish() answers when the check is done. */
 static void r_login(struct ctx *x)
 {
     struct bj_auth *a = web_auth(x->w);
-    const struct bj_web_params *p = web_params(x->w);
-    int64_t now = bj_now_us() / 1000000;
-    int wait = bj_auth_limit_wait(a, x->rq->peer, now);
+    int wait = bj_auth_limit_wait(a, x->rq->peer, bj_now_us() / 1000000);
     if (wait > 0) {
         webapi_resp_header(x->rs, "retry-after:", "%d", wait);
         char msg[120];
@@ -702,33 +716,74 @@ static void r_login(struct ctx *x)
         return;
     }
     const char *user = json_is_string(ju) && json_string_length(ju) ? json_string_value(ju) : "admin";
-    char session[BJ_AUTH_SECRET_LEN + 1];
-    enum bj_role role;
-    int rc = json_string_length(jp) > BJ_AUTH_PASSWORD_MAX
-                 ? -1
-                 : bj_auth_login(a, user, json_string_value(jp), p->session_ttl_s, session, &role);
-    if (rc) {
-        bj_auth_limit_fail(a, x->rq->peer, now);
-        web_stats(x->w)->logins_failed++;
-        bj_warn("web: failed login for '%.64s' from %s", user, x->rq->peer);
+    if (json_string_length(jp) > BJ_AUTH_PASSWORD_MAX || strlen(user) > BJ_AUTH_NAME_MAX) {
+        login_failed(x->w, x->rq, x->rs, user);
         json_decref(o);
-        resp_login_err(x->rs, 401, "Invalid credentials");
         return;
     }
-    bj_auth_limit_clear(a, x->rq->peer);
-    web_stats(x->w)->logins_ok++;
-    bj_info("web: %s logged in from %s (%s)", user, x->rq->peer, bj_role_name(role));
-    set_session_cookie(x->rs, session, p->session_ttl_s);
-    resp_json(x->rs, 200, json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "token", session, "user", user, "role",
-                                    bj_role_name(role)));
+    struct web_login *job = calloc(1, sizeof *job);
+    char *pw = job ? strdup(json_string_value(jp)) : NULL;
+    if (!pw) {
+        free(job);
+        json_decref(o);
+        resp_login_err(x->rs, 503, "Out of memory");
+        return;
+    }
+    bj_strlcpy(job->user, user, sizeof job->user);
+    job->password = pw;
+    bj_auth_login_hash(a, job->user, job->hash);
     json_decref(o);
+    x->rs->defer = job;
+}
+
+void webapi_login_check(void *arg)
+{
+    struct web_login *job = arg;
+    job->ok = bj_auth_password_ok(job->hash, job->password);
+    sodium_memzero(job->password, strlen(job->password));
+}
+
+void webapi_login_free(struct web_login *job)
+{
+    if (!job)
+        return;
+    if (job->password) {
+        sodium_memzero(job->password, strlen(job->password));
+        free(job->password);
+    }
+    free(job);
+}
+
+void webapi_login_busy(struct web_resp *rs)
+{
+    webapi_resp_header(rs, "retry-after:", "1");
+    resp_login_err(rs, 503, "Too many logins in progress; try again in 1 s");
+}
+
+void webapi_login_finish(struct bj_web *w, struct web_req *rq, struct web_resp *rs, const struct web_login *job)
+{
+    struct bj_auth *a = web_auth(w);
+    const struct bj_web_params *p = web_params(w);
+    char session[BJ_AUTH_SECRET_LEN + 1];
+    enum bj_role role;
+    bj_auth_refresh(a);
+    if (!job->ok || bj_auth_login_finish(a, job->user, job->hash, p->session_ttl_s, session, &role)) {
+        login_failed(w, rq, rs, job->user);
+        return;
+    }
+    bj_auth_limit_clear(a, rq->peer);
+    web_stats(w)->logins_ok++;
+    bj_info("web: %s logged in from %s (%s)", job->user, rq->peer, bj_role_name(role));
+    set_session_cookie(w, rq, rs, session, p->session_ttl_s);
+    resp_json(rs, 200, json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "token", session, "user", job->user, "role",
+                                 bj_role_name(role)));
 }
 
 static void r_logout(struct ctx *x)
 {
     const char *s = x->rq->session[0] ? x->rq->session : x->rq->bearer;
     bj_auth_logout(web_auth(x->w), s);
-    set_session_cookie(x->rs, "", 0);
+    set_session_cookie(x->w, x->rq, x->rs, "", 0);
     resp_json(x->rs, 200, json_pack("{s:b}", "success", 1));
 }
 
@@ -971,18 +1026,16 @@ static void identify(struct bj_web *w, struct web_req *rq)
 /* A state-changing request carrying an Origin must come from this server or the allowed origin. */
 static bool origin_ok(struct bj_web *w, const struct web_req *rq)
 {
-    if (!rq->origin[0])
-        return true;
-    const char *allowed = web_params(w)->allow_origin;
-    if (allowed && allowed[0] && strcmp(rq->origin, allowed) == 0)
-        return true;
-    const char *o = strstr(rq->origin, "://");
-    return o && strcmp(o + 3, rq->host) == 0;
+    return !rq->origin[0] || web_origin_ok(w, rq->origin, rq->host, rq->https);
 }
 
 void webapi_handle(struct bj_web *w, struct web_req *rq, struct web_resp *rs)
 {
     struct ctx x = {.w = w, .rq = rq, .rs = rs};
+    if (!rq->host_ok) {
+        resp_err(rs, 421, "Misdirected Request: this server is not called by that name (see --web-host-name)");
+        return;
+    }
     if (!valid_utf8(rq->path) || !valid_utf8(rq->query)) {
         resp_err(rs, 400, "The URL is not valid UTF-8");
         return;
