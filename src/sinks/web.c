@@ -46,6 +46,7 @@
 #define WS_BATCH_MSGS 64           /* queued messages sent as one frame (a JSON array) */
 #define WS_BATCH_BYTES (64 * 1024)
 #define WS_RX_MAX 4096
+#define N_SECURITY_HEADERS 7         /* k_security_headers */
 
 /* ---- shared, reference-counted messages ------------------------------------------------- */
 enum msg_kind { K_TOKEN, K_LIFE, K_TICK, K_CTRL };
@@ -155,6 +156,7 @@ struct bj_web {
     unsigned char *wbuf;         /* scratch for batched frames */
     size_t wbuf_cap;
     struct bj_workpool *hashers; /* password checks, off this thread */
+    struct lws_protocol_vhost_options sec_headers[N_SECURITY_HEADERS]; /* on every response */
     struct web_login *logins;    /* every check handed out and not yet answered or dropped */
 };
 
@@ -1042,7 +1044,7 @@ static void read_request(struct bj_web *w, struct lws *wsi, struct web_req *rq)
     rq->host_ok = host_ok(w, rq->host);
 }
 
-static const char *const k_security_headers[][2] = {
+static const char *const k_security_headers[N_SECURITY_HEADERS][2] = {
     {"content-security-policy:",
      "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
      "font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"},
@@ -1054,18 +1056,50 @@ static const char *const k_security_headers[][2] = {
     {"permissions-policy:", "camera=(), microphone=(), geolocation=()"},
 };
 
+/* RFC 9110's reason phrases for the statuses we send (libwebsockets names only some of them). */
+static const char *reason_phrase(int code)
+{
+    static const struct { int code; const char *text; } k[] = {
+        {200, "OK"}, {201, "Created"}, {202, "Accepted"}, {204, "No Content"}, {301, "Moved Permanently"},
+        {302, "Found"}, {304, "Not Modified"}, {400, "Bad Request"}, {401, "Unauthorized"}, {403, "Forbidden"},
+        {404, "Not Found"}, {405, "Method Not Allowed"}, {408, "Request Timeout"}, {409, "Conflict"},
+        {413, "Content Too Large"}, {415, "Unsupported Media Type"}, {421, "Misdirected Request"},
+        {429, "Too Many Requests"}, {500, "Internal Server Error"}, {503, "Service Unavailable"},
+    };
+    for (size_t i = 0; i < BJ_ARRAY_LEN(k); i++)
+        if (k[i].code == code)
+            return k[i].text;
+    return code < 300 ? "OK" : code < 400 ? "Redirect" : code < 500 ? "Client Error" : "Server Error";
+}
+
+/* libwebsockets wrote "HTTP/1.x CODE \r\n" at start (without a phrase for 202, 204, 429, ...):
+ * rewrite that first line with the reason phrase, moving what follows. */
+static int set_status_line(unsigned char *start, unsigned char **p, unsigned char *end, int code)
+{
+    unsigned char *eol = memchr(start, '\r', (size_t)(*p - start));
+    if (!eol || eol - start < 13)
+        return -1;
+    char line[64];
+    int n = snprintf(line, sizeof line, "%.8s %d %s", (const char *)start, code, reason_phrase(code));
+    ptrdiff_t grow = n - (eol - start);
+    if (*p + grow >= end)
+        return -1;
+    memmove(eol + grow, eol, (size_t)(*p - eol));
+    memcpy(start, line, (size_t)n);
+    *p += grow;
+    return 0;
+}
+
 static int send_headers(struct bj_web *w, struct lws *wsi, struct pss *ps, const struct web_req *rq)
 {
     struct web_resp *rs = &ps->rs;
     unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+    /* The security headers come with the status line: they are the vhost's headers, which
+     * libwebsockets adds to every response, its own error pages included. */
     if (lws_add_http_common_headers(wsi, (unsigned)rs->status, rs->ctype ? rs->ctype : "application/json",
-                                    rs->len, &p, end))
+                                    rs->len, &p, end) ||
+        set_status_line(start, &p, end, rs->status))
         return -1;
-    for (size_t i = 0; i < BJ_ARRAY_LEN(k_security_headers); i++)
-        if (lws_add_http_header_by_name(wsi, (const unsigned char *)k_security_headers[i][0],
-                                        (const unsigned char *)k_security_headers[i][1],
-                                        (int)strlen(k_security_headers[i][1]), &p, end))
-            return -1;
     /* CORS only for the one origin allowed. */
     if (w->allow_origin[0] && rq && rq->origin[0] && strcmp(rq->origin, w->allow_origin) == 0) {
         webapi_resp_header(rs, "access-control-allow-origin:", "%s", w->allow_origin);
@@ -1298,9 +1332,12 @@ static int ws_established(struct bj_web *w, struct lws *wsi, struct pss *ps)
         bj_strlcpy(c->user, "anonymous", sizeof c->user);
     } else if (session[0] && (c->role = bj_auth_session(w->auth, session, c->user, sizeof c->user))) {
         c->authed = true;
-    } else if (strncasecmp(authz, "Bearer ", 7) == 0 &&
-               (c->role = bj_auth_token(w->auth, authz + 7, c->user, sizeof c->user))) {
-        c->authed = true;
+    } else if (strncasecmp(authz, "Bearer ", 7) == 0) {
+        /* An API token, or the session id that POST /login returned as "token". */
+        c->role = bj_auth_token(w->auth, authz + 7, c->user, sizeof c->user);
+        if (c->role == BJ_ROLE_NONE)
+            c->role = bj_auth_session(w->auth, authz + 7, c->user, sizeof c->user);
+        c->authed = c->role != BJ_ROLE_NONE;
     }
     /* A URL filter: /ws?brain=A&brain=B */
     char frag[128];
@@ -1649,6 +1686,12 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
     info.timeout_secs = 10;
     info.keepalive_timeout = 30;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | (strchr(w->host, ':') ? 0 : LWS_SERVER_OPTION_DISABLE_IPV6);
+    for (int i = 0; i < N_SECURITY_HEADERS; i++) {
+        w->sec_headers[i].next = i + 1 < N_SECURITY_HEADERS ? &w->sec_headers[i + 1] : NULL;
+        w->sec_headers[i].name = k_security_headers[i][0];
+        w->sec_headers[i].value = k_security_headers[i][1];
+    }
+    info.headers = w->sec_headers;
     if (w->tls_cert[0]) {
         info.ssl_cert_filepath = w->tls_cert;
         info.ssl_private_key_filepath = w->tls_key;
