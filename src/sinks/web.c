@@ -1693,6 +1693,7 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
     }
     info.headers = w->sec_headers;
     if (w->tls_cert[0]) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT; /* lws checks it on the vhost too */
         info.ssl_cert_filepath = w->tls_cert;
         info.ssl_private_key_filepath = w->tls_key;
         info.alpn = "http/1.1"; /* the routes and the WebSocket speak HTTP/1.1 */
