@@ -8,14 +8,10 @@
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 struct item {
     bj_work_fn fn;
@@ -42,7 +38,7 @@ struct bj_workpool {
 
 struct bj_workpool_params bj_workpool_params_default(void)
 {
-    return (struct bj_workpool_params){.threads = 2, .queue = 4, .nice = 10, .name = "bj-work"};
+    return (struct bj_workpool_params){.threads = 2, .queue = 4, .name = "bj-work"};
 }
 
 static void ring_push(struct ring *r, int cap, struct item it)
@@ -67,17 +63,6 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof name, "%s", p->name);
     pthread_setname_np(pthread_self(), name);
-    /* Linux: scheduling policy and nice value are per thread. SCHED_BATCH (a CPU-bound thread that
-     * never preempts a waking one) plus a higher nice value: the work yields to event loops. */
-    if (p->p.nice > 0) {
-        struct sched_param sp = {.sched_priority = 0};
-        pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
-        pid_t tid = (pid_t)syscall(SYS_gettid);
-        errno = 0;
-        int cur = getpriority(PRIO_PROCESS, (id_t)tid);
-        if (errno == 0)
-            setpriority(PRIO_PROCESS, (id_t)tid, cur + p->p.nice);
-    }
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->stop && p->todo.n == 0)

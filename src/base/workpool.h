@@ -9,8 +9,9 @@
  * before, during (only fn touches it then) and after.
  *
  * Threads: submit and done from the owner's thread (one thread at a time); fn and wake run on a
- * worker. With nice > 0 workers run as SCHED_BATCH at that much lower priority than the rest of the
- * process, so that a waking event loop always gets the CPU first.
+ * worker. Workers run at the process's own priority: a lowered one (nice +10, SCHED_BATCH) made
+ * things worse, not better: a worker preempted while it held a kernel lock the loop needed too
+ * (the address space's, in munmap of Argon2id's 64 MiB) stalled the web loop for 200 ms and more.
  *
  * Life cycle: bj_workpool_params_default(), bj_workpool_new(), bj_workpool_free() (waits for the
  * running items; items not started are not run: the owner still owns their args). */
@@ -24,7 +25,6 @@ typedef void (*bj_work_fn)(void *arg);
 struct bj_workpool_params {
     int threads;                 /* workers (default 2) */
     int queue;                   /* items waiting beyond the running ones (default 4) */
-    int nice;                    /* added to the workers' nice value (default 10; 0: as the caller) */
     const char *name;            /* thread name prefix, at most 10 characters ("bj-work") */
     void (*wake)(void *ud);      /* optional: called on a worker after each item finishes */
     void *wake_ud;
