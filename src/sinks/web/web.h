@@ -1,11 +1,16 @@
 /* web: the hive's face. HTTP (dashboard, REST API, /metrics) and a WebSocket event stream on
- * libwebsockets, all on one event-loop thread of its own.
+ * libwebsockets, all on one event-loop thread of its own (plus hash workers for passwords).
+ *
+ * The wing src/sinks/web/: server.c (the loop, connections, WebSocket fan-out, hash workers),
+ * routes.c (HTTP routes and the snapshots' JSON, on a struct web_ctx), view.c (what the events
+ * told: thought rings, deaths, logs, chart series, their JSON), auth.c (users, sessions, tokens).
+ * server -> routes -> view; server -> view; nothing calls back up.
  *
  * The web server is a bus subscriber like the terminal: it takes one subscription, whose eventfd
  * is adopted into the libwebsockets loop, so events wake the loop without any other thread
  * touching it. From the events it keeps its own small view (recent thoughts per brain, deaths,
  * log lines, a per-second series for the charts) and fans each event out to the WebSocket
- * clients through bounded per-client queues (web.c says how a slow client is treated). It acts
+ * clients through bounded per-client queues (server.c says how a slow client is treated). It acts
  * on brains only through the hive API (hive.h): operator calls and snapshots.
  *
  * Life cycle (all on the main thread):
