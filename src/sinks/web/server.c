@@ -1305,19 +1305,9 @@ static int probe_bind(const char *host, int port, char *err, size_t errlen)
     return e;
 }
 
-struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err, size_t errlen)
+/* Copies and checks the params (bj_web_new's first step). 0, or -1 with err. */
+static int take_params(struct bj_web *w, const struct bj_web_params *p, char *err, size_t errlen)
 {
-    *status = 2;
-    if (!p->bus) {
-        snprintf(err, errlen, "web: no bus");
-        return NULL;
-    }
-    struct bj_web *w = calloc(1, sizeof *w);
-    if (!w) {
-        snprintf(err, errlen, "out of memory");
-        *status = 1;
-        return NULL;
-    }
     w->p = *p;
     bj_strlcpy(w->host, p->host && p->host[0] ? p->host : "127.0.0.1", sizeof w->host);
     bj_strlcpy(w->data_dir, p->data_dir ? p->data_dir : ".", sizeof w->data_dir);
@@ -1331,12 +1321,12 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
     w->p.mode = w->mode;
     if (p->n_host_names < 0 || p->n_host_names > BJ_WEB_HOST_NAMES) {
         snprintf(err, errlen, "web: at most %d host names", BJ_WEB_HOST_NAMES);
-        goto fail;
+        return -1;
     }
     for (int i = 0; i < p->n_host_names; i++) {
         if (!bj_web_host_name_valid(p->host_names[i])) {
             snprintf(err, errlen, "--web-host-name '%.100s' is not a host name", p->host_names[i]);
-            goto fail;
+            return -1;
         }
         bj_strlcpy(w->host_names[i], p->host_names[i], sizeof w->host_names[i]);
     }
@@ -1349,13 +1339,13 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
     w->p.tls_key = w->tls_key[0] ? w->tls_key : NULL;
     if (!w->tls_cert[0] != !w->tls_key[0]) {
         snprintf(err, errlen, "--web-tls-cert and --web-tls-key go together");
-        goto fail;
+        return -1;
     }
     for (int i = 0; i < 2 && w->tls_cert[0]; i++) {
         const char *f = i ? w->tls_key : w->tls_cert;
         if (access(f, R_OK) != 0) {
             snprintf(err, errlen, "%s %s: %s", i ? "--web-tls-key" : "--web-tls-cert", f, strerror(errno));
-            goto fail;
+            return -1;
         }
     }
     if (w->p.ring_thoughts < 1)
@@ -1368,17 +1358,84 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
 
     if (!w->p.auth && !w->loopback) {
         snprintf(err, errlen, "--web-auth off is allowed only on a loopback address (not --web-host %s)", w->host);
-        goto fail;
+        return -1;
     }
     if (w->p.metrics_public && !w->loopback) {
         snprintf(err, errlen, "--metrics-public is allowed only on a loopback address (not --web-host %s)", w->host);
-        goto fail;
+        return -1;
     }
     if (w->allow_origin[0] && (strncmp(w->allow_origin, "http://", 7) != 0 && strncmp(w->allow_origin, "https://", 8) != 0)) {
         snprintf(err, errlen, "--web-allow-origin '%s' is not an origin (scheme://host[:port])", w->allow_origin);
-        goto fail;
+        return -1;
     }
-    if (probe_bind(w->host, w->p.port, err, errlen))
+    return 0;
+}
+
+/* The libwebsockets context and our vhost (listening, TLS when asked). 0, or -1 with err and
+ * *status. */
+static int start_lws(struct bj_web *w, int *status, char *err, size_t errlen)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_bj);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6 * !strchr(w->host, ':');
+    if (w->tls_cert[0])
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.user = w;
+    info.timeout_secs = 10;
+    w->ctx = lws_create_context(&info);
+    if (!w->ctx) {
+        snprintf(err, errlen, "web: libwebsockets could not start");
+        return -1;
+    }
+    memset(&info, 0, sizeof info);
+    info.port = w->p.port;
+    info.iface = w->host;
+    info.protocols = k_protocols;
+    info.vhost_name = "brainjar";
+    info.user = w;
+    info.timeout_secs = 10;
+    info.keepalive_timeout = 30;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | (strchr(w->host, ':') ? 0 : LWS_SERVER_OPTION_DISABLE_IPV6);
+    for (int i = 0; i < N_SECURITY_HEADERS; i++) {
+        w->sec_headers[i].next = i + 1 < N_SECURITY_HEADERS ? &w->sec_headers[i + 1] : NULL;
+        w->sec_headers[i].name = k_security_headers[i][0];
+        w->sec_headers[i].value = k_security_headers[i][1];
+    }
+    info.headers = w->sec_headers;
+    if (w->tls_cert[0]) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT; /* lws checks it on the vhost too */
+        info.ssl_cert_filepath = w->tls_cert;
+        info.ssl_private_key_filepath = w->tls_key;
+        info.alpn = "http/1.1"; /* the routes and the WebSocket speak HTTP/1.1 */
+    }
+    w->vh = lws_create_vhost(w->ctx, &info);
+    if (!w->vh) {
+        *status = 2;
+        if (!probe_bind(w->host, w->p.port, err, errlen))
+            snprintf(err, errlen, w->tls_cert[0] ? "cannot listen on %s:%d with TLS: are --web-tls-cert and "
+                                                   "--web-tls-key a PEM certificate and its key?"
+                                                 : "cannot listen on %s:%d",
+                     w->host, w->p.port);
+        return -1;
+    }
+    return 0;
+}
+
+struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err, size_t errlen)
+{
+    *status = 2;
+    if (!p->bus) {
+        snprintf(err, errlen, "web: no bus");
+        return NULL;
+    }
+    struct bj_web *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        *status = 1;
+        return NULL;
+    }
+    if (take_params(w, p, err, errlen) || probe_bind(w->host, w->p.port, err, errlen))
         goto fail;
 
     *status = 1;
@@ -1412,50 +1469,8 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_bj);
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof info);
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6 * !strchr(w->host, ':');
-    if (w->tls_cert[0])
-        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-    info.user = w;
-    info.timeout_secs = 10;
-    w->ctx = lws_create_context(&info);
-    if (!w->ctx) {
-        snprintf(err, errlen, "web: libwebsockets could not start");
+    if (start_lws(w, status, err, errlen))
         goto fail;
-    }
-    memset(&info, 0, sizeof info);
-    info.port = w->p.port;
-    info.iface = w->host;
-    info.protocols = k_protocols;
-    info.vhost_name = "brainjar";
-    info.user = w;
-    info.timeout_secs = 10;
-    info.keepalive_timeout = 30;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | (strchr(w->host, ':') ? 0 : LWS_SERVER_OPTION_DISABLE_IPV6);
-    for (int i = 0; i < N_SECURITY_HEADERS; i++) {
-        w->sec_headers[i].next = i + 1 < N_SECURITY_HEADERS ? &w->sec_headers[i + 1] : NULL;
-        w->sec_headers[i].name = k_security_headers[i][0];
-        w->sec_headers[i].value = k_security_headers[i][1];
-    }
-    info.headers = w->sec_headers;
-    if (w->tls_cert[0]) {
-        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT; /* lws checks it on the vhost too */
-        info.ssl_cert_filepath = w->tls_cert;
-        info.ssl_private_key_filepath = w->tls_key;
-        info.alpn = "http/1.1"; /* the routes and the WebSocket speak HTTP/1.1 */
-    }
-    w->vh = lws_create_vhost(w->ctx, &info);
-    if (!w->vh) {
-        *status = 2;
-        if (!probe_bind(w->host, w->p.port, err, errlen))
-            snprintf(err, errlen, w->tls_cert[0] ? "cannot listen on %s:%d with TLS: are --web-tls-cert and "
-                                                   "--web-tls-key a PEM certificate and its key?"
-                                                 : "cannot listen on %s:%d",
-                     w->host, w->p.port);
-        goto fail;
-    }
     w->port = lws_get_vhost_listen_port(w->vh);
     w->sub = bj_bus_subscribe(w->p.bus, "web", BJ_EV_ALL, 4096);
     if (!w->sub) {
