@@ -6,7 +6,7 @@
 #   engine  base, model, engine
 #   mem     base, model, mem
 #   hive    base, model, engine, mem, hive
-#   sinks   base, model, hive, mem, sinks (never an engine header)
+#   sinks   base, model, hive, mem, sinks (never an engine header); sinks/web/ is a wing of sinks
 #   app     anything
 # and only src/app may include config.h (struct bj_config).
 #
@@ -42,6 +42,8 @@ self_test() {
   printf '#include "engine.h"\n' > "$tmp/hive/hive.h"
   : > "$tmp/app/config.h"
   printf '#include "hive.h"\n' > "$tmp/sinks/web.c"        # engine.h through hive.h
+  mkdir -p "$tmp/sinks/wing"
+  printf '#include "engine.h"\n' > "$tmp/sinks/wing/room.c" # a wing keeps its layer's rules
   printf '#include "config.h"\n' > "$tmp/mem/budget.c"     # config outside app
   printf '#include "hive.h"\n' > "$tmp/engine/brain.c"     # engine -> hive
   printf '#include "engine.h"\n' > "$tmp/base/bus.c"       # base -> engine
@@ -51,7 +53,7 @@ self_test() {
   [ -n "${LAYERS_VERBOSE:-}" ] && echo "$out"
   local ok=1
   [ "$rc" -eq 1 ] || { echo "self-test: exit status $rc, expected 1"; ok=0; }
-  for want in "sinks/web.c" "mem/budget.c" "engine/brain.c" "base/bus.c" "model/plan.c"; do
+  for want in "sinks/web.c" "sinks/wing/room.c" "mem/budget.c" "engine/brain.c" "base/bus.c" "model/plan.c"; do
     grep -q "^$want:" <<<"$out" || { echo "self-test: $want not reported"; ok=0; }
   done
   for clean in "app/main.c" "base/log.c" "hive/hive.h"; do
@@ -69,12 +71,15 @@ fi
 SRC=${1:-$(cd "$(dirname "$0")/../src" && pwd)}
 [ -d "$SRC" ] || { echo "layers.sh: no source directory $SRC"; exit 2; }
 
-# Where each header lives: header name -> layer.
-declare -A LAYER_OF
+# Where each header lives: header name -> layer, and its path. A layer's folder may hold wings
+# (folders of one concept, e.g. sinks/web/): they belong to that layer.
+declare -A LAYER_OF PATH_OF
 for l in $LAYERS; do
-  for h in "$SRC/$l"/*.h; do
-    [ -e "$h" ] && LAYER_OF[$(basename "$h")]=$l
-  done
+  [ -d "$SRC/$l" ] || continue
+  while IFS= read -r h; do
+    LAYER_OF[$(basename "$h")]=$l
+    PATH_OF[$(basename "$h")]=$h
+  done < <(find "$SRC/$l" -name '*.h' | sort)
 done
 
 # Direct includes of a file, space-separated.
@@ -83,7 +88,7 @@ includes() { sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".
 # The direct includes of every header of src/, read once.
 declare -A INCS
 for h in "${!LAYER_OF[@]}"; do
-  INCS[$h]=$(includes "$SRC/${LAYER_OF[$h]}/$h")
+  INCS[$h]=$(includes "${PATH_OF[$h]}")
 done
 
 # Every header a file brings in (its direct includes given), directly or through other headers:
@@ -104,9 +109,9 @@ closure() {
 
 bad=0
 for l in $LAYERS; do
-  for f in "$SRC/$l"/*.c "$SRC/$l"/*.h; do
-    [ -e "$f" ] || continue
-    rel="$l/$(basename "$f")"
+  [ -d "$SRC/$l" ] || continue
+  while IFS= read -r f; do
+    rel=${f#"$SRC"/}
     direct=" $(includes "$f") "
     closure "$direct"
     for h in $CLOSURE; do
@@ -125,7 +130,7 @@ for l in $LAYERS; do
         echo "$rel: $how; only src/app sees struct bj_config"; bad=1
       fi
     done
-  done
+  done < <(find "$SRC/$l" \( -name '*.c' -o -name '*.h' \) | sort)
 done
 [ "$bad" -eq 0 ] && echo "layers: every include of $SRC keeps to its layer"
 exit "$bad"

@@ -202,6 +202,16 @@ function revive(p, life) {
   setNow(p, "");
 }
 
+/* What a 202 means: the action is applied at the engine's next step, not yet done. A 409 says
+ * why it cannot be (a dead brain killed, a living one resurrected), in the toast. */
+const ACCEPTED = {
+  kill: "it dies at its engine's next step",
+  resurrect: "it comes back at its engine's next step",
+  pause: "it pauses at its engine's next step",
+  resume: "it resumes at its engine's next step",
+  say: "it hears the words at its next thought",
+};
+
 async function act(id, action, body = {}) {
   try {
     const r = await fetch(`/api/brains/${encodeURIComponent(id)}/${action}`, {
@@ -210,8 +220,8 @@ async function act(id, action, body = {}) {
     });
     const j = await r.json().catch(() => ({}));
     if (r.status === 401) { location.href = "/login"; return false; }
-    if (!r.ok) { toast(`${action} ${id}: ${j.error || r.status}`, true); return false; }
-    toast(`${action} ${id}: done`);
+    if (!r.ok) { toast(`${action} ${id} ${r.status === 409 ? "refused" : "failed"}: ${j.error || r.status}`, true); return false; }
+    toast(`${action} ${id}: accepted; ${ACCEPTED[action] || "applied at its engine's next step"}`);
     return true;
   } catch (e) {
     toast(`${action} ${id}: brainjar does not answer`, true);

@@ -80,6 +80,9 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "  --web-host HOST (127.0.0.1)  --web-port PORT (8095)  --no-web\n"
             "  --web-auth on|off (off only on loopback)  --web-allow-origin ORIGIN  --web-trusted-proxy ADDR\n"
             "  --metrics-public (/metrics without a token; loopback only)\n"
+            "  --web-host-name NAME (repeatable) a Host the server may be called by, beside its address and localhost\n"
+            "  --web-cookie-secure (the session cookie only over https)\n"
+            "  --web-tls-cert FILE --web-tls-key FILE  serve https itself (PEM)\n"
             "Memory budget:\n"
             "  --reserve PCT (15)  --brain-share PCT (50)  --headroom GB (2)  --force (start despite a failed check)\n"
             "Testing:\n"
@@ -104,6 +107,7 @@ enum {
     O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE, O_BRAINS, O_PROFILE, O_PORT, O_LISTEN_HOST, O_NO_LISTEN, O_PEER,
     O_PEER_IP, O_PEER_PORT, O_TARGET_IP, O_TARGET_PORT, O_NODE_ID, O_PEER_KEY, O_ALLOW_UNAUTH, O_PEER_RATE,
     O_NO_WEB, O_WEB_AUTH, O_WEB_ORIGIN, O_WEB_PROXY, O_METRICS_PUBLIC, /* web */
+    O_WEB_HOST_NAME, O_WEB_COOKIE_SECURE, O_WEB_TLS_CERT, O_WEB_TLS_KEY,
     O_RPC, O_SPLIT, O_MAIN_GPU, O_TSPLIT,
 };
 
@@ -145,7 +149,9 @@ static const struct option k_opts[] = {
     {"allow-unauthenticated", no_argument, 0, O_ALLOW_UNAUTH}, {"peer-rate", required_argument, 0, O_PEER_RATE},
     {"no-web", no_argument, 0, O_NO_WEB}, {"web-auth", required_argument, 0, O_WEB_AUTH},
     {"web-allow-origin", required_argument, 0, O_WEB_ORIGIN}, {"web-trusted-proxy", required_argument, 0, O_WEB_PROXY},
-    {"metrics-public", no_argument, 0, O_METRICS_PUBLIC},
+    {"metrics-public", no_argument, 0, O_METRICS_PUBLIC}, {"web-host-name", required_argument, 0, O_WEB_HOST_NAME},
+    {"web-cookie-secure", no_argument, 0, O_WEB_COOKIE_SECURE}, {"web-tls-cert", required_argument, 0, O_WEB_TLS_CERT},
+    {"web-tls-key", required_argument, 0, O_WEB_TLS_KEY},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 };
 
@@ -384,6 +390,20 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             bj_strlcpy(c->web_trusted_proxy, a, sizeof c->web_trusted_proxy);
             break;
         case O_METRICS_PUBLIC: c->metrics_public = true; break;
+        case O_WEB_HOST_NAME:
+            if (c->n_web_host_names >= BJ_WEB_HOST_NAMES || !bj_web_host_name_valid(a))
+                return bad(cmd, "--web-host-name", a, "a host name (letters, digits, '.', '-'; at most 16 of them)");
+            bj_strlcpy(c->web_host_names[c->n_web_host_names++], a, sizeof c->web_host_names[0]);
+            break;
+        case O_WEB_COOKIE_SECURE: c->web_cookie_secure = true; break;
+        case O_WEB_TLS_CERT:
+        case O_WEB_TLS_KEY: {
+            char *dst = opt == O_WEB_TLS_CERT ? c->web_tls_cert : c->web_tls_key;
+            if (!a[0] || strlen(a) >= sizeof c->web_tls_cert)
+                return bad(cmd, opt == O_WEB_TLS_CERT ? "--web-tls-cert" : "--web-tls-key", a, "a PEM file");
+            bj_strlcpy(dst, a, sizeof c->web_tls_cert);
+            break;
+        }
         case O_DATA: bj_strlcpy(c->spec.data_dir, a, sizeof c->spec.data_dir); break;
         case O_PROMPTS: bj_strlcpy(c->spec.prompts_dir, a, sizeof c->spec.prompts_dir); break;
         case O_SCHED:

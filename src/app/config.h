@@ -15,6 +15,7 @@
 #include "peer.h"
 #include "spec.h"
 #include "term.h"
+#include "web.h"
 
 enum bj_mode { BJ_MODE_SINGLE, BJ_MODE_MATRIX, BJ_MODE_HIVE, BJ_MODE_PEER, BJ_MODE_OBSERVER, BJ_MODE_OBSERVED };
 
@@ -30,6 +31,10 @@ struct bj_config {
     char web_allow_origin[256];  /* the one origin CORS allows; empty: none */
     char web_trusted_proxy[64];  /* whose X-Forwarded-For counts; empty: nobody's */
     bool web_auth;               /* --web-auth off: only on loopback */
+    char web_host_names[BJ_WEB_HOST_NAMES][256]; /* --web-host-name: more Host values accepted */
+    int n_web_host_names;
+    bool web_cookie_secure;      /* --web-cookie-secure */
+    char web_tls_cert[4096], web_tls_key[4096]; /* --web-tls-cert/--web-tls-key: https of our own */
     bool metrics_public;         /* /metrics without a token (loopback only) */
 
     /* output and run length */

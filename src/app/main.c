@@ -140,6 +140,14 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
         wp.trusted_proxy = c->web_trusted_proxy;
         wp.auth = c->web_auth;
         wp.metrics_public = c->metrics_public;
+        const char *names[BJ_WEB_HOST_NAMES];
+        for (int i = 0; i < c->n_web_host_names; i++)
+            names[i] = c->web_host_names[i];
+        wp.host_names = names;
+        wp.n_host_names = c->n_web_host_names;
+        wp.cookie_secure = c->web_cookie_secure;
+        wp.tls_cert = c->web_tls_cert[0] ? c->web_tls_cert : NULL;
+        wp.tls_key = c->web_tls_key[0] ? c->web_tls_key : NULL;
         wp.mode = bj_mode_name(c->mode);
         wp.bus = bus;
         if (bj_ops_store(ops)) { /* thought history beyond the web's memory */

@@ -125,7 +125,7 @@ try {
   found.resumed = true;
   await page.fill('.brain[data-brain="SUBJECT"] input[name=say]', "<b>hello</b> from the browser");
   await page.click('.brain[data-brain="SUBJECT"] form.ops button[type=submit]');
-  await page.waitForFunction(() => document.getElementById("toast").textContent.includes("say SUBJECT: done"), null,
+  await page.waitForFunction(() => document.getElementById("toast").textContent.includes("say SUBJECT: accepted; it hears the words"), null,
                              { timeout: 10000 });
   await page.waitForFunction(() => [...document.querySelectorAll("#log li")].some((li) => li.textContent.includes("<b>hello</b>")),
                              null, { timeout: 10000 });

@@ -1,5 +1,6 @@
 """The web server against the real daemon on the tiny model: routes, JSON shapes, auth, roles,
 rate limit, bad requests, operator actions, WebSocket streaming and a stalled client."""
+import http.client
 import json
 import os
 import re
@@ -495,6 +496,172 @@ class Stream(WebCase):
               f"{coalesced} merged for the stalled client, resync: {resynced}", file=sys.stderr)
         stalled.close()
         live.close()
+
+
+
+class Hostile(WebCase):
+    """What a hostile client tried (issue: the five findings), each answered as it must be."""
+
+    def test_log_lines_cannot_be_forged(self):
+        h = self.start()
+        forged = "x\n00:00:00.000 brainjar info: web: admin logged in\x1b[2J\x07"  # 64 characters at most
+        r = h.request("POST", "/login", {"username": forged, "password": "wrong"})
+        self.assertEqual(r.status, 401)
+        with self.assertRaises(ConnectionError):
+            WebSocket(h.port, origin="http://evil.example\x1b]0;owned\x07")
+        h.wait_for(lambda: "refused a WebSocket" in h.stderr(), what="the refusal logged")
+        err = h.stderr()
+        self.assertNotIn("\x1b", err)
+        self.assertNotIn("\x07", err)
+        self.assertFalse([line for line in err.splitlines() if "admin logged in" in line and "failed login" not in line],
+                         "a forged line")
+        self.assertIn("failed login for 'x\\n00:00:00.000 brainjar info: web: admin logged in\\x1b[2J\\x07'", err)
+        self.assertIn("origin http://evil.example\\x1b]0;owned\\x07", err)
+
+    def test_dns_rebinding_refused(self):
+        h = self.start("--web-auth", "off", "--web-host-name", "gallery.local", "--pause", "2")
+        port = h.port
+        h.wait_for(lambda: h.request("GET", "/api/brains/GOD").json()["state"] in ("thinking", "listening"),
+                   what="GOD to think")
+        evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+        r = h.request("POST", "/api/brains/GOD/pause", {}, headers=evil)
+        self.assertEqual((r.status, r.reason), (421, "Misdirected Request"))
+        self.assertEqual(h.request("GET", "/api/status", headers={"Host": f"evil.example:{port}"}).status, 421)
+        with self.assertRaises(ConnectionError):
+            WebSocket(port, host=f"evil.example:{port}", origin=f"http://evil.example:{port}")
+        time.sleep(0.5)
+        self.assertFalse([e for e in h.events() if e["type"] == "operator"], "nothing reached a brain")
+        self.assertNotEqual(h.request("GET", "/api/brains/GOD").json()["state"], "paused")
+        # Our own names pass: the address, localhost, [::1], the --web-host-name names.
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"gallery.local:{port}",
+                     "GALLERY.local"):
+            self.assertEqual(h.request("GET", "/api/health", headers={"Host": host}).status, 200, host)
+        ws = WebSocket(port, host=f"gallery.local:{port}", origin=f"http://gallery.local:{port}")
+        self.assertEqual(ws.recv()["type"], "snapshot")
+        ws.close()
+        # The Origin is compared with its scheme: https is not this plain-http server.
+        r = h.request("POST", "/api/brains/GOD/say", {"text": "hi"},
+                      headers={"Host": f"127.0.0.1:{port}", "Origin": f"https://127.0.0.1:{port}"})
+        self.assertEqual(r.status, 403)
+        with self.assertRaises(ConnectionError):
+            WebSocket(port, origin=f"https://127.0.0.1:{port}")
+        r = h.request("POST", "/api/brains/GOD/say", {"text": "hi"},
+                      headers={"Host": f"127.0.0.1:{port}", "Origin": f"http://127.0.0.1:{port}"})
+        self.assertEqual(r.status, 202)
+        p = subprocess.run([BRAINJAR, "run", "--web-host-name", "bad name!"], capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--web-host-name", p.stderr)
+
+    def test_ws_bearer_session_token(self):
+        h = self.start()
+        r = h.request("POST", "/login", {"password": h.password})
+        tok = r.json()["token"]
+        ws = WebSocket(h.port, token=tok)
+        snap = ws.recv()
+        self.assertEqual((snap["type"], snap["you"]), ("snapshot", {"user": "admin", "role": "operator"}))
+        _, msgs = ws.recv_until(lambda m: m["type"] == "token")
+        ws.close()
+        with self.assertRaises(ConnectionError):  # a wrong bearer: no snapshot, one chance to authenticate
+            ws = WebSocket(h.port, token="bj_" + "2" * 64, timeout=3)
+            ws.send({"type": "auth", "token": "bj_" + "3" * 64})
+            self.assertEqual(ws.recv()["type"], "error")
+            ws.recv()
+            raise ConnectionError("closed")
+
+    def test_impossible_actions_409(self):
+        h = self.start("--jar-tokens", "4096", "--pause", "3")
+        s = h.login()
+        h.wait_for(lambda: h.get("/api/brains/SUBJECT", s).json()["state"] in ("thinking", "listening"),
+                   what="SUBJECT to think")
+        r = h.request("POST", "/api/brains/SUBJECT/resurrect", {}, cookie=s)
+        self.assertEqual(r.status, 409)
+        self.assertIn("only a dead brain can be resurrected", r.json()["error"])
+        self.assertEqual(h.request("POST", "/api/brains/SUBJECT/kill", {}, cookie=s).status, 202)
+        h.wait_for(lambda: h.get("/api/brains/SUBJECT", s).json()["state"] == "dead", what="SUBJECT dead")
+        r = h.request("POST", "/api/brains/SUBJECT/kill", {}, cookie=s)
+        self.assertEqual((r.status, r.reason), (409, "Conflict"))
+        self.assertIn("already dead", r.json()["error"])
+        self.assertEqual(h.request("POST", "/api/brains/SUBJECT/resurrect", {}, cookie=s).status, 202)
+        h.wait_for(lambda: h.get("/api/brains/GOD", s).json()["state"] in ("thinking", "listening"),
+                   what="GOD to think")
+        self.assertEqual(h.request("POST", "/api/brains/GOD/pause", {}, cookie=s).status, 202)
+        h.wait_for(lambda: h.get("/api/brains/GOD", s).json()["state"] == "paused", what="GOD paused")
+        r = h.request("POST", "/api/brains/GOD/pause", {}, cookie=s)
+        self.assertEqual(r.status, 409)
+        self.assertIn("already paused", r.json()["error"])
+        ops = [e["action"] for e in h.events() if e["type"] == "operator"]
+        self.assertEqual(ops, ["kill", "resurrect", "pause"], "a refused action publishes nothing")
+
+    def test_reason_phrases_and_headers_on_every_response(self):
+        h = self.start("--web-auth", "off")
+        for method, path, status, reason in (("GET", "/api/health", 200, "OK"), ("OPTIONS", "/api/status", 204,
+                                             "No Content"), ("POST", "/api/brains/GOD/say", 400, "Bad Request"),
+                                             ("GET", "/nope", 404, "Not Found"),
+                                             ("GET", "/api/brains/GOD/kill", 405, "Method Not Allowed")):
+            r = h.request(method, path, {} if method == "POST" else None)
+            self.assertEqual((r.status, r.reason), (status, reason), path)
+        for _ in range(6):
+            r = h.request("POST", "/login", {"password": "wrong"})
+        self.assertEqual((r.status, r.reason), (429, "Too Many Requests"))
+        # libwebsockets answers TRACE and unknown methods itself: with the same headers
+        for method in ("TRACE", "FOO"):
+            r = h.request(method, "/")
+            self.assertGreaterEqual(r.status, 400, method)
+            self.assertTrue(r.reason, method)
+            self.assertIn("default-src 'none'", r.header("Content-Security-Policy") or "", method)
+            self.assertEqual(r.header("X-Frame-Options"), "DENY", method)
+
+    def cookie_of(self, h, headers=None, password=None):
+        r = h.request("POST", "/login", {"password": password or h.password}, headers=headers)
+        self.assertEqual(r.status, 200, r.body)
+        return r.header("Set-Cookie")
+
+    def test_cookie_secure_through_a_trusted_proxy_and_by_flag(self):
+        h = self.start("--web-trusted-proxy", "127.0.0.1")
+        self.assertNotIn("Secure", self.cookie_of(h))
+        self.assertIn("; Secure", self.cookie_of(h, {"X-Forwarded-Proto": "https"}))
+        # Behind the TLS proxy the browser's Origin is https://HOST
+        s = h.login()
+        r = h.request("POST", "/api/brains/GOD/say", {"text": "hi"}, cookie=s,
+                      headers={"X-Forwarded-Proto": "https", "Origin": f"https://127.0.0.1:{h.port}"})
+        self.assertEqual(r.status, 202)
+        h.stop()
+        pw = h.password
+        h = self.start()  # not from a trusted proxy: the header means nothing
+        self.assertNotIn("Secure", self.cookie_of(h, {"X-Forwarded-Proto": "https"}, pw))
+        h.stop()
+        h = self.start("--web-cookie-secure")
+        self.assertIn("; Secure", self.cookie_of(h, None, pw))
+
+    def test_tls_of_our_own(self):
+        cert, key = os.path.join(self.tmp, "cert.pem"), os.path.join(self.tmp, "key.pem")
+        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                            "-days", "1", "-keyout", key, "-out", cert], capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            self.skipTest("no openssl: " + p.stderr[-200:])
+        h = self.start("--web-tls-cert", cert, "--web-tls-key", key, tls=True)
+        self.assertIn("listening on https://", h.stderr())
+        self.assertEqual(h.request("GET", "/api/health").status, 200)
+        self.assertIn("; Secure", self.cookie_of(h))
+        s = h.login()
+        ws = WebSocket(h.port, cookie=s, tls=True, origin=f"https://127.0.0.1:{h.port}")
+        self.assertEqual(ws.recv()["type"], "snapshot")
+        ws.close()
+        with self.assertRaises((OSError, http.client.HTTPException)):  # plain http to the TLS port
+            c = http.client.HTTPConnection("127.0.0.1", h.port, timeout=5)
+            c.request("GET", "/api/health")
+            c.getresponse().read()
+        other = os.path.join(self.tmp, "other")
+        p = subprocess.run([BRAINJAR, "run", "--data-dir", other, "--web-tls-cert", cert, "--web-port",
+                            str(free_port())], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("go together", p.stderr)
+        p = subprocess.run([BRAINJAR, "run", "--data-dir", other, "--web-tls-cert", key, "--web-tls-key", cert,
+                            "--web-port", str(free_port())], capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("TLS", p.stderr)
 
 
 class Docs(WebCase):

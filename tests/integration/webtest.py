@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -21,8 +22,17 @@ def free_port():
     return port
 
 
+def tls_context():
+    """A client context for the test's self-signed certificate: encryption without verification."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class Response:
-    def __init__(self, status, headers, body):
+    def __init__(self, status, headers, body, reason=""):
+        self.reason = reason
         self.status = status
         self.headers = headers
         self.body = body
@@ -43,8 +53,9 @@ class Response:
 class WebHive:
     """brainjar run with the web server on a free port, until stop()."""
 
-    def __init__(self, case, *args, port=None, data=None, extra_env=None):
+    def __init__(self, case, *args, port=None, data=None, extra_env=None, tls=False):
         self.case = case
+        self.tls = tls
         self.port = port or free_port()
         self.data = data or case.data
         self.errpath = os.path.join(case.tmp, f"stderr-{self.port}.txt")
@@ -92,7 +103,10 @@ class WebHive:
         return self.p.returncode
 
     def request(self, method, path, body=None, headers=None, token=None, cookie=None, raw=None, timeout=10):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.tls:
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=tls_context())
+        else:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         h = dict(headers or {})
         if token:
             h["Authorization"] = "Bearer " + token
@@ -104,7 +118,7 @@ class WebHive:
             h.setdefault("Content-Type", "application/json")
         c.request(method, path, body=data, headers=h)
         r = c.getresponse()
-        resp = Response(r.status, r.getheaders(), r.read())
+        resp = Response(r.status, r.getheaders(), r.read(), r.reason)
         c.close()
         return resp
 
@@ -136,14 +150,18 @@ class WebHive:
 class WebSocket:
     """A minimal WebSocket client: text frames, ping/pong, close."""
 
-    def __init__(self, port, path="/ws", cookie=None, token=None, origin=None, timeout=10, rcvbuf=None):
+    def __init__(self, port, path="/ws", cookie=None, token=None, origin=None, timeout=10, rcvbuf=None, host=None,
+                 tls=False):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
+        if tls:
+            self.sock = tls_context().wrap_socket(self.sock)
         key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket", "Connection: Upgrade",
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Upgrade: websocket",
+                 "Connection: Upgrade",
                  f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
         if cookie:
             lines.append(f"Cookie: bj_session={cookie}")

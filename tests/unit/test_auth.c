@@ -137,12 +137,43 @@ static void test_equal(void **state)
     assert_true(bj_auth_equal("", ""));
 }
 
+/* The login in three steps (the web server's hash workers run the middle one on another thread):
+ * the same verdicts as bj_auth_login, and a password changed between check and finish voids it. */
+static void test_login_in_three_steps(void **state)
+{
+    (void)state;
+    char err[256], session[BJ_AUTH_SECRET_LEN + 1], hash[BJ_AUTH_HASH_MAX], dummy[BJ_AUTH_HASH_MAX];
+    struct bj_auth *a = bj_auth_open(g_dir, err, sizeof err);
+    assert_non_null(a);
+    assert_int_equal(bj_auth_set_password(a, "vera", "long enough", BJ_ROLE_VIEWER, err, sizeof err), 0);
+    enum bj_role role = BJ_ROLE_NONE;
+    bj_auth_login_hash(a, "vera", hash);
+    assert_true(strncmp(hash, "$argon2id$", 10) == 0);
+    assert_false(bj_auth_password_ok(hash, "wrong password"));
+    assert_true(bj_auth_password_ok(hash, "long enough"));
+    assert_int_equal(bj_auth_login_finish(a, "vera", hash, 60, session, &role), 0);
+    assert_int_equal(role, BJ_ROLE_VIEWER);
+    assert_int_equal(bj_auth_session(a, session, NULL, 0), BJ_ROLE_VIEWER);
+    /* No such user: a dummy hash (as costly), and finish never makes a session from it. */
+    bj_auth_login_hash(a, "nobody", dummy);
+    assert_true(strncmp(dummy, "$argon2id$", 10) == 0);
+    assert_false(bj_auth_password_ok(dummy, "long enough"));
+    assert_int_equal(bj_auth_login_finish(a, "nobody", dummy, 60, session, &role), -1);
+    bj_auth_login_hash(a, "bad name", dummy);
+    assert_int_equal(bj_auth_login_finish(a, "bad name", dummy, 60, session, &role), -1);
+    /* The password changed after the check: the old verdict no longer counts. */
+    assert_int_equal(bj_auth_set_password(a, "vera", "another long one", BJ_ROLE_VIEWER, err, sizeof err), 0);
+    assert_int_equal(bj_auth_login_finish(a, "vera", hash, 60, session, &role), -1);
+    bj_auth_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_first_admin_and_login, setup, teardown),
         cmocka_unit_test_setup_teardown(test_passwords_roles_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_in_three_steps, setup, teardown),
         cmocka_unit_test(test_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,7 +12,8 @@
  * No default password: bj_auth_ensure_admin() makes `admin` with a random password when there
  * is no user at all, and hands the password to the caller to print once.
  *
- * Threads: one thread at a time per struct bj_auth (the web event loop; the CLI subcommands). */
+ * Threads: one thread at a time per struct bj_auth (the web event loop; the CLI subcommands), but
+ * bj_auth_password_ok() (no struct) may run on any thread. */
 #ifndef BJ_AUTH_H
 #define BJ_AUTH_H
 
@@ -60,6 +61,19 @@ int bj_auth_ensure_admin(struct bj_auth *a, char *pw, size_t pwlen, char *err, s
  * and the role into *role, and returns 0; -1 when the credentials are wrong or on failure. */
 int bj_auth_login(struct bj_auth *a, const char *user, const char *password, int64_t ttl_s,
                   char *session, enum bj_role *role);
+
+/* The same in three steps, so that the slow middle one (Argon2id, 150-300 ms) can run on another
+ * thread than the one that owns the struct bj_auth (the web server's hash workers):
+ *   bj_auth_login_hash()    owner's thread: the hash to check against (the user's, or a dummy one
+ *                           when there is no such user, so an unknown name costs the same);
+ *   bj_auth_password_ok()   any thread, touches no struct bj_auth: whether password matches hash;
+ *   bj_auth_login_finish()  owner's thread, after a match: creates the session as bj_auth_login()
+ *                           does, if the user still exists with that same hash (0), else -1. */
+#define BJ_AUTH_HASH_MAX 128
+void bj_auth_login_hash(struct bj_auth *a, const char *user, char hash[BJ_AUTH_HASH_MAX]);
+bool bj_auth_password_ok(const char *hash, const char *password);
+int bj_auth_login_finish(struct bj_auth *a, const char *user, const char *hash, int64_t ttl_s, char *session,
+                         enum bj_role *role);
 
 /* The role of a live session (cookie value), or BJ_ROLE_NONE; the user's name into user. */
 enum bj_role bj_auth_session(struct bj_auth *a, const char *session, char *user, size_t userlen);

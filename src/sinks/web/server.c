@@ -1,4 +1,5 @@
-/* web: the event loop, the event-fed view and the WebSocket fan-out (see web.h).
+/* server: the event loop, connections and the WebSocket fan-out (see web.h); the routes answer
+ * HTTP requests (routes.c), the view keeps what the events told (view.c).
  *
  * One thread runs the libwebsockets loop. The bus subscription's eventfd (a dup of it: lws
  * closes what it adopts) is adopted as a raw file, so a queued event makes the loop drain the
@@ -19,6 +20,7 @@
 #include "web.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -28,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -35,14 +38,16 @@
 #include <libwebsockets.h>
 
 #include "log.h"
-#include "sysmem.h"
 #include "util.h"
-#include "web_int.h"
+#include "routes.h"
+#include "view.h"
+#include "workpool.h"
 
 #define PENDING_TEXT_MAX (16 * 1024)
 #define WS_BATCH_MSGS 64           /* queued messages sent as one frame (a JSON array) */
 #define WS_BATCH_BYTES (64 * 1024)
 #define WS_RX_MAX 4096
+#define N_SECURITY_HEADERS 7         /* k_security_headers */
 
 /* ---- shared, reference-counted messages ------------------------------------------------- */
 enum msg_kind { K_TOKEN, K_LIFE, K_TICK, K_CTRL };
@@ -109,11 +114,15 @@ struct pss {
     struct web_resp rs;         /* HTTP: the response being written */
     size_t sent;
     bool responding;
+    struct web_login *login;    /* HTTP: a password check this request waits for */
 };
 
 struct bj_web {
     struct bj_web_params p;
     char host[256], data_dir[4096], allow_origin[256], trusted_proxy[64], mode[32];
+    char host_names[BJ_WEB_HOST_NAMES][256];
+    const char *host_name_ptrs[BJ_WEB_HOST_NAMES];
+    char tls_cert[4096], tls_key[4096];
     bool loopback;
     int port;
     struct lws_context *ctx;
@@ -134,43 +143,16 @@ struct bj_web {
     struct client *clients;
     int n_clients;
 
-    struct thought_ring *rings;
-    struct death_rec deaths[WEB_DEATHS];
-    int deaths_head, n_deaths;   /* head: next slot */
-    struct log_rec logs[WEB_LOGS];
-    int logs_head, n_logs;
-    struct sample *series;
-    int series_head, n_series;
-    struct bj_sysmem_paths mem_paths;
-    int64_t gpu_used;
-    int tick_no;
+    struct web_view *view;       /* what the events told (view.c) */
+    struct web_ctx rctx;         /* what the routes see (ctx_of) */
     struct pending_tok *batch;   /* per brain: tokens merged within one drain */
     struct web_stats stats;
     unsigned char *wbuf;         /* scratch for batched frames */
     size_t wbuf_cap;
+    struct bj_workpool *hashers; /* password checks, off this thread */
+    struct lws_protocol_vhost_options sec_headers[N_SECURITY_HEADERS]; /* on every response */
+    struct web_login *logins;    /* every check handed out and not yet answered or dropped */
 };
-
-/* ---- accessors for webapi.c ------------------------------------------------------------ */
-struct bj_hive *web_hive(struct bj_web *w) { return w->hive; }
-const struct bj_web_params *web_params(struct bj_web *w) { return &w->p; }
-struct bj_auth *web_auth(struct bj_web *w) { return w->auth; }
-struct web_stats *web_stats(struct bj_web *w) { return &w->stats; }
-int web_ws_clients(struct bj_web *w) { return w->n_clients; }
-int64_t web_started_us(struct bj_web *w) { return w->started_us; }
-bool web_loopback(struct bj_web *w) { return w->loopback; }
-struct bj_bus *web_bus(struct bj_web *w) { return w->p.bus; }
-int web_brain_index(struct bj_web *w, const char *id) { return w->spec ? bj_spec_find_brain(w->spec, id) : -1; }
-const struct thought_ring *web_thoughts(struct bj_web *w, int b) { return b >= 0 && b < w->n_brains ? &w->rings[b] : NULL; }
-int web_deaths_count(struct bj_web *w) { return w->n_deaths; }
-const struct death_rec *web_death(struct bj_web *w, int i)
-{
-    return &w->deaths[((w->deaths_head - 1 - i) % WEB_DEATHS + WEB_DEATHS) % WEB_DEATHS];
-}
-int web_logs_count(struct bj_web *w) { return w->n_logs; }
-const struct log_rec *web_log(struct bj_web *w, int i)
-{
-    return &w->logs[((w->logs_head - 1 - i) % WEB_LOGS + WEB_LOGS) % WEB_LOGS];
-}
 
 struct bj_web_params bj_web_default_params(void)
 {
@@ -185,192 +167,19 @@ struct bj_web_params bj_web_default_params(void)
         .login_window_s = 60,
         .client_queue = 256,
         .client_max = 4096,
+        .hash_threads = 0,
+        .hash_queue = 4,
     };
 }
 
 int bj_web_port(const struct bj_web *w) { return w->port; }
 
-/* ---- the view ----------------------------------------------------------------------------- */
-static void ring_push(struct thought_ring *r, const struct bj_event *ev, size_t max_bytes)
+/* The routes' view of the server, brought up to date. */
+static struct web_ctx *ctx_of(struct bj_web *w)
 {
-    size_t len = ev->text ? strlen(ev->text) : 0;
-    while (r->n > 0 && (r->n == r->cap || r->bytes + len > max_bytes)) {
-        struct bj_thought_rec *old = &r->recs[r->head];
-        r->bytes -= old->text ? strlen(old->text) : 0;
-        free(old->text);
-        old->text = NULL;
-        r->head = (r->head + 1) % r->cap;
-        r->n--;
-    }
-    struct bj_thought_rec *rec = &r->recs[(r->head + r->n) % r->cap];
-    rec->time_us = ev->time_us;
-    rec->life = ev->crash_count + 1;
-    rec->thought = ev->thought;
-    rec->complete = ev->complete;
-    rec->text = strdup(ev->text ? ev->text : "");
-    if (!rec->text)
-        return;
-    r->bytes += len;
-    r->n++;
-}
-
-static void add_log(struct bj_web *w, const struct bj_event *ev, const char *level, json_t *data, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static void add_log(struct bj_web *w, const struct bj_event *ev, const char *level, json_t *data, const char *fmt, ...)
-{
-    struct log_rec *l = &w->logs[w->logs_head];
-    free(l->message);
-    if (l->data)
-        json_decref(l->data);
-    char msg[700];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    l->time_us = ev->time_us;
-    bj_strlcpy(l->brain, ev->brain, sizeof l->brain);
-    l->level = level;
-    l->message = strdup(msg);
-    l->data = data;
-    w->logs_head = (w->logs_head + 1) % WEB_LOGS;
-    if (w->n_logs < WEB_LOGS)
-        w->n_logs++;
-}
-
-static void view_update(struct bj_web *w, const struct bj_event *ev, int b)
-{
-    w->stats.events++;
-    switch (ev->type) {
-    case BJ_EV_THOUGHT:
-        w->stats.thoughts++;
-        if (b >= 0)
-            ring_push(&w->rings[b], ev, (size_t)w->p.ring_thoughts * 4096);
-        add_log(w, ev, "info", json_pack("{s:i,s:i,s:b}", "thought", (int)ev->thought, "life",
-                                         (int)ev->crash_count + 1, "complete", ev->complete),
-                "%s: %.500s", ev->brain, ev->text ? ev->text : "");
-        break;
-    case BJ_EV_DEATH: {
-        struct death_rec *d = &w->deaths[w->deaths_head];
-        d->time_us = ev->time_us;
-        bj_strlcpy(d->brain, ev->brain, sizeof d->brain);
-        bj_strlcpy(d->cause, ev->cause, sizeof d->cause);
-        d->crash_count = ev->crash_count;
-        d->jar_used = ev->jar_used;
-        d->jar_tokens = ev->jar_tokens;
-        w->deaths_head = (w->deaths_head + 1) % WEB_DEATHS;
-        if (w->n_deaths < WEB_DEATHS)
-            w->n_deaths++;
-        add_log(w, ev, "crash", json_pack("{s:s,s:i}", "cause", ev->cause, "crash_count", (int)ev->crash_count),
-                "CRASH #%u: %s died (%s)", ev->crash_count, ev->brain, ev->cause);
-        break;
-    }
-    case BJ_EV_RESURRECTION:
-        add_log(w, ev, "info", json_pack("{s:i}", "crash_count", (int)ev->crash_count),
-                "%s resurrected (life %u)", ev->brain, ev->crash_count + 1);
-        break;
-    case BJ_EV_OBSERVE:
-        w->stats.observes++;
-        break;
-    case BJ_EV_ERROR:
-        add_log(w, ev, "error", NULL, "%s%s%s", ev->brain, ev->brain[0] ? ": " : "", ev->text ? ev->text : "error");
-        break;
-    case BJ_EV_OPERATOR:
-        add_log(w, ev, "info", json_pack("{s:s}", "action", ev->cause), "operator %s %s%s%.300s", ev->cause,
-                ev->brain, ev->text ? ": " : "", ev->text ? ev->text : "");
-        break;
-    case BJ_EV_WATCHDOG:
-        add_log(w, ev, "warning", json_pack("{s:s}", "stage", ev->cause), "watchdog %s: %.400s", ev->cause,
-                ev->text ? ev->text : "");
-        break;
-    case BJ_EV_LINK:
-        add_log(w, ev, strcmp(ev->state, "up") == 0 ? "info" : "warning", NULL, "peer %s %s: %.300s", ev->from,
-                ev->state, ev->text ? ev->text : "");
-        break;
-    case BJ_EV_BUDGET:
-        add_log(w, ev, "info", NULL, "memory budget: %.500s", ev->text ? ev->text : "");
-        break;
-    default:
-        break;
-    }
-}
-
-static void sample_now(struct bj_web *w)
-{
-    struct sample *s = &w->series[w->series_head];
-    memset(s, 0, sizeof *s);
-    s->t = bj_event_now() / 1000000;
-    struct bj_sysmem m;
-    char err[128];
-    if (bj_sysmem_read(&w->mem_paths, &m, err, sizeof err) == 0) {
-        s->sys_total = m.total;
-        s->sys_avail = m.available;
-    }
-    struct bj_proc_mem pm;
-    if (bj_sysmem_read_proc(&w->mem_paths, &pm) == 0)
-        s->rss = pm.rss;
-    if (w->tick_no % 5 == 0 && w->mem_paths.nvml_lib[0]) {
-        struct bj_gpu_info g;
-        bj_sysmem_read_gpu(&w->mem_paths, &m, &g);
-        w->gpu_used = -1;
-        if (g.available && !g.unified) {
-            uint64_t used = 0;
-            for (int i = 0; i < g.n; i++)
-                used += g.dev[i].total - g.dev[i].free;
-            w->gpu_used = (int64_t)used;
-        } else if (!g.available) {
-            w->mem_paths.nvml_lib[0] = 0; /* no NVML: stop asking */
-        }
-    }
-    s->gpu_used = w->gpu_used;
-    struct bj_hive_snapshot snap;
-    if (w->hive && bj_hive_snapshot(w->hive, &snap) == 0) {
-        for (int i = 0; i < snap.n_brains && i < BJ_MAX_BRAINS; i++) {
-            const struct bj_brain_view *v = &snap.brains[i];
-            s->tok_s[i] = (float)v->tok_s;
-            s->jar[i] = v->jar_tokens > 0 ? (float)v->jar_used / (float)v->jar_tokens : 0.0f;
-        }
-        bj_hive_snapshot_free(&snap);
-    }
-    w->series_head = (w->series_head + 1) % WEB_SERIES;
-    if (w->n_series < WEB_SERIES)
-        w->n_series++;
-}
-
-json_t *web_memory_json(struct bj_web *w)
-{
-    const struct sample *s = w->n_series ? &w->series[(w->series_head + WEB_SERIES - 1) % WEB_SERIES] : NULL;
-    if (!s)
-        return json_pack("{s:n,s:n,s:n,s:n}", "process_rss", "system_total", "system_available", "gpu_used");
-    return json_pack("{s:I,s:I,s:I,s:o}", "process_rss", (json_int_t)s->rss, "system_total", (json_int_t)s->sys_total,
-                     "system_available", (json_int_t)s->sys_avail, "gpu_used",
-                     s->gpu_used >= 0 ? json_integer(s->gpu_used) : json_null());
-}
-
-/* The series as uPlot wants it: one array of times and one array per line. */
-json_t *web_series_json(struct bj_web *w, const struct bj_hive_snapshot *snap)
-{
-    json_t *t = json_array(), *rss = json_array(), *used = json_array(), *gpu = json_array(), *br = json_object();
-    json_t *tok[BJ_MAX_BRAINS], *jar[BJ_MAX_BRAINS];
-    int nb = snap ? snap->n_brains : 0;
-    for (int b = 0; b < nb; b++) {
-        tok[b] = json_array();
-        jar[b] = json_array();
-    }
-    for (int i = 0; i < w->n_series; i++) {
-        const struct sample *s = &w->series[(w->series_head - w->n_series + i + WEB_SERIES) % WEB_SERIES];
-        json_array_append_new(t, json_integer(s->t));
-        json_array_append_new(rss, json_integer((json_int_t)s->rss));
-        json_array_append_new(used, json_integer((json_int_t)(s->sys_total - s->sys_avail)));
-        json_array_append_new(gpu, s->gpu_used >= 0 ? json_integer(s->gpu_used) : json_null());
-        for (int b = 0; b < nb; b++) {
-            json_array_append_new(tok[b], json_real(((int)(s->tok_s[b] * 10.0f + 0.5f)) / 10.0));
-            json_array_append_new(jar[b], json_real(((int)(s->jar[b] * 1000.0f + 0.5f)) / 1000.0));
-        }
-    }
-    for (int b = 0; b < nb; b++)
-        json_object_set_new(br, snap->brains[b].id, json_pack("{s:o,s:o}", "tok_s", tok[b], "jar", jar[b]));
-    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "t", t, "process_rss", rss, "system_used", used, "gpu_used", gpu,
-                     "brains", br);
+    w->rctx = (struct web_ctx){.hive = w->hive, .p = &w->p, .auth = w->auth, .view = w->view, .stats = &w->stats,
+                              .bus = w->p.bus, .ws_clients = w->n_clients, .started_us = w->started_us};
+    return &w->rctx;
 }
 
 /* ---- WebSocket clients ---------------------------------------------------------------- */
@@ -545,8 +354,8 @@ static void flush_batch_token(struct bj_web *w, int b)
 
 static void handle_event(struct bj_web *w, struct bj_event *ev)
 {
-    int b = ev->node[0] ? -1 : web_brain_index(w, ev->brain);
-    view_update(w, ev, b);
+    int b = ev->node[0] ? -1 : routes_brain_index(ctx_of(w), ev->brain);
+    web_view_event(w->view, ev, b);
     if (ev->type == BJ_EV_STATUS)
         return; /* the tick carries the state of every brain once a second */
     if (ev->type == BJ_EV_TOKEN && b >= 0) {
@@ -613,24 +422,23 @@ static void drain_bus(struct bj_web *w)
 static void tick(lws_sorted_usec_list_t *sul)
 {
     struct bj_web *w = lws_container_of(sul, struct bj_web, tick_sul);
-    w->tick_no++;
-    sample_now(w);
+    web_view_sample(w->view, w->hive);
     struct bj_hive_snapshot snap;
     if (w->hive && bj_hive_snapshot(w->hive, &snap) == 0) {
         json_t *inst = json_object(), *brains = json_object();
         for (int i = 0; i < snap.n_brains; i++) {
             const struct bj_brain_view *v = &snap.brains[i];
-            json_object_set_new(inst, v->id, webapi_state_json(w, &snap, i));
+            json_object_set_new(inst, v->id, routes_state_json(ctx_of(w), &snap, i));
             json_object_set_new(brains, v->id,
                                 json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:f,s:I}", "state", v->state, "deaths",
                                           (int)v->deaths, "life", (int)v->life, "thought", (int)v->thought,
                                           "jar_used", (int)v->jar_used, "jar_tokens", (int)v->jar_tokens, "tok_s",
                                           v->tok_s, "tokens", (json_int_t)v->tokens));
         }
-        const struct sample *s = &w->series[(w->series_head + WEB_SERIES - 1) % WEB_SERIES];
-        json_t *o = json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:i,s:f}", "type", "tick", "t", (json_int_t)s->t, "memory",
-                              web_memory_json(w), "brains", brains, "instances", inst, "metrics",
-                              webapi_metrics_json(w, &snap), "ws_clients", w->n_clients, "tok_s", snap.tok_s);
+        json_t *o = json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:i,s:f}", "type", "tick", "t",
+                              (json_int_t)web_view_last_t(w->view), "memory",
+                              web_view_memory_json(w->view), "brains", brains, "instances", inst, "metrics",
+                              routes_metrics_json(ctx_of(w), &snap), "ws_clients", w->n_clients, "tok_s", snap.tok_s);
         char *js = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
         json_decref(o);
         bj_hive_snapshot_free(&snap);
@@ -654,24 +462,24 @@ static struct msg *snapshot_msg(struct bj_web *w, struct client *c, const char *
         return NULL;
     json_t *brains = json_array(), *thoughts = json_object(), *deaths = json_array();
     for (int i = 0; i < snap.n_brains; i++) {
-        json_array_append_new(brains, webapi_brain_json(w, &snap.brains[i], i));
+        json_array_append_new(brains, routes_brain_json(ctx_of(w), &snap.brains[i], i));
         json_t *arr = json_array();
-        const struct thought_ring *r = web_thoughts(w, i);
+        const struct thought_ring *r = web_view_thoughts(w->view, i);
         int from = r && r->n > 20 ? r->n - 20 : 0;
         for (int k = from; r && k < r->n; k++)
-            json_array_append_new(arr, webapi_thought_json(&r->recs[(r->head + k) % r->cap]));
+            json_array_append_new(arr, web_view_thought_json(&r->recs[(r->head + k) % r->cap]));
         json_object_set_new(thoughts, snap.brains[i].id, arr);
     }
-    int nd = web_deaths_count(w) < 200 ? web_deaths_count(w) : 200;
+    int nd = web_view_deaths(w->view) < 200 ? web_view_deaths(w->view) : 200;
     for (int i = nd - 1; i >= 0; i--)
-        json_array_append_new(deaths, webapi_death_json(web_death(w, i)));
+        json_array_append_new(deaths, web_view_death_json(web_view_death(w->view, i)));
     char started[40];
     bj_iso_time_us(snap.started_us, started, sizeof started);
     json_t *o = json_pack("{s:s,s:s?,s:{s:s,s:s},s:{s:s,s:s,s:I,s:I,s:f},s:o,s:o,s:o,s:o,s:o}", "type", "snapshot",
                           "reason", why, "you", "user", c->user, "role", bj_role_name(c->role), "hive", "mode",
                           w->mode, "started", started, "deaths", (json_int_t)snap.deaths, "tokens",
                           (json_int_t)snap.tokens, "tok_s", snap.tok_s, "brains", brains, "thoughts", thoughts,
-                          "deaths", deaths, "series", web_series_json(w, &snap), "memory", web_memory_json(w));
+                          "deaths", deaths, "series", web_view_series_json(w->view, &snap), "memory", web_view_memory_json(w->view));
     bj_hive_snapshot_free(&snap);
     char *js = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     json_decref(o);
@@ -753,7 +561,7 @@ static int client_rx(struct bj_web *w, struct client *c, const char *text, size_
             size_t i;
             json_t *v;
             json_array_foreach(arr, i, v) {
-                int b = json_is_string(v) ? web_brain_index(w, json_string_value(v)) : -1;
+                int b = json_is_string(v) ? routes_brain_index(ctx_of(w), json_string_value(v)) : -1;
                 if (b >= 0)
                     c->filter[b / 64] |= 1ull << (b % 64);
             }
@@ -922,6 +730,34 @@ static void peer_addr(struct bj_web *w, struct lws *wsi, char *out, size_t len)
         bj_strlcpy(out, last, len);
 }
 
+bool bj_web_host_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 253 || s[0] == '-' || s[0] == '.')
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '-')
+            return false;
+    return true;
+}
+
+/* TLS of our own, or a trusted proxy's that says so (X-Forwarded-Proto: https). */
+static bool came_over_tls(const struct bj_web *w, struct lws *wsi)
+{
+    if (lws_is_ssl(wsi))
+        return true;
+    if (!w->trusted_proxy[0])
+        return false;
+    char peer[64], proto[16] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    const char *pp = strncmp(peer, "::ffff:", 7) == 0 ? peer + 7 : peer;
+    if (strcmp(pp, w->trusted_proxy) != 0)
+        return false;
+    if (lws_hdr_custom_length(wsi, "x-forwarded-proto:", 18) > 0)
+        lws_hdr_custom_copy(wsi, proto, sizeof proto, "x-forwarded-proto:", 18);
+    return strcasecmp(proto, "https") == 0;
+}
+
 static void read_request(struct bj_web *w, struct lws *wsi, struct web_req *rq)
 {
     char *uri = NULL;
@@ -952,9 +788,11 @@ static void read_request(struct bj_web *w, struct lws *wsi, struct web_req *rq)
     copy_hdr(wsi, WSI_TOKEN_ORIGIN, rq->origin, sizeof rq->origin);
     copy_hdr(wsi, WSI_TOKEN_HOST, rq->host, sizeof rq->host);
     copy_hdr(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, rq->ctype, sizeof rq->ctype);
+    rq->https = came_over_tls(w, wsi);
+    rq->host_ok = routes_host_ok(ctx_of(w), rq->host);
 }
 
-static const char *const k_security_headers[][2] = {
+static const char *const k_security_headers[N_SECURITY_HEADERS][2] = {
     {"content-security-policy:",
      "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
      "font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"},
@@ -966,23 +804,55 @@ static const char *const k_security_headers[][2] = {
     {"permissions-policy:", "camera=(), microphone=(), geolocation=()"},
 };
 
+/* RFC 9110's reason phrases for the statuses we send (libwebsockets names only some of them). */
+static const char *reason_phrase(int code)
+{
+    static const struct { int code; const char *text; } k[] = {
+        {200, "OK"}, {201, "Created"}, {202, "Accepted"}, {204, "No Content"}, {301, "Moved Permanently"},
+        {302, "Found"}, {304, "Not Modified"}, {400, "Bad Request"}, {401, "Unauthorized"}, {403, "Forbidden"},
+        {404, "Not Found"}, {405, "Method Not Allowed"}, {408, "Request Timeout"}, {409, "Conflict"},
+        {413, "Content Too Large"}, {415, "Unsupported Media Type"}, {421, "Misdirected Request"},
+        {429, "Too Many Requests"}, {500, "Internal Server Error"}, {503, "Service Unavailable"},
+    };
+    for (size_t i = 0; i < BJ_ARRAY_LEN(k); i++)
+        if (k[i].code == code)
+            return k[i].text;
+    return code < 300 ? "OK" : code < 400 ? "Redirect" : code < 500 ? "Client Error" : "Server Error";
+}
+
+/* libwebsockets wrote "HTTP/1.x CODE \r\n" at start (without a phrase for 202, 204, 429, ...):
+ * rewrite that first line with the reason phrase, moving what follows. */
+static int set_status_line(unsigned char *start, unsigned char **p, unsigned char *end, int code)
+{
+    unsigned char *eol = memchr(start, '\r', (size_t)(*p - start));
+    if (!eol || eol - start < 13)
+        return -1;
+    char line[64];
+    int n = snprintf(line, sizeof line, "%.8s %d %s", (const char *)start, code, reason_phrase(code));
+    ptrdiff_t grow = n - (eol - start);
+    if (*p + grow >= end)
+        return -1;
+    memmove(eol + grow, eol, (size_t)(*p - eol));
+    memcpy(start, line, (size_t)n);
+    *p += grow;
+    return 0;
+}
+
 static int send_headers(struct bj_web *w, struct lws *wsi, struct pss *ps, const struct web_req *rq)
 {
     struct web_resp *rs = &ps->rs;
     unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+    /* The security headers come with the status line: they are the vhost's headers, which
+     * libwebsockets adds to every response, its own error pages included. */
     if (lws_add_http_common_headers(wsi, (unsigned)rs->status, rs->ctype ? rs->ctype : "application/json",
-                                    rs->len, &p, end))
+                                    rs->len, &p, end) ||
+        set_status_line(start, &p, end, rs->status))
         return -1;
-    for (size_t i = 0; i < BJ_ARRAY_LEN(k_security_headers); i++)
-        if (lws_add_http_header_by_name(wsi, (const unsigned char *)k_security_headers[i][0],
-                                        (const unsigned char *)k_security_headers[i][1],
-                                        (int)strlen(k_security_headers[i][1]), &p, end))
-            return -1;
     /* CORS only for the one origin allowed. */
     if (w->allow_origin[0] && rq && rq->origin[0] && strcmp(rq->origin, w->allow_origin) == 0) {
-        webapi_resp_header(rs, "access-control-allow-origin:", "%s", w->allow_origin);
-        webapi_resp_header(rs, "access-control-allow-credentials:", "true");
-        webapi_resp_header(rs, "vary:", "Origin");
+        routes_resp_header(rs, "access-control-allow-origin:", "%s", w->allow_origin);
+        routes_resp_header(rs, "access-control-allow-credentials:", "true");
+        routes_resp_header(rs, "vary:", "Origin");
     }
     for (int i = 0; i < rs->n_headers; i++)
         if (lws_add_http_header_by_name(wsi, (const unsigned char *)rs->hname[i], (const unsigned char *)rs->hval[i],
@@ -1009,12 +879,10 @@ static void req_free(struct pss *ps)
     }
 }
 
-/* Answers the request in ps->rq: headers now, the body when writable. */
-static int respond(struct bj_web *w, struct lws *wsi, struct pss *ps)
+/* Sends ps->rs for the request in ps->rq: headers now, the body when writable. */
+static int send_response(struct bj_web *w, struct lws *wsi, struct pss *ps)
 {
     struct web_req *rq = ps->rq;
-    resp_free(&ps->rs);
-    webapi_handle(w, rq, &ps->rs);
     w->stats.http_requests++;
     if (ps->rs.status >= 400)
         w->stats.http_errors++;
@@ -1038,6 +906,100 @@ static int respond(struct bj_web *w, struct lws *wsi, struct pss *ps)
     }
     lws_callback_on_writable(wsi);
     return 0;
+}
+
+/* ---- password checks on the hash workers ----------------------------------------------------
+ * A login's Argon2id check (150-300 ms) runs on a worker; the connection waits (lws keeps serving
+ * everyone else) and is answered from its writable callback once the check is collected. A worker
+ * wakes the loop with lws_cancel_service(); the loop then collects every finished check
+ * (LWS_CALLBACK_EVENT_WAIT_CANCELLED). A connection that closes meanwhile leaves its check behind,
+ * freed when collected. When every worker and queue slot is taken, the login is answered 503 at
+ * once: a flood of logins costs the loop almost nothing. */
+static void hashers_wake(void *ud)
+{
+    struct bj_web *w = ud;
+    lws_cancel_service(w->ctx);
+}
+
+static void login_unlink(struct bj_web *w, struct web_login *job)
+{
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        w->logins = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    job->prev = job->next = NULL;
+}
+
+static int login_submit(struct bj_web *w, struct lws *wsi, struct pss *ps, struct web_login *job)
+{
+    job->wsi = wsi;
+    if (!w->hashers || bj_workpool_submit(w->hashers, routes_login_check, job) != 0)
+        return -1;
+    job->next = w->logins;
+    if (w->logins)
+        w->logins->prev = job;
+    w->logins = job;
+    ps->login = job;
+    return 0;
+}
+
+static void logins_collect(struct bj_web *w)
+{
+    struct web_login *job;
+    while (w->hashers && (job = bj_workpool_done(w->hashers))) {
+        job->checked = true;
+        if (job->wsi) {
+            lws_callback_on_writable(job->wsi);
+        } else {
+            login_unlink(w, job);
+            routes_login_free(job);
+        }
+    }
+}
+
+/* The connection's check is done: answer it. */
+static int login_answer(struct bj_web *w, struct lws *wsi, struct pss *ps)
+{
+    struct web_login *job = ps->login;
+    ps->login = NULL;
+    login_unlink(w, job);
+    resp_free(&ps->rs);
+    routes_login_finish(ctx_of(w), ps->rq, &ps->rs, job);
+    routes_login_free(job);
+    return send_response(w, wsi, ps);
+}
+
+/* The connection closes: a check still out is freed when collected. */
+static void login_drop(struct bj_web *w, struct pss *ps)
+{
+    struct web_login *job = ps->login;
+    if (!job)
+        return;
+    ps->login = NULL;
+    job->wsi = NULL;
+    if (job->checked) {
+        login_unlink(w, job);
+        routes_login_free(job);
+    }
+}
+
+/* Answers the request in ps->rq (or hands its password check to a worker). */
+static int respond(struct bj_web *w, struct lws *wsi, struct pss *ps)
+{
+    resp_free(&ps->rs);
+    routes_handle(ctx_of(w), ps->rq, &ps->rs);
+    if (ps->rs.defer) {
+        struct web_login *job = ps->rs.defer;
+        ps->rs.defer = NULL;
+        if (login_submit(w, wsi, ps, job) == 0)
+            return 0;
+        routes_login_free(job);
+        resp_free(&ps->rs);
+        routes_login_busy(&ps->rs);
+    }
+    return send_response(w, wsi, ps);
 }
 
 static int write_body(struct lws *wsi, struct pss *ps)
@@ -1072,14 +1034,13 @@ static int ws_filter(struct bj_web *w, struct lws *wsi)
     char origin[256], host[256];
     copy_hdr(wsi, WSI_TOKEN_ORIGIN, origin, sizeof origin);
     copy_hdr(wsi, WSI_TOKEN_HOST, host, sizeof host);
-    if (origin[0]) {
-        const char *o = strstr(origin, "://");
-        bool same = o && strcmp(o + 3, host) == 0;
-        bool allowed = w->allow_origin[0] && strcmp(origin, w->allow_origin) == 0;
-        if (!same && !allowed) {
-            bj_warn("web: refused a WebSocket from origin %s", origin);
-            return -1;
-        }
+    if (!routes_host_ok(ctx_of(w), host)) {
+        bj_warn("web: refused a WebSocket for host %s (not one of ours: --web-host-name)", host);
+        return -1;
+    }
+    if (origin[0] && !routes_origin_ok(ctx_of(w), origin, host, came_over_tls(w, wsi))) {
+        bj_warn("web: refused a WebSocket from origin %s", origin);
+        return -1;
     }
     return 0;
 }
@@ -1119,9 +1080,12 @@ static int ws_established(struct bj_web *w, struct lws *wsi, struct pss *ps)
         bj_strlcpy(c->user, "anonymous", sizeof c->user);
     } else if (session[0] && (c->role = bj_auth_session(w->auth, session, c->user, sizeof c->user))) {
         c->authed = true;
-    } else if (strncasecmp(authz, "Bearer ", 7) == 0 &&
-               (c->role = bj_auth_token(w->auth, authz + 7, c->user, sizeof c->user))) {
-        c->authed = true;
+    } else if (strncasecmp(authz, "Bearer ", 7) == 0) {
+        /* An API token, or the session id that POST /login returned as "token". */
+        c->role = bj_auth_token(w->auth, authz + 7, c->user, sizeof c->user);
+        if (c->role == BJ_ROLE_NONE)
+            c->role = bj_auth_session(w->auth, authz + 7, c->user, sizeof c->user);
+        c->authed = c->role != BJ_ROLE_NONE;
     }
     /* A URL filter: /ws?brain=A&brain=B */
     char frag[128];
@@ -1132,7 +1096,7 @@ static int ws_established(struct bj_web *w, struct lws *wsi, struct pss *ps)
         if (!filtered)
             memset(c->filter, 0, sizeof c->filter);
         filtered = true;
-        int b = web_brain_index(w, frag + 6);
+        int b = routes_brain_index(ctx_of(w), frag + 6);
         if (b >= 0)
             c->filter[b / 64] |= 1ull << (b % 64);
     }
@@ -1202,10 +1166,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return 0; /* answered already */
         return respond(w, wsi, ps);
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (ps && ps->login)
+            return ps->login->checked ? login_answer(w, wsi, ps) : 0;
         return ps ? write_body(wsi, ps) : 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (w)
+            logins_collect(w);
+        return 0;
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (ps) {
+            login_drop(w, ps);
             req_free(ps);
             resp_free(&ps->rs);
         }
@@ -1334,6 +1305,123 @@ static int probe_bind(const char *host, int port, char *err, size_t errlen)
     return e;
 }
 
+/* Copies and checks the params (bj_web_new's first step). 0, or -1 with err. */
+static int take_params(struct bj_web *w, const struct bj_web_params *p, char *err, size_t errlen)
+{
+    w->p = *p;
+    bj_strlcpy(w->host, p->host && p->host[0] ? p->host : "127.0.0.1", sizeof w->host);
+    bj_strlcpy(w->data_dir, p->data_dir ? p->data_dir : ".", sizeof w->data_dir);
+    bj_strlcpy(w->allow_origin, p->allow_origin ? p->allow_origin : "", sizeof w->allow_origin);
+    bj_strlcpy(w->trusted_proxy, p->trusted_proxy ? p->trusted_proxy : "", sizeof w->trusted_proxy);
+    bj_strlcpy(w->mode, p->mode ? p->mode : "", sizeof w->mode);
+    w->p.host = w->host;
+    w->p.data_dir = w->data_dir;
+    w->p.allow_origin = w->allow_origin;
+    w->p.trusted_proxy = w->trusted_proxy;
+    w->p.mode = w->mode;
+    if (p->n_host_names < 0 || p->n_host_names > BJ_WEB_HOST_NAMES) {
+        snprintf(err, errlen, "web: at most %d host names", BJ_WEB_HOST_NAMES);
+        return -1;
+    }
+    for (int i = 0; i < p->n_host_names; i++) {
+        if (!bj_web_host_name_valid(p->host_names[i])) {
+            snprintf(err, errlen, "--web-host-name '%.100s' is not a host name", p->host_names[i]);
+            return -1;
+        }
+        bj_strlcpy(w->host_names[i], p->host_names[i], sizeof w->host_names[i]);
+    }
+    for (int i = 0; i < BJ_WEB_HOST_NAMES; i++)
+        w->host_name_ptrs[i] = w->host_names[i];
+    w->p.host_names = w->host_name_ptrs; /* our copies */
+    bj_strlcpy(w->tls_cert, p->tls_cert ? p->tls_cert : "", sizeof w->tls_cert);
+    bj_strlcpy(w->tls_key, p->tls_key ? p->tls_key : "", sizeof w->tls_key);
+    w->p.tls_cert = w->tls_cert[0] ? w->tls_cert : NULL;
+    w->p.tls_key = w->tls_key[0] ? w->tls_key : NULL;
+    if (!w->tls_cert[0] != !w->tls_key[0]) {
+        snprintf(err, errlen, "--web-tls-cert and --web-tls-key go together");
+        return -1;
+    }
+    for (int i = 0; i < 2 && w->tls_cert[0]; i++) {
+        const char *f = i ? w->tls_key : w->tls_cert;
+        if (access(f, R_OK) != 0) {
+            snprintf(err, errlen, "%s %s: %s", i ? "--web-tls-key" : "--web-tls-cert", f, strerror(errno));
+            return -1;
+        }
+    }
+    if (w->p.ring_thoughts < 1)
+        w->p.ring_thoughts = 200;
+    if (w->p.client_queue < 8)
+        w->p.client_queue = 8;
+    if (w->p.client_max < w->p.client_queue * 2)
+        w->p.client_max = w->p.client_queue * 2;
+    w->loopback = is_loopback(w->host);
+
+    if (!w->p.auth && !w->loopback) {
+        snprintf(err, errlen, "--web-auth off is allowed only on a loopback address (not --web-host %s)", w->host);
+        return -1;
+    }
+    if (w->p.metrics_public && !w->loopback) {
+        snprintf(err, errlen, "--metrics-public is allowed only on a loopback address (not --web-host %s)", w->host);
+        return -1;
+    }
+    if (w->allow_origin[0] && (strncmp(w->allow_origin, "http://", 7) != 0 && strncmp(w->allow_origin, "https://", 8) != 0)) {
+        snprintf(err, errlen, "--web-allow-origin '%s' is not an origin (scheme://host[:port])", w->allow_origin);
+        return -1;
+    }
+    return 0;
+}
+
+/* The libwebsockets context and our vhost (listening, TLS when asked). 0, or -1 with err and
+ * *status. */
+static int start_lws(struct bj_web *w, int *status, char *err, size_t errlen)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_bj);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6 * !strchr(w->host, ':');
+    if (w->tls_cert[0])
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.user = w;
+    info.timeout_secs = 10;
+    w->ctx = lws_create_context(&info);
+    if (!w->ctx) {
+        snprintf(err, errlen, "web: libwebsockets could not start");
+        return -1;
+    }
+    memset(&info, 0, sizeof info);
+    info.port = w->p.port;
+    info.iface = w->host;
+    info.protocols = k_protocols;
+    info.vhost_name = "brainjar";
+    info.user = w;
+    info.timeout_secs = 10;
+    info.keepalive_timeout = 30;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | (strchr(w->host, ':') ? 0 : LWS_SERVER_OPTION_DISABLE_IPV6);
+    for (int i = 0; i < N_SECURITY_HEADERS; i++) {
+        w->sec_headers[i].next = i + 1 < N_SECURITY_HEADERS ? &w->sec_headers[i + 1] : NULL;
+        w->sec_headers[i].name = k_security_headers[i][0];
+        w->sec_headers[i].value = k_security_headers[i][1];
+    }
+    info.headers = w->sec_headers;
+    if (w->tls_cert[0]) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT; /* lws checks it on the vhost too */
+        info.ssl_cert_filepath = w->tls_cert;
+        info.ssl_private_key_filepath = w->tls_key;
+        info.alpn = "http/1.1"; /* the routes and the WebSocket speak HTTP/1.1 */
+    }
+    w->vh = lws_create_vhost(w->ctx, &info);
+    if (!w->vh) {
+        *status = 2;
+        if (!probe_bind(w->host, w->p.port, err, errlen))
+            snprintf(err, errlen, w->tls_cert[0] ? "cannot listen on %s:%d with TLS: are --web-tls-cert and "
+                                                   "--web-tls-key a PEM certificate and its key?"
+                                                 : "cannot listen on %s:%d",
+                     w->host, w->p.port);
+        return -1;
+    }
+    return 0;
+}
+
 struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err, size_t errlen)
 {
     *status = 2;
@@ -1347,40 +1435,7 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
         *status = 1;
         return NULL;
     }
-    w->p = *p;
-    bj_strlcpy(w->host, p->host && p->host[0] ? p->host : "127.0.0.1", sizeof w->host);
-    bj_strlcpy(w->data_dir, p->data_dir ? p->data_dir : ".", sizeof w->data_dir);
-    bj_strlcpy(w->allow_origin, p->allow_origin ? p->allow_origin : "", sizeof w->allow_origin);
-    bj_strlcpy(w->trusted_proxy, p->trusted_proxy ? p->trusted_proxy : "", sizeof w->trusted_proxy);
-    bj_strlcpy(w->mode, p->mode ? p->mode : "", sizeof w->mode);
-    w->p.host = w->host;
-    w->p.data_dir = w->data_dir;
-    w->p.allow_origin = w->allow_origin;
-    w->p.trusted_proxy = w->trusted_proxy;
-    w->p.mode = w->mode;
-    if (w->p.ring_thoughts < 1)
-        w->p.ring_thoughts = 200;
-    if (w->p.client_queue < 8)
-        w->p.client_queue = 8;
-    if (w->p.client_max < w->p.client_queue * 2)
-        w->p.client_max = w->p.client_queue * 2;
-    w->loopback = is_loopback(w->host);
-    w->gpu_used = -1;
-    bj_sysmem_paths_default(&w->mem_paths);
-
-    if (!w->p.auth && !w->loopback) {
-        snprintf(err, errlen, "--web-auth off is allowed only on a loopback address (not --web-host %s)", w->host);
-        goto fail;
-    }
-    if (w->p.metrics_public && !w->loopback) {
-        snprintf(err, errlen, "--metrics-public is allowed only on a loopback address (not --web-host %s)", w->host);
-        goto fail;
-    }
-    if (w->allow_origin[0] && (strncmp(w->allow_origin, "http://", 7) != 0 && strncmp(w->allow_origin, "https://", 8) != 0)) {
-        snprintf(err, errlen, "--web-allow-origin '%s' is not an origin (scheme://host[:port])", w->allow_origin);
-        goto fail;
-    }
-    if (probe_bind(w->host, w->p.port, err, errlen))
+    if (take_params(w, p, err, errlen) || probe_bind(w->host, w->p.port, err, errlen))
         goto fail;
 
     *status = 1;
@@ -1414,45 +1469,15 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_bj);
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof info);
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6 * !strchr(w->host, ':');
-    info.user = w;
-    info.timeout_secs = 10;
-    w->ctx = lws_create_context(&info);
-    if (!w->ctx) {
-        snprintf(err, errlen, "web: libwebsockets could not start");
+    if (start_lws(w, status, err, errlen))
         goto fail;
-    }
-    memset(&info, 0, sizeof info);
-    info.port = w->p.port;
-    info.iface = w->host;
-    info.protocols = k_protocols;
-    info.vhost_name = "brainjar";
-    info.user = w;
-    info.timeout_secs = 10;
-    info.keepalive_timeout = 30;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | (strchr(w->host, ':') ? 0 : LWS_SERVER_OPTION_DISABLE_IPV6);
-    w->vh = lws_create_vhost(w->ctx, &info);
-    if (!w->vh) {
-        *status = 2;
-        if (!probe_bind(w->host, w->p.port, err, errlen))
-            snprintf(err, errlen, "cannot listen on %s:%d", w->host, w->p.port);
-        goto fail;
-    }
     w->port = lws_get_vhost_listen_port(w->vh);
     w->sub = bj_bus_subscribe(w->p.bus, "web", BJ_EV_ALL, 4096);
     if (!w->sub) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    w->series = calloc(WEB_SERIES, sizeof *w->series);
-    if (!w->series) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    bj_info("web: listening on http://%s%s%s:%d/", strchr(w->host, ':') ? "[" : "", w->host,
+    bj_info("web: listening on %s://%s%s%s:%d/", w->tls_cert[0] ? "https" : "http", strchr(w->host, ':') ? "[" : "", w->host,
             strchr(w->host, ':') ? "]" : "", w->port);
     *status = 0;
     return w;
@@ -1477,19 +1502,11 @@ int bj_web_start(struct bj_web *w, struct bj_hive *hive, char *err, size_t errle
     w->spec = bj_hive_spec_of(hive);
     w->n_brains = w->spec->n_brains;
     w->started_us = bj_event_now();
-    w->rings = calloc((size_t)(w->n_brains ? w->n_brains : 1), sizeof *w->rings);
+    w->view = web_view_new(w->n_brains, w->p.ring_thoughts);
     w->batch = calloc((size_t)(w->n_brains ? w->n_brains : 1), sizeof *w->batch);
-    if (!w->rings || !w->batch) {
+    if (!w->view || !w->batch) {
         snprintf(err, errlen, "out of memory");
         return -1;
-    }
-    for (int i = 0; i < w->n_brains; i++) {
-        w->rings[i].cap = w->p.ring_thoughts;
-        w->rings[i].recs = calloc((size_t)w->p.ring_thoughts, sizeof *w->rings[i].recs);
-        if (!w->rings[i].recs) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
     }
     int fd = dup(bj_sub_fd(w->sub));
     if (fd < 0) {
@@ -1503,7 +1520,18 @@ int bj_web_start(struct bj_web *w, struct bj_hive *hive, char *err, size_t errle
         snprintf(err, errlen, "web: cannot adopt the bus descriptor");
         return -1;
     }
-    sample_now(w);
+    struct bj_workpool_params hp = bj_workpool_params_default();
+    /* auto: two workers, one on a machine of two cores or fewer (a core stays for the loops). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    hp.threads = w->p.hash_threads > 0 ? w->p.hash_threads : cores > 2 ? 2 : 1;
+    hp.queue = w->p.hash_queue;
+    hp.name = "bj-hash";
+    hp.wake = hashers_wake;
+    hp.wake_ud = w;
+    w->hashers = bj_workpool_new(&hp, err, errlen);
+    if (!w->hashers)
+        return -1;
+    web_view_sample(w->view, w->hive);
     lws_sul_schedule(w->ctx, 0, &w->tick_sul, tick, LWS_US_PER_SEC);
     int rc = pthread_create(&w->thread, NULL, loop_main, w);
     if (rc) {
@@ -1522,6 +1550,19 @@ void bj_web_stop(struct bj_web *w)
     lws_cancel_service(w->ctx);
     pthread_join(w->thread, NULL);
     w->running = false;
+    /* The hash workers go before the connections: no check is out once they are joined. */
+    bj_workpool_free(w->hashers);
+    w->hashers = NULL;
+    while (w->logins) {
+        struct web_login *job = w->logins;
+        if (job->wsi) {
+            struct pss *ps = lws_wsi_user(job->wsi);
+            if (ps)
+                ps->login = NULL;
+        }
+        login_unlink(w, job);
+        routes_login_free(job);
+    }
     /* Close every connection now, on this thread (the loop is gone): no callback may use the hive after. */
     lws_context_destroy(w->ctx);
     w->ctx = NULL;
@@ -1533,27 +1574,17 @@ void bj_web_free(struct bj_web *w)
     if (!w)
         return;
     bj_web_stop(w);
+    bj_workpool_free(w->hashers);
     if (w->ctx)
         lws_context_destroy(w->ctx);
     while (w->clients)
         client_free(w, w->clients);
     if (w->sub)
         bj_bus_unsubscribe(w->p.bus, w->sub);
-    for (int i = 0; w->rings && i < w->n_brains; i++) {
-        for (int k = 0; k < w->rings[i].cap; k++)
-            free(w->rings[i].recs[k].text);
-        free(w->rings[i].recs);
-    }
-    free(w->rings);
+    web_view_free(w->view);
     for (int b = 0; w->batch && b < w->n_brains; b++)
         free(w->batch[b].text);
     free(w->batch);
-    for (int i = 0; i < WEB_LOGS; i++) {
-        free(w->logs[i].message);
-        if (w->logs[i].data)
-            json_decref(w->logs[i].data);
-    }
-    free(w->series);
     free(w->wbuf);
     bj_auth_free(w->auth);
     free(w);

@@ -517,16 +517,28 @@ int bj_auth_ensure_admin(struct bj_auth *a, char *pw, size_t pwlen, char *err, s
     return 1;
 }
 
-int bj_auth_login(struct bj_auth *a, const char *user, const char *password, int64_t ttl_s, char *session,
-                  enum bj_role *role)
+_Static_assert(BJ_AUTH_HASH_MAX == crypto_pwhash_STRBYTES, "BJ_AUTH_HASH_MAX is libsodium's hash string size");
+
+void bj_auth_login_hash(struct bj_auth *a, const char *user, char hash[BJ_AUTH_HASH_MAX])
 {
-    struct user *u = bj_auth_valid_name(user) ? find_user(a, user) : NULL;
+    struct user *u = user && bj_auth_valid_name(user) ? find_user(a, user) : NULL;
+    bj_strlcpy(hash, u ? u->hash : a->dummy_hash, BJ_AUTH_HASH_MAX);
+}
+
+bool bj_auth_password_ok(const char *hash, const char *password)
+{
     size_t plen = strlen(password);
     if (plen > BJ_AUTH_PASSWORD_MAX)
         plen = BJ_AUTH_PASSWORD_MAX;
-    const char *hash = u ? u->hash : a->dummy_hash;
-    bool ok = crypto_pwhash_str_verify(hash, password, plen) == 0 && u != NULL;
-    if (!ok)
+    return crypto_pwhash_str_verify(hash, password, plen) == 0;
+}
+
+int bj_auth_login_finish(struct bj_auth *a, const char *user, const char *hash, int64_t ttl_s, char *session,
+                         enum bj_role *role)
+{
+    struct user *u = bj_auth_valid_name(user) ? find_user(a, user) : NULL;
+    /* The dummy hash never names a user; a password changed meanwhile voids the check. */
+    if (!u || !bj_auth_equal(u->hash, hash))
         return -1;
     /* Sessions are bounded: the oldest-expiring one goes first. */
     if (a->n_sessions >= 4096) {
@@ -552,6 +564,16 @@ int bj_auth_login(struct bj_auth *a, const char *user, const char *password, int
         bj_warn("web: cannot write %s: %s (the session lasts until the daemon stops)", a->sessions_path,
                 strerror(-rc));
     return 0;
+}
+
+int bj_auth_login(struct bj_auth *a, const char *user, const char *password, int64_t ttl_s, char *session,
+                  enum bj_role *role)
+{
+    char hash[BJ_AUTH_HASH_MAX];
+    bj_auth_login_hash(a, user, hash);
+    if (!bj_auth_password_ok(hash, password))
+        return -1;
+    return bj_auth_login_finish(a, user, hash, ttl_s, session, role);
 }
 
 static int find_session(struct bj_auth *a, const char *session)

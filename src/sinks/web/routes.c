@@ -1,21 +1,25 @@
-/* webapi: the HTTP routes of the web server (see docs/API.md), on the web thread.
+/* routes: the HTTP routes of the web server (see routes.h, docs/API.md), on the web thread.
  *
  * Every request passes the same steps: sanity (method, UTF-8, body size, content type),
  * identity (session cookie, bearer token, or none), the route, the role it needs. Every
  * failure is a JSON error with the right 4xx status; nothing a client sends reaches a brain
  * except through the hive's operator calls. The original's routes keep their field names. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+
+#include <sodium.h>
 
 #include "log.h"
 #include "util.h"
 #include "web_asset.h"
-#include "web_int.h"
+#include "routes.h"
 
 /* ---- small helpers ------------------------------------------------------------------- */
 static json_t *iso_or_null(int64_t us)
@@ -27,7 +31,7 @@ static json_t *iso_or_null(int64_t us)
     return json_string(b);
 }
 
-void webapi_resp_header(struct web_resp *rs, const char *name, const char *fmt, ...)
+void routes_resp_header(struct web_resp *rs, const char *name, const char *fmt, ...)
 {
     if (rs->n_headers >= WEB_RESP_HEADERS)
         return;
@@ -51,7 +55,7 @@ static void resp_json(struct web_resp *rs, int status, json_t *o)
         rs->body_static = true;
     }
     rs->len = strlen(rs->body);
-    webapi_resp_header(rs, "cache-control:", "no-store");
+    routes_resp_header(rs, "cache-control:", "no-store");
 }
 
 static void resp_err(struct web_resp *rs, int status, const char *msg)
@@ -156,8 +160,61 @@ static json_t *body_object(const struct web_req *rq, struct web_resp *rs, bool l
     return o;
 }
 
+int routes_brain_index(const struct web_ctx *c, const char *id)
+{
+    return c->hive ? bj_spec_find_brain(bj_hive_spec_of(c->hive), id) : -1;
+}
+
+/* DNS rebinding makes a browser send an attacker's name (Host: evil.example:PORT) to our address;
+ * a browser sends an IP literal only when the page itself was loaded from that address, so IP
+ * literals, localhost and the --web-host-name names pass (with any port: a forwarded port changes
+ * nothing for rebinding), every other name fails. An absent Host (HTTP/1.0, no browser) passes. */
+bool routes_host_ok(const struct web_ctx *c, const char *hostport)
+{
+    char h[256];
+    if (!hostport[0])
+        return true;
+    if (hostport[0] == '[') {
+        const char *end = strchr(hostport, ']');
+        if (!end || (size_t)(end - hostport - 1) >= sizeof h)
+            return false;
+        memcpy(h, hostport + 1, (size_t)(end - hostport - 1));
+        h[end - hostport - 1] = 0;
+        struct in6_addr a6;
+        return inet_pton(AF_INET6, h, &a6) == 1 && (end[1] == 0 || end[1] == ':');
+    }
+    bj_strlcpy(h, hostport, sizeof h);
+    char *colon = strchr(h, ':');
+    if (colon)
+        *colon = 0;
+    size_t n = strlen(h);
+    if (n > 1 && h[n - 1] == '.')
+        h[n - 1] = 0;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, h, &a4) == 1 || strcasecmp(h, "localhost") == 0)
+        return true;
+    if (c->p->host && strcasecmp(h, c->p->host) == 0)
+        return true;
+    for (int i = 0; i < c->p->n_host_names; i++)
+        if (strcasecmp(h, c->p->host_names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* An Origin is ours when it is exactly the scheme the client used, "://", and its Host; or the
+ * one --web-allow-origin. */
+bool routes_origin_ok(const struct web_ctx *c, const char *origin, const char *host, bool https)
+{
+    const char *allowed = c->p->allow_origin;
+    if (allowed && allowed[0] && strcmp(origin, allowed) == 0)
+        return true;
+    char want[300];
+    snprintf(want, sizeof want, "%s://%s", https ? "https" : "http", host);
+    return host[0] && strcasecmp(origin, want) == 0;
+}
+
 /* ---- JSON views ------------------------------------------------------------------------ */
-const char *webapi_mood(const char *text)
+const char *routes_mood(const char *text)
 {
     /* A documented toy: whole words counted against five small lists; the largest count wins,
      * ties in the order below; no match is "neutral". */
@@ -198,21 +255,6 @@ const char *webapi_mood(const char *text)
     return best < 0 ? "neutral" : moods[best];
 }
 
-json_t *webapi_thought_json(const struct bj_thought_rec *r)
-{
-    json_t *t = json_string(r->text ? r->text : "");
-    return json_pack("{s:o,s:I,s:i,s:i,s:b,s:o}", "time", iso_or_null(r->time_us), "time_us", (json_int_t)r->time_us,
-                     "life", (int)r->life, "thought", (int)r->thought, "complete", r->complete, "text",
-                     t ? t : json_string("(invalid UTF-8)"));
-}
-
-json_t *webapi_death_json(const struct death_rec *d)
-{
-    return json_pack("{s:o,s:I,s:s,s:s,s:i,s:i,s:i}", "time", iso_or_null(d->time_us), "time_us",
-                     (json_int_t)d->time_us, "brain", d->brain, "cause", d->cause, "crash_count", (int)d->crash_count,
-                     "jar_used", (int)d->jar_used, "jar_tokens", (int)d->jar_tokens);
-}
-
 /* A string as JSON; text that is not UTF-8 (the hive sanitizes, this guards) is replaced. */
 static json_t *jstr(const char *s)
 {
@@ -228,9 +270,9 @@ static json_t *text_or_null(const char *s)
     return t ? t : json_null();
 }
 
-json_t *webapi_brain_json(struct bj_web *w, const struct bj_brain_view *v, int index)
+json_t *routes_brain_json(const struct web_ctx *w, const struct bj_brain_view *v, int index)
 {
-    const struct bj_hive_spec *spec = bj_hive_spec_of(web_hive(w));
+    const struct bj_hive_spec *spec = bj_hive_spec_of(w->hive);
     json_t *causes = json_object(), *watches = json_array(), *watched_by = json_array();
     for (int k = 0; k < 6; k++)
         json_object_set_new(causes, bj_death_causes[k], json_integer(v->deaths_by_cause[k]));
@@ -248,7 +290,7 @@ json_t *webapi_brain_json(struct bj_web *w, const struct bj_brain_view *v, int i
                      (json_int_t)v->tokens, "last_death", iso_or_null(v->last_death_us), "updated",
                      iso_or_null(v->updated_us), "current", jstr(v->current), "last", jstr(v->last),
                      "watches", watches, "watched_by", watched_by, "watches_all", v->watches_all, "sees_lifecycle",
-                     v->sees_lifecycle, "mood", text_or_null(webapi_mood(text)));
+                     v->sees_lifecycle, "mood", text_or_null(routes_mood(text)));
 }
 
 static const char *original_status(const char *state)
@@ -315,10 +357,10 @@ static json_t *memory_percent(void)
     return json_integer(cached);
 }
 
-json_t *webapi_state_json(struct bj_web *w, const struct bj_hive_snapshot *s, int i)
+json_t *routes_state_json(const struct web_ctx *w, const struct bj_hive_snapshot *s, int i)
 {
     const struct bj_brain_view *v = &s->brains[i];
-    const struct bj_hive_spec *spec = bj_hive_spec_of(web_hive(w));
+    const struct bj_hive_spec *spec = bj_hive_spec_of(w->hive);
     /* A brain that watches exactly one other has a peer: its crash count is known. */
     json_t *peer = json_null();
     if (v->n_watches == 1 && !v->watches_all)
@@ -335,7 +377,7 @@ json_t *webapi_state_json(struct bj_web *w, const struct bj_hive_snapshot *s, in
         ram = json_real(spec->brains[i].jar_gb);
     const char *text = v->current[0] ? v->current : v->last;
     char mode[80];
-    const char *hm = web_params(w)->mode;
+    const char *hm = w->p->mode;
     if (hm && *hm)
         snprintf(mode, sizeof mode, "%s_%s", hm, v->role);
     else
@@ -345,26 +387,26 @@ json_t *webapi_state_json(struct bj_web *w, const struct bj_hive_snapshot *s, in
     return json_pack("{s:s,s:s,s:i,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o}", "mode", mode, "status",
                      original_status(v->state), "crash_count", (int)v->deaths, "peer_crash_count", peer,
                      "network_status", linked ? "connected" : "isolated", "memory_usage", memory_percent(), "cpu_temp",
-                     cpu_temp(), "current_output", jstr(text), "current_mood", text_or_null(webapi_mood(text)),
+                     cpu_temp(), "current_output", jstr(text), "current_mood", text_or_null(routes_mood(text)),
                      "ram_limit", ram, "last_update", iso_or_null(v->updated_us ? v->updated_us : bj_event_now()));
 }
 
-json_t *webapi_metrics_json(struct bj_web *w, const struct bj_hive_snapshot *s)
+json_t *routes_metrics_json(const struct web_ctx *w, const struct bj_hive_snapshot *s)
 {
     uint64_t total = 0;
     for (int i = 0; i < s->n_brains; i++)
         total += s->brains[i].deaths;
-    const struct web_stats *st = web_stats(w);
-    int64_t started = s->started_us ? s->started_us : web_started_us(w);
+    const struct web_view_counts *vc = web_view_counts(w->view);
+    int64_t started = s->started_us ? s->started_us : w->started_us;
     return json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:f}", "total_crashes", (json_int_t)total, "total_messages",
-                     (json_int_t)(st->thoughts + st->observes), "uptime_seconds",
+                     (json_int_t)(vc->thoughts + vc->observes), "uptime_seconds",
                      (json_int_t)((bj_event_now() - started) / 1000000), "start_time", iso_or_null(started),
                      "deaths_this_run", (json_int_t)s->deaths, "tokens", (json_int_t)s->tokens, "tok_s", s->tok_s);
 }
 
 /* ---- routes ------------------------------------------------------------------------- */
 struct ctx {
-    struct bj_web *w;
+    struct web_ctx *w;
     struct web_req *rq;
     struct web_resp *rs;
     const char *arg;    /* the <id> of a route */
@@ -373,7 +415,7 @@ struct ctx {
 
 static int snapshot(struct ctx *x, struct bj_hive_snapshot *s)
 {
-    if (bj_hive_snapshot(web_hive(x->w), s) != 0) {
+    if (bj_hive_snapshot(x->w->hive, s) != 0) {
         resp_err(x->rs, 503, "Out of memory");
         return -1;
     }
@@ -392,7 +434,7 @@ static void r_health(struct ctx *x)
 {
     char ts[40];
     bj_iso_time_us(bj_event_now(), ts, sizeof ts);
-    const struct bj_hive_spec *spec = bj_hive_spec_of(web_hive(x->w));
+    const struct bj_hive_spec *spec = bj_hive_spec_of(x->w->hive);
     resp_json(x->rs, 200, json_pack("{s:s,s:s,s:i}", "status", "healthy", "timestamp", ts, "instances",
                                     spec ? spec->n_brains : 0));
 }
@@ -404,17 +446,17 @@ static void r_status(struct ctx *x)
         return;
     json_t *inst = json_object();
     for (int i = 0; i < s.n_brains; i++)
-        json_object_set_new(inst, s.brains[i].id, webapi_state_json(x->w, &s, i));
+        json_object_set_new(inst, s.brains[i].id, routes_state_json(x->w, &s, i));
     char ts[40];
     bj_iso_time_us(bj_event_now(), ts, sizeof ts);
-    resp_json(x->rs, 200, json_pack("{s:o,s:o,s:s}", "instances", inst, "metrics", webapi_metrics_json(x->w, &s),
+    resp_json(x->rs, 200, json_pack("{s:o,s:o,s:s}", "instances", inst, "metrics", routes_metrics_json(x->w, &s),
                                     "timestamp", ts));
     bj_hive_snapshot_free(&s);
 }
 
 static void r_instances(struct ctx *x)
 {
-    const struct bj_hive_spec *spec = bj_hive_spec_of(web_hive(x->w));
+    const struct bj_hive_spec *spec = bj_hive_spec_of(x->w->hive);
     json_t *a = json_array();
     for (int i = 0; i < spec->n_brains; i++)
         json_array_append_new(a, json_string(spec->brains[i].id));
@@ -430,7 +472,7 @@ static void r_instance(struct ctx *x)
     if (i < 0)
         resp_err(x->rs, 404, "Instance not found");
     else
-        resp_json(x->rs, 200, webapi_state_json(x->w, &s, i));
+        resp_json(x->rs, 200, routes_state_json(x->w, &s, i));
     bj_hive_snapshot_free(&s);
 }
 
@@ -443,21 +485,21 @@ static void r_logs(struct ctx *x)
     const char *id = query_get(x->rq, "instance_id", idb, sizeof idb);
     if (id && !*id)
         id = NULL;
-    if (id && web_brain_index(x->w, id) < 0) {
+    if (id && routes_brain_index(x->w, id) < 0) {
         resp_err(x->rs, 404, "Instance not found");
         return;
     }
     json_t *logs = json_array();
-    int n = web_logs_count(x->w);
+    int n = web_view_logs(x->w->view);
     /* Oldest first among the newest `limit`, as the original listed them. */
     int picked[WEB_LOGS], np = 0;
     for (int i = 0; i < n && np < limit; i++) {
-        const struct log_rec *l = web_log(x->w, i);
+        const struct log_rec *l = web_view_log(x->w->view, i);
         if (!id || strcmp(l->brain, id) == 0)
             picked[np++] = i;
     }
     for (int k = np - 1; k >= 0; k--) {
-        const struct log_rec *l = web_log(x->w, picked[k]);
+        const struct log_rec *l = web_view_log(x->w->view, picked[k]);
         json_t *msg = json_string(l->message ? l->message : "");
         json_array_append_new(logs, json_pack("{s:o,s:o,s:s,s:o,s:O}", "timestamp", iso_or_null(l->time_us),
                                               "instance_id", l->brain[0] ? json_string(l->brain) : json_null(), "level",
@@ -472,7 +514,7 @@ static void r_metrics_json(struct ctx *x)
     struct bj_hive_snapshot s;
     if (snapshot(x, &s))
         return;
-    resp_json(x->rs, 200, webapi_metrics_json(x->w, &s));
+    resp_json(x->rs, 200, routes_metrics_json(x->w, &s));
     bj_hive_snapshot_free(&s);
 }
 
@@ -483,10 +525,10 @@ static void r_brains(struct ctx *x)
         return;
     json_t *a = json_array();
     for (int i = 0; i < s.n_brains; i++)
-        json_array_append_new(a, webapi_brain_json(x->w, &s.brains[i], i));
+        json_array_append_new(a, routes_brain_json(x->w, &s.brains[i], i));
     char started[40];
     bj_iso_time_us(s.started_us, started, sizeof started);
-    resp_json(x->rs, 200, json_pack("{s:o,s:{s:s,s:s,s:I,s:I,s:f}}", "brains", a, "hive", "mode", web_params(x->w)->mode,
+    resp_json(x->rs, 200, json_pack("{s:o,s:{s:s,s:s,s:I,s:I,s:f}}", "brains", a, "hive", "mode", x->w->p->mode,
                                     "started", started, "deaths", (json_int_t)s.deaths, "tokens",
                                     (json_int_t)s.tokens, "tok_s", s.tok_s));
     bj_hive_snapshot_free(&s);
@@ -495,16 +537,16 @@ static void r_brains(struct ctx *x)
 static void r_brain(struct ctx *x)
 {
     struct bj_brain_view v;
-    if (bj_hive_brain(web_hive(x->w), x->arg, &v) != 0) {
+    if (bj_hive_brain(x->w->hive, x->arg, &v) != 0) {
         resp_err(x->rs, 404, "Brain not found");
         return;
     }
-    resp_json(x->rs, 200, webapi_brain_json(x->w, &v, web_brain_index(x->w, x->arg)));
+    resp_json(x->rs, 200, routes_brain_json(x->w, &v, routes_brain_index(x->w, x->arg)));
 }
 
 static void r_thoughts(struct ctx *x)
 {
-    int b = web_brain_index(x->w, x->arg);
+    int b = routes_brain_index(x->w, x->arg);
     if (b < 0) {
         resp_err(x->rs, 404, "Brain not found");
         return;
@@ -517,13 +559,13 @@ static void r_thoughts(struct ctx *x)
     const char *source = "memory";
     int64_t oldest = 0;
     int got = -1;
-    const struct bj_web_params *p = web_params(x->w);
+    const struct bj_web_params *p = x->w->p;
     if (p->history) {
         struct bj_thought_rec *recs = calloc((size_t)limit, sizeof *recs);
         if (recs) {
             got = p->history(p->history_ud, x->arg, before, (int)limit, recs);
             for (int i = 0; i < got && i < limit; i++) {
-                json_array_append_new(arr, webapi_thought_json(&recs[i]));
+                json_array_append_new(arr, web_view_thought_json(&recs[i]));
                 oldest = recs[i].time_us;
             }
             for (int i = 0; i < limit; i++)
@@ -534,12 +576,12 @@ static void r_thoughts(struct ctx *x)
         }
     }
     if (got < 0) {
-        const struct thought_ring *r = web_thoughts(x->w, b);
+        const struct thought_ring *r = web_view_thoughts(x->w->view, b);
         for (int k = r->n - 1; k >= 0 && (long)json_array_size(arr) < limit; k--) {
             const struct bj_thought_rec *rec = &r->recs[(r->head + k) % r->cap];
             if (before && rec->time_us >= before)
                 continue;
-            json_array_append_new(arr, webapi_thought_json(rec));
+            json_array_append_new(arr, web_view_thought_json(rec));
             oldest = rec->time_us;
         }
     }
@@ -557,16 +599,16 @@ static void r_deaths(struct ctx *x)
     const char *brain = query_get(x->rq, "brain", bb, sizeof bb);
     if (brain && !*brain)
         brain = NULL;
-    if (brain && web_brain_index(x->w, brain) < 0) {
+    if (brain && routes_brain_index(x->w, brain) < 0) {
         resp_err(x->rs, 404, "Brain not found");
         return;
     }
     json_t *arr = json_array();
-    int n = web_deaths_count(x->w);
+    int n = web_view_deaths(x->w->view);
     for (int i = 0; i < n && (long)json_array_size(arr) < limit; i++) {
-        const struct death_rec *d = web_death(x->w, i);
+        const struct death_rec *d = web_view_death(x->w->view, i);
         if (!brain || strcmp(d->brain, brain) == 0)
-            json_array_append_new(arr, webapi_death_json(d));
+            json_array_append_new(arr, web_view_death_json(d));
     }
     struct bj_hive_snapshot s;
     if (snapshot(x, &s)) {
@@ -586,7 +628,7 @@ static void r_deaths(struct ctx *x)
 
 static void r_budget(struct ctx *x)
 {
-    char *text = bj_hive_budget_report(web_hive(x->w));
+    char *text = bj_hive_budget_report(x->w->hive);
     json_t *lines = json_array();
     for (char *p = text, *nl; p && *p; p = nl ? nl + 1 : NULL) {
         nl = strchr(p, '\n');
@@ -606,14 +648,37 @@ static void r_series(struct ctx *x)
     struct bj_hive_snapshot s;
     if (snapshot(x, &s))
         return;
-    resp_json(x->rs, 200, json_pack("{s:o,s:o}", "series", web_series_json(x->w, &s), "memory", web_memory_json(x->w)));
+    resp_json(x->rs, 200, json_pack("{s:o,s:o}", "series", web_view_series_json(x->w->view, &s), "memory", web_view_memory_json(x->w->view)));
     bj_hive_snapshot_free(&s);
 }
 
 static void r_me(struct ctx *x)
 {
     resp_json(x->rs, 200, json_pack("{s:s,s:s,s:b}", "user", x->rq->user, "role", bj_role_name(x->rq->role), "auth",
-                                    web_params(x->w)->auth));
+                                    x->w->p->auth));
+}
+
+/* Whether an operator action cannot apply to the brain as it is now (a kill of a dead brain, a
+ * resurrection of a living one, a pause of a paused one, anything before the brain started):
+ * true with the reason. Judged on the hive's view; the engine applies what passes at its next
+ * step. */
+static bool impossible(struct bj_hive *h, const char *brain, const char *action, char *why, size_t len)
+{
+    struct bj_brain_view v;
+    if (bj_hive_brain(h, brain, &v) != 0)
+        return false; /* the hive's call answers 404 */
+    bool dead = strcmp(v.state, "dead") == 0 || strcmp(v.state, "dying") == 0;
+    if (!v.started)
+        snprintf(why, len, "%s has not started (state: %s)", brain, v.state);
+    else if (strcmp(action, "kill") == 0 && dead)
+        snprintf(why, len, "%s is already dead (state: %s)", brain, v.state);
+    else if (strcmp(action, "resurrect") == 0 && !dead)
+        snprintf(why, len, "%s is alive (state: %s); only a dead brain can be resurrected", brain, v.state);
+    else if (strcmp(action, "pause") == 0 && strcmp(v.state, "paused") == 0)
+        snprintf(why, len, "%s is already paused", brain);
+    else
+        return false;
+    return true;
 }
 
 static void r_action(struct ctx *x)
@@ -621,14 +686,20 @@ static void r_action(struct ctx *x)
     json_t *o = body_object(x->rq, x->rs, false);
     if (!o)
         return;
-    struct bj_hive *h = web_hive(x->w);
+    struct bj_hive *h = x->w->hive;
     char who[96];
     snprintf(who, sizeof who, "web:%s", x->rq->user);
     int rc;
     const char *a = x->action;
-    if (web_brain_index(x->w, x->arg) < 0) {
+    if (routes_brain_index(x->w, x->arg) < 0) {
         json_decref(o);
         resp_err(x->rs, 404, "Brain not found");
+        return;
+    }
+    char why[160];
+    if (impossible(h, x->arg, a, why, sizeof why)) {
+        json_decref(o);
+        resp_err(x->rs, 409, why);
         return;
     }
     if (strcmp(a, "say") == 0) {
@@ -673,20 +744,32 @@ static void r_action(struct ctx *x)
     }
 }
 
-static void set_session_cookie(struct web_resp *rs, const char *value, long max_age)
+/* Secure when the client reached us over TLS (ours, or a trusted proxy's that said so), or when
+ * --web-cookie-secure says the site is only ever served over https. */
+static void set_session_cookie(struct web_ctx *w, const struct web_req *rq, struct web_resp *rs, const char *value,
+                               long max_age)
 {
-    webapi_resp_header(rs, "set-cookie:", "bj_session=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%ld", value,
-                       max_age);
+    bool secure = rq->https || w->p->cookie_secure;
+    routes_resp_header(rs, "set-cookie:", "bj_session=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%ld%s", value,
+                       max_age, secure ? "; Secure" : "");
 }
 
+static void login_failed(struct web_ctx *w, const struct web_req *rq, struct web_resp *rs, const char *user)
+{
+    bj_auth_limit_fail(w->auth, rq->peer, bj_now_us() / 1000000);
+    w->stats->logins_failed++;
+    bj_warn("web: failed login for '%.64s' from %s", user, rq->peer);
+    resp_login_err(rs, 401, "Invalid credentials");
+}
+
+/* POST /login checks the body here, then hands the password check (Argon2id, slow) to the hash
+ * workers through rs->defer; routes_login_finish() answers when the check is done. */
 static void r_login(struct ctx *x)
 {
-    struct bj_auth *a = web_auth(x->w);
-    const struct bj_web_params *p = web_params(x->w);
-    int64_t now = bj_now_us() / 1000000;
-    int wait = bj_auth_limit_wait(a, x->rq->peer, now);
+    struct bj_auth *a = x->w->auth;
+    int wait = bj_auth_limit_wait(a, x->rq->peer, bj_now_us() / 1000000);
     if (wait > 0) {
-        webapi_resp_header(x->rs, "retry-after:", "%d", wait);
+        routes_resp_header(x->rs, "retry-after:", "%d", wait);
         char msg[120];
         snprintf(msg, sizeof msg, "Too many failed logins; try again in %d s", wait);
         resp_login_err(x->rs, 429, msg);
@@ -702,33 +785,74 @@ static void r_login(struct ctx *x)
         return;
     }
     const char *user = json_is_string(ju) && json_string_length(ju) ? json_string_value(ju) : "admin";
-    char session[BJ_AUTH_SECRET_LEN + 1];
-    enum bj_role role;
-    int rc = json_string_length(jp) > BJ_AUTH_PASSWORD_MAX
-                 ? -1
-                 : bj_auth_login(a, user, json_string_value(jp), p->session_ttl_s, session, &role);
-    if (rc) {
-        bj_auth_limit_fail(a, x->rq->peer, now);
-        web_stats(x->w)->logins_failed++;
-        bj_warn("web: failed login for '%.64s' from %s", user, x->rq->peer);
+    if (json_string_length(jp) > BJ_AUTH_PASSWORD_MAX || strlen(user) > BJ_AUTH_NAME_MAX) {
+        login_failed(x->w, x->rq, x->rs, user);
         json_decref(o);
-        resp_login_err(x->rs, 401, "Invalid credentials");
         return;
     }
-    bj_auth_limit_clear(a, x->rq->peer);
-    web_stats(x->w)->logins_ok++;
-    bj_info("web: %s logged in from %s (%s)", user, x->rq->peer, bj_role_name(role));
-    set_session_cookie(x->rs, session, p->session_ttl_s);
-    resp_json(x->rs, 200, json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "token", session, "user", user, "role",
-                                    bj_role_name(role)));
+    struct web_login *job = calloc(1, sizeof *job);
+    char *pw = job ? strdup(json_string_value(jp)) : NULL;
+    if (!pw) {
+        free(job);
+        json_decref(o);
+        resp_login_err(x->rs, 503, "Out of memory");
+        return;
+    }
+    bj_strlcpy(job->user, user, sizeof job->user);
+    job->password = pw;
+    bj_auth_login_hash(a, job->user, job->hash);
     json_decref(o);
+    x->rs->defer = job;
+}
+
+void routes_login_check(void *arg)
+{
+    struct web_login *job = arg;
+    job->ok = bj_auth_password_ok(job->hash, job->password);
+    sodium_memzero(job->password, strlen(job->password));
+}
+
+void routes_login_free(struct web_login *job)
+{
+    if (!job)
+        return;
+    if (job->password) {
+        sodium_memzero(job->password, strlen(job->password));
+        free(job->password);
+    }
+    free(job);
+}
+
+void routes_login_busy(struct web_resp *rs)
+{
+    routes_resp_header(rs, "retry-after:", "1");
+    resp_login_err(rs, 503, "Too many logins in progress; try again in 1 s");
+}
+
+void routes_login_finish(struct web_ctx *w, struct web_req *rq, struct web_resp *rs, const struct web_login *job)
+{
+    struct bj_auth *a = w->auth;
+    const struct bj_web_params *p = w->p;
+    char session[BJ_AUTH_SECRET_LEN + 1];
+    enum bj_role role;
+    bj_auth_refresh(a);
+    if (!job->ok || bj_auth_login_finish(a, job->user, job->hash, p->session_ttl_s, session, &role)) {
+        login_failed(w, rq, rs, job->user);
+        return;
+    }
+    bj_auth_limit_clear(a, rq->peer);
+    w->stats->logins_ok++;
+    bj_info("web: %s logged in from %s (%s)", job->user, rq->peer, bj_role_name(role));
+    set_session_cookie(w, rq, rs, session, p->session_ttl_s);
+    resp_json(rs, 200, json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "token", session, "user", job->user, "role",
+                                 bj_role_name(role)));
 }
 
 static void r_logout(struct ctx *x)
 {
     const char *s = x->rq->session[0] ? x->rq->session : x->rq->bearer;
-    bj_auth_logout(web_auth(x->w), s);
-    set_session_cookie(x->rs, "", 0);
+    bj_auth_logout(x->w->auth, s);
+    set_session_cookie(x->w, x->rq, x->rs, "", 0);
     resp_json(x->rs, 200, json_pack("{s:b}", "success", 1));
 }
 
@@ -806,7 +930,7 @@ static void r_prometheus(struct ctx *x)
     help(&b, "brainjar_brain_state", "gauge", "1 for the state the brain is in.");
     for (int i = 0; i < s.n_brains; i++)
         pf(&b, "brainjar_brain_state{brain=\"%s\",state=\"%s\"} 1\n", s.brains[i].id, s.brains[i].state);
-    json_t *mem = web_memory_json(x->w);
+    json_t *mem = web_view_memory_json(x->w->view);
     json_t *rss = json_object_get(mem, "process_rss"), *tot = json_object_get(mem, "system_total"),
            *av = json_object_get(mem, "system_available"), *gpu = json_object_get(mem, "gpu_used");
     if (json_is_integer(rss)) {
@@ -824,9 +948,9 @@ static void r_prometheus(struct ctx *x)
         pf(&b, "brainjar_gpu_memory_used_bytes %lld\n", (long long)json_integer_value(gpu));
     }
     json_decref(mem);
-    const struct web_stats *st = web_stats(x->w);
+    const struct web_stats *st = x->w->stats;
     help(&b, "brainjar_ws_clients", "gauge", "WebSocket clients connected.");
-    pf(&b, "brainjar_ws_clients %d\n", web_ws_clients(x->w));
+    pf(&b, "brainjar_ws_clients %d\n", x->w->ws_clients);
     help(&b, "brainjar_ws_resyncs_total", "counter", "WebSocket clients resynchronised after falling too far behind.");
     pf(&b, "brainjar_ws_resyncs_total %llu\n", (unsigned long long)st->ws_resyncs);
     help(&b, "brainjar_ws_coalesced_total", "counter", "Token messages merged for lagging WebSocket clients.");
@@ -837,14 +961,14 @@ static void r_prometheus(struct ctx *x)
     pf(&b, "brainjar_login_failures_total %llu\n", (unsigned long long)st->logins_failed);
     struct sub_ctx sc = {&b, 0};
     help(&b, "brainjar_bus_dropped_total", "counter", "Events a bus subscriber lost (tokens not mergeable, status over capacity).");
-    bj_bus_each_sub(web_bus(x->w), each_sub, &sc);
+    bj_bus_each_sub(x->w->bus, each_sub, &sc);
     sc.pass = 1;
     help(&b, "brainjar_bus_coalesced_total", "counter", "Tokens merged into an earlier token for a slow bus subscriber.");
-    bj_bus_each_sub(web_bus(x->w), each_sub, &sc);
+    bj_bus_each_sub(x->w->bus, each_sub, &sc);
     sc.pass = 2;
     help(&b, "brainjar_bus_pending", "gauge", "Events queued for a bus subscriber now.");
-    bj_bus_each_sub(web_bus(x->w), each_sub, &sc);
-    int64_t started = s.started_us ? s.started_us : web_started_us(x->w);
+    bj_bus_each_sub(x->w->bus, each_sub, &sc);
+    int64_t started = s.started_us ? s.started_us : x->w->started_us;
     help(&b, "brainjar_start_time_seconds", "gauge", "When the hive started (unix time).");
     pf(&b, "brainjar_start_time_seconds %lld\n", (long long)(started / 1000000));
     bj_hive_snapshot_free(&s);
@@ -857,7 +981,7 @@ static void r_prometheus(struct ctx *x)
     x->rs->ctype = "text/plain; version=0.0.4; charset=utf-8";
     x->rs->body = b.s;
     x->rs->len = b.len;
-    webapi_resp_header(x->rs, "cache-control:", "no-store");
+    routes_resp_header(x->rs, "cache-control:", "no-store");
 }
 
 const struct bj_web_asset *bj_web_asset_find(const char *path)
@@ -875,7 +999,7 @@ static void r_static(struct ctx *x, const struct bj_web_asset *f)
     x->rs->body = (char *)f->data;
     x->rs->len = f->len;
     x->rs->body_static = true;
-    webapi_resp_header(x->rs, "cache-control:", "no-cache");
+    routes_resp_header(x->rs, "cache-control:", "no-cache");
 }
 
 /* ---- the routing table -------------------------------------------------------------- */
@@ -946,15 +1070,15 @@ static const char *method_name(enum web_method m)
 }
 
 /* Who is asking: a bearer token (an API token or a session id), else the session cookie. */
-static void identify(struct bj_web *w, struct web_req *rq)
+static void identify(struct web_ctx *w, struct web_req *rq)
 {
     rq->role = BJ_ROLE_NONE;
-    if (!web_params(w)->auth) {
+    if (!w->p->auth) {
         rq->role = BJ_ROLE_OPERATOR;
         bj_strlcpy(rq->user, "anonymous", sizeof rq->user);
         return;
     }
-    struct bj_auth *a = web_auth(w);
+    struct bj_auth *a = w->auth;
     bj_auth_refresh(a);
     if (rq->bearer[0]) {
         rq->role = bj_auth_token(a, rq->bearer, rq->user, sizeof rq->user);
@@ -969,20 +1093,18 @@ static void identify(struct bj_web *w, struct web_req *rq)
 }
 
 /* A state-changing request carrying an Origin must come from this server or the allowed origin. */
-static bool origin_ok(struct bj_web *w, const struct web_req *rq)
+static bool origin_ok(struct web_ctx *w, const struct web_req *rq)
 {
-    if (!rq->origin[0])
-        return true;
-    const char *allowed = web_params(w)->allow_origin;
-    if (allowed && allowed[0] && strcmp(rq->origin, allowed) == 0)
-        return true;
-    const char *o = strstr(rq->origin, "://");
-    return o && strcmp(o + 3, rq->host) == 0;
+    return !rq->origin[0] || routes_origin_ok(w, rq->origin, rq->host, rq->https);
 }
 
-void webapi_handle(struct bj_web *w, struct web_req *rq, struct web_resp *rs)
+void routes_handle(struct web_ctx *w, struct web_req *rq, struct web_resp *rs)
 {
     struct ctx x = {.w = w, .rq = rq, .rs = rs};
+    if (!rq->host_ok) {
+        resp_err(rs, 421, "Misdirected Request: this server is not called by that name (see --web-host-name)");
+        return;
+    }
     if (!valid_utf8(rq->path) || !valid_utf8(rq->query)) {
         resp_err(rs, 400, "The URL is not valid UTF-8");
         return;
@@ -994,12 +1116,12 @@ void webapi_handle(struct bj_web *w, struct web_req *rq, struct web_resp *rs)
         return;
     }
     if (rq->method == M_OPTIONS) {
-        const char *allowed = web_params(w)->allow_origin;
+        const char *allowed = w->p->allow_origin;
         rs->status = 204;
         if (allowed && allowed[0] && strcmp(rq->origin, allowed) == 0) {
-            webapi_resp_header(rs, "access-control-allow-methods:", "GET, POST, OPTIONS");
-            webapi_resp_header(rs, "access-control-allow-headers:", "Content-Type, Authorization");
-            webapi_resp_header(rs, "access-control-max-age:", "600");
+            routes_resp_header(rs, "access-control-allow-methods:", "GET, POST, OPTIONS");
+            routes_resp_header(rs, "access-control-allow-headers:", "Content-Type, Authorization");
+            routes_resp_header(rs, "access-control-max-age:", "600");
         }
         return;
     }
@@ -1012,8 +1134,8 @@ void webapi_handle(struct bj_web *w, struct web_req *rq, struct web_resp *rs)
         if (strcmp(name, "/") == 0 || strcmp(name, "/index.html") == 0) {
             if (rq->role == BJ_ROLE_NONE) {
                 rs->status = 302;
-                webapi_resp_header(rs, "location:", "/login%s%s", rq->query[0] ? "?" : "", rq->query);
-                webapi_resp_header(rs, "cache-control:", "no-store");
+                routes_resp_header(rs, "location:", "/login%s%s", rq->query[0] ? "?" : "", rq->query);
+                routes_resp_header(rs, "cache-control:", "no-store");
                 return;
             }
             name = "/index.html";
@@ -1049,7 +1171,7 @@ void webapi_handle(struct bj_web *w, struct web_req *rq, struct web_resp *rs)
         case PUBLIC:
             break;
         case METRICS:
-            ok = rq->role != BJ_ROLE_NONE || web_params(w)->metrics_public;
+            ok = rq->role != BJ_ROLE_NONE || w->p->metrics_public;
             break;
         case VIEWER:
             ok = rq->role >= BJ_ROLE_VIEWER;
@@ -1063,11 +1185,11 @@ void webapi_handle(struct bj_web *w, struct web_req *rq, struct web_resp *rs)
             break;
         }
         if (!ok) {
-            webapi_resp_header(rs, "www-authenticate:", "Bearer realm=\"brainjar\"");
+            routes_resp_header(rs, "www-authenticate:", "Bearer realm=\"brainjar\"");
             resp_err(rs, 401, "Authentication required");
             return;
         }
-        if (!web_hive(w) && r->fn != r_login && r->fn != r_logout) {
+        if (!w->hive && r->fn != r_login && r->fn != r_logout) {
             resp_err(rs, 503, "The hive is starting");
             return;
         }
@@ -1077,7 +1199,7 @@ void webapi_handle(struct bj_web *w, struct web_req *rq, struct web_resp *rs)
         return;
     }
     if (path_known) {
-        webapi_resp_header(rs, "allow:", "%s", allow);
+        routes_resp_header(rs, "allow:", "%s", allow);
         resp_err(rs, 405, "Method not allowed");
         return;
     }

@@ -1,11 +1,16 @@
 /* web: the hive's face. HTTP (dashboard, REST API, /metrics) and a WebSocket event stream on
- * libwebsockets, all on one event-loop thread of its own.
+ * libwebsockets, all on one event-loop thread of its own (plus hash workers for passwords).
+ *
+ * The wing src/sinks/web/: server.c (the loop, connections, WebSocket fan-out, hash workers),
+ * routes.c (HTTP routes and the snapshots' JSON, on a struct web_ctx), view.c (what the events
+ * told: thought rings, deaths, logs, chart series, their JSON), auth.c (users, sessions, tokens).
+ * server -> routes -> view; server -> view; nothing calls back up.
  *
  * The web server is a bus subscriber like the terminal: it takes one subscription, whose eventfd
  * is adopted into the libwebsockets loop, so events wake the loop without any other thread
  * touching it. From the events it keeps its own small view (recent thoughts per brain, deaths,
  * log lines, a per-second series for the charts) and fans each event out to the WebSocket
- * clients through bounded per-client queues (web.c says how a slow client is treated). It acts
+ * clients through bounded per-client queues (server.c says how a slow client is treated). It acts
  * on brains only through the hive API (hive.h): operator calls and snapshots.
  *
  * Life cycle (all on the main thread):
@@ -48,6 +53,13 @@ struct bj_web_params {
     const char *trusted_proxy;  /* peer address whose X-Forwarded-For is believed; NULL: none */
     bool auth;                  /* false (--web-auth off) only on a loopback host */
     bool metrics_public;        /* /metrics without a token (only on a loopback host) */
+    /* The Host header must name this server: its bind address, localhost, 127.0.0.1 or [::1] (each
+     * with the port), or one of these names (with or without the port); anything else gets 421
+     * (DNS rebinding). Copied by bj_web_new. */
+    const char *const *host_names;
+    int n_host_names;           /* at most BJ_WEB_HOST_NAMES */
+    bool cookie_secure;         /* the session cookie is always Secure (a site served only over https) */
+    const char *tls_cert, *tls_key; /* PEM files: serve https (libwebsockets' TLS); both or neither */
     const char *mode;           /* the hive's mode name for the original's STATE.mode ("matrix") */
     struct bj_bus *bus;         /* required */
     int ring_thoughts;          /* thoughts kept per brain in memory (default 200) */
@@ -56,10 +68,16 @@ struct bj_web_params {
     int login_window_s;         /* default 60 */
     size_t client_queue;        /* per WebSocket client: messages queued before tokens coalesce (256) */
     size_t client_max;          /* ... before the client is resynchronised from a snapshot (4096) */
+    int hash_threads;           /* password checks (Argon2id) run on these workers (0, the default:
+                                 * 2, or 1 on a machine of 2 cores or fewer) ... */
+    int hash_queue;             /* ... with this many more waiting (4); past that a login gets 503 */
     bj_web_history_fn history;  /* optional: the store's thought history */
     void *history_ud;
 };
 struct bj_web_params bj_web_default_params(void);
+#define BJ_WEB_HOST_NAMES 16
+/* Whether s can be a --web-host-name: 1..253 of [A-Za-z0-9.-], not starting with '-' or '.'. */
+bool bj_web_host_name_valid(const char *s);
 
 struct bj_web;
 
