@@ -425,7 +425,8 @@ static void remote_event(struct bj_peer *pe, struct link *l, const struct bj_wir
     struct bj_event ev = {.type = type, .complete = true};
     ev.time_us = 0; /* received now (the bus stamps it): one clock orders the local stream */
     bj_strlcpy(ev.brain, brain, sizeof ev.brain);
-    bj_strlcpy(ev.node, l->alias, sizeof ev.node);
+    /* never empty: an event without a node is a local brain's */
+    bj_strlcpy(ev.node, l->alias[0] ? l->alias : "unnamed", sizeof ev.node);
     ev.crash_count = m->crash_count > 0 ? (uint32_t)m->crash_count : 0;
     ev.thought = m->thought;
     if (type == BJ_EV_DEATH)

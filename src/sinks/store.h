@@ -36,7 +36,7 @@
 
 #include "bus.h"
 
-#define BJ_STORE_SCHEMA_VERSION 2
+#define BJ_STORE_SCHEMA_VERSION 3
 #define BJ_STORE_DB_NAME "brainjar.db"
 #define BJ_STORE_LOCK_NAME "brainjar.lock"
 #define BJ_STORE_JOURNAL_NAME "crash_reports.log"
@@ -115,6 +115,8 @@ struct bj_store_stats {
     uint64_t backlog;       /* events waiting now */
     uint64_t backlog_peak;
     uint64_t bus_dropped;   /* events the bus dropped for the store's subscription */
+    uint64_t quarantined;   /* events refused for their data, kept in the quarantine table */
+    uint64_t unwritable;    /* events refused even by the quarantine table (lost) */
     bool failing;           /* the last commit failed */
     int64_t run_id;
     char last_error[200];

@@ -29,7 +29,8 @@
 
 
 enum { ST_THOUGHT, ST_DEATH, ST_DEATH_BRAIN, ST_RES, ST_OBS, ST_OP, ST_NOTICE, ST_LINK, ST_NOT_STARTED,
-       ST_LAST_US, ST_COUNT };
+       ST_LAST_US, ST_R_BRAIN, ST_R_THOUGHT, ST_R_DEATH, ST_R_RES, ST_QUARANTINE, ST_SAVEPOINT, ST_RELEASE,
+       ST_ROLLBACK_TO, ST_COUNT };
 extern const char *const bj_store_stmts[ST_COUNT];
 
 /* What the writer knows of each brain between events: the life it is in and the thought whose

@@ -48,6 +48,27 @@ static const char *const k_migrations[] = {
     "  time_us INTEGER NOT NULL, seq INTEGER);"
     "ALTER TABLE runs ADD COLUMN argv TEXT;"
     "ALTER TABLE runs ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;",
+    /* 2 -> 3: brains of other nodes, keyed by (node, brain), in tables of their own: a remote event
+     * never touches a local brain's row or count, whatever name it carries, and nothing in them
+     * refers to a local row (nothing a peer sends can break a constraint). Events the database
+     * refused for a reason in their data wait in quarantine with the reason. */
+    "CREATE TABLE remote_brains("
+    "  node TEXT NOT NULL, brain TEXT NOT NULL, deaths INTEGER NOT NULL DEFAULT 0, first_run INTEGER,"
+    "  last_run INTEGER, first_us INTEGER, last_us INTEGER, PRIMARY KEY(node, brain));"
+    "CREATE TABLE remote_thoughts("
+    "  id INTEGER PRIMARY KEY, run INTEGER, node TEXT NOT NULL, brain TEXT NOT NULL, crash_count INTEGER,"
+    "  thought INTEGER, text TEXT, time_us INTEGER NOT NULL, seq INTEGER);"
+    "CREATE INDEX remote_thoughts_brain ON remote_thoughts(node, brain, time_us);"
+    "CREATE TABLE remote_deaths("
+    "  id INTEGER PRIMARY KEY, run INTEGER, node TEXT NOT NULL, brain TEXT NOT NULL, count INTEGER,"
+    "  cause TEXT, text TEXT, time_us INTEGER NOT NULL, seq INTEGER);"
+    "CREATE INDEX remote_deaths_brain ON remote_deaths(node, brain, time_us);"
+    "CREATE TABLE remote_resurrections("
+    "  id INTEGER PRIMARY KEY, run INTEGER, node TEXT NOT NULL, brain TEXT NOT NULL, crash_count INTEGER,"
+    "  text TEXT, time_us INTEGER NOT NULL, seq INTEGER);"
+    "CREATE TABLE quarantine("
+    "  id INTEGER PRIMARY KEY, run INTEGER, type TEXT, node TEXT, brain TEXT, reason TEXT NOT NULL,"
+    "  event TEXT, time_us INTEGER, seq INTEGER);",
 };
 _Static_assert(sizeof k_migrations / sizeof k_migrations[0] == BJ_STORE_SCHEMA_VERSION, "one migration per version");
 
@@ -64,6 +85,18 @@ const char *const bj_store_stmts[ST_COUNT] = {
     [ST_LINK] = "INSERT INTO link_events(run,peer,state,text,time_us,seq) VALUES(?,?,?,?,?,?)",
     [ST_NOT_STARTED] = "UPDATE run_brains SET started=0 WHERE run=? AND brain=?",
     [ST_LAST_US] = "UPDATE runs SET last_us=MAX(COALESCE(last_us,0),?2) WHERE id=?1",
+    [ST_R_BRAIN] = "INSERT INTO remote_brains(node,brain,deaths,first_run,last_run,first_us,last_us)"
+                   " VALUES(?1,?2,?3,?4,?4,?5,?5) ON CONFLICT(node,brain) DO UPDATE SET"
+                   " deaths=MAX(deaths,excluded.deaths), last_run=excluded.last_run, last_us=excluded.last_us",
+    [ST_R_THOUGHT] = "INSERT INTO remote_thoughts(run,node,brain,crash_count,thought,text,time_us,seq)"
+                     " VALUES(?,?,?,?,?,?,?,?)",
+    [ST_R_DEATH] = "INSERT INTO remote_deaths(run,node,brain,count,cause,text,time_us,seq) VALUES(?,?,?,?,?,?,?,?)",
+    [ST_R_RES] = "INSERT INTO remote_resurrections(run,node,brain,crash_count,text,time_us,seq)"
+                 " VALUES(?,?,?,?,?,?,?)",
+    [ST_QUARANTINE] = "INSERT INTO quarantine(run,type,node,brain,reason,event,time_us,seq) VALUES(?,?,?,?,?,?,?,?)",
+    [ST_SAVEPOINT] = "SAVEPOINT ev",
+    [ST_RELEASE] = "RELEASE ev",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO ev",
 };
 
 const char *bj_store_migration_sql(int from)

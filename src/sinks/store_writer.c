@@ -75,7 +75,8 @@ static void backlog_push(struct bj_store *st, struct bj_event *ev)
     }
     /* What the brain's accumulator says now (later events change it before the flush). */
     struct queued q = {.ev = *ev, .tokens = -1};
-    struct brain_acc *a = ev->brain[0] ? acc_of(st, ev->brain) : NULL;
+    /* A remote brain's events never touch a local brain's accumulator, whatever name they carry. */
+    struct brain_acc *a = ev->brain[0] && !ev->node[0] ? acc_of(st, ev->brain) : NULL;
     if (a) {
         if (ev->type == BJ_EV_RESURRECTION)
             a->life = ev->crash_count + 1;
@@ -99,6 +100,48 @@ static void backlog_push(struct bj_store *st, struct bj_event *ev)
     pthread_mutex_unlock(&st->slock);
 }
 
+/* A THOUGHT, DEATH or RESURRECTION of a brain on another node (ev->node set): its row in the
+ * remote tables and its (node, brain) row in remote_brains; never a local row. SQLITE_OK or the
+ * error. */
+static int write_remote(struct bj_store *st, const struct bj_event *ev)
+{
+    int64_t run = st->run_id;
+    sqlite3_stmt *s = st->stmt[ST_R_BRAIN];
+    sqlite3_bind_text(s, 1, ev->node, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, ev->brain, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, ev->crash_count);
+    sqlite3_bind_int64(s, 4, run);
+    sqlite3_bind_int64(s, 5, ev->time_us);
+    int rc = store_step_done(s);
+    if (rc != SQLITE_OK)
+        return rc;
+    int i = 1;
+    if (ev->type == BJ_EV_THOUGHT)
+        s = st->stmt[ST_R_THOUGHT];
+    else if (ev->type == BJ_EV_DEATH)
+        s = st->stmt[ST_R_DEATH];
+    else
+        s = st->stmt[ST_R_RES];
+    sqlite3_bind_int64(s, i++, run);
+    sqlite3_bind_text(s, i++, ev->node, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, i++, ev->brain, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, i++, ev->crash_count);
+    if (ev->type == BJ_EV_THOUGHT)
+        sqlite3_bind_int64(s, i++, ev->thought);
+    else if (ev->type == BJ_EV_DEATH)
+        sqlite3_bind_text(s, i++, ev->cause[0] ? ev->cause : "UNKNOWN", -1, SQLITE_STATIC);
+    store_bind_text(s, i++, ev->text);
+    sqlite3_bind_int64(s, i++, ev->time_us);
+    sqlite3_bind_int64(s, i++, (int64_t)ev->seq);
+    return store_step_done(s);
+}
+
+static bool is_remote(const struct bj_event *ev)
+{
+    return ev->node[0] &&
+           (ev->type == BJ_EV_THOUGHT || ev->type == BJ_EV_DEATH || ev->type == BJ_EV_RESURRECTION);
+}
+
 /* One event -> its rows. SQLITE_OK or the error. */
 static int write_event(struct bj_store *st, const struct queued *q, int *rows)
 {
@@ -106,6 +149,12 @@ static int write_event(struct bj_store *st, const struct queued *q, int *rows)
     sqlite3_stmt *s;
     int64_t run = st->run_id;
     int rc = SQLITE_OK;
+    if (is_remote(ev)) {
+        rc = write_remote(st, ev);
+        if (rc == SQLITE_OK)
+            (*rows)++;
+        return rc;
+    }
     switch (ev->type) {
     case BJ_EV_THOUGHT: {
         s = st->stmt[ST_THOUGHT];
@@ -211,6 +260,72 @@ static int write_event(struct bj_store *st, const struct queued *q, int *rows)
     return rc;
 }
 
+/* Whether SQLite refused a statement for what was in it (a constraint, a type, a size) rather
+ * than for the state of the database or the disk: retrying such an event can never succeed. */
+static bool data_error(int rc)
+{
+    int primary = rc & 0xff;
+    return primary == SQLITE_CONSTRAINT || primary == SQLITE_MISMATCH || primary == SQLITE_TOOBIG ||
+           primary == SQLITE_RANGE;
+}
+
+/* Puts an event the database refused into quarantine with the reason (and the event as JSON,
+ * when that fits). SQLITE_OK, or the error when even that failed (the event is then lost). */
+static int quarantine(struct bj_store *st, const struct queued *q, const char *reason)
+{
+    const struct bj_event *ev = &q->ev;
+    char *json = bj_event_to_json(ev);
+    int rc = SQLITE_OK;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        sqlite3_stmt *s = st->stmt[ST_QUARANTINE];
+        sqlite3_bind_int64(s, 1, st->run_id);
+        sqlite3_bind_text(s, 2, bj_event_type_name(ev->type), -1, SQLITE_STATIC);
+        store_bind_text(s, 3, ev->node);
+        store_bind_text(s, 4, ev->brain);
+        sqlite3_bind_text(s, 5, reason, -1, SQLITE_TRANSIENT);
+        store_bind_text(s, 6, attempt == 0 ? json : NULL); /* the second try: without the event */
+        sqlite3_bind_int64(s, 7, ev->time_us);
+        sqlite3_bind_int64(s, 8, (int64_t)ev->seq);
+        rc = store_step_done(s);
+        if (rc == SQLITE_OK || !data_error(rc))
+            break;
+    }
+    free(json);
+    return rc;
+}
+
+/* Writes one event inside its own savepoint: an event refused for its data is rolled back alone
+ * and quarantined, and the batch goes on; any other failure is returned (the whole batch is
+ * retried later). */
+static int write_guarded(struct bj_store *st, const struct queued *q, int *rows)
+{
+    int rc = store_step_done(st->stmt[ST_SAVEPOINT]);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = write_event(st, q, rows);
+    if (rc != SQLITE_OK && data_error(rc)) {
+        char reason[300];
+        snprintf(reason, sizeof reason, "%s", sqlite3_errmsg(st->db));
+        int rb = store_step_done(st->stmt[ST_ROLLBACK_TO]);
+        if (rb != SQLITE_OK)
+            return rb;
+        rc = quarantine(st, q, reason);
+        pthread_mutex_lock(&st->slock);
+        uint64_t nq = rc == SQLITE_OK ? ++st->stats.quarantined : st->stats.quarantined;
+        if (rc != SQLITE_OK && data_error(rc))
+            st->stats.unwritable++;
+        pthread_mutex_unlock(&st->slock);
+        if (rc != SQLITE_OK && data_error(rc))
+            rc = SQLITE_OK; /* not even quarantine takes it: counted as lost, the batch goes on */
+        if ((nq & (nq - 1)) == 0)
+            bj_warn("store: a %s event%s%s was refused (%s) and put in quarantine (%" PRIu64 " so far)",
+                    bj_event_type_name(q->ev.type), q->ev.brain[0] ? " of " : "", q->ev.brain, reason, nq);
+    }
+    if (rc != SQLITE_OK)
+        return rc;
+    return store_step_done(st->stmt[ST_RELEASE]);
+}
+
 /* Re-creates the database where the data directory now is (it was replaced or deleted). */
 static void reopen_after_dir_change(struct bj_store *st)
 {
@@ -294,7 +409,7 @@ static int flush(struct bj_store *st)
     int64_t last_us = 0;
     for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
         const struct queued *q = &st->backlog[(st->head + i) % st->cap];
-        rc = write_event(st, q, &rows);
+        rc = write_guarded(st, q, &rows);
         if (q->ev.time_us > last_us)
             last_us = q->ev.time_us;
     }
@@ -484,7 +599,7 @@ int bj_store_stop(struct bj_store *st, bool clean, int timeout_ms)
     char e[200];
     sqlite3_stmt *s;
     pthread_mutex_lock(&st->slock);
-    uint64_t overflow = st->stats.overflow;
+    uint64_t overflow = st->stats.overflow + st->stats.unwritable;
     pthread_mutex_unlock(&st->slock);
     bool all = lost == 0 && overflow == 0;
     /* clean: the process stopped in order (the brains' lives ended without a death); lost:

@@ -215,6 +215,70 @@ static void test_batching_and_restore(void **state)
     bj_bus_free(bus);
 }
 
+static void pub_remote(struct bj_bus *bus, enum bj_event_type t, const char *node, const char *brain,
+                       uint32_t count, const char *text)
+{
+    struct bj_event ev = {.type = t, .crash_count = count, .thought = 1, .complete = true};
+    bj_strlcpy(ev.brain, brain, sizeof ev.brain);
+    bj_strlcpy(ev.node, node, sizeof ev.node);
+    if (t == BJ_EV_DEATH)
+        bj_strlcpy(ev.cause, "OUT_OF_MEMORY", sizeof ev.cause);
+    ev.text = text ? strdup(text) : NULL;
+    bj_bus_publish(bus, &ev);
+    free(ev.text);
+}
+
+/* Remote brains have rows of their own, keyed by (node, brain): a peer's SUBJECT with a forged
+ * count never changes the local SUBJECT's row or its restored count, and a brain unknown to the
+ * store (no row) neither stops the writer nor is retried forever: it waits in quarantine. */
+static void test_remote_and_quarantine(void **state)
+{
+    (void)state;
+    make_dir("remote");
+    struct bj_store *st = open_store(NULL);
+    begin(st, 0);
+    struct bj_bus *bus = bj_bus_new();
+    char err[256];
+    assert_int_equal(bj_store_start(st, bus, err, sizeof err), 0);
+    pub(bus, BJ_EV_DEATH, "SUBJECT", 3, 0, NULL, "JAR_FULL");
+    pub_remote(bus, BJ_EV_THOUGHT, "NEURAL_NODE_4821", "PEER", 4, "far away");
+    pub_remote(bus, BJ_EV_DEATH, "NEURAL_NODE_4821", "PEER", 5, "the jar broke");
+    pub_remote(bus, BJ_EV_RESURRECTION, "NEURAL_NODE_4821", "PEER", 5, "back");
+    pub_remote(bus, BJ_EV_DEATH, "EVIL", "SUBJECT", 100000, "forged");
+    pub_remote(bus, BJ_EV_RESURRECTION, "EVIL", "SUBJECT", 100000, NULL);
+    pub_remote(bus, BJ_EV_THOUGHT, "B", "SUBJECT", 7, "same name, other node");
+    /* a local thought of a brain the run never declared: no brains row, a foreign key fails */
+    pub(bus, BJ_EV_THOUGHT, "STRANGER", 0, 1, "who am I", NULL);
+    pub(bus, BJ_EV_THOUGHT, "SUBJECT", 0, 1, "after the stranger", NULL);
+    wait_rows(st, 8, 3000);
+    struct bj_store_stats ss;
+    bj_store_stats(st, &ss);
+    assert_int_equal(ss.quarantined, 1);
+    assert_false(ss.failing);
+    assert_int_equal(bj_store_stop(st, true, 2000), 0);
+    bj_store_close(st);
+    assert_int_equal(q("SELECT deaths FROM brains WHERE id='SUBJECT'"), 3);
+    assert_int_equal(q("SELECT COUNT(*) FROM deaths"), 1);
+    assert_int_equal(q("SELECT COUNT(*) FROM thoughts"), 1);
+    assert_int_equal(q("SELECT life FROM thoughts WHERE brain='SUBJECT'"), 1); /* not 100001 */
+    assert_int_equal(q("SELECT COUNT(*) FROM remote_brains"), 3);
+    assert_int_equal(q("SELECT deaths FROM remote_brains WHERE node='NEURAL_NODE_4821' AND brain='PEER'"), 5);
+    assert_int_equal(q("SELECT deaths FROM remote_brains WHERE node='EVIL' AND brain='SUBJECT'"), 100000);
+    assert_int_equal(q("SELECT COUNT(*) FROM remote_thoughts WHERE text='far away' AND crash_count=4"), 1);
+    assert_int_equal(q("SELECT COUNT(*) FROM remote_deaths WHERE node='NEURAL_NODE_4821' AND count=5"
+                       " AND cause='OUT_OF_MEMORY'"), 1);
+    assert_int_equal(q("SELECT COUNT(*) FROM remote_resurrections"), 2);
+    assert_int_equal(q("SELECT COUNT(*) FROM quarantine WHERE brain='STRANGER' AND reason LIKE '%FOREIGN KEY%'"
+                       " AND event LIKE '%who am I%'"), 1);
+    assert_int_equal(q("SELECT lost FROM runs"), 0);
+    assert_int_equal(q("SELECT clean FROM runs"), 1);
+    st = open_store(NULL);
+    assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 3);
+    assert_int_equal(bj_store_brain_deaths(st, "PEER"), 0);
+    bj_store_close(st);
+    bj_bus_free(bus);
+}
+
 /* A child writes events and dies without stopping (as a kill -9 would); the parent reopens. */
 static void child_dies(int pause_ms, bool observer_dead)
 {
@@ -514,6 +578,7 @@ int main(void)
         cmocka_unit_test(test_schema),
         cmocka_unit_test(test_migration_from_v1),
         cmocka_unit_test(test_batching_and_restore),
+        cmocka_unit_test(test_remote_and_quarantine),
         cmocka_unit_test(test_unclean_exit),
         cmocka_unit_test(test_journal_import_and_torn_line),
         cmocka_unit_test(test_journal_rotation),
