@@ -91,6 +91,11 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
     snprintf(st->journal_path, sizeof st->journal_path, "%s/%s", st->dir, BJ_STORE_JOURNAL_NAME);
     snprintf(st->lock_path, sizeof st->lock_path, "%s/%s", st->dir, BJ_STORE_LOCK_NAME);
 
+    if (!p->read_only && (!p->data_dir || !*p->data_dir)) {
+        snprintf(err, errlen, "the data directory is empty (--data-dir ''): give a directory");
+        *status = 2;
+        goto fail;
+    }
     if (p->read_only) {
         if (access(st->db_path, R_OK) != 0) {
             snprintf(err, errlen, "%s: %s (no store in this data directory)", st->db_path, strerror(errno));
@@ -306,8 +311,8 @@ void bj_store_close(struct bj_store *st)
 {
     if (!st)
         return;
-    if (st->thread_started)
-        bj_store_stop(st, false, 1000);
+    if (!st->run_marked)
+        bj_store_stop(st, false, 1000); /* a run is never left open by a close */
     store_finalize_all(st);
     if (st->db) {
         char e[100];

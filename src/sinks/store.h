@@ -102,6 +102,11 @@ int bj_store_start(struct bj_store *st, struct bj_bus *bus, char *err, size_t er
  * the run ended (clean when everything was written and `clean`), stops the writer and
  * unsubscribes. Call after the publishers have stopped. Returns 0 when everything was written. */
 int bj_store_stop(struct bj_store *st, bool clean, int timeout_ms);
+/* The run never ran (a start refused or abandoned before the hive ran, e.g. a bad model, a port
+ * in use, a SIGTERM during start): bj_store_stop then records it ended, not clean, with this
+ * reason in runs.refused, and it never gets UNCLEAN_EXIT deaths. bj_store_stop also records the
+ * end when bj_store_start was never called. NULL st is fine. */
+void bj_store_refuse_run(struct bj_store *st, const char *reason);
 /* Closes everything and releases the lock. NULL is fine. */
 void bj_store_close(struct bj_store *st);
 

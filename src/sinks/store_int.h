@@ -83,6 +83,8 @@ struct bj_store {
     int64_t backoff_us, retry_at_us, last_report_us, last_dir_check_us;
     bool need_journal_import;
     bool run_ended_clean;
+    bool run_marked;          /* bj_store_stop recorded the run's end */
+    char refused[200];        /* bj_store_refuse_run's reason; empty: the run ran */
 
     pthread_mutex_t slock;    /* guards stats */
     struct bj_store_stats stats;

@@ -68,7 +68,8 @@ static const char *const k_migrations[] = {
     "  text TEXT, time_us INTEGER NOT NULL, seq INTEGER);"
     "CREATE TABLE quarantine("
     "  id INTEGER PRIMARY KEY, run INTEGER, type TEXT, node TEXT, brain TEXT, reason TEXT NOT NULL,"
-    "  event TEXT, time_us INTEGER, seq INTEGER);",
+    "  event TEXT, time_us INTEGER, seq INTEGER);"
+    "ALTER TABLE runs ADD COLUMN refused TEXT;",
 };
 _Static_assert(sizeof k_migrations / sizeof k_migrations[0] == BJ_STORE_SCHEMA_VERSION, "one migration per version");
 

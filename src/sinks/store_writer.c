@@ -569,9 +569,11 @@ int bj_store_start(struct bj_store *st, struct bj_bus *bus, char *err, size_t er
     return 0;
 }
 
-int bj_store_stop(struct bj_store *st, bool clean, int timeout_ms)
+/* Stops the writer thread (when it runs) and takes back what it could not write. Returns the
+ * events left unwritten. */
+static size_t stop_writer(struct bj_store *st, int timeout_ms)
 {
-    if (!st || !st->thread_started)
+    if (!st->thread_started)
         return 0;
     atomic_store(&st->stop_timeout_ms, timeout_ms);
     atomic_store(&st->stopping, true);
@@ -596,32 +598,49 @@ int bj_store_stop(struct bj_store *st, bool clean, int timeout_ms)
     if (lost)
         bj_error("store: %zu events could not be written before stopping (deaths are in %s)", lost,
                  BJ_STORE_JOURNAL_NAME);
-    char e[200];
-    sqlite3_stmt *s;
+    return lost;
+}
+
+int bj_store_stop(struct bj_store *st, bool clean, int timeout_ms)
+{
+    if (!st || !st->db || st->run_id <= 0 || st->run_marked)
+        return 0;
+    size_t lost = stop_writer(st, timeout_ms);
     pthread_mutex_lock(&st->slock);
     uint64_t overflow = st->stats.overflow + st->stats.unwritable;
     pthread_mutex_unlock(&st->slock);
     bool all = lost == 0 && overflow == 0;
     /* clean: the process stopped in order (the brains' lives ended without a death); lost:
-     * events that never reached the database (deaths among them are in the journal). */
-    if (st->db && sqlite3_prepare_v2(st->db, "UPDATE runs SET ended_us=?2, clean=?3, lost=?4 WHERE id=?1", -1, &s,
-                                     NULL) == SQLITE_OK) {
+     * events that never reached the database (deaths among them are in the journal); refused:
+     * the run never started (its brains never lived: no UNCLEAN_EXIT for them, ever). Ended but
+     * not clean: the next open must not add UNCLEAN_EXIT deaths for it either (recovered=1). */
+    bool refused = st->refused[0] != '\0';
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "UPDATE runs SET ended_us=?2, clean=?3, lost=?4, refused=?5,"
+                                   " recovered=CASE WHEN ?3 THEN recovered ELSE 1 END WHERE id=?1", -1, &s,
+                           NULL) == SQLITE_OK) {
         sqlite3_bind_int64(s, 1, st->run_id);
         sqlite3_bind_int64(s, 2, bj_event_now());
-        sqlite3_bind_int(s, 3, clean);
+        sqlite3_bind_int(s, 3, clean && !refused);
         sqlite3_bind_int64(s, 4, (int64_t)(lost + overflow));
+        store_bind_text(s, 5, refused ? st->refused : NULL);
         int rc = store_step_done(s);
         sqlite3_finalize(s);
         if (rc != SQLITE_OK) {
             bj_error("store: could not mark run %" PRId64 " ended: %s", st->run_id, sqlite3_errmsg(st->db));
             all = false;
-        } else if (!clean) {
-            /* Ended but not clean: the next open must not add UNCLEAN_EXIT deaths for it. */
-            char sql[96];
-            snprintf(sql, sizeof sql, "UPDATE runs SET recovered=1 WHERE id=%" PRId64, st->run_id);
-            store_exec(st->db, sql, e, sizeof e);
+        } else {
+            st->run_marked = true;
         }
+    } else {
+        all = false;
     }
     return all ? 0 : -1;
+}
+
+void bj_store_refuse_run(struct bj_store *st, const char *reason)
+{
+    if (st)
+        bj_strlcpy(st->refused, reason && *reason ? reason : "refused", sizeof st->refused);
 }
 

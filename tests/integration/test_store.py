@@ -225,6 +225,58 @@ class DiskFull(StoreCase):
         self.assertEqual(c.execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
 
+class EarlyStop(StoreCase):
+    """A stop asked for during start ends the process cleanly; a start that never ran the hive is
+    never an unclean run; an empty --data-dir is refused before anything is written."""
+
+    def unclean_runs(self, data):
+        c = db(data)
+        n = c.execute("SELECT COUNT(*) FROM runs WHERE clean=0 AND refused IS NULL").fetchone()[0]
+        deaths = c.execute("SELECT COUNT(*) FROM deaths WHERE cause='UNCLEAN_EXIT'").fetchone()[0]
+        c.close()
+        return n, deaths
+
+    def test_sigterm_in_the_first_300_ms(self):
+        for i, delay in enumerate((0.03, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3)):
+            data = os.path.join(self.tmp, f"d{i}")
+            d = self.daemon(data, *SMALL, "--no-watchdog")
+            time.sleep(delay)
+            rc = d.stop()
+            err = "".join(d.err)
+            # before main() blocks the signal (the loader at work) SIGTERM kills: then nothing was written
+            if rc == -signal.SIGTERM:
+                self.assertFalse(os.path.exists(os.path.join(data, "brainjar.db")), err)
+                continue
+            self.assertEqual(rc, 0, f"SIGTERM after {delay} s: {err[-1500:]}")
+            self.assertNotIn("Interrupted system call", err)
+            self.assertNotIn("budget check failed", err)
+            # the next start finds no unclean run and adds no UNCLEAN_EXIT death
+            d2 = self.daemon(data, *SMALL, "--no-watchdog", "--steps", "2")
+            self.assertEqual(d2.p.wait(timeout=120), 0, "".join(d2.err[-5:]))
+            self.assertEqual(self.unclean_runs(data), (0, 0), f"SIGTERM after {delay} s")
+
+    def test_refused_start_is_not_unclean(self):
+        bad = os.path.join(self.tmp, "no-such-model.gguf")
+        d = self.daemon(self.data, "--model", bad, "--no-watchdog")
+        self.assertNotEqual(d.p.wait(timeout=60), 0)
+        c = db(self.data)
+        (refused,) = c.execute("SELECT refused FROM runs").fetchone()
+        c.close()
+        self.assertTrue(refused, "the refused run has no reason")
+        d = self.daemon(self.data, *SMALL, "--no-watchdog", "--steps", "2")
+        self.assertEqual(d.p.wait(timeout=120), 0, "".join(d.err[-5:]))
+        self.assertEqual(self.unclean_runs(self.data), (0, 0))
+
+    def test_empty_data_dir_is_refused(self):
+        cwd = os.path.join(self.tmp, "cwd")
+        os.makedirs(cwd)
+        p = subprocess.run([BRAINJAR, "run", "--no-web", "--data-dir", "", "--steps", "1"], cwd=cwd,
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("data directory is empty", p.stderr)
+        self.assertEqual(os.listdir(cwd), [])
+
+
 class Watchdog(StoreCase):
     def meminfo(self, root, used_pct):
         total = 16000000
