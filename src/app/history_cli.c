@@ -53,6 +53,40 @@ static void default_dir(char *dir, size_t len)
     bj_strlcpy(dir, c.spec.data_dir, len);
 }
 
+int bj_check_main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"data-dir", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    char dir[PATH_MAX];
+    default_dir(dir, sizeof dir);
+    int opt;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'd': bj_strlcpy(dir, optarg, sizeof dir); break;
+        case 'h':
+            printf("usage: brainjar check [--data-dir DIR]\n  runs SQLite's full integrity check on DIR/brainjar.db"
+                   " (exit 0: sound, 1: damaged or unreadable)\n");
+            return 0;
+        default: return bj_cli_option_error("check", opt, argv);
+        }
+    }
+    if (bj_cli_no_more_args("check", optind, argc, argv))
+        return 2;
+    struct bj_store *st = open_ro(dir);
+    if (!st)
+        return 1;
+    char msg[2048];
+    int rc = bj_store_check(st, true, msg, sizeof msg);
+    if (rc == 0)
+        printf("%s: ok\n", bj_store_path(st));
+    else
+        fprintf(stderr, "brainjar: %s: %s: %s\n", bj_store_path(st), rc > 0 ? "damaged" : "cannot check", msg);
+    bj_store_close(st);
+    return rc == 0 ? 0 : 1;
+}
+
 int bj_runs_main(int argc, char **argv)
 {
     static const struct option opts[] = {{"data-dir", required_argument, 0, 'd'}, {"json", no_argument, 0, 'j'},

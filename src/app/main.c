@@ -38,6 +38,7 @@ static void usage(FILE *to)
             "  export     write recorded thoughts and deaths (jsonl or csv)\n"
             "  passwd     set a web user's password (brainjar passwd USER [--role viewer|operator])\n"
             "  token      create a web API token (brainjar token create --role viewer|operator)\n"
+            "  check      check the store's database (full SQLite integrity check)\n"
             "  --version  print versions\n"
             "`brainjar COMMAND --help` explains each command.\n");
 }
@@ -287,6 +288,8 @@ int main(int argc, char **argv)
         rc = bj_runs_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "export") == 0) {
         rc = bj_export_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "check") == 0) {
+        rc = bj_check_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "passwd") == 0) { /* web */
         rc = bj_passwd_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "token") == 0) { /* web */

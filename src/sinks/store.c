@@ -67,6 +67,57 @@ int store_open_writer_db(struct bj_store *st, int *status, char *err, size_t err
     return 0;
 }
 
+/* A damaged database is moved aside (with its -wal and -shm) as brainjar.db.damaged-TIME and a
+ * fresh one is started; the counts come back from the journal. Kept, never deleted: `brainjar
+ * check` and sqlite3's .recover can still read what is in it. Returns 0 (sound, absent, or
+ * moved aside), -1 with err when it could not be moved. */
+static int set_aside_if_damaged(struct bj_store *st, char *err, size_t errlen)
+{
+    if (access(st->db_path, F_OK) != 0)
+        return 0;
+    sqlite3 *db = NULL;
+    char msg[512] = "";
+    int damaged = 0;
+    if (sqlite3_open_v2(st->db_path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
+        sqlite3_extended_result_codes(db, 1);
+        damaged = store_check_db(db, false, msg, sizeof msg);
+    }
+    sqlite3_close(db);
+    if (damaged != 1)
+        return 0; /* sound, or a problem the normal open reports (permissions, a lock) */
+    char stamp[32], aside[PATH_MAX + 96];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    static const char *const suffix[] = {"-wal", "-shm", ""}; /* the database itself last */
+    for (int i = 0; i < 3; i++) {
+        char from[PATH_MAX + 40];
+        snprintf(from, sizeof from, "%s%s", st->db_path, suffix[i]);
+        snprintf(aside, sizeof aside, "%s.damaged-%s%s", st->db_path, stamp, suffix[i]);
+        if (rename(from, aside) != 0 && errno != ENOENT) {
+            snprintf(err, errlen, "%s is damaged (%s) and could not be moved aside: %s; move it away by hand",
+                     st->db_path, msg, strerror(errno));
+            return -1;
+        }
+    }
+    bj_error("%s is damaged (quick_check: %s): moved aside as %s; a fresh store starts now, with the death "
+             "counts taken back from %s (see docs/OPERATIONS.md, \"A damaged database\")", st->db_path, msg, aside,
+             BJ_STORE_JOURNAL_NAME);
+    st->set_aside = true;
+    return 0;
+}
+
+int bj_store_check(struct bj_store *st, bool full, char *msg, size_t msglen)
+{
+    pthread_mutex_lock(&st->rlock);
+    int rc = st->rdb ? store_check_db(st->rdb, full, msg, msglen) : -1;
+    pthread_mutex_unlock(&st->rlock);
+    if (rc < 0 && !st->rdb)
+        snprintf(msg, msglen, "no database");
+    return rc;
+}
+
 struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, char *err, size_t errlen)
 {
     int dummy;
@@ -125,7 +176,7 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
     long torn = bj_logfile_repair(st->journal_path);
     if (torn < 0)
         bj_warn("%s: %s", st->journal_path, strerror((int)-torn));
-    if (store_open_writer_db(st, status, err, errlen))
+    if (set_aside_if_damaged(st, err, errlen) || store_open_writer_db(st, status, err, errlen))
         goto fail;
     char e[300];
     int imported = store_import_journal(st, e, sizeof e);

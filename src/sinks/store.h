@@ -181,6 +181,11 @@ int bj_store_each_thought(struct bj_store *st, const char *brain, int64_t run,
 /* The SQL that takes a database from schema `from` to from+1 (tests make old databases with it). */
 const char *bj_store_migration_sql(int from);
 
+/* Checks the database (full: PRAGMA integrity_check; else quick_check) through the read
+ * connection: 0 sound, 1 damaged, -1 the check could not run; msg says what was found. Any
+ * thread. (bj_store_open runs the quick check itself and moves a damaged database aside.) */
+int bj_store_check(struct bj_store *st, bool full, char *msg, size_t msglen);
+
 /* The database file's path. */
 const char *bj_store_path(const struct bj_store *st);
 

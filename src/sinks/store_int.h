@@ -83,6 +83,7 @@ struct bj_store {
     int64_t backoff_us, retry_at_us, last_report_us, last_dir_check_us;
     bool need_journal_import;
     bool run_ended_clean;
+    bool set_aside;           /* a damaged database was moved aside at open */
     bool run_marked;          /* bj_store_stop recorded the run's end */
     char refused[200];        /* bj_store_refuse_run's reason; empty: the run ran */
 
@@ -100,6 +101,9 @@ int store_migrate(sqlite3 *db, const char *path, int *status, char *err, size_t 
 sqlite3 *store_open_db(const char *path, bool read_only, int busy_ms, char *err, size_t errlen);
 int store_prepare_all(struct bj_store *st, char *err, size_t errlen);
 void store_finalize_all(struct bj_store *st);
+/* PRAGMA quick_check (full: integrity_check) on db: 0 ok, 1 damaged (msg says how), -1 the check
+ * itself could not run (msg says why). */
+int store_check_db(sqlite3 *db, bool full, char *msg, size_t msglen);
 
 /* store.c */
 void store_report(struct bj_store *st, const char *text);

@@ -224,3 +224,35 @@ void store_finalize_all(struct bj_store *st)
     }
 }
 
+
+int store_check_db(sqlite3 *db, bool full, char *msg, size_t msglen)
+{
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(db, full ? "PRAGMA integrity_check(20)" : "PRAGMA quick_check(20)", -1, &s, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(msg, msglen, "%s", sqlite3_errmsg(db));
+        rc = sqlite3_extended_errcode(db) & 0xff;
+        return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB ? 1 : -1;
+    }
+    size_t used = 0;
+    msg[0] = '\0';
+    bool ok = false;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *line = (const char *)sqlite3_column_text(s, 0);
+        if (line && strcmp(line, "ok") == 0) {
+            ok = true;
+            break;
+        }
+        if (used < msglen)
+            used += (size_t)snprintf(msg + used, msglen - used, "%s%s", used ? "; " : "", line ? line : "?");
+    }
+    int primary = rc & 0xff;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE && !msg[0])
+        snprintf(msg, msglen, "%s", sqlite3_errmsg(db));
+    sqlite3_finalize(s);
+    if (ok)
+        return 0;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE && primary != SQLITE_CORRUPT && primary != SQLITE_NOTADB)
+        return -1;
+    return 1;
+}

@@ -277,6 +277,39 @@ class EarlyStop(StoreCase):
         self.assertEqual(os.listdir(cwd), [])
 
 
+class Damaged(StoreCase):
+    def test_damaged_database_is_set_aside(self):
+        rc, ev, err = self.run_hive(*SMALL, "--steps", "400", "--no-watchdog", dump=False)
+        self.assertEqual(rc, 0, err[-2000:])
+        last = {b: max([e["crash_count"] for e in of(ev, "death", b)] or [0]) for b in BRAINS}
+        self.assertTrue(any(last.values()))
+        path = os.path.join(self.data, "brainjar.db")
+        size = os.path.getsize(path)
+        self.assertGreater(size, 3 * 8192, "the database is too small to damage its middle")
+        with open(path, "r+b") as f:
+            f.seek(size // 2 - 4096)
+            f.write(os.urandom(8192))
+        check = subprocess.run([BRAINJAR, "check", "--data-dir", self.data], capture_output=True, text=True, timeout=60)
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("damaged", check.stderr)
+        rc, ev, err = self.run_hive(*SMALL, "--steps", "150", "--no-watchdog", dump=False)
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertIn("is damaged", err)
+        self.assertIn("moved aside", err)
+        aside = [n for n in os.listdir(self.data) if n.startswith("brainjar.db.damaged-")]
+        self.assertTrue(aside, os.listdir(self.data))
+        # counts go on from the journal: never backwards
+        for b in BRAINS:
+            later = [e["crash_count"] for e in of(ev, "death", b)]
+            if later:
+                self.assertEqual(later[0], last[b] + 1, b)
+        check = subprocess.run([BRAINJAR, "check", "--data-dir", self.data], capture_output=True, text=True, timeout=60)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertEqual(db(self.data).execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        ex = subprocess.run([BRAINJAR, "export", "--data-dir", self.data], capture_output=True, text=True, timeout=60)
+        self.assertEqual(ex.returncode, 0, ex.stderr)
+
+
 class Watchdog(StoreCase):
     def meminfo(self, root, used_pct):
         total = 16000000
