@@ -375,6 +375,40 @@ class Store(LinkCase):
             self.assertTrue({r[0] for r in c.execute("SELECT brain FROM remote_brains")} & {"SUBJECT", "OBSERVER", "GOD"})
 
 
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+class Idle(LinkCase):
+    def test_250_idle_peers_cost_kilobytes(self):
+        import socket
+        n = self.node("BJ", "--mode", "peer", "--port", "0")
+        port = n.port()
+        n.wait_for(lambda e: local(e, "thought"), what="a local thought")
+        time.sleep(1)
+        before = rss_kb(n.p.pid)
+        socks = []
+        for i in range(250):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a peer that never reads
+            s.connect(("127.0.0.1", port))
+            s.send(oldnode.message("NEURAL_HANDSHAKE", f"IDLE_{i}", "hello"))
+            socks.append(s)
+            time.sleep(0.01)
+        time.sleep(15)  # thoughts pile up for the peers that never read
+        during = rss_kb(n.p.pid)
+        for s in socks:
+            s.close()
+        time.sleep(2)
+        after = rss_kb(n.p.pid)
+        self.assertIsNone(n.p.poll(), "the node died")
+        self.assertEqual(n.stop(), 0)
+        print(f"\n250 idle peers: RSS {before // 1024} MB before, {during // 1024} MB with them, "
+              f"{after // 1024} MB after they closed")
+        self.assertLess(during - before, 40 * 1024, "idle peers cost more than 160 KB each")
+
+
 class HiveFile(LinkCase):
     def test_watch_a_named_remote_brain(self):
         pi = self.node("PI", "--mode", "observed", "--port", "0")
