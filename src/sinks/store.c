@@ -103,7 +103,7 @@ static int set_aside_if_damaged(struct bj_store *st, char *err, size_t errlen)
     }
     bj_error("%s is damaged (quick_check: %s): moved aside as %s; a fresh store starts now, with the death "
              "counts taken back from %s (see docs/OPERATIONS.md, \"A damaged database\")", st->db_path, msg, aside,
-             BJ_STORE_JOURNAL_NAME);
+             BJ_JOURNAL_NAME);
     st->set_aside = true;
     return 0;
 }
@@ -139,7 +139,7 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
     pthread_mutex_init(&st->slock, NULL);
     bj_strlcpy(st->dir, p->data_dir && *p->data_dir ? p->data_dir : ".", sizeof st->dir);
     snprintf(st->db_path, sizeof st->db_path, "%s/%s", st->dir, BJ_STORE_DB_NAME);
-    snprintf(st->journal_path, sizeof st->journal_path, "%s/%s", st->dir, BJ_STORE_JOURNAL_NAME);
+    snprintf(st->journal_path, sizeof st->journal_path, "%s/%s", st->dir, BJ_JOURNAL_NAME);
     snprintf(st->lock_path, sizeof st->lock_path, "%s/%s", st->dir, BJ_STORE_LOCK_NAME);
 
     if (!p->read_only && (!p->data_dir || !*p->data_dir)) {
@@ -173,18 +173,25 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
     if (store_take_lock(st, status, err, errlen))
         goto fail;
     bj_dir_identity(st->dir, &st->dir_dev, &st->dir_ino);
-    long torn = bj_logfile_repair(st->journal_path);
-    if (torn < 0)
-        bj_warn("%s: %s", st->journal_path, strerror((int)-torn));
+    char e[300];
+    struct bj_journal *jl = bj_journal_open(st->dir, e, sizeof e); /* cuts a torn last line */
+    if (!jl)
+        bj_warn("%s", e);
+    bj_journal_close(jl);
     if (set_aside_if_damaged(st, err, errlen) || store_open_writer_db(st, status, err, errlen))
         goto fail;
-    char e[300];
     int imported = store_import_journal(st, e, sizeof e);
     if (imported < 0)
         bj_warn("%s: deaths not imported from the journal: %s", st->db_path, e);
     else if (imported > 0)
         bj_info("%s: %d death%s taken from %s that the store had not written yet", st->db_path, imported,
-                imported == 1 ? "" : "s", BJ_STORE_JOURNAL_NAME);
+                imported == 1 ? "" : "s", BJ_JOURNAL_NAME);
+    int back = imported < 0 ? 0 : store_backfill_journal(st, e, sizeof e);
+    if (back < 0)
+        bj_warn("%s: the journal was not written back from the store: %s", st->journal_path, e);
+    else if (back > 0)
+        bj_info("%s: %d death%s the journal lacked written back from the store", st->journal_path, back,
+                back == 1 ? "" : "s");
     if (store_recover_unclean(st, err, errlen))
         goto fail;
     bj_store_rotate_journal(st); /* after the import: it reads the newest rotated file too */
@@ -200,19 +207,12 @@ fail:
 
 int bj_store_rotate_journal(struct bj_store *st)
 {
-    struct stat sb;
-    if (!st->p.journal_max_bytes || stat(st->journal_path, &sb) != 0 || (uint64_t)sb.st_size <= st->p.journal_max_bytes)
-        return 0;
-    struct bj_logfile lf;
-    int rc = bj_logfile_open(&lf, st->journal_path, 0, st->p.journal_keep > 0 ? st->p.journal_keep : 5);
-    if (rc == 0)
-        rc = bj_logfile_rotate(&lf);
-    bj_logfile_close(&lf);
-    if (rc) {
+    int rc = bj_journal_rotate(st->dir, st->p.journal_max_bytes, st->p.journal_keep > 0 ? st->p.journal_keep : 5);
+    if (rc < 0) {
         bj_warn("%s: rotation failed: %s", st->journal_path, strerror(-rc));
         return -1;
     }
-    return 1;
+    return rc;
 }
 
 uint32_t bj_store_brain_deaths(struct bj_store *st, const char *id)

@@ -39,7 +39,6 @@
 #define BJ_STORE_SCHEMA_VERSION 3
 #define BJ_STORE_DB_NAME "brainjar.db"
 #define BJ_STORE_LOCK_NAME "brainjar.lock"
-#define BJ_STORE_JOURNAL_NAME "crash_reports.log"
 
 struct bj_store;
 

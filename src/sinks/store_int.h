@@ -4,6 +4,7 @@
 #ifndef BJ_STORE_INT_H
 #define BJ_STORE_INT_H
 
+#include "journal.h"
 #include "store.h"
 
 #include <errno.h>
@@ -83,6 +84,7 @@ struct bj_store {
     int64_t backoff_us, retry_at_us, last_report_us, last_dir_check_us;
     bool need_journal_import;
     bool run_ended_clean;
+    bool journal_reported;    /* unparsable journal lines were reported (once per open) */
     bool set_aside;           /* a damaged database was moved aside at open */
     bool run_marked;          /* bj_store_stop recorded the run's end */
     char refused[200];        /* bj_store_refuse_run's reason; empty: the run ran */
@@ -115,5 +117,6 @@ int store_insert_run(struct bj_store *st, const struct bj_store_run_info *in, in
 /* store_recover.c: writer connection, outside a transaction. */
 int store_import_journal(struct bj_store *st, char *err, size_t errlen);
 int store_recover_unclean(struct bj_store *st, char *err, size_t errlen);
+int store_backfill_journal(struct bj_store *st, char *err, size_t errlen);
 
 #endif

@@ -4,106 +4,145 @@
 
 /* ---- the journal (crash_reports.log) ------------------------------------------------------ */
 
-/* "2026-11-25T13:40:56.123456Z - CRASH #9: GOD JAR_FULL (...)" -> fields. 0 or -1. */
-static int parse_journal_line(const char *line, int64_t *t_us, uint32_t *count, char *brain, size_t blen,
-                              char *cause, size_t clen)
+struct import_ctx {
+    struct bj_store *st;
+    sqlite3_stmt *ins, *brain, *upd, *seen;
+    int imported;
+    int rc;
+};
+
+/* One journal death: its brain row, its death row unless the store has it (then the brain's
+ * count), and a mark in journal_seen (for the back-fill). Non-zero stops the scan. */
+static int import_one(void *ud, const struct bj_journal_entry *e)
 {
-    struct tm tm = {0};
-    const char *p = strptime(line, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p)
-        return -1;
-    long frac = 0;
-    if (*p == '.') {
-        int digits = 0;
-        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-            if (digits < 6)
-                frac = frac * 10 + (*p - '0');
-        for (; digits < 6; digits++)
-            frac *= 10;
+    struct import_ctx *c = ud;
+    sqlite3_bind_text(c->brain, 1, e->brain, -1, SQLITE_TRANSIENT);
+    int rc = store_step_done(c->brain);
+    sqlite3_bind_int64(c->ins, 1, e->time_us);
+    sqlite3_bind_text(c->ins, 2, e->brain, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(c->ins, 3, e->count);
+    sqlite3_bind_text(c->ins, 4, e->cause, -1, SQLITE_TRANSIENT);
+    if (rc == SQLITE_OK)
+        rc = store_step_done(c->ins);
+    if (rc == SQLITE_OK && sqlite3_changes(c->st->db) > 0) {
+        c->imported++;
+        sqlite3_bind_text(c->upd, 1, e->brain, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(c->upd, 2, e->count);
+        rc = store_step_done(c->upd);
     }
-    if (*p == 'Z')
-        p++;
-    unsigned long n;
-    int used = 0;
-    char b[64], c[64];
-    if (sscanf(p, " - CRASH #%lu: %63s %63s%n", &n, b, c, &used) < 3 || n == 0 || n > UINT32_MAX)
-        return -1;
-    *t_us = (int64_t)timegm(&tm) * 1000000 + frac;
-    *count = (uint32_t)n;
-    bj_strlcpy(brain, b, blen);
-    bj_strlcpy(cause, c, clen);
-    return 0;
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(c->seen, 1, e->brain, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(c->seen, 2, e->count);
+        sqlite3_bind_int64(c->seen, 3, e->time_us);
+        rc = store_step_done(c->seen);
+    }
+    c->rc = rc;
+    return rc != SQLITE_OK;
+}
+
+/* Lines the journal holds that are not deaths (damaged, or not ours): counted and said once. */
+static void report_unparsable(const char *path, const struct bj_journal_scan *sc)
+{
+    if (!sc->unparsable)
+        return;
+    bj_warn("%s: %llu line%s could not be read as deaths and %s skipped (first: line %llu, '%s')", path,
+            (unsigned long long)sc->unparsable, sc->unparsable == 1 ? "" : "s", sc->unparsable == 1 ? "was" : "were",
+            (unsigned long long)sc->first_bad, sc->first_bad_text);
 }
 
 /* Imports every death of the journal (current file and the newest rotated one) that the store
- * lacks. Writer connection, outside a transaction. Returns deaths imported or -1. */
+ * lacks, and notes in the temporary table journal_seen which deaths the journal holds. Writer
+ * connection, outside a transaction. Returns deaths imported or -1. */
 int store_import_journal(struct bj_store *st, char *err, size_t errlen)
 {
-    int imported = 0;
-    sqlite3_stmt *ins = NULL, *brain = NULL, *upd = NULL;
+    struct import_ctx c = {.st = st};
+    char e[200];
+    int out = -1;
+    if (store_exec(st->db, "CREATE TEMP TABLE IF NOT EXISTS journal_seen(brain TEXT, count INTEGER, time_us INTEGER,"
+                           " PRIMARY KEY(brain, count)) WITHOUT ROWID; DELETE FROM journal_seen", e, sizeof e)) {
+        snprintf(err, errlen, "%s", e);
+        return -1;
+    }
     if (sqlite3_prepare_v2(st->db,
                            "INSERT OR IGNORE INTO deaths(run,brain,count,cause,time_us,source) VALUES("
                            "(SELECT id FROM runs WHERE started_us<=?1 ORDER BY started_us DESC, id DESC LIMIT 1),"
-                           "?2,?3,?4,?1,'journal')", -1, &ins, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO brains(id) VALUES(?)", -1, &brain, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(st->db, "UPDATE brains SET deaths=MAX(deaths,?2) WHERE id=?1", -1, &upd, NULL) != SQLITE_OK) {
+                           "?2,?3,?4,?1,'journal')", -1, &c.ins, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO brains(id) VALUES(?)", -1, &c.brain, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, "UPDATE brains SET deaths=MAX(deaths,?2) WHERE id=?1", -1, &c.upd, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO journal_seen(brain,count,time_us) VALUES(?,?,?)", -1, &c.seen,
+                           NULL) != SQLITE_OK) {
         snprintf(err, errlen, "%s", sqlite3_errmsg(st->db));
-        imported = -1;
-        goto out;
+        goto done;
     }
-    char e[200];
     if (store_exec(st->db, "BEGIN IMMEDIATE", e, sizeof e)) {
         snprintf(err, errlen, "%s", e);
-        imported = -1;
-        goto out;
+        goto done;
     }
     for (int f = 1; f >= 0; f--) {
         char path[PATH_MAX + 48];
         snprintf(path, sizeof path, f ? "%s.1" : "%s", st->journal_path);
-        FILE *in = fopen(path, "re");
-        if (!in)
-            continue;
-        char line[1024];
-        while (fgets(line, sizeof line, in)) {
-            int64_t t;
-            uint32_t n;
-            char b[32], c[24];
-            if (parse_journal_line(line, &t, &n, b, sizeof b, c, sizeof c))
-                continue;
-            sqlite3_bind_text(brain, 1, b, -1, SQLITE_TRANSIENT);
-            int rc = store_step_done(brain);
-            sqlite3_bind_int64(ins, 1, t);
-            sqlite3_bind_text(ins, 2, b, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_int64(ins, 3, n);
-            sqlite3_bind_text(ins, 4, c, -1, SQLITE_TRANSIENT);
-            if (rc == SQLITE_OK)
-                rc = store_step_done(ins);
-            if (rc == SQLITE_OK && sqlite3_changes(st->db) > 0) {
-                imported++;
-                sqlite3_bind_text(upd, 1, b, -1, SQLITE_TRANSIENT);
-                sqlite3_bind_int64(upd, 2, n);
-                rc = store_step_done(upd);
-            }
-            if (rc != SQLITE_OK) {
-                snprintf(err, errlen, "%s", sqlite3_errmsg(st->db));
-                fclose(in);
-                store_exec(st->db, "ROLLBACK", e, sizeof e);
-                imported = -1;
-                goto out;
-            }
+        struct bj_journal_scan sc;
+        int rc = bj_journal_scan(path, import_one, &c, &sc);
+        if (c.rc != SQLITE_OK || rc) {
+            snprintf(err, errlen, "%s", c.rc != SQLITE_OK ? sqlite3_errmsg(st->db) : strerror(-rc));
+            store_exec(st->db, "ROLLBACK", e, sizeof e);
+            goto done;
         }
-        fclose(in);
+        if (!st->journal_reported)
+            report_unparsable(path, &sc);
     }
+    st->journal_reported = true;
     if (store_exec(st->db, "COMMIT", e, sizeof e)) {
         snprintf(err, errlen, "%s", e);
         store_exec(st->db, "ROLLBACK", e, sizeof e);
-        imported = -1;
+        goto done;
     }
-out:
-    sqlite3_finalize(ins);
-    sqlite3_finalize(brain);
-    sqlite3_finalize(upd);
-    return imported;
+    out = c.imported;
+done:
+    sqlite3_finalize(c.ins);
+    sqlite3_finalize(c.brain);
+    sqlite3_finalize(c.upd);
+    sqlite3_finalize(c.seen);
+    return out;
+}
+
+/* The other way: deaths in the store that the journal lacks (their lines failed: a full disk)
+ * are appended to it, oldest first, once the import above has marked what it holds. Only deaths
+ * as new as the oldest line read (older ones may sit in older rotated files); all of them when
+ * the journal is empty. Returns lines written, or -1. */
+int store_backfill_journal(struct bj_store *st, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db,
+            "SELECT brain, count, cause, time_us FROM deaths d"
+            " WHERE d.time_us >= COALESCE((SELECT MIN(time_us) FROM journal_seen), 0)"
+            " AND NOT EXISTS (SELECT 1 FROM journal_seen j WHERE j.brain=d.brain AND j.count=d.count)"
+            " ORDER BY d.time_us, d.id", -1, &s, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s", sqlite3_errmsg(st->db));
+        return -1;
+    }
+    struct bj_journal *j = NULL;
+    int n = 0;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        if (!j && !(j = bj_journal_open(st->dir, err, errlen))) {
+            n = -1;
+            break;
+        }
+        struct bj_journal_entry e = {.count = (uint32_t)sqlite3_column_int64(s, 1),
+                                     .time_us = sqlite3_column_int64(s, 3)};
+        const char *b = (const char *)sqlite3_column_text(s, 0), *c = (const char *)sqlite3_column_text(s, 2);
+        bj_strlcpy(e.brain, b ? b : "?", sizeof e.brain);
+        bj_strlcpy(e.cause, c ? c : "UNKNOWN", sizeof e.cause);
+        if (bj_journal_append(j, &e, "written back from the store") != 0) {
+            snprintf(err, errlen, "%s: cannot append", BJ_JOURNAL_NAME);
+            n = -1;
+            break;
+        }
+        n++;
+    }
+    sqlite3_finalize(s);
+    bj_journal_close(j);
+    return n;
 }
 
 /* ---- recovery of runs that never ended ------------------------------------------------------ */
@@ -206,21 +245,14 @@ int store_recover_unclean(struct bj_store *st, char *err, size_t errlen)
     rc = 0;
     /* Committed: now the journal lines (a line without its row is re-imported; a row without its
      * line is only a missing line, never a second death). */
-    struct bj_logfile lf;
-    if (n_done && bj_logfile_open(&lf, st->journal_path, 0, 1) == 0) {
-        for (size_t i = 0; i < n_done; i++) {
-            char line[256];
-            time_t secs = (time_t)(done[i].t / 1000000);
-            struct tm tm;
-            gmtime_r(&secs, &tm);
-            snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ - CRASH #%u: %s UNCLEAN_EXIT "
-                     "(the process died; found at the next start)", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(done[i].t % 1000000), done[i].count, done[i].brain);
-            if (bj_logfile_append(&lf, line, i + 1 == n_done) != 0)
-                bj_warn("%s: could not append an UNCLEAN_EXIT line", st->journal_path);
-        }
-        bj_logfile_close(&lf);
+    struct bj_journal *jl = n_done ? bj_journal_open(st->dir, e, sizeof e) : NULL;
+    for (size_t i = 0; jl && i < n_done; i++) {
+        struct bj_journal_entry je = {.time_us = done[i].t, .count = done[i].count, .cause = "UNCLEAN_EXIT"};
+        bj_strlcpy(je.brain, done[i].brain, sizeof je.brain);
+        if (bj_journal_append(jl, &je, "the process died; found at the next start") != 0)
+            bj_warn("%s: could not append an UNCLEAN_EXIT line", st->journal_path);
     }
+    bj_journal_close(jl); /* commits */
     st->unclean += (int)n_done;
 out:
     if (rc)

@@ -50,7 +50,7 @@ static void backlog_push(struct bj_store *st, struct bj_event *ev)
             st->need_journal_import = true;
         if (n == 1 || n % 1000 == 0)
             bj_error("store: backlog full (%zu events): %" PRIu64 " event%s dropped so far (deaths are taken back "
-                     "from %s once writing works)", st->len, n, n == 1 ? "" : "s", BJ_STORE_JOURNAL_NAME);
+                     "from %s once writing works)", st->len, n, n == 1 ? "" : "s", BJ_JOURNAL_NAME);
         bj_event_clear(ev);
         return;
     }
@@ -469,7 +469,7 @@ static int flush(struct bj_store *st)
         if (k >= 0) {
             st->need_journal_import = false;
             bj_info("store: %d death%s that overflowed the backlog taken back from %s", k, k == 1 ? "" : "s",
-                    BJ_STORE_JOURNAL_NAME);
+                    BJ_JOURNAL_NAME);
         }
     }
     return 0;
@@ -597,7 +597,7 @@ static size_t stop_writer(struct bj_store *st, int timeout_ms)
     st->len = 0;
     if (lost)
         bj_error("store: %zu events could not be written before stopping (deaths are in %s)", lost,
-                 BJ_STORE_JOURNAL_NAME);
+                 BJ_JOURNAL_NAME);
     return lost;
 }
 

@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 
 #include "bus.h"
+#include "journal.h"
 #include "logfile.h"
 #include "store.h"
 #include "util.h"
@@ -329,7 +330,7 @@ static void test_unclean_exit(void **state)
     /* The journal has one line per UNCLEAN_EXIT, and the store re-imports nothing twice. */
     char path[600], *text;
     size_t len;
-    snprintf(path, sizeof path, "%s/" BJ_STORE_JOURNAL_NAME, g_dir);
+    snprintf(path, sizeof path, "%s/" BJ_JOURNAL_NAME, g_dir);
     assert_int_equal(bj_read_file(path, &text, &len), 0);
     int lines = 0;
     for (char *p = text; (p = strstr(p, "UNCLEAN_EXIT")); p++)
@@ -346,7 +347,7 @@ static void test_journal_import_and_torn_line(void **state)
     (void)state;
     make_dir("journal");
     char path[600];
-    snprintf(path, sizeof path, "%s/" BJ_STORE_JOURNAL_NAME, g_dir);
+    snprintf(path, sizeof path, "%s/" BJ_JOURNAL_NAME, g_dir);
     FILE *f = fopen(path, "w");
     fputs("2026-11-25T13:40:55.5Z - CRASH #1: GOD JAR_FULL (jar full)\n"
           "2026-11-25T13:40:56Z - CRASH #2: GOD DECODE_ERROR (x)\n"
@@ -365,13 +366,58 @@ static void test_journal_import_and_torn_line(void **state)
     assert_int_equal(q("SELECT time_us FROM deaths WHERE count=1") % 1000000, 500000);
 }
 
+/* Deaths the store has and the journal lacks (their lines failed on a full disk) are written back
+ * into the journal at the next open; the journal's deaths the store lacks go the other way. */
+static void test_journal_backfill(void **state)
+{
+    (void)state;
+    make_dir("backfill");
+    struct bj_store *st = open_store(NULL);
+    begin(st, 0);
+    struct bj_bus *bus = bj_bus_new();
+    char err[256];
+    assert_int_equal(bj_store_start(st, bus, err, sizeof err), 0);
+    pub(bus, BJ_EV_DEATH, "SUBJECT", 1, 0, NULL, "JAR_FULL");
+    pub(bus, BJ_EV_DEATH, "SUBJECT", 2, 0, NULL, "JAR_FULL");
+    pub(bus, BJ_EV_DEATH, "OBSERVER", 1, 0, NULL, "OPERATOR");
+    wait_rows(st, 3, 3000);
+    assert_int_equal(bj_store_stop(st, true, 2000), 0);
+    bj_store_close(st);
+    char path[600];
+    snprintf(path, sizeof path, "%s/" BJ_JOURNAL_NAME, g_dir);
+    FILE *f = fopen(path, "w"); /* the journal has only SUBJECT's first death, and one the store lacks */
+    fputs("2020-01-01T00:00:00Z - CRASH #1: SUBJECT JAR_FULL (x)\n"
+          "2099-01-01T00:00:00Z - CRASH #3: SUBJECT JAR_FULL (y)\n", f);
+    fclose(f);
+    st = open_store(NULL);
+    assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 3);
+    bj_store_close(st);
+    char *text;
+    size_t len;
+    assert_int_equal(bj_read_file(path, &text, &len), 0);
+    assert_non_null(strstr(text, "CRASH #2: SUBJECT JAR_FULL (written back from the store)"));
+    assert_non_null(strstr(text, "CRASH #1: OBSERVER OPERATOR (written back from the store)"));
+    assert_null(strstr(text, "CRASH #1: SUBJECT JAR_FULL (written back"));
+    free(text);
+    /* once written back, never again */
+    st = open_store(NULL);
+    bj_store_close(st);
+    assert_int_equal(bj_read_file(path, &text, &len), 0);
+    int lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
+    assert_int_equal(lines, 4);
+    free(text);
+    bj_bus_free(bus);
+}
+
 /* A journal past its size limit is rotated at open; its deaths still count. */
 static void test_journal_rotation(void **state)
 {
     (void)state;
     make_dir("jrot");
     char path[600];
-    snprintf(path, sizeof path, "%s/" BJ_STORE_JOURNAL_NAME, g_dir);
+    snprintf(path, sizeof path, "%s/" BJ_JOURNAL_NAME, g_dir);
     FILE *f = fopen(path, "w");
     for (int i = 1; i <= 100; i++)
         fprintf(f, "2026-11-25T13:40:%02dZ - CRASH #%d: GOD JAR_FULL (padding padding padding)\n", i % 60, i);
@@ -582,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_unclean_exit),
         cmocka_unit_test(test_journal_import_and_torn_line),
         cmocka_unit_test(test_journal_rotation),
+        cmocka_unit_test(test_journal_backfill),
         cmocka_unit_test(test_lock),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_locked_db),
