@@ -225,6 +225,68 @@ class DiskFull(StoreCase):
         self.assertEqual(c.execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
 
+class DiskFullKill(StoreCase):
+    def test_disk_full_then_kill9(self):
+        """A tmpfs fills while brains keep dying, the process is killed (-9), space returns, it starts
+        again: every death published before the kill is in the store, and no number is used twice."""
+        mnt = os.path.join(self.tmp, "tmpfs")
+        os.makedirs(mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest("cannot mount a tmpfs here: " + r.stderr.strip())
+        self.addCleanup(lambda: subprocess.run(["umount", "-l", mnt], capture_output=True))
+        data = os.path.join(mnt, "data")
+        d = self.daemon(data, *SMALL, "--no-watchdog", "--log-level", "info")
+        self.assertTrue(d.pump(lambda ev: len(of(ev, "death")) >= 2, timeout=90), "".join(d.err[-5:]))
+        fill = os.path.join(mnt, "fill")
+        fd = os.open(fill, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 65536)
+        except OSError:
+            pass
+        try:
+            while True:
+                os.write(fd, b"\0" * 512)
+        except OSError:
+            pass
+        os.close(fd)
+        t_full = time.time()
+        failed = d.pump(lambda ev: any(e["type"] == "error" and "failed" in (e.get("text") or "") for e in ev), 60)
+        self.assertTrue(failed, "the store never failed: " + "".join(d.err[-5:]))
+        self.assertTrue(d.pump(lambda ev: sum(1 for e in of(ev, "death") if e["_seen"] > t_full) >= 150, 120),
+                        "too few deaths while the disk was full")
+        d.p.send_signal(signal.SIGKILL)
+        self.assertEqual(d.p.wait(timeout=30), -signal.SIGKILL)
+        d.drain()
+        published = [(e["brain"], e["crash_count"], e["cause"]) for e in of(d.events, "death")]
+        after_full = sum(1 for e in of(d.events, "death") if e["_seen"] > t_full)
+        os.unlink(fill)  # space returns
+        d2 = self.daemon(data, *SMALL, "--no-watchdog", "--steps", "60")
+        self.assertEqual(d2.p.wait(timeout=120), 0, "".join(d2.err[-10:]))
+        d2.drain()
+        c = db(data)
+        rows = {(b, n): cause for b, n, cause in c.execute("SELECT brain, count, cause FROM deaths")}
+        missing = [p for p in published if (p[0], p[1]) not in rows]
+        self.assertEqual(missing, [], f"{len(missing)} of {len(published)} published deaths are not in the store")
+        self.assertEqual([p for p in published if rows[(p[0], p[1])] != p[2]], [])
+        for b in BRAINS:
+            mine = [n for bb, n, _ in published if bb == b]
+            later = [e["crash_count"] for e in of(d2.events, "death", b)]
+            if mine and later:
+                self.assertGreater(later[0], max(mine), f"{b}: a number was used again")
+            ns = sorted(n for (bb, n) in rows if bb == b)
+            self.assertEqual(ns, list(range(1, len(ns) + 1)), f"{b}: {ns}")
+        with open(os.path.join(data, "crash_reports.log")) as f:
+            keys = [tuple(line.split(" - CRASH #")[1].split(":")[0:1]) + (line.split(": ")[1].split()[0],)
+                    for line in f if " - CRASH #" in line]
+        self.assertEqual(len(keys), len(set(keys)), "a number is twice in crash_reports.log")
+        self.assertEqual(len(keys), len(rows), "crash_reports.log and the store differ")
+        self.assertEqual(c.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        print(f"\ndisk full then kill -9: {len(published)} deaths published ({after_full} after the disk filled), "
+              f"{len(published) - len(missing)} stored, lost 0", file=sys.stderr)
+
+
 class EarlyStop(StoreCase):
     """A stop asked for during start ends the process cleanly; a start that never ran the hive is
     never an unclean run; an empty --data-dir is refused before anything is written."""
