@@ -6,6 +6,9 @@
  * brains (death count so far, alive), run_brains, thoughts (full text, tokens, start/end, life),
  * deaths (cause, count, time, jar use; unique per brain and count), resurrections, operator
  * actions, observations, notices (errors, watchdog stages, budget reports) and link events.
+ * Brains of other nodes (events with `node` set: THOUGHT, DEATH, RESURRECTION from peer links)
+ * have tables of their own keyed by (node, brain): remote_brains, remote_thoughts, remote_deaths,
+ * remote_resurrections; a remote event never changes a local brain's row, count or life.
  *
  * Durability: a writer thread takes events from its bus subscription and commits them in small
  * transactions: as soon as the bus goes quiet (at most one commit per 10 ms), and at the latest
@@ -14,13 +17,17 @@
  * crash_reports.log, are fdatasync'ed and re-imported from there at the next open). When a commit
  * fails (full disk, read-only directory, locked database) the batch is kept, the failure is
  * reported (log, an ERROR event, the stats below) and retried with backoff (100 ms doubling to
- * 5 s); the writer never exits and never blocks the hive. Events wait in a backlog bounded by
+ * 5 s); the writer never exits and never blocks the hive. Each event is written in a savepoint
+ * of its own: one refused for its data (a constraint, a type, a size) is rolled back alone and
+ * kept in the quarantine table with the reason, and the batch goes on. Events wait in a backlog bounded by
  * `backlog_max`; what overflows is counted and reported, and deaths lost that way are taken back
  * from the journal as soon as writing works again.
  *
  * Start-up (bj_store_open, on the main thread before the hive exists): one daemon per data
  * directory (brainjar.lock, holding the owner's pid, under an flock); the journal's torn last line
- * is cut; deaths in the journal that the store lacks are imported; a previous run that never
+ * is cut; PRAGMA quick_check, and a damaged database is moved aside (brainjar.db.damaged-TIME)
+ * and a fresh one started; deaths in the journal that the store lacks are imported, and deaths the
+ * journal lacks (their lines failed) are written back into it; a previous run that never
  * ended cleanly gets, once, one UNCLEAN_EXIT death for each of its brains that was alive (in the
  * store and as a journal line). bj_store_brain_deaths() then gives the counts to continue from.
  *
