@@ -192,8 +192,11 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
     else if (back > 0)
         bj_info("%s: %d death%s the journal lacked written back from the store", st->journal_path, back,
                 back == 1 ? "" : "s");
-    if (store_recover_unclean(st, err, errlen))
+    if (store_recover_unclean(st, e, sizeof e)) {
+        snprintf(err, errlen, "%s: recording the unclean end of an earlier run failed: %s%s", st->db_path, e,
+                 strstr(e, "locked") ? " (another program holds the database open; stop it and start again)" : "");
         goto fail;
+    }
     bj_store_rotate_journal(st); /* after the import: it reads the newest rotated file too */
     st->rdb = store_open_db(st->db_path, false, 2000, err, errlen);
     if (!st->rdb)

@@ -329,6 +329,25 @@ class EarlyStop(StoreCase):
         self.assertEqual(d.p.wait(timeout=120), 0, "".join(d.err[-5:]))
         self.assertEqual(self.unclean_runs(self.data), (0, 0))
 
+    def test_locked_database_is_named(self):
+        d = self.daemon(self.data, *SMALL, "--no-watchdog", "--steps", "1")
+        self.assertEqual(d.p.wait(timeout=120), 0)
+        c = sqlite3.connect(os.path.join(self.data, "brainjar.db"), isolation_level=None)
+        c.execute("BEGIN EXCLUSIVE")
+        try:
+            rc, ev, err = self.run_hive(*SMALL, "--steps", "1", dump=False)
+        finally:
+            c.execute("ROLLBACK")
+            c.close()
+        self.assertEqual(rc, 1)
+        self.assertIn(os.path.join(self.data, "brainjar.db") + ": recording", err)
+        self.assertIn("another program holds the database", err)
+
+    def test_validate_bad_prompts_is_bad_input(self):
+        p = subprocess.run([BRAINJAR, "validate", "--prompts", os.path.join(self.tmp, "nowhere")],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)  # as run refuses it
+
     def test_empty_data_dir_is_refused(self):
         cwd = os.path.join(self.tmp, "cwd")
         os.makedirs(cwd)
