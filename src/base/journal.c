@@ -138,7 +138,112 @@ struct bj_journal {
     bool dirty;
     uint64_t failures;
     uint64_t reserved_to; /* the file's blocks are allocated up to here (0: none) */
+    /* crash_reports.counts: the count of each brain whose death line failed */
+    int cfd;
+    bool counts_dirty;
+    char names[BJ_JOURNAL_COUNT_SLOTS][32];
+    uint32_t counts[BJ_JOURNAL_COUNT_SLOTS];
 };
+
+/* ---- crash_reports.counts ------------------------------------------------------------------- */
+
+enum { COUNT_REC = 64 };
+
+static int parse_record(const char *rec, char *brain, uint32_t *count)
+{
+    char b[64];
+    unsigned long n;
+    if (sscanf(rec, "%63s %lu", b, &n) != 2 || strlen(b) >= 32 || n == 0 || n > UINT32_MAX)
+        return -1;
+    bj_strlcpy(brain, b, 32);
+    *count = (uint32_t)n;
+    return 0;
+}
+
+int bj_journal_read_counts(const char *dir, void (*fn)(void *ud, const char *brain, uint32_t count), void *ud)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, BJ_JOURNAL_COUNTS_NAME);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    char rec[COUNT_REC + 1];
+    for (int i = 0; i < BJ_JOURNAL_COUNT_SLOTS; i++) {
+        ssize_t r = pread(fd, rec, COUNT_REC, (off_t)i * COUNT_REC);
+        if (r != COUNT_REC)
+            break;
+        rec[COUNT_REC] = '\0';
+        char brain[32];
+        uint32_t n;
+        if (parse_record(rec, brain, &n) == 0)
+            fn(ud, brain, n);
+    }
+    close(fd);
+    return 0;
+}
+
+/* Opens crash_reports.counts, written whole (blank records) when it is new, so that a record is
+ * later rewritten in place without a new block; loads what it holds. Failure is only logged. */
+static void open_counts(struct bj_journal *j, const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, BJ_JOURNAL_COUNTS_NAME);
+    j->cfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (j->cfd < 0) {
+        bj_warn("%s: %s (counts of unjournaled deaths are not kept)", path, strerror(errno));
+        return;
+    }
+    struct stat sb;
+    off_t want = (off_t)BJ_JOURNAL_COUNT_SLOTS * COUNT_REC;
+    if (fstat(j->cfd, &sb) == 0 && sb.st_size < want) {
+        char blank[COUNT_REC];
+        memset(blank, ' ', sizeof blank);
+        blank[COUNT_REC - 1] = '\n';
+        for (off_t off = sb.st_size / COUNT_REC * COUNT_REC; off < want; off += COUNT_REC)
+            if (pwrite(j->cfd, blank, COUNT_REC, off) != COUNT_REC) {
+                bj_warn("%s: %s (counts of unjournaled deaths are not kept)", path, strerror(errno));
+                close(j->cfd);
+                j->cfd = -1;
+                return;
+            }
+    }
+    char rec[COUNT_REC + 1];
+    for (int i = 0; i < BJ_JOURNAL_COUNT_SLOTS; i++) {
+        if (pread(j->cfd, rec, COUNT_REC, (off_t)i * COUNT_REC) != COUNT_REC)
+            break;
+        rec[COUNT_REC] = '\0';
+        if (parse_record(rec, j->names[i], &j->counts[i]) != 0)
+            j->names[i][0] = '\0', j->counts[i] = 0;
+    }
+}
+
+/* A death whose line failed: its brain's count, rewritten in place (no new block needed).
+ * Caller holds the lock. */
+static void record_count(struct bj_journal *j, const char *brain, uint32_t count)
+{
+    if (j->cfd < 0 || !brain[0])
+        return;
+    int slot = -1;
+    for (int i = 0; i < BJ_JOURNAL_COUNT_SLOTS && slot < 0; i++)
+        if (strcmp(j->names[i], brain) == 0)
+            slot = i;
+    for (int i = 0; i < BJ_JOURNAL_COUNT_SLOTS && slot < 0; i++)
+        if (!j->names[i][0])
+            slot = i;
+    if (slot < 0 || j->counts[slot] >= count)
+        return;
+    char rec[COUNT_REC + 1];
+    int n = snprintf(rec, sizeof rec, "%-31.31s %20u", brain, count);
+    memset(rec + n, ' ', (size_t)(COUNT_REC - n));
+    rec[COUNT_REC - 1] = '\n';
+    if (pwrite(j->cfd, rec, COUNT_REC, (off_t)slot * COUNT_REC) != COUNT_REC) {
+        bj_error("%s: the count of %s could not be kept: %s", BJ_JOURNAL_COUNTS_NAME, brain, strerror(errno));
+        return;
+    }
+    bj_strlcpy(j->names[slot], brain, sizeof j->names[slot]);
+    j->counts[slot] = count;
+    j->counts_dirty = true;
+}
 
 /* Keeps BJ_JOURNAL_RESERVE bytes allocated past the end, refilled once half of it is used: lines
  * written while the disk is full go there. Caller holds the lock (or owns j alone). */
@@ -172,6 +277,7 @@ struct bj_journal *bj_journal_open(const char *dir, char *err, size_t errlen)
         return NULL;
     }
     j->lf.fd = -1;
+    j->cfd = -1;
     snprintf(j->path, sizeof j->path, "%s/%s", dir, BJ_JOURNAL_NAME);
     int rc = open_file(j);
     if (rc) {
@@ -180,6 +286,7 @@ struct bj_journal *bj_journal_open(const char *dir, char *err, size_t errlen)
         free(j);
         return NULL;
     }
+    open_counts(j, dir);
     pthread_mutex_init(&j->lock, NULL);
     return j;
 }
@@ -190,6 +297,8 @@ void bj_journal_close(struct bj_journal *j)
         return;
     bj_journal_commit(j);
     bj_logfile_close(&j->lf);
+    if (j->cfd >= 0)
+        close(j->cfd);
     pthread_mutex_destroy(&j->lock);
     free(j);
 }
@@ -209,9 +318,10 @@ int bj_journal_append(struct bj_journal *j, const struct bj_journal_entry *e, co
     bj_journal_format(e, detail, line, sizeof line);
     pthread_mutex_lock(&j->lock);
     int rc = bj_logfile_append(&j->lf, line, false);
-    if (rc)
+    if (rc) {
         fail(j, "write", -rc);
-    else
+        record_count(j, e->brain, e->count);
+    } else
         j->dirty = true;
     pthread_mutex_unlock(&j->lock);
     return rc;
@@ -232,6 +342,11 @@ void bj_journal_commit(struct bj_journal *j)
         if (fdatasync(j->lf.fd) != 0)
             fail(j, "fdatasync", errno);
         j->dirty = false;
+    }
+    if (j->counts_dirty && j->cfd >= 0) {
+        if (fdatasync(j->cfd) != 0)
+            bj_error("%s: fdatasync: %s", BJ_JOURNAL_COUNTS_NAME, strerror(errno));
+        j->counts_dirty = false;
     }
     reserve(j);
     pthread_mutex_unlock(&j->lock);

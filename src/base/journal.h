@@ -14,7 +14,11 @@
  * KEEP_SIZE, refilled at each commit while there is room), so the lines of the deaths that happen
  * after the disk filled still land (about 2,500 of them), and the counts restored at the next start
  * never go back to a number already published. Where the file system cannot preallocate, or once
- * the reserve is spent, a failed write is counted and reported, never fatal.
+ * the reserve is spent, a failed write is counted and reported, never fatal, and the brain's count
+ * is written instead, in place, into crash_reports.counts: a file of fixed size (one 64-byte
+ * record per brain, written whole at open) that needs no new block when the disk is full. The
+ * store takes each brain's count at start as the highest of its rows, the journal's lines and this
+ * file, so a number published once is never given again.
  *
  * Threads: a struct bj_journal from any thread (engines of several models share one; it has its
  * own lock). The path helpers (format, parse, scan, rotate) are stateless. */
@@ -30,6 +34,8 @@
 #define BJ_JOURNAL_NAME "crash_reports.log"
 #define BJ_JOURNAL_LINE_MAX 600
 #define BJ_JOURNAL_RESERVE (256u << 10)
+#define BJ_JOURNAL_COUNTS_NAME "crash_reports.counts"
+#define BJ_JOURNAL_COUNT_SLOTS 256 /* brains a hive may have (BJ_MAX_BRAINS) */
 
 /* What a line says (the detail in parentheses is for people; it is not parsed). */
 struct bj_journal_entry {
@@ -54,6 +60,10 @@ struct bj_journal_scan {
  * counts the lines it cannot read. 0 (a missing file is empty), or -errno. */
 int bj_journal_scan(const char *path, int (*fn)(void *ud, const struct bj_journal_entry *e), void *ud,
                     struct bj_journal_scan *out);
+
+/* Calls fn for each brain recorded in dir/crash_reports.counts (the count of a death whose line
+ * could not be written). 0 (no file: none), or -errno. */
+int bj_journal_read_counts(const char *dir, void (*fn)(void *ud, const char *brain, uint32_t count), void *ud);
 
 /* Rotates dir/crash_reports.log when it is past max_bytes (name -> name.1 -> ... -> name.<keep>).
  * 1 when it rotated (whoever holds it open must reopen), 0 when not needed, -errno. */

@@ -192,6 +192,8 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
     else if (back > 0)
         bj_info("%s: %d death%s the journal lacked written back from the store", st->journal_path, back,
                 back == 1 ? "" : "s");
+    if (store_apply_counts(st, e, sizeof e) < 0)
+        bj_warn("%s: %s not read: %s", st->db_path, BJ_JOURNAL_COUNTS_NAME, e);
     if (store_recover_unclean(st, e, sizeof e)) {
         snprintf(err, errlen, "%s: recording the unclean end of an earlier run failed: %s%s", st->db_path, e,
                  strstr(e, "locked") ? " (another program holds the database open; stop it and start again)" : "");

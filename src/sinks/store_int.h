@@ -118,5 +118,9 @@ int store_insert_run(struct bj_store *st, const struct bj_store_run_info *in, in
 int store_import_journal(struct bj_store *st, char *err, size_t errlen);
 int store_recover_unclean(struct bj_store *st, char *err, size_t errlen);
 int store_backfill_journal(struct bj_store *st, char *err, size_t errlen);
+/* Takes each brain's count from crash_reports.counts (deaths whose lines failed) where it is
+ * higher than the store's; the deaths in between are added to the lost of the run that never
+ * ended. Returns deaths found lost, or -1. */
+int store_apply_counts(struct bj_store *st, char *err, size_t errlen);
 
 #endif

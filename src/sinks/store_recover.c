@@ -145,6 +145,80 @@ int store_backfill_journal(struct bj_store *st, char *err, size_t errlen)
     return n;
 }
 
+struct counts_ctx {
+    struct bj_store *st;
+    sqlite3_stmt *brain, *max, *upd;
+    int64_t lost;
+    int rc;
+};
+
+/* One brain of crash_reports.counts: deaths up to `count` were published although their lines
+ * failed; those the store lacks are lost, and their numbers are never given again. */
+static void apply_count(void *ud, const char *brain, uint32_t count)
+{
+    struct counts_ctx *c = ud;
+    if (c->rc != SQLITE_OK)
+        return;
+    sqlite3_bind_text(c->max, 1, brain, -1, SQLITE_TRANSIENT);
+    int64_t have = sqlite3_step(c->max) == SQLITE_ROW ? sqlite3_column_int64(c->max, 0) : 0;
+    sqlite3_reset(c->max);
+    if ((int64_t)count <= have)
+        return;
+    c->lost += (int64_t)count - have;
+    bj_warn("%s: %s's deaths #%" PRId64 "..#%u were published but neither journaled nor stored (a full disk when "
+            "the process died): lost; their numbers are not given again", c->st->db_path, brain, have + 1, count);
+    sqlite3_bind_text(c->brain, 1, brain, -1, SQLITE_TRANSIENT);
+    c->rc = store_step_done(c->brain);
+    sqlite3_bind_text(c->upd, 1, brain, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(c->upd, 2, count);
+    if (c->rc == SQLITE_OK)
+        c->rc = store_step_done(c->upd);
+}
+
+int store_apply_counts(struct bj_store *st, char *err, size_t errlen)
+{
+    struct counts_ctx c = {.st = st, .rc = SQLITE_OK};
+    char e[200];
+    int out = -1;
+    if (sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO brains(id) VALUES(?)", -1, &c.brain, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, "SELECT MAX(COALESCE((SELECT deaths FROM brains WHERE id=?1),0),"
+                                   " COALESCE((SELECT MAX(count) FROM deaths WHERE brain=?1),0))", -1, &c.max,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, "UPDATE brains SET deaths=MAX(deaths,?2) WHERE id=?1", -1, &c.upd, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s", sqlite3_errmsg(st->db));
+        goto done;
+    }
+    if (store_exec(st->db, "BEGIN IMMEDIATE", e, sizeof e)) {
+        snprintf(err, errlen, "%s", e);
+        goto done;
+    }
+    int rc = bj_journal_read_counts(st->dir, apply_count, &c);
+    if (c.rc == SQLITE_OK && rc == 0 && c.lost > 0) {
+        /* counted as lost by the run that was writing them: the newest that never ended */
+        char sql[160];
+        snprintf(sql, sizeof sql, "UPDATE runs SET lost=lost+%" PRId64 " WHERE id=(SELECT MAX(id) FROM runs"
+                 " WHERE ended_us IS NULL)", c.lost);
+        if (store_exec(st->db, sql, e, sizeof e))
+            c.rc = SQLITE_ERROR;
+    }
+    if (c.rc != SQLITE_OK || rc) {
+        snprintf(err, errlen, "%s", rc ? strerror(-rc) : sqlite3_errmsg(st->db));
+        store_exec(st->db, "ROLLBACK", e, sizeof e);
+        goto done;
+    }
+    if (store_exec(st->db, "COMMIT", e, sizeof e)) {
+        snprintf(err, errlen, "%s", e);
+        store_exec(st->db, "ROLLBACK", e, sizeof e);
+        goto done;
+    }
+    out = (int)c.lost;
+done:
+    sqlite3_finalize(c.brain);
+    sqlite3_finalize(c.max);
+    sqlite3_finalize(c.upd);
+    return out;
+}
+
 /* ---- recovery of runs that never ended ------------------------------------------------------ */
 
 struct unclean_death { char brain[32]; uint32_t count; int64_t t; };

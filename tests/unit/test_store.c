@@ -20,6 +20,7 @@
 
 #include "bus.h"
 #include "journal.h"
+#include "log.h"
 #include "logfile.h"
 #include "store.h"
 #include "util.h"
@@ -411,6 +412,54 @@ static void test_journal_backfill(void **state)
     bj_bus_free(bus);
 }
 
+static void keep_count(void *ud, const char *brain, uint32_t count)
+{
+    if (strcmp(brain, "SUBJECT") == 0)
+        *(uint32_t *)ud = count;
+}
+
+/* A death published while the disk was full (its line failed: here a file size limit) and the
+ * process killed before the store wrote it: its number is kept in crash_reports.counts, the next
+ * start continues after it and counts it as lost for the killed run. */
+static void test_count_of_unjournaled_death(void **state)
+{
+    (void)state;
+    make_dir("counts");
+    child_dies(0, false);
+    char err[256];
+    struct bj_journal *j = bj_journal_open(g_dir, err, sizeof err);
+    assert_non_null(j);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = 70; /* the line (~80 bytes) does not fit; the first 64-byte record does */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    struct bj_journal_entry e = {.time_us = bj_event_now(), .count = 9, .brain = "SUBJECT", .cause = "JAR_FULL"};
+    enum bj_log_level lv = bj_log_get_level();
+    bj_log_set_level(BJ_LOG_ERROR + 1);
+    assert_true(bj_journal_append(j, &e, "there is no room left for this line") != 0);
+    bj_journal_commit(j);
+    bj_log_set_level(lv);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_handler);
+    bj_journal_close(j);
+    uint32_t kept = 0;
+    assert_int_equal(bj_journal_read_counts(g_dir, keep_count, &kept), 0);
+    assert_int_equal(kept, 9);
+
+    struct bj_store *st = open_store(NULL);
+    assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 10); /* 9 published, then UNCLEAN_EXIT #10 */
+    bj_store_close(st);
+    assert_int_equal(q("SELECT count FROM deaths WHERE brain='SUBJECT' AND cause='UNCLEAN_EXIT'"), 10);
+    assert_int_equal(q("SELECT lost FROM runs WHERE id=1"), 9);
+    /* applied once */
+    st = open_store(NULL);
+    assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 10);
+    bj_store_close(st);
+    assert_int_equal(q("SELECT SUM(lost) FROM runs"), 9);
+}
+
 /* A journal past its size limit is rotated at open; its deaths still count. */
 static void test_journal_rotation(void **state)
 {
@@ -629,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_journal_import_and_torn_line),
         cmocka_unit_test(test_journal_rotation),
         cmocka_unit_test(test_journal_backfill),
+        cmocka_unit_test(test_count_of_unjournaled_death),
         cmocka_unit_test(test_lock),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_locked_db),
