@@ -127,13 +127,18 @@ int bj_runs_main(int argc, char **argv)
         char a[40], b[40];
         iso(r[i].started_us, a, sizeof a);
         iso(r[i].ended_us, b, sizeof b);
-        const char *end = r[i].ended_us == 0 ? "running?" : r[i].clean ? "clean" : r[i].recovered ? "unclean" : "stopped";
+        const char *end = r[i].ended_us == 0 ? "running?" : r[i].refused ? "refused" : r[i].clean ? "clean"
+                          : r[i].recovered ? "unclean" : "stopped";
         if (as_json) {
             json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:i,s:I,s:I,s:s,s:i}", "run", (json_int_t)r[i].id, "started", a,
                                   "ended", b, "end", end, "brains", r[i].n_brains, "deaths", (json_int_t)r[i].deaths,
                                   "thoughts", (json_int_t)r[i].thoughts, "version", r[i].version, "pid", r[i].pid);
             if (o && r[i].argv)
                 json_object_set_new(o, "argv", json_loads(r[i].argv, 0, NULL));
+            if (o && r[i].refused)
+                json_object_set_new(o, "refused", json_string(r[i].refused));
+            if (o)
+                json_object_set_new(o, "lost", json_integer((json_int_t)r[i].lost));
             char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
             if (s)
                 printf("%s\n", s);

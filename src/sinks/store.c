@@ -156,6 +156,7 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
         if (!st->rdb)
             goto fail;
         int64_t v = store_query_i64(st->rdb, "PRAGMA user_version", -1);
+        st->schema_version = (int)v;
         if (v < 1 || v > BJ_STORE_SCHEMA_VERSION) {
             snprintf(err, errlen, "%s: schema version %" PRId64 " (this brainjar reads 1..%d)", st->db_path, v,
                      BJ_STORE_SCHEMA_VERSION);
@@ -180,6 +181,7 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
     bj_journal_close(jl);
     if (set_aside_if_damaged(st, err, errlen) || store_open_writer_db(st, status, err, errlen))
         goto fail;
+    st->schema_version = BJ_STORE_SCHEMA_VERSION;
     int imported = store_import_journal(st, e, sizeof e);
     if (imported < 0)
         bj_warn("%s: deaths not imported from the journal: %s", st->db_path, e);
@@ -367,8 +369,11 @@ void bj_store_close(struct bj_store *st)
 {
     if (!st)
         return;
-    if (!st->run_marked)
-        bj_store_stop(st, false, 1000); /* a run is never left open by a close */
+    if (!st->run_marked) { /* a run is never left open by a close */
+        if (!st->ever_started && !st->refused[0])
+            bj_store_refuse_run(st, "the start failed");
+        bj_store_stop(st, false, 1000);
+    }
     store_finalize_all(st);
     if (st->db) {
         char e[100];

@@ -159,7 +159,9 @@ struct bj_stored_run {
     char version[32];
     int n_brains;
     uint64_t deaths, thoughts;
+    uint64_t lost;          /* events that never reached the store (deaths: crash_reports.counts) */
     char *config, *argv;
+    char *refused;          /* the run never started: why (NULL: it ran) */
 };
 
 /* Thoughts of `brain` (NULL: every brain) in run `run` (0: any) that ended before `before_us`

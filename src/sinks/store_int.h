@@ -84,6 +84,8 @@ struct bj_store {
     int64_t backoff_us, retry_at_us, last_report_us, last_dir_check_us;
     bool need_journal_import;
     bool run_ended_clean;
+    int schema_version;       /* of the database as opened (read-only: may be older) */
+    bool ever_started;        /* bj_store_start ran: the run is not a refused start */
     bool journal_reported;    /* unparsable journal lines were reported (once per open) */
     bool set_aside;           /* a damaged database was moved aside at open */
     bool run_marked;          /* bj_store_stop recorded the run's end */

@@ -179,11 +179,15 @@ int bj_store_read_runs(struct bj_store *st, struct bj_stored_run **out, char *er
     sqlite3_stmt *s = NULL;
     int n = -1, cap = 0;
     struct bj_stored_run *v = NULL;
-    if (!st->rdb || sqlite3_prepare_v2(st->rdb,
-            "SELECT r.id, r.started_us, COALESCE(r.ended_us,0), r.clean, r.recovered, COALESCE(r.pid,0),"
-            " COALESCE(r.version,''), (SELECT COUNT(*) FROM run_brains b WHERE b.run=r.id),"
-            " (SELECT COUNT(*) FROM deaths d WHERE d.run=r.id), (SELECT COUNT(*) FROM thoughts t WHERE t.run=r.id),"
-            " r.config, r.argv FROM runs r ORDER BY r.id", -1, &s, NULL) != SQLITE_OK) {
+    char sql[700];
+    /* a read-only store may be an older schema: lost came with 2, refused with 3 */
+    snprintf(sql, sizeof sql,
+             "SELECT r.id, r.started_us, COALESCE(r.ended_us,0), r.clean, r.recovered, COALESCE(r.pid,0),"
+             " COALESCE(r.version,''), (SELECT COUNT(*) FROM run_brains b WHERE b.run=r.id),"
+             " (SELECT COUNT(*) FROM deaths d WHERE d.run=r.id), (SELECT COUNT(*) FROM thoughts t WHERE t.run=r.id),"
+             " r.config, %s, %s, %s FROM runs r ORDER BY r.id", st->schema_version >= 2 ? "r.argv" : "NULL",
+             st->schema_version >= 2 ? "r.lost" : "0", st->schema_version >= 3 ? "r.refused" : "NULL");
+    if (!st->rdb || sqlite3_prepare_v2(st->rdb, sql, -1, &s, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "%s", st->rdb ? sqlite3_errmsg(st->rdb) : "no database");
         goto out;
     }
@@ -212,6 +216,9 @@ int bj_store_read_runs(struct bj_store *st, struct bj_stored_run **out, char *er
         const char *c = (const char *)sqlite3_column_text(s, 10), *a = (const char *)sqlite3_column_text(s, 11);
         r->config = c ? strdup(c) : NULL;
         r->argv = a ? strdup(a) : NULL;
+        r->lost = (uint64_t)sqlite3_column_int64(s, 12);
+        const char *why = (const char *)sqlite3_column_text(s, 13);
+        r->refused = why ? strdup(why) : NULL;
     }
     *out = v;
 out:
@@ -242,6 +249,7 @@ void bj_store_free_runs(struct bj_stored_run *r, int n)
     for (int i = 0; r && i < n; i++) {
         free(r[i].config);
         free(r[i].argv);
+        free(r[i].refused);
     }
     free(r);
 }

@@ -566,6 +566,7 @@ int bj_store_start(struct bj_store *st, struct bj_bus *bus, char *err, size_t er
         return -1;
     }
     st->thread_started = true;
+    st->ever_started = true;
     return 0;
 }
 

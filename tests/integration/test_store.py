@@ -325,6 +325,11 @@ class EarlyStop(StoreCase):
         (refused,) = c.execute("SELECT refused FROM runs").fetchone()
         c.close()
         self.assertTrue(refused, "the refused run has no reason")
+        runs = subprocess.run([BRAINJAR, "runs", "--json", "--data-dir", self.data], capture_output=True, text=True,
+                              timeout=60)
+        self.assertEqual(runs.returncode, 0, runs.stderr)
+        first = json.loads(runs.stdout.splitlines()[0])
+        self.assertEqual((first["end"], first["refused"]), ("refused", refused))
         d = self.daemon(self.data, *SMALL, "--no-watchdog", "--steps", "2")
         self.assertEqual(d.p.wait(timeout=120), 0, "".join(d.err[-5:]))
         self.assertEqual(self.unclean_runs(self.data), (0, 0))
