@@ -415,6 +415,28 @@ class Idle(LinkCase):
         self.assertLess(during - before, 30 * 1024, "idle peers cost more than 120 KB each")
 
 
+    def test_silent_links_are_capped(self):
+        import socket
+        n = self.node("BJ", "--mode", "peer", "--port", "0")
+        port = n.port()
+        socks = []
+        for _ in range(40):  # connect and say nothing
+            socks.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.02)
+        time.sleep(1)
+        closed = 0
+        for s in socks:
+            s.settimeout(0.2)
+            try:
+                closed += s.recv(4096) == b""
+            except (socket.timeout, ConnectionResetError):
+                pass
+            s.close()
+        self.assertEqual(n.stop(), 0)
+        self.assertIn("that have not said who they are (max)", n.stderr())
+        self.assertGreaterEqual(closed, 8, "more than 32 silent links were kept")
+
+
 class HiveFile(LinkCase):
     def test_watch_a_named_remote_brain(self):
         pi = self.node("PI", "--mode", "observed", "--port", "0")
