@@ -396,6 +396,19 @@ class Damaged(StoreCase):
         self.assertEqual(ex.returncode, 0, ex.stderr)
 
 
+    def test_unparsable_journal_line_is_reported(self):
+        os.makedirs(self.data)
+        with open(os.path.join(self.data, "crash_reports.log"), "w") as f:
+            f.write("2026-01-01T00:00:00Z - CRASH #4: SUBJECT JAR_FULL (x)\n"
+                    "this is not a death\n"
+                    "2026-01-01T00:00:01Z - CRASH #5: SUBJECT JAR_FULL (y)\n")
+        rc, ev, err = self.run_hive(*SMALL, "--steps", "1", "--no-watchdog", dump=False)
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertIn("1 line could not be read as deaths and was skipped (first: line 2, 'this is not a death')", err)
+        c = db(self.data)
+        self.assertEqual(c.execute("SELECT MAX(count) FROM deaths WHERE brain='SUBJECT'").fetchone()[0], 5)
+
+
 class Watchdog(StoreCase):
     def meminfo(self, root, used_pct):
         total = 16000000
