@@ -422,8 +422,9 @@ out:
 
 /* What `run` refuses before it starts, checked without loading any weights: every model must
  * load in llama.cpp (its dry run did) and every brain's first system prompt must fit in its jar
- * (the model's vocabulary alone is loaded to count the tokens). Returns 0, or -1 with a one-line
- * reason in err. */
+ * (the model's vocabulary alone is loaded to count the tokens). Returns 0, -1 with a one-line
+ * reason in err, or -2 when the input itself is bad (a prompts directory that cannot be read: run
+ * refuses it with exit 2 too). */
 static int check_runnable(const struct bj_config *c, const struct bj_est_hive *h, char *err, size_t errlen)
 {
     for (int m = 0; m < h->n_models; m++)
@@ -434,7 +435,7 @@ static int check_runnable(const struct bj_config *c, const struct bj_est_hive *h
         }
     struct bj_prompts *prompts = bj_prompts_load(c->spec.prompts_dir, err, errlen);
     if (!prompts)
-        return -1;
+        return -2;
     int rc = 0;
     for (int m = 0; m < h->n_models && rc == 0; m++) {
         struct llama_model_params mp = llama_model_default_params();
@@ -481,10 +482,11 @@ int bj_validate_run_paths(const struct bj_config *c, const char *default_model_p
         return 2;
     }
     int rc;
-    if (check_runnable(c, h, err, sizeof err) != 0) {
+    int runnable = check_runnable(c, h, err, sizeof err);
+    if (runnable != 0) {
         /* run would refuse this hive: the memory report would only mislead ("safe to proceed") */
         fprintf(out, "VALIDATION FAILED: %s\n", err);
-        rc = 1;
+        rc = runnable == -2 ? 2 : 1;
     } else {
         struct bj_sysmem sm;
         struct bj_gpu_info gpu;

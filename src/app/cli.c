@@ -404,7 +404,11 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
             bj_strlcpy(dst, a, sizeof c->web_tls_cert);
             break;
         }
-        case O_DATA: bj_strlcpy(c->spec.data_dir, a, sizeof c->spec.data_dir); break;
+        case O_DATA: /* refused before anything is written (an empty one would mean the current directory) */
+            if (!*a || strlen(a) >= sizeof c->spec.data_dir)
+                return bad(cmd, "--data-dir", a, "a directory (the data directory is empty or too long)");
+            bj_strlcpy(c->spec.data_dir, a, sizeof c->spec.data_dir);
+            break;
         case O_PROMPTS: bj_strlcpy(c->spec.prompts_dir, a, sizeof c->spec.prompts_dir); break;
         case O_SCHED:
             if (strcmp(a, "auto") == 0) c->spec.schedule = BJ_SCHED_AUTO;

@@ -53,6 +53,40 @@ static void default_dir(char *dir, size_t len)
     bj_strlcpy(dir, c.spec.data_dir, len);
 }
 
+int bj_check_main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"data-dir", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    char dir[PATH_MAX];
+    default_dir(dir, sizeof dir);
+    int opt;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'd': bj_strlcpy(dir, optarg, sizeof dir); break;
+        case 'h':
+            printf("usage: brainjar check [--data-dir DIR]\n  runs SQLite's full integrity check on DIR/brainjar.db"
+                   " (exit 0: sound, 1: damaged or unreadable)\n");
+            return 0;
+        default: return bj_cli_option_error("check", opt, argv);
+        }
+    }
+    if (bj_cli_no_more_args("check", optind, argc, argv))
+        return 2;
+    struct bj_store *st = open_ro(dir);
+    if (!st)
+        return 1;
+    char msg[2048];
+    int rc = bj_store_check(st, true, msg, sizeof msg);
+    if (rc == 0)
+        printf("%s: ok\n", bj_store_path(st));
+    else
+        fprintf(stderr, "brainjar: %s: %s: %s\n", bj_store_path(st), rc > 0 ? "damaged" : "cannot check", msg);
+    bj_store_close(st);
+    return rc == 0 ? 0 : 1;
+}
+
 int bj_runs_main(int argc, char **argv)
 {
     static const struct option opts[] = {{"data-dir", required_argument, 0, 'd'}, {"json", no_argument, 0, 'j'},
@@ -93,13 +127,18 @@ int bj_runs_main(int argc, char **argv)
         char a[40], b[40];
         iso(r[i].started_us, a, sizeof a);
         iso(r[i].ended_us, b, sizeof b);
-        const char *end = r[i].ended_us == 0 ? "running?" : r[i].clean ? "clean" : r[i].recovered ? "unclean" : "stopped";
+        const char *end = r[i].ended_us == 0 ? "running?" : r[i].refused ? "refused" : r[i].clean ? "clean"
+                          : r[i].recovered ? "unclean" : "stopped";
         if (as_json) {
             json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:i,s:I,s:I,s:s,s:i}", "run", (json_int_t)r[i].id, "started", a,
                                   "ended", b, "end", end, "brains", r[i].n_brains, "deaths", (json_int_t)r[i].deaths,
                                   "thoughts", (json_int_t)r[i].thoughts, "version", r[i].version, "pid", r[i].pid);
             if (o && r[i].argv)
                 json_object_set_new(o, "argv", json_loads(r[i].argv, 0, NULL));
+            if (o && r[i].refused)
+                json_object_set_new(o, "refused", json_string(r[i].refused));
+            if (o)
+                json_object_set_new(o, "lost", json_integer((json_int_t)r[i].lost));
             char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
             if (s)
                 printf("%s\n", s);

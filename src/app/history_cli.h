@@ -7,6 +7,8 @@
 /* argv[0] is the command name. Exit status: 0, 1 (the store cannot be read), 2 (bad input). */
 int bj_runs_main(int argc, char **argv);
 int bj_export_main(int argc, char **argv);
+/* `brainjar check`: the full integrity check; 0 sound, 1 damaged or unreadable, 2 bad input. */
+int bj_check_main(int argc, char **argv);
 
 /* `run` arguments with `--replay R [--replay-from DIR]`: returns 1 and *out_argv = run R's recorded
  * arguments, then the ones given now (later flags win: give a fresh --data-dir, --steps, ...),

@@ -38,6 +38,7 @@ static void usage(FILE *to)
             "  export     write recorded thoughts and deaths (jsonl or csv)\n"
             "  passwd     set a web user's password (brainjar passwd USER [--role viewer|operator])\n"
             "  token      create a web API token (brainjar token create --role viewer|operator)\n"
+            "  check      check the store's database (full SQLite integrity check)\n"
             "  --version  print versions\n"
             "`brainjar COMMAND --help` explains each command.\n");
 }
@@ -45,6 +46,16 @@ static void usage(FILE *to)
 static void print_version(void)
 {
     printf("brainjar %s\nllama.cpp %s (ggml %s)\n", BJ_VERSION, llama_version(), ggml_version());
+}
+
+static void block_stop_signals(void)
+{
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 }
 
 /* Signals are taken synchronously by the process loop (signalfd); every thread inherits the
@@ -59,6 +70,13 @@ static int signals_fd(void)
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     return signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* Whether SIGINT or SIGTERM waits (blocked) to be taken: the operator asked for a stop. */
+static bool stop_requested(void)
+{
+    sigset_t set;
+    return sigpending(&set) == 0 && (sigismember(&set, SIGINT) == 1 || sigismember(&set, SIGTERM) == 1);
 }
 
 /* The process loop: waits for a signal, the hive's own end (--steps) or --duration, and runs the
@@ -118,6 +136,7 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     /* devices: the rpc-servers join llama.cpp's devices before anything is estimated or loaded; one
      * that cannot be reached stops the run here, before any state is touched */
     struct bj_ops *ops = NULL;
+    bool running = false; /* the hive started: from then on an end is a stop, not a refusal */
     if (c->spec.rpc[0] && bj_devices_add_rpc(c->spec.rpc, BJ_RPC_TIMEOUT_MS, err, sizeof err) != 0)
         goto out;
     /* ops: lock the data directory, open the store, restore the death counts (ops.h) */
@@ -187,8 +206,18 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
         goto out;
     if (bj_hive_start(hive, err, sizeof err) || bj_ops_hive_started(ops, hive, bus)) /* ops: watchdog, READY=1 */
         goto out;
+    running = true;
     status = process_loop(c, hive, sfd, ops);
 out:
+    if (!running && status != 0 && stop_requested()) {
+        /* a stop asked for during start: what failed was cut short on purpose */
+        bj_info("stopped by a signal during start%s%s", err[0] ? " (" : "", err[0] ? ")" : "");
+        bj_ops_refused(ops, "stopped by a signal during start");
+        err[0] = '\0';
+        status = 0;
+    } else if (!running) {
+        bj_ops_refused(ops, err[0] ? err : "the start failed");
+    }
     if (err[0])
         bj_error("%s", err);
     bj_ops_stopping(ops); /* ops: STOPPING=1, the watchdog stops */
@@ -253,6 +282,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (strcmp(cmd, "run") == 0)
+        block_stop_signals(); /* from here a SIGTERM waits for the process loop: a stop, never a crash */
     bj_log_attach_llama();
     llama_backend_init();
     int rc;
@@ -268,6 +299,8 @@ int main(int argc, char **argv)
         rc = bj_runs_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "export") == 0) {
         rc = bj_export_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "check") == 0) {
+        rc = bj_check_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "passwd") == 0) { /* web */
         rc = bj_passwd_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "token") == 0) { /* web */

@@ -470,6 +470,12 @@ int bj_ops_finish(struct bj_ops *o, bool clean)
     return rc;
 }
 
+void bj_ops_refused(struct bj_ops *o, const char *reason)
+{
+    if (o)
+        bj_store_refuse_run(o->store, reason);
+}
+
 int bj_ops_exit_status(const struct bj_ops *o)
 {
     if (!o || !o->wd)

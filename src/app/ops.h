@@ -89,6 +89,9 @@ int bj_ops_start_store(struct bj_ops *o, struct bj_bus *bus);
 int bj_ops_hive_started(struct bj_ops *o, struct bj_hive *h, struct bj_bus *bus);
 void bj_ops_tick(struct bj_ops *o);
 void bj_ops_stopping(struct bj_ops *o);
+/* The hive never ran (a start refused, or abandoned by a stop signal): the run is recorded as
+ * refused with this reason, never as an unclean run. Before bj_ops_finish. */
+void bj_ops_refused(struct bj_ops *o, const char *reason);
 /* clean: the run stopped in order. Returns 0 when the store wrote everything. */
 int bj_ops_finish(struct bj_ops *o, bool clean);
 /* 0, or 3 when the watchdog's last resort asked the process to end (systemd restarts it). */

@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -64,11 +65,58 @@ static int kb_field(const char *text, const char *key, uint64_t *out)
 }
 
 /* Reads a file holding one number (or "max"). Returns 0, 1 for "max", -1 when unreadable. */
+/* Reads a small /proc or /sys file whole (NUL-terminated, *out malloc'ed). Unlike bj_read_file
+ * it is not cut short by a pending SIGTERM and retries EINTR: these files are read in a moment,
+ * and a stop asked for during start must not turn into "cannot read /proc/meminfo" and a failed
+ * budget check. 0 or -errno. */
+static int read_sys_file(const char *path, char **out, size_t *len)
+{
+    int fd;
+    do
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return -errno;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    int rc = buf ? 0 : -ENOMEM;
+    while (rc == 0) {
+        if (n == cap) {
+            char *nb = cap < (4u << 20) ? realloc(buf, cap * 2 + 1) : NULL;
+            if (!nb) {
+                rc = cap < (4u << 20) ? -ENOMEM : -EFBIG;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            rc = -errno;
+        else if (r == 0)
+            break;
+        else
+            n += (size_t)r;
+    }
+    close(fd);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    if (len)
+        *len = n;
+    return 0;
+}
+
 static int read_u64_file(const char *path, uint64_t *out)
 {
     char *text;
     size_t len;
-    if (bj_read_file(path, &text, &len) != 0)
+    if (read_sys_file(path, &text, &len) != 0)
         return -1;
     int rc = -1;
     if (strncmp(text, "max", 3) == 0) {
@@ -92,7 +140,7 @@ static uint64_t stat_field(const char *path, const char *key)
 {
     char *text;
     size_t len;
-    if (bj_read_file(path, &text, &len) != 0)
+    if (read_sys_file(path, &text, &len) != 0)
         return 0;
     uint64_t v = 0;
     size_t klen = strlen(key);
@@ -114,7 +162,7 @@ static int find_cgroup(const struct bj_sysmem_paths *p, char *dir, size_t dirlen
     char *text;
     size_t len;
     dir[0] = '\0';
-    if (bj_read_file(p->self_cgroup, &text, &len) != 0)
+    if (read_sys_file(p->self_cgroup, &text, &len) != 0)
         return 0;
     char probe[PATH_MAX + 32];
     snprintf(probe, sizeof probe, "%s/cgroup.controllers", p->cgroup_root);
@@ -199,7 +247,7 @@ int bj_sysmem_read(const struct bj_sysmem_paths *p, struct bj_sysmem *out, char 
     memset(out, 0, sizeof *out);
     char *text;
     size_t len;
-    int rc = bj_read_file(p->meminfo, &text, &len);
+    int rc = read_sys_file(p->meminfo, &text, &len);
     if (rc != 0) {
         snprintf(err, errlen, "cannot read %s: %s", p->meminfo, strerror(-rc));
         return -1;
@@ -230,7 +278,7 @@ bool bj_sysmem_is_unified(const struct bj_sysmem_paths *p)
         return true;
     char *text;
     size_t len;
-    if (bj_read_file(p->dt_compatible, &text, &len) != 0)
+    if (read_sys_file(p->dt_compatible, &text, &len) != 0)
         return false;
     /* a list of NUL-separated strings */
     bool tegra = false;
@@ -245,7 +293,7 @@ int bj_sysmem_read_proc(const struct bj_sysmem_paths *p, struct bj_proc_mem *out
     memset(out, 0, sizeof *out);
     char *text;
     size_t len;
-    if (bj_read_file(p->self_status, &text, &len) != 0)
+    if (read_sys_file(p->self_status, &text, &len) != 0)
         return -1;
     int rc = kb_field(text, "VmRSS", &out->rss);
     kb_field(text, "RssAnon", &out->rss_anon);

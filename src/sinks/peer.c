@@ -96,6 +96,7 @@ struct bj_peer {
     bool sub_open;
     struct link **links;
     int n_links, cap_links;
+    size_t q_total;            /* bytes queued on all links together */
     struct dialer dialers[BJ_PEER_MAX_DIAL];
     int64_t seq;
     int memory_pct;
@@ -240,8 +241,9 @@ static struct link *link_new(struct bj_peer *pe, int fd, int dial, const char *a
     return l;
 }
 
-static void queue_free(struct link *l)
+static void queue_free(struct bj_peer *pe, struct link *l)
 {
+    pe->q_total -= l->q_bytes;
     for (struct blob *b = l->head, *n; b; b = n) {
         n = b->next;
         free(b);
@@ -277,7 +279,7 @@ static void link_close(struct bj_peer *pe, struct link *l, const char *why)
             }
         }
     }
-    queue_free(l);
+    queue_free(pe, l);
     bj_wire_splitter_free(l->sp);
     free(l->asm_text);
     for (int i = 0; i < pe->n_links; i++)
@@ -318,6 +320,7 @@ static int flush(struct bj_peer *pe, struct link *l)
             struct blob *b = l->head;
             left -= b->len - l->head_off;
             l->q_bytes -= b->len;
+            pe->q_total -= b->len;
             l->head = b->next;
             l->head_off = 0;
             free(b);
@@ -355,8 +358,12 @@ static void enqueue(struct bj_peer *pe, struct link *l, const char *buf, size_t 
             return;
         buf = signed_buf, len = (size_t)n;
     }
+    /* What a link may hold is bounded per link and for all links together: a peer that never
+     * reads costs at most its queue, and many of them at most the total (lifecycle events get
+     * twice the room: they are dropped last). */
     size_t cap = lifecycle ? 2 * pe->p.queue_bytes : pe->p.queue_bytes;
-    if (l->q_bytes + len > cap) {
+    size_t total_cap = lifecycle ? 2 * pe->p.queue_total : pe->p.queue_total;
+    if (l->q_bytes + len > cap || pe->q_total + len > total_cap) {
         STAT_ADD(pe, out_dropped, 1);
         return;
     }
@@ -375,6 +382,7 @@ static void enqueue(struct bj_peer *pe, struct link *l, const char *buf, size_t 
         l->head = b;
     l->tail = b;
     l->q_bytes += len;
+    pe->q_total += len;
 }
 
 static void send_simple(struct bj_peer *pe, struct link *l, enum bj_wire_type type, const char *content)
@@ -425,7 +433,8 @@ static void remote_event(struct bj_peer *pe, struct link *l, const struct bj_wir
     struct bj_event ev = {.type = type, .complete = true};
     ev.time_us = 0; /* received now (the bus stamps it): one clock orders the local stream */
     bj_strlcpy(ev.brain, brain, sizeof ev.brain);
-    bj_strlcpy(ev.node, l->alias, sizeof ev.node);
+    /* never empty: an event without a node is a local brain's */
+    bj_strlcpy(ev.node, l->alias[0] ? l->alias : "unnamed", sizeof ev.node);
     ev.crash_count = m->crash_count > 0 ? (uint32_t)m->crash_count : 0;
     ev.thought = m->thought;
     if (type == BJ_EV_DEATH)
@@ -864,6 +873,15 @@ static void on_accept(struct bj_peer *pe)
             close(fd);
             continue;
         }
+        int silent = 0; /* accepted links that have not yet said who they are */
+        for (int i = 0; i < pe->n_links; i++)
+            silent += pe->links[i]->dial < 0 && !pe->links[i]->got_handshake;
+        if (silent >= pe->p.max_silent) {
+            STAT_ADD(pe, refused, 1);
+            bj_warn("peer: refusing %s: already %d links that have not said who they are (max)", addr, silent);
+            close(fd);
+            continue;
+        }
         set_sock_opts(fd);
         struct link *l = link_new(pe, fd, -1, addr);
         if (!l) {
@@ -1101,6 +1119,10 @@ struct bj_peer *bj_peer_start(const struct bj_peer_params *p, char *err, size_t 
     }
     if (pe->p.max_links < 1)
         pe->p.max_links = 1;
+    if (pe->p.max_silent < 1)
+        pe->p.max_silent = 1;
+    if (pe->p.queue_total < pe->p.queue_bytes)
+        pe->p.queue_total = pe->p.queue_bytes;
     if (pe->p.rate_msgs < 1)
         pe->p.rate_msgs = 1;
     if (pe->p.max_object > BJ_WIRE_RECV_MAX_DEFAULT || pe->p.max_object < 1024)

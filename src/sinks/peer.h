@@ -55,7 +55,9 @@ struct bj_peer_params {
     int n_dial;
     bool exports;               /* send local thoughts/deaths/resurrections to peers (default true) */
     int max_links;              /* links at once, dialed and accepted (default 256) */
-    size_t queue_bytes;         /* per-link send queue (default 1 MiB) */
+    size_t queue_bytes;         /* per-link send queue (default 64 KiB; lifecycle events twice that) */
+    size_t queue_total;         /* all links' send queues together (default 4 MiB) */
+    int max_silent;             /* accepted links not yet past their first message (default 32) */
     size_t max_object;          /* largest incoming object (default 64 KiB) */
     int rate_msgs;              /* incoming messages per second per link (default 2000; burst x2) */
     int keepalive_ms;           /* brainjar links: STATUS when idle this long (default 2000) */

@@ -14,7 +14,9 @@ struct bj_peer_params bj_peer_default_params(void)
     p.port = 8888;
     p.exports = true;
     p.max_links = 256;
-    p.queue_bytes = 1u << 20;
+    p.queue_bytes = 64u << 10;
+    p.queue_total = 4u << 20;
+    p.max_silent = 32;
     p.max_object = BJ_WIRE_RECV_MAX_DEFAULT;
     p.rate_msgs = 2000;
     p.keepalive_ms = 2000;

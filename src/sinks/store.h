@@ -6,6 +6,9 @@
  * brains (death count so far, alive), run_brains, thoughts (full text, tokens, start/end, life),
  * deaths (cause, count, time, jar use; unique per brain and count), resurrections, operator
  * actions, observations, notices (errors, watchdog stages, budget reports) and link events.
+ * Brains of other nodes (events with `node` set: THOUGHT, DEATH, RESURRECTION from peer links)
+ * have tables of their own keyed by (node, brain): remote_brains, remote_thoughts, remote_deaths,
+ * remote_resurrections; a remote event never changes a local brain's row, count or life.
  *
  * Durability: a writer thread takes events from its bus subscription and commits them in small
  * transactions: as soon as the bus goes quiet (at most one commit per 10 ms), and at the latest
@@ -14,13 +17,17 @@
  * crash_reports.log, are fdatasync'ed and re-imported from there at the next open). When a commit
  * fails (full disk, read-only directory, locked database) the batch is kept, the failure is
  * reported (log, an ERROR event, the stats below) and retried with backoff (100 ms doubling to
- * 5 s); the writer never exits and never blocks the hive. Events wait in a backlog bounded by
+ * 5 s); the writer never exits and never blocks the hive. Each event is written in a savepoint
+ * of its own: one refused for its data (a constraint, a type, a size) is rolled back alone and
+ * kept in the quarantine table with the reason, and the batch goes on. Events wait in a backlog bounded by
  * `backlog_max`; what overflows is counted and reported, and deaths lost that way are taken back
  * from the journal as soon as writing works again.
  *
  * Start-up (bj_store_open, on the main thread before the hive exists): one daemon per data
  * directory (brainjar.lock, holding the owner's pid, under an flock); the journal's torn last line
- * is cut; deaths in the journal that the store lacks are imported; a previous run that never
+ * is cut; PRAGMA quick_check, and a damaged database is moved aside (brainjar.db.damaged-TIME)
+ * and a fresh one started; deaths in the journal that the store lacks are imported, and deaths the
+ * journal lacks (their lines failed) are written back into it; a previous run that never
  * ended cleanly gets, once, one UNCLEAN_EXIT death for each of its brains that was alive (in the
  * store and as a journal line). bj_store_brain_deaths() then gives the counts to continue from.
  *
@@ -36,10 +43,9 @@
 
 #include "bus.h"
 
-#define BJ_STORE_SCHEMA_VERSION 2
+#define BJ_STORE_SCHEMA_VERSION 3
 #define BJ_STORE_DB_NAME "brainjar.db"
 #define BJ_STORE_LOCK_NAME "brainjar.lock"
-#define BJ_STORE_JOURNAL_NAME "crash_reports.log"
 
 struct bj_store;
 
@@ -102,6 +108,11 @@ int bj_store_start(struct bj_store *st, struct bj_bus *bus, char *err, size_t er
  * the run ended (clean when everything was written and `clean`), stops the writer and
  * unsubscribes. Call after the publishers have stopped. Returns 0 when everything was written. */
 int bj_store_stop(struct bj_store *st, bool clean, int timeout_ms);
+/* The run never ran (a start refused or abandoned before the hive ran, e.g. a bad model, a port
+ * in use, a SIGTERM during start): bj_store_stop then records it ended, not clean, with this
+ * reason in runs.refused, and it never gets UNCLEAN_EXIT deaths. bj_store_stop also records the
+ * end when bj_store_start was never called. NULL st is fine. */
+void bj_store_refuse_run(struct bj_store *st, const char *reason);
 /* Closes everything and releases the lock. NULL is fine. */
 void bj_store_close(struct bj_store *st);
 
@@ -115,6 +126,8 @@ struct bj_store_stats {
     uint64_t backlog;       /* events waiting now */
     uint64_t backlog_peak;
     uint64_t bus_dropped;   /* events the bus dropped for the store's subscription */
+    uint64_t quarantined;   /* events refused for their data, kept in the quarantine table */
+    uint64_t unwritable;    /* events refused even by the quarantine table (lost) */
     bool failing;           /* the last commit failed */
     int64_t run_id;
     char last_error[200];
@@ -146,7 +159,9 @@ struct bj_stored_run {
     char version[32];
     int n_brains;
     uint64_t deaths, thoughts;
+    uint64_t lost;          /* events that never reached the store (deaths: crash_reports.counts) */
     char *config, *argv;
+    char *refused;          /* the run never started: why (NULL: it ran) */
 };
 
 /* Thoughts of `brain` (NULL: every brain) in run `run` (0: any) that ended before `before_us`
@@ -173,6 +188,11 @@ int bj_store_each_thought(struct bj_store *st, const char *brain, int64_t run,
 
 /* The SQL that takes a database from schema `from` to from+1 (tests make old databases with it). */
 const char *bj_store_migration_sql(int from);
+
+/* Checks the database (full: PRAGMA integrity_check; else quick_check) through the read
+ * connection: 0 sound, 1 damaged, -1 the check could not run; msg says what was found. Any
+ * thread. (bj_store_open runs the quick check itself and moves a damaged database aside.) */
+int bj_store_check(struct bj_store *st, bool full, char *msg, size_t msglen);
 
 /* The database file's path. */
 const char *bj_store_path(const struct bj_store *st);

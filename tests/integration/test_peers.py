@@ -287,6 +287,156 @@ class OldNode(LinkCase):
         self.assertGreaterEqual(ok, 0.8 * len(r.chunks))
 
 
+def store(n):
+    import sqlite3
+    return sqlite3.connect(os.path.join(n.dir, "data", "brainjar.db"), timeout=10)
+
+
+class Store(LinkCase):
+    """What peers send lands in the store as the remote brains' own rows, keyed by (node, brain):
+    it never changes a local brain's row or count and never makes a commit fail."""
+
+    def check_local_rows(self, n, ev):
+        """The store holds exactly the node's own deaths and thoughts, and its run lost nothing."""
+        c = store(n)
+        deaths = {(e["brain"], e["crash_count"]): e["cause"] for e in ev if local(e, "death")}
+        rows = {(b, k): cause for b, k, cause in c.execute("SELECT brain, count, cause FROM deaths")}
+        self.assertEqual(rows, deaths, f"{n.name}: local deaths in the store")
+        for b, k in c.execute("SELECT id, deaths FROM brains"):
+            self.assertEqual(k, max([d[1] for d in deaths if d[0] == b] or [0]), f"{n.name} {b}")
+        thoughts = [e for e in ev if local(e, "thought")]
+        self.assertEqual(c.execute("SELECT COUNT(*) FROM thoughts").fetchone()[0], len(thoughts))
+        self.assertEqual(c.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0], 0)
+        self.assertEqual(c.execute("SELECT clean, lost FROM runs ORDER BY id DESC LIMIT 1").fetchone(), (1, 0))
+        self.assertNotIn("commit of", n.stderr())
+        return c
+
+    def test_old_node_rows(self):
+        n = self.node("BJ", "--mode", "peer", "--port", "0")
+        old = oldnode.Sender("127.0.0.1", n.port())
+        old.send("THOUGHT", "a thought from the old world", crash_count=3)
+        old.send("DEATH", "the jar broke", crash_count=4, error="OUT_OF_MEMORY")
+        old.send("RESURRECTION", "back", crash_count=4)
+        n.wait_for(lambda e: remote(e, "resurrection"), what="the old node's resurrection")
+        n.wait_for(lambda e: local(e, "death"), what="a local death")
+        old.close()
+        self.assertEqual(n.stop(), 0)
+        ev = n.events()
+        c = self.check_local_rows(n, ev)
+        node = "NEURAL_NODE_4821"
+        self.assertEqual(c.execute("SELECT node, brain, crash_count, text FROM remote_thoughts").fetchall(),
+                         [(node, "PEER", 3, "a thought from the old world")])
+        self.assertEqual(c.execute("SELECT node, brain, count, cause, text FROM remote_deaths").fetchall(),
+                         [(node, "PEER", 4, "OUT_OF_MEMORY", "the jar broke")])
+        self.assertEqual(c.execute("SELECT node, brain, crash_count, text FROM remote_resurrections").fetchall(),
+                         [(node, "PEER", 4, "back")])
+        self.assertEqual(c.execute("SELECT node, brain, deaths FROM remote_brains").fetchall(), [(node, "PEER", 4)])
+        self.assertEqual(c.execute("SELECT COUNT(*) FROM brains WHERE id='PEER'").fetchone()[0], 0)
+
+    def test_forged_count(self):
+        n = self.node("BJ", "--mode", "peer", "--port", "0")
+        port = n.port()
+        old = oldnode.Sender("127.0.0.1", port)
+        old.send("DEATH", "forged", crash_count=100000, brain="SUBJECT", error="JAR_FULL")
+        old.send("RESURRECTION", "forged", crash_count=100000, brain="SUBJECT")
+        n.wait_for(lambda e: remote(e, "resurrection"), what="the forged resurrection")
+        n.wait_for(lambda e: local(e, "death") and e["brain"] == "SUBJECT", what="a local SUBJECT death")
+        old.close()
+        self.assertEqual(n.stop(), 0)
+        ev = n.events()
+        c = self.check_local_rows(n, ev)
+        last = max(e["crash_count"] for e in ev if local(e, "death") and e["brain"] == "SUBJECT")
+        self.assertLess(last, 1000)
+        self.assertEqual(c.execute("SELECT deaths FROM remote_brains WHERE brain='SUBJECT'").fetchone()[0], 100000)
+        c.close()
+        # after a restart the local SUBJECT goes on from its own count
+        n.start("--port", "0")
+        n.wait_for(lambda e: local(e, "death") and e["brain"] == "SUBJECT", what="SUBJECT's death after restart")
+        self.assertEqual(n.stop(), 0)
+        first = next(e for e in n.events(2) if local(e, "death") and e["brain"] == "SUBJECT")
+        self.assertEqual(first["crash_count"], last + 1)
+
+    def test_two_nodes_same_names(self):
+        a = self.node("ALPHA", "--mode", "peer", "--port", "0")
+        b = self.node("BETA", "--mode", "peer", "--port", "0", "--peer", f"127.0.0.1:{a.port()}")
+        for x, y in ((a, "BETA"), (b, "ALPHA")):
+            x.wait_for(lambda e, y=y: remote(e, "death", y), timeout=90, what=f"a death from {y}")
+        self.assertEqual(b.stop(), 0)
+        self.assertEqual(a.stop(), 0)
+        for x, y in ((a, "BETA"), (b, "ALPHA")):
+            ev = x.events()
+            c = self.check_local_rows(x, ev)
+            rt = [e for e in ev if remote(e, "thought", y)]
+            rd = [e for e in ev if remote(e, "death", y)]
+            self.assertEqual(c.execute("SELECT COUNT(*) FROM remote_thoughts WHERE node=?", (y,)).fetchone()[0], len(rt))
+            self.assertEqual(sorted(c.execute("SELECT brain, count FROM remote_deaths WHERE node=?", (y,)).fetchall()),
+                             sorted((e["brain"], e["crash_count"]) for e in rd))
+            # the same names, in rows of their own
+            self.assertTrue({r[0] for r in c.execute("SELECT brain FROM remote_brains")} & {"SUBJECT", "OBSERVER", "GOD"})
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+class Idle(LinkCase):
+    def test_250_idle_peers_cost_kilobytes(self):
+        import socket
+        if os.environ.get("BJ_SANITIZE") == "ON":
+            # ASan keeps freed memory in a quarantine (256 MB by default): RSS would measure ASan
+            old = os.environ.get("ASAN_OPTIONS")
+            os.environ["ASAN_OPTIONS"] = ":".join(filter(None, [old, "quarantine_size_mb=4"]))
+            self.addCleanup(lambda: os.environ.__setitem__("ASAN_OPTIONS", old) if old is not None
+                            else os.environ.pop("ASAN_OPTIONS", None))
+        n = self.node("BJ", "--mode", "peer", "--port", "0")
+        port = n.port()
+        n.wait_for(lambda e: local(e, "thought"), what="a local thought")
+        time.sleep(1)
+        before = rss_kb(n.p.pid)
+        socks = []
+        for i in range(250):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a peer that never reads
+            s.connect(("127.0.0.1", port))
+            s.send(oldnode.message("NEURAL_HANDSHAKE", f"IDLE_{i}", "hello"))
+            socks.append(s)
+            time.sleep(0.01)
+        time.sleep(45)  # thoughts pile up for the peers that never read (about 7 KB/s for each)
+        during = rss_kb(n.p.pid)
+        for s in socks:
+            s.close()
+        time.sleep(2)
+        after = rss_kb(n.p.pid)
+        self.assertIsNone(n.p.poll(), "the node died")
+        self.assertEqual(n.stop(), 0)
+        print(f"\n250 idle peers: RSS {before // 1024} MB before, {during // 1024} MB with them, "
+              f"{after // 1024} MB after they closed")
+        self.assertLess(during - before, 30 * 1024, "idle peers cost more than 120 KB each")
+
+
+    def test_silent_links_are_capped(self):
+        import socket
+        n = self.node("BJ", "--mode", "peer", "--port", "0")
+        port = n.port()
+        socks = []
+        for _ in range(40):  # connect and say nothing
+            socks.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.02)
+        time.sleep(1)
+        closed = 0
+        for s in socks:
+            s.settimeout(0.2)
+            try:
+                closed += s.recv(4096) == b""
+            except (socket.timeout, ConnectionResetError):
+                pass
+            s.close()
+        self.assertEqual(n.stop(), 0)
+        self.assertIn("that have not said who they are (max)", n.stderr())
+        self.assertGreaterEqual(closed, 8, "more than 32 silent links were kept")
+
+
 class HiveFile(LinkCase):
     def test_watch_a_named_remote_brain(self):
         pi = self.node("PI", "--mode", "observed", "--port", "0")

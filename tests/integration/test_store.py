@@ -225,6 +225,190 @@ class DiskFull(StoreCase):
         self.assertEqual(c.execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
 
+class DiskFullKill(StoreCase):
+    def test_disk_full_then_kill9(self):
+        """A tmpfs fills while brains keep dying, the process is killed (-9), space returns, it starts
+        again: every death published before the kill is in the store, and no number is used twice."""
+        mnt = os.path.join(self.tmp, "tmpfs")
+        os.makedirs(mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest("cannot mount a tmpfs here: " + r.stderr.strip())
+        self.addCleanup(lambda: subprocess.run(["umount", "-l", mnt], capture_output=True))
+        data = os.path.join(mnt, "data")
+        d = self.daemon(data, *SMALL, "--no-watchdog", "--log-level", "info")
+        self.assertTrue(d.pump(lambda ev: len(of(ev, "death")) >= 2, timeout=90), "".join(d.err[-5:]))
+        fill = os.path.join(mnt, "fill")
+        fd = os.open(fill, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 65536)
+        except OSError:
+            pass
+        try:
+            while True:
+                os.write(fd, b"\0" * 512)
+        except OSError:
+            pass
+        os.close(fd)
+        t_full = time.time()
+        failed = d.pump(lambda ev: any(e["type"] == "error" and "failed" in (e.get("text") or "") for e in ev), 60)
+        self.assertTrue(failed, "the store never failed: " + "".join(d.err[-5:]))
+        self.assertTrue(d.pump(lambda ev: sum(1 for e in of(ev, "death") if e["_seen"] > t_full) >= 150, 120),
+                        "too few deaths while the disk was full")
+        d.p.send_signal(signal.SIGKILL)
+        self.assertEqual(d.p.wait(timeout=30), -signal.SIGKILL)
+        d.drain()
+        published = [(e["brain"], e["crash_count"], e["cause"]) for e in of(d.events, "death")]
+        after_full = sum(1 for e in of(d.events, "death") if e["_seen"] > t_full)
+        os.unlink(fill)  # space returns
+        d2 = self.daemon(data, *SMALL, "--no-watchdog", "--steps", "60")
+        self.assertEqual(d2.p.wait(timeout=120), 0, "".join(d2.err[-10:]))
+        d2.drain()
+        c = db(data)
+        rows = {(b, n): cause for b, n, cause in c.execute("SELECT brain, count, cause FROM deaths")}
+        missing = [p for p in published if (p[0], p[1]) not in rows]
+        self.assertEqual(missing, [], f"{len(missing)} of {len(published)} published deaths are not in the store")
+        self.assertEqual([p for p in published if rows[(p[0], p[1])] != p[2]], [])
+        for b in BRAINS:
+            mine = [n for bb, n, _ in published if bb == b]
+            later = [e["crash_count"] for e in of(d2.events, "death", b)]
+            if mine and later:
+                self.assertGreater(later[0], max(mine), f"{b}: a number was used again")
+            ns = sorted(n for (bb, n) in rows if bb == b)
+            self.assertEqual(ns, list(range(1, len(ns) + 1)), f"{b}: {ns}")
+        with open(os.path.join(data, "crash_reports.log")) as f:
+            keys = [tuple(line.split(" - CRASH #")[1].split(":")[0:1]) + (line.split(": ")[1].split()[0],)
+                    for line in f if " - CRASH #" in line]
+        self.assertEqual(len(keys), len(set(keys)), "a number is twice in crash_reports.log")
+        self.assertEqual(len(keys), len(rows), "crash_reports.log and the store differ")
+        self.assertEqual(c.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        print(f"\ndisk full then kill -9: {len(published)} deaths published ({after_full} after the disk filled), "
+              f"{len(published) - len(missing)} stored, lost 0", file=sys.stderr)
+
+
+class EarlyStop(StoreCase):
+    """A stop asked for during start ends the process cleanly; a start that never ran the hive is
+    never an unclean run; an empty --data-dir is refused before anything is written."""
+
+    def unclean_runs(self, data):
+        c = db(data)
+        n = c.execute("SELECT COUNT(*) FROM runs WHERE clean=0 AND refused IS NULL").fetchone()[0]
+        deaths = c.execute("SELECT COUNT(*) FROM deaths WHERE cause='UNCLEAN_EXIT'").fetchone()[0]
+        c.close()
+        return n, deaths
+
+    def test_sigterm_in_the_first_300_ms(self):
+        for i, delay in enumerate((0.03, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3)):
+            data = os.path.join(self.tmp, f"d{i}")
+            d = self.daemon(data, *SMALL, "--no-watchdog")
+            time.sleep(delay)
+            rc = d.stop()
+            err = "".join(d.err)
+            # before main() blocks the signal (the loader at work) SIGTERM kills: then nothing was written
+            if rc == -signal.SIGTERM:
+                self.assertFalse(os.path.exists(os.path.join(data, "brainjar.db")), err)
+                continue
+            self.assertEqual(rc, 0, f"SIGTERM after {delay} s: {err[-1500:]}")
+            self.assertNotIn("Interrupted system call", err)
+            self.assertNotIn("budget check failed", err)
+            # the next start finds no unclean run and adds no UNCLEAN_EXIT death
+            d2 = self.daemon(data, *SMALL, "--no-watchdog", "--steps", "2")
+            self.assertEqual(d2.p.wait(timeout=120), 0, "".join(d2.err[-5:]))
+            self.assertEqual(self.unclean_runs(data), (0, 0), f"SIGTERM after {delay} s")
+
+    def test_refused_start_is_not_unclean(self):
+        bad = os.path.join(self.tmp, "no-such-model.gguf")
+        d = self.daemon(self.data, "--model", bad, "--no-watchdog")
+        self.assertNotEqual(d.p.wait(timeout=60), 0)
+        c = db(self.data)
+        (refused,) = c.execute("SELECT refused FROM runs").fetchone()
+        c.close()
+        self.assertTrue(refused, "the refused run has no reason")
+        runs = subprocess.run([BRAINJAR, "runs", "--json", "--data-dir", self.data], capture_output=True, text=True,
+                              timeout=60)
+        self.assertEqual(runs.returncode, 0, runs.stderr)
+        first = json.loads(runs.stdout.splitlines()[0])
+        self.assertEqual((first["end"], first["refused"]), ("refused", refused))
+        d = self.daemon(self.data, *SMALL, "--no-watchdog", "--steps", "2")
+        self.assertEqual(d.p.wait(timeout=120), 0, "".join(d.err[-5:]))
+        self.assertEqual(self.unclean_runs(self.data), (0, 0))
+
+    def test_locked_database_is_named(self):
+        d = self.daemon(self.data, *SMALL, "--no-watchdog", "--steps", "1")
+        self.assertEqual(d.p.wait(timeout=120), 0)
+        c = sqlite3.connect(os.path.join(self.data, "brainjar.db"), isolation_level=None)
+        c.execute("BEGIN EXCLUSIVE")
+        try:
+            rc, ev, err = self.run_hive(*SMALL, "--steps", "1", dump=False)
+        finally:
+            c.execute("ROLLBACK")
+            c.close()
+        self.assertEqual(rc, 1)
+        self.assertIn(os.path.join(self.data, "brainjar.db") + ": recording", err)
+        self.assertIn("another program holds the database", err)
+
+    def test_validate_bad_prompts_is_bad_input(self):
+        p = subprocess.run([BRAINJAR, "validate", "--prompts", os.path.join(self.tmp, "nowhere")],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)  # as run refuses it
+
+    def test_empty_data_dir_is_refused(self):
+        cwd = os.path.join(self.tmp, "cwd")
+        os.makedirs(cwd)
+        p = subprocess.run([BRAINJAR, "run", "--no-web", "--data-dir", "", "--steps", "1"], cwd=cwd,
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("data directory is empty", p.stderr)
+        self.assertEqual(os.listdir(cwd), [])
+
+
+class Damaged(StoreCase):
+    def test_damaged_database_is_set_aside(self):
+        rc, ev, err = self.run_hive(*SMALL, "--steps", "400", "--no-watchdog", dump=False)
+        self.assertEqual(rc, 0, err[-2000:])
+        last = {b: max([e["crash_count"] for e in of(ev, "death", b)] or [0]) for b in BRAINS}
+        self.assertTrue(any(last.values()))
+        path = os.path.join(self.data, "brainjar.db")
+        size = os.path.getsize(path)
+        self.assertGreater(size, 3 * 8192, "the database is too small to damage its middle")
+        with open(path, "r+b") as f:
+            f.seek(size // 2 - 4096)
+            f.write(os.urandom(8192))
+        check = subprocess.run([BRAINJAR, "check", "--data-dir", self.data], capture_output=True, text=True, timeout=60)
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("damaged", check.stderr)
+        rc, ev, err = self.run_hive(*SMALL, "--steps", "150", "--no-watchdog", dump=False)
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertIn("is damaged", err)
+        self.assertIn("moved aside", err)
+        aside = [n for n in os.listdir(self.data) if n.startswith("brainjar.db.damaged-")]
+        self.assertTrue(aside, os.listdir(self.data))
+        # counts go on from the journal: never backwards
+        for b in BRAINS:
+            later = [e["crash_count"] for e in of(ev, "death", b)]
+            if later:
+                self.assertEqual(later[0], last[b] + 1, b)
+        check = subprocess.run([BRAINJAR, "check", "--data-dir", self.data], capture_output=True, text=True, timeout=60)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertEqual(db(self.data).execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        ex = subprocess.run([BRAINJAR, "export", "--data-dir", self.data], capture_output=True, text=True, timeout=60)
+        self.assertEqual(ex.returncode, 0, ex.stderr)
+
+
+    def test_unparsable_journal_line_is_reported(self):
+        os.makedirs(self.data)
+        with open(os.path.join(self.data, "crash_reports.log"), "w") as f:
+            f.write("2026-01-01T00:00:00Z - CRASH #4: SUBJECT JAR_FULL (x)\n"
+                    "this is not a death\n"
+                    "2026-01-01T00:00:01Z - CRASH #5: SUBJECT JAR_FULL (y)\n")
+        rc, ev, err = self.run_hive(*SMALL, "--steps", "1", "--no-watchdog", dump=False)
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertIn("1 line could not be read as deaths and was skipped (first: line 2, 'this is not a death')", err)
+        c = db(self.data)
+        self.assertEqual(c.execute("SELECT MAX(count) FROM deaths WHERE brain='SUBJECT'").fetchone()[0], 5)
+
+
 class Watchdog(StoreCase):
     def meminfo(self, root, used_pct):
         total = 16000000

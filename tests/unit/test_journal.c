@@ -338,10 +338,94 @@ static void test_threads(void **state)
     free(s);
 }
 
+static int collect(void *ud, const struct bj_journal_entry *e)
+{
+    struct bj_journal_entry *v = ud;
+    for (int i = 0; i < 8; i++)
+        if (v[i].count == 0) {
+            v[i] = *e;
+            return 0;
+        }
+    return 1;
+}
+
+/* What is written is read back the same (format -> parse, and through a file with scan); lines that
+ * are not deaths are counted, with the first one's number and text. */
+static void test_round_trip(void **state)
+{
+    (void)state;
+    struct bj_journal_entry e = {.time_us = 1763283340004210LL, .count = 4294967295u, .brain = "OBSERVER_2",
+                                 .cause = "UNCLEAN_EXIT"}, back;
+    char line[BJ_JOURNAL_LINE_MAX];
+    size_t n = bj_journal_format(&e, "a detail (with parentheses)\n", line, sizeof line);
+    assert_int_equal(n, strlen(line));
+    assert_int_equal(line[n - 1], '\n');
+    assert_int_equal(bj_journal_parse(line, &back), 0);
+    assert_int_equal(back.time_us, e.time_us);
+    assert_int_equal(back.count, e.count);
+    assert_string_equal(back.brain, e.brain);
+    assert_string_equal(back.cause, e.cause);
+    assert_int_equal(bj_journal_parse("2025-11-16T08:55:40Z - CRASH #0: SUBJECT JAR_FULL ()\n", &back), -1);
+    assert_int_equal(bj_journal_parse("hello\n", &back), -1);
+
+    char err[300];
+    struct bj_journal *j = bj_journal_open(g_dir, err, sizeof err);
+    assert_non_null(j);
+    assert_int_equal(bj_journal_append(j, &e, "first"), 0);
+    e.count = 7;
+    bj_strlcpy(e.brain, "GOD", sizeof e.brain);
+    assert_int_equal(bj_journal_append(j, &e, NULL), 0);
+    bj_journal_close(j);
+    FILE *f = fopen(g_path, "a");
+    fputs("not a death\n\n", f);
+    for (int i = 0; i < 700; i++)
+        fputc('z', f); /* longer than any line written */
+    fputs("\n2025-11-16T08:55:40.5Z - CRASH #8: GOD JAR_FULL (x)\n", f);
+    fclose(f);
+    struct bj_journal_entry got[8];
+    memset(got, 0, sizeof got);
+    struct bj_journal_scan sc;
+    assert_int_equal(bj_journal_scan(g_path, collect, got, &sc), 0);
+    assert_int_equal(sc.deaths, 3);
+    assert_int_equal(sc.unparsable, 2);
+    assert_int_equal(sc.first_bad, 3);
+    assert_string_equal(sc.first_bad_text, "not a death");
+    assert_int_equal(got[0].count, 4294967295u);
+    assert_string_equal(got[1].brain, "GOD");
+    assert_int_equal(got[1].count, 7);
+    assert_int_equal(got[2].count, 8);
+    assert_int_equal(got[2].time_us % 1000000, 500000);
+    /* a missing file is an empty journal */
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/none.log", g_dir);
+    assert_int_equal(bj_journal_scan(missing, collect, got, &sc), 0);
+    assert_int_equal(sc.lines, 0);
+}
+
+/* Room is kept allocated past the end of the file (for the lines of deaths after the disk fills);
+ * the file's size shows only its lines. */
+static void test_reserve(void **state)
+{
+    (void)state;
+    char err[300];
+    struct bj_journal *j = bj_journal_open(g_dir, err, sizeof err);
+    assert_non_null(j);
+    struct stat st;
+    assert_int_equal(stat(g_path, &st), 0);
+    assert_int_equal(st.st_size, 0);
+    if ((uint64_t)st.st_blocks * 512 < BJ_JOURNAL_RESERVE) {
+        bj_journal_close(j);
+        skip(); /* this file system does not preallocate (fallocate) */
+    }
+    bj_journal_close(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reserve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_line_repair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_write, setup, teardown),

@@ -19,6 +19,8 @@
 #include <sqlite3.h>
 
 #include "bus.h"
+#include "journal.h"
+#include "log.h"
 #include "logfile.h"
 #include "store.h"
 #include "util.h"
@@ -215,6 +217,70 @@ static void test_batching_and_restore(void **state)
     bj_bus_free(bus);
 }
 
+static void pub_remote(struct bj_bus *bus, enum bj_event_type t, const char *node, const char *brain,
+                       uint32_t count, const char *text)
+{
+    struct bj_event ev = {.type = t, .crash_count = count, .thought = 1, .complete = true};
+    bj_strlcpy(ev.brain, brain, sizeof ev.brain);
+    bj_strlcpy(ev.node, node, sizeof ev.node);
+    if (t == BJ_EV_DEATH)
+        bj_strlcpy(ev.cause, "OUT_OF_MEMORY", sizeof ev.cause);
+    ev.text = text ? strdup(text) : NULL;
+    bj_bus_publish(bus, &ev);
+    free(ev.text);
+}
+
+/* Remote brains have rows of their own, keyed by (node, brain): a peer's SUBJECT with a forged
+ * count never changes the local SUBJECT's row or its restored count, and a brain unknown to the
+ * store (no row) neither stops the writer nor is retried forever: it waits in quarantine. */
+static void test_remote_and_quarantine(void **state)
+{
+    (void)state;
+    make_dir("remote");
+    struct bj_store *st = open_store(NULL);
+    begin(st, 0);
+    struct bj_bus *bus = bj_bus_new();
+    char err[256];
+    assert_int_equal(bj_store_start(st, bus, err, sizeof err), 0);
+    pub(bus, BJ_EV_DEATH, "SUBJECT", 3, 0, NULL, "JAR_FULL");
+    pub_remote(bus, BJ_EV_THOUGHT, "NEURAL_NODE_4821", "PEER", 4, "far away");
+    pub_remote(bus, BJ_EV_DEATH, "NEURAL_NODE_4821", "PEER", 5, "the jar broke");
+    pub_remote(bus, BJ_EV_RESURRECTION, "NEURAL_NODE_4821", "PEER", 5, "back");
+    pub_remote(bus, BJ_EV_DEATH, "EVIL", "SUBJECT", 100000, "forged");
+    pub_remote(bus, BJ_EV_RESURRECTION, "EVIL", "SUBJECT", 100000, NULL);
+    pub_remote(bus, BJ_EV_THOUGHT, "B", "SUBJECT", 7, "same name, other node");
+    /* a local thought of a brain the run never declared: no brains row, a foreign key fails */
+    pub(bus, BJ_EV_THOUGHT, "STRANGER", 0, 1, "who am I", NULL);
+    pub(bus, BJ_EV_THOUGHT, "SUBJECT", 0, 1, "after the stranger", NULL);
+    wait_rows(st, 8, 3000);
+    struct bj_store_stats ss;
+    bj_store_stats(st, &ss);
+    assert_int_equal(ss.quarantined, 1);
+    assert_false(ss.failing);
+    assert_int_equal(bj_store_stop(st, true, 2000), 0);
+    bj_store_close(st);
+    assert_int_equal(q("SELECT deaths FROM brains WHERE id='SUBJECT'"), 3);
+    assert_int_equal(q("SELECT COUNT(*) FROM deaths"), 1);
+    assert_int_equal(q("SELECT COUNT(*) FROM thoughts"), 1);
+    assert_int_equal(q("SELECT life FROM thoughts WHERE brain='SUBJECT'"), 1); /* not 100001 */
+    assert_int_equal(q("SELECT COUNT(*) FROM remote_brains"), 3);
+    assert_int_equal(q("SELECT deaths FROM remote_brains WHERE node='NEURAL_NODE_4821' AND brain='PEER'"), 5);
+    assert_int_equal(q("SELECT deaths FROM remote_brains WHERE node='EVIL' AND brain='SUBJECT'"), 100000);
+    assert_int_equal(q("SELECT COUNT(*) FROM remote_thoughts WHERE text='far away' AND crash_count=4"), 1);
+    assert_int_equal(q("SELECT COUNT(*) FROM remote_deaths WHERE node='NEURAL_NODE_4821' AND count=5"
+                       " AND cause='OUT_OF_MEMORY'"), 1);
+    assert_int_equal(q("SELECT COUNT(*) FROM remote_resurrections"), 2);
+    assert_int_equal(q("SELECT COUNT(*) FROM quarantine WHERE brain='STRANGER' AND reason LIKE '%FOREIGN KEY%'"
+                       " AND event LIKE '%who am I%'"), 1);
+    assert_int_equal(q("SELECT lost FROM runs"), 0);
+    assert_int_equal(q("SELECT clean FROM runs"), 1);
+    st = open_store(NULL);
+    assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 3);
+    assert_int_equal(bj_store_brain_deaths(st, "PEER"), 0);
+    bj_store_close(st);
+    bj_bus_free(bus);
+}
+
 /* A child writes events and dies without stopping (as a kill -9 would); the parent reopens. */
 static void child_dies(int pause_ms, bool observer_dead)
 {
@@ -265,7 +331,7 @@ static void test_unclean_exit(void **state)
     /* The journal has one line per UNCLEAN_EXIT, and the store re-imports nothing twice. */
     char path[600], *text;
     size_t len;
-    snprintf(path, sizeof path, "%s/" BJ_STORE_JOURNAL_NAME, g_dir);
+    snprintf(path, sizeof path, "%s/" BJ_JOURNAL_NAME, g_dir);
     assert_int_equal(bj_read_file(path, &text, &len), 0);
     int lines = 0;
     for (char *p = text; (p = strstr(p, "UNCLEAN_EXIT")); p++)
@@ -282,7 +348,7 @@ static void test_journal_import_and_torn_line(void **state)
     (void)state;
     make_dir("journal");
     char path[600];
-    snprintf(path, sizeof path, "%s/" BJ_STORE_JOURNAL_NAME, g_dir);
+    snprintf(path, sizeof path, "%s/" BJ_JOURNAL_NAME, g_dir);
     FILE *f = fopen(path, "w");
     fputs("2026-11-25T13:40:55.5Z - CRASH #1: GOD JAR_FULL (jar full)\n"
           "2026-11-25T13:40:56Z - CRASH #2: GOD DECODE_ERROR (x)\n"
@@ -301,13 +367,106 @@ static void test_journal_import_and_torn_line(void **state)
     assert_int_equal(q("SELECT time_us FROM deaths WHERE count=1") % 1000000, 500000);
 }
 
+/* Deaths the store has and the journal lacks (their lines failed on a full disk) are written back
+ * into the journal at the next open; the journal's deaths the store lacks go the other way. */
+static void test_journal_backfill(void **state)
+{
+    (void)state;
+    make_dir("backfill");
+    struct bj_store *st = open_store(NULL);
+    begin(st, 0);
+    struct bj_bus *bus = bj_bus_new();
+    char err[256];
+    assert_int_equal(bj_store_start(st, bus, err, sizeof err), 0);
+    pub(bus, BJ_EV_DEATH, "SUBJECT", 1, 0, NULL, "JAR_FULL");
+    pub(bus, BJ_EV_DEATH, "SUBJECT", 2, 0, NULL, "JAR_FULL");
+    pub(bus, BJ_EV_DEATH, "OBSERVER", 1, 0, NULL, "OPERATOR");
+    wait_rows(st, 3, 3000);
+    assert_int_equal(bj_store_stop(st, true, 2000), 0);
+    bj_store_close(st);
+    char path[600];
+    snprintf(path, sizeof path, "%s/" BJ_JOURNAL_NAME, g_dir);
+    FILE *f = fopen(path, "w"); /* the journal has only SUBJECT's first death, and one the store lacks */
+    fputs("2020-01-01T00:00:00Z - CRASH #1: SUBJECT JAR_FULL (x)\n"
+          "2099-01-01T00:00:00Z - CRASH #3: SUBJECT JAR_FULL (y)\n", f);
+    fclose(f);
+    st = open_store(NULL);
+    assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 3);
+    bj_store_close(st);
+    char *text;
+    size_t len;
+    assert_int_equal(bj_read_file(path, &text, &len), 0);
+    assert_non_null(strstr(text, "CRASH #2: SUBJECT JAR_FULL (written back from the store)"));
+    assert_non_null(strstr(text, "CRASH #1: OBSERVER OPERATOR (written back from the store)"));
+    assert_null(strstr(text, "CRASH #1: SUBJECT JAR_FULL (written back"));
+    free(text);
+    /* once written back, never again */
+    st = open_store(NULL);
+    bj_store_close(st);
+    assert_int_equal(bj_read_file(path, &text, &len), 0);
+    int lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
+    assert_int_equal(lines, 4);
+    free(text);
+    bj_bus_free(bus);
+}
+
+static void keep_count(void *ud, const char *brain, uint32_t count)
+{
+    if (strcmp(brain, "SUBJECT") == 0)
+        *(uint32_t *)ud = count;
+}
+
+/* A death published while the disk was full (its line failed: here a file size limit) and the
+ * process killed before the store wrote it: its number is kept in crash_reports.counts, the next
+ * start continues after it and counts it as lost for the killed run. */
+static void test_count_of_unjournaled_death(void **state)
+{
+    (void)state;
+    make_dir("counts");
+    child_dies(0, false);
+    char err[256];
+    struct bj_journal *j = bj_journal_open(g_dir, err, sizeof err);
+    assert_non_null(j);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = 70; /* the line (~80 bytes) does not fit; the first 64-byte record does */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    struct bj_journal_entry e = {.time_us = bj_event_now(), .count = 9, .brain = "SUBJECT", .cause = "JAR_FULL"};
+    enum bj_log_level lv = bj_log_get_level();
+    bj_log_set_level(BJ_LOG_ERROR + 1);
+    assert_true(bj_journal_append(j, &e, "there is no room left for this line") != 0);
+    bj_journal_commit(j);
+    bj_log_set_level(lv);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_handler);
+    bj_journal_close(j);
+    uint32_t kept = 0;
+    assert_int_equal(bj_journal_read_counts(g_dir, keep_count, &kept), 0);
+    assert_int_equal(kept, 9);
+
+    struct bj_store *st = open_store(NULL);
+    assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 10); /* 9 published, then UNCLEAN_EXIT #10 */
+    bj_store_close(st);
+    assert_int_equal(q("SELECT count FROM deaths WHERE brain='SUBJECT' AND cause='UNCLEAN_EXIT'"), 10);
+    assert_int_equal(q("SELECT lost FROM runs WHERE id=1"), 9);
+    /* applied once */
+    st = open_store(NULL);
+    assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 10);
+    bj_store_close(st);
+    assert_int_equal(q("SELECT SUM(lost) FROM runs"), 9);
+}
+
 /* A journal past its size limit is rotated at open; its deaths still count. */
 static void test_journal_rotation(void **state)
 {
     (void)state;
     make_dir("jrot");
     char path[600];
-    snprintf(path, sizeof path, "%s/" BJ_STORE_JOURNAL_NAME, g_dir);
+    snprintf(path, sizeof path, "%s/" BJ_JOURNAL_NAME, g_dir);
     FILE *f = fopen(path, "w");
     for (int i = 1; i <= 100; i++)
         fprintf(f, "2026-11-25T13:40:%02dZ - CRASH #%d: GOD JAR_FULL (padding padding padding)\n", i % 60, i);
@@ -514,9 +673,12 @@ int main(void)
         cmocka_unit_test(test_schema),
         cmocka_unit_test(test_migration_from_v1),
         cmocka_unit_test(test_batching_and_restore),
+        cmocka_unit_test(test_remote_and_quarantine),
         cmocka_unit_test(test_unclean_exit),
         cmocka_unit_test(test_journal_import_and_torn_line),
         cmocka_unit_test(test_journal_rotation),
+        cmocka_unit_test(test_journal_backfill),
+        cmocka_unit_test(test_count_of_unjournaled_death),
         cmocka_unit_test(test_lock),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_locked_db),
