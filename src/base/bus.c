@@ -272,6 +272,8 @@ static bool coalesce_token(struct bj_sub *s, const struct bj_event *ev)
     memcpy(t + a, ev->text, b + 1);
     m->ev = old->ev;
     m->ev.text = t;
+    m->ev.jar_used = ev->jar_used; /* the newer fill */
+    m->ev.pieces = (old->ev.pieces > 1 ? old->ev.pieces : 1) + (ev->pieces > 1 ? ev->pieces : 1);
     atomic_init(&m->refs, 1);
     *at = m;
     msg_unref(old);

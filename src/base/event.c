@@ -87,10 +87,14 @@ char *bj_event_to_json(const struct bj_event *ev)
     json_object_set_new(o, "crash_count", json_integer(ev->crash_count));
     switch (ev->type) {
     case BJ_EV_TOKEN:
+        json_object_set_new(o, "thought", json_integer(ev->thought));
+        json_object_set_new(o, "jar_used", json_integer(ev->jar_used));
+        if (ev->pieces > 1)
+            json_object_set_new(o, "n", json_integer(ev->pieces));
+        break;
     case BJ_EV_THOUGHT:
         json_object_set_new(o, "thought", json_integer(ev->thought));
-        if (ev->type == BJ_EV_THOUGHT)
-            json_object_set_new(o, "complete", json_boolean(ev->complete));
+        json_object_set_new(o, "complete", json_boolean(ev->complete));
         break;
     case BJ_EV_DEATH:
         json_object_set_new(o, "cause", json_string(ev->cause));

@@ -39,7 +39,8 @@ struct bj_event {
     char state[16];      /* STATUS: brain state name */
     uint32_t crash_count;
     uint32_t thought;    /* thought number within the life, from 1 */
-    int32_t jar_used, jar_tokens;
+    int32_t jar_used, jar_tokens; /* TOKEN, STATUS, DEATH: the jar's fill then, and its size */
+    uint32_t pieces;     /* TOKEN: how many tokens a merged token holds (0 and 1: one) */
     double tok_s;
     bool complete;       /* THOUGHT: ended normally */
     char node[48];       /* empty: a local brain; else the peer node it lives on (remote events) */

@@ -81,6 +81,9 @@ class WebHive:
         m = re.search(r"with the password:\s+(\S+)", self.stderr())
         if m:
             self.password = m.group(1)
+        elif "its password is in" in self.stderr():  # stderr is no terminal: the file has it
+            with open(os.path.join(self.data, "admin-password"), encoding="utf-8") as f:
+                self.password = f.read().strip()
 
     def stderr(self):
         with open(self.errpath, encoding="utf-8", errors="replace") as f:

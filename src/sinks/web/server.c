@@ -22,6 +22,8 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -84,6 +86,8 @@ struct pending_tok {
     uint64_t seq;
     int64_t time_us;
     uint32_t thought, crash_count;
+    int32_t jar_used; /* the newest piece's */
+    uint32_t pieces;  /* tokens merged */
     char *text;
     size_t len;
 };
@@ -223,13 +227,14 @@ static void client_clear_queue(struct client *c)
     c->pend_tick = NULL;
 }
 
-static char *token_json(const char *brain, uint64_t seq, int64_t time_us, uint32_t thought, uint32_t crash_count,
-                        const char *text)
+/* The merged token as one event (the text is p's, borrowed). */
+static struct bj_event pend_event(const char *brain, const struct pending_tok *p)
 {
-    struct bj_event ev = {.type = BJ_EV_TOKEN, .seq = seq, .time_us = time_us, .thought = thought,
-                          .crash_count = crash_count, .text = (char *)text};
+    struct bj_event ev = {.type = BJ_EV_TOKEN, .seq = p->seq, .time_us = p->time_us, .thought = p->thought,
+                          .crash_count = p->crash_count, .jar_used = p->jar_used, .pieces = p->pieces,
+                          .text = p->text ? p->text : (char *)""};
     bj_strlcpy(ev.brain, brain, sizeof ev.brain);
-    return bj_event_to_json(&ev);
+    return ev;
 }
 
 /* Appends text to a pending token, keeping the tail when it grows too long. */
@@ -243,6 +248,8 @@ static void pend_add(struct pending_tok *p, const struct bj_event *ev, const cha
         p->crash_count = ev->crash_count;
     }
     p->seq = ev->seq;
+    p->jar_used = ev->jar_used;
+    p->pieces += ev->pieces > 1 ? ev->pieces : 1;
     if (!p->time_us)
         p->time_us = ev->time_us; /* the first piece's time: a merged token is as late as its oldest part */
     char *t = realloc(p->text, p->len + len + 1);
@@ -268,7 +275,8 @@ static void client_flush_pend(struct bj_web *w, struct client *c, int b)
     if (b < 0 || b >= c->n_pend || !c->pend[b].used)
         return;
     struct pending_tok *p = &c->pend[b];
-    char *js = token_json(w->spec->brains[b].id, p->seq, p->time_us, p->thought, p->crash_count, p->text ? p->text : "");
+    struct bj_event ev = pend_event(w->spec->brains[b].id, p);
+    char *js = bj_event_to_json(&ev);
     if (js) {
         struct msg *m = msg_new(K_TOKEN, b, js, strlen(js));
         if (m) {
@@ -279,6 +287,30 @@ static void client_flush_pend(struct bj_web *w, struct client *c, int b)
     }
     free(p->text);
     memset(p, 0, sizeof *p);
+}
+
+/* The first start's password: kept for its owner in DATA_DIR/admin-password (0600: the daemon's
+ * user and root), shown on a terminal; a journal or a log file gets only where it is. */
+static void announce_admin(const char *data_dir, const char *pw)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/admin-password", data_dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    bool kept = fd >= 0 && dprintf(fd, "%s\n", pw) > 0;
+    if (fd >= 0 && (fsync(fd) != 0 || close(fd) != 0))
+        kept = false;
+    if (!kept)
+        bj_warn("web: cannot keep the first password in %s: %s", path, strerror(errno));
+    if (isatty(STDERR_FILENO) || !kept)
+        fprintf(stderr,
+                "\n  brainjar web: first start, no users yet. Created user 'admin' (operator)\n"
+                "  with the password:   %s\n"
+                "  (only a hash is kept in %s/web-users%s%s).\n"
+                "  Change it with: brainjar passwd admin\n\n",
+                pw, data_dir, kept ? "; the password is also in " : "", kept ? path : "");
+    else
+        bj_info("web: first start, no users yet: created user 'admin' (operator); its password is in %s "
+                "(readable by this user and root only). Change it with: brainjar passwd admin", path);
 }
 
 static struct msg *snapshot_msg(struct bj_web *w, struct client *c, const char *why);
@@ -335,13 +367,11 @@ static void flush_batch_token(struct bj_web *w, int b)
     struct pending_tok *p = &w->batch[b];
     if (!p->used)
         return;
-    char *js = token_json(w->spec->brains[b].id, p->seq, p->time_us, p->thought, p->crash_count, p->text ? p->text : "");
+    struct bj_event ev = pend_event(w->spec->brains[b].id, p);
+    char *js = bj_event_to_json(&ev);
     if (js) {
         struct msg *m = msg_new(K_TOKEN, b, js, strlen(js));
         if (m) {
-            struct bj_event ev = {.type = BJ_EV_TOKEN, .seq = p->seq, .time_us = p->time_us, .thought = p->thought,
-                                  .crash_count = p->crash_count, .text = p->text};
-            bj_strlcpy(ev.brain, w->spec->brains[b].id, sizeof ev.brain);
             w->stats.ws_messages++;
             fanout(w, m, &ev);
             msg_unref(m);
@@ -1449,12 +1479,7 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
         if (made < 0)
             goto fail;
         if (made) {
-            fprintf(stderr,
-                    "\n  brainjar web: first start, no users yet. Created user 'admin' (operator)\n"
-                    "  with the password:   %s\n"
-                    "  It is shown only this once (only a hash is kept in %s/web-users).\n"
-                    "  Change it with: brainjar passwd admin\n\n",
-                    pw, w->data_dir);
+            announce_admin(w->data_dir, pw);
             memset(pw, 0, sizeof pw);
         }
     } else {
