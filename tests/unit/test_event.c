@@ -102,7 +102,7 @@ static void test_every_type(void **state)
         const char *name;
         const char *keys;
     } cases[] = {
-        {BJ_EV_TOKEN, "token", "brain,crash_count,seq,text,thought,ts,type"},
+        {BJ_EV_TOKEN, "token", "brain,crash_count,jar_used,seq,text,thought,ts,type"},
         {BJ_EV_THOUGHT, "thought", "brain,complete,crash_count,seq,text,thought,ts,type"},
         {BJ_EV_DEATH, "death", "brain,cause,crash_count,jar_tokens,jar_used,seq,text,ts,type"},
         {BJ_EV_RESURRECTION, "resurrection", "brain,crash_count,seq,text,ts,type"},
@@ -179,6 +179,16 @@ static void test_optional_fields(void **state)
     ev.text = "";
     o = to_json(&ev);
     assert_string_equal(str(o, "text"), "");
+    json_decref(o);
+    /* A merged token says how many tokens it holds; a single one does not. */
+    ev = full_event(BJ_EV_TOKEN);
+    ev.pieces = 3;
+    o = to_json(&ev);
+    assert_int_equal(json_integer_value(json_object_get(o, "n")), 3);
+    json_decref(o);
+    ev.pieces = 1;
+    o = to_json(&ev);
+    assert_null(json_object_get(o, "n"));
     json_decref(o);
     /* Big numbers survive. */
     ev = full_event(BJ_EV_DEATH);
