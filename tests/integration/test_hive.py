@@ -159,7 +159,15 @@ class Faults(HiveCase):
             with open(out, "w") as f:
                 p = subprocess.Popen([BRAINJAR, "run", "--events", "jsonl", "--data-dir", data, "--pause", "0",
                                       "--no-web", *with_model(["--jar-tokens", "300"])], stdout=f, stderr=subprocess.DEVNULL)
-                time.sleep(2.5)
+                # Wait for a death to be published (a state, not a time: under the sanitizers on a
+                # busy machine the first one can take many seconds), then stop it.
+                deadline = time.time() + 90
+                while time.time() < deadline and p.poll() is None:
+                    with open(out) as g:
+                        if '"type":"death"' in g.read():
+                            break
+                    time.sleep(0.2)
+                time.sleep(0.3)
                 p.send_signal(sig)
                 rc = p.wait(timeout=30)
             self.assertEqual(rc, 0 if sig == signal.SIGTERM else -signal.SIGKILL)
