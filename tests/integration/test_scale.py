@@ -35,6 +35,17 @@ class Brains(HiveCase):
         for phase in ("batch assembly", "llama_decode", "sampling", "token-to-text", "event publishing"):
             self.assertIn(phase, err)
 
+    def test_resurrection_speaks_within_two_steps_at_16(self):
+        # 16 brains, small jars, no pause: deaths in most steps. Every new life's first token comes
+        # within 2 steps of the end of its pause (counted in steps, not ms: any machine).
+        rc, ev, err = self.run_hive("--brains", "16", "--jar-tokens", "200", "--steps", "200", "--max-tokens", "12",
+                                    "--profile", dump=False, timeout=300)
+        self.assertEqual(rc, 0, err)
+        m = re.search(r"profile-summary: brains=16 .*resurrections=(\d+) .*first_token_max_steps=(\d+)", err)
+        self.assertIsNotNone(m, err[-2000:])
+        self.assertGreater(int(m.group(1)), 10, "small jars: many resurrections")
+        self.assertLessEqual(int(m.group(2)), 2, "a resurrection waited more than 2 steps for its first token")
+
     def test_prompt_budget_bounds_waits(self):
         # 16 system prompts of ~130 tokens share about 512 prompt tokens a step: some brains wait
         # for their turn at the start, none longer than the prompt work ahead of it takes.

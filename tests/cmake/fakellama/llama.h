@@ -1,0 +1,1 @@
+int llama_fake_reduce(int x);
