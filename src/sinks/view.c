@@ -37,10 +37,11 @@ void bj_view_free(struct bj_view *v)
     free(v);
 }
 
-/* Copies src into a fixed field, always NUL-terminated. */
+/* Copies src into a fixed field, always NUL-terminated; reads at most cap - 1 bytes of src, so
+ * an event's fixed field that lacks its NUL (a bad decoder upstream) is still read safely. */
 static void set_field(char *dst, size_t cap, const char *src)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
+    snprintf(dst, cap, "%.*s", (int)(cap - 1), src ? src : "");
 }
 
 static struct bj_view_brain *find(struct bj_view *v, const char *name)
@@ -120,7 +121,9 @@ int bj_view_apply(struct bj_view *v, const struct bj_event *ev)
 {
     if (!v || !ev)
         return 0;
-    struct bj_view_brain *b = get(v, ev->brain);
+    char name[sizeof ev->brain];
+    set_field(name, sizeof name, ev->brain);
+    struct bj_view_brain *b = get(v, name);
     if (!b)
         return 0;
     const char *text = ev->text ? ev->text : "";

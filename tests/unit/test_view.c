@@ -2,7 +2,8 @@
  * bounded ring; deaths raise the veil with their cause and enter the timeline (newest first,
  * bounded); resurrection lowers the veil; status updates state, jar and tok/s; header totals;
  * roles; focus wraps both ways; long and hostile input (no brain name, NULL text, overlong
- * text cut at a UTF-8 boundary, more brains than the view holds) never crashes. */
+ * text cut at a UTF-8 boundary, more brains than the view holds, fixed fields without their NUL)
+ * never crashes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -156,6 +157,15 @@ static void test_hostile_input(void **state)
         bj_view_apply(v, &ev);
     }
     assert_int_equal(bj_view_count(v), BJ_VIEW_MAX_BRAINS);
+    /* Fixed fields without their NUL are read up to their size, never past it. */
+    struct bj_view *w = bj_view_new(0);
+    ev = ev_of(BJ_EV_DEATH, "", NULL);
+    memset(ev.brain, 'X', sizeof ev.brain);
+    memset(ev.cause, 'C', sizeof ev.cause);
+    bj_view_apply(w, &ev);
+    assert_int_equal(strlen(bj_view_brain_at(w, 0)->name), sizeof ev.brain - 1);
+    assert_int_equal(strlen(bj_view_brain_at(w, 0)->cause), sizeof ev.cause - 1);
+    bj_view_free(w);
     assert_int_equal(bj_view_set_role(v, "NEW", "A"), -1);
     bj_view_free(v);
 }
