@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,10 +81,14 @@ static bool stop_requested(void)
 }
 
 /* The process loop: waits for a signal, the hive's own end (--steps) or --duration, and runs the
- * supervisor's round once a second. Returns the exit status. */
+ * supervisor's round once a second. Returns the exit status. SIGHUP reopens logs and reloads
+ * prompts, as a daemon's should, unless the run began on a terminal: there it is the terminal
+ * going away (a closed window, a lost SSH session, tmux kill-session), and the run stops cleanly
+ * instead of living on headless with the port and the data directory's lock. */
 static int process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd, struct bj_ops *ops)
 {
     int64_t t0 = bj_now_us();
+    bool on_tty = isatty(STDIN_FILENO) || isatty(STDOUT_FILENO);
     for (;;) {
         struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = bj_hive_fd(hive), .events = POLLIN}};
         int timeout = 1000;
@@ -99,6 +104,10 @@ static int process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) == sizeof si) {
+                if (si.ssi_signo == SIGHUP && on_tty) {
+                    bj_info("SIGHUP on a terminal: the terminal went away, stopping");
+                    return 0;
+                }
                 if (si.ssi_signo == SIGHUP) {
                     bj_info("SIGHUP: reopening log files, reloading prompt files");
                     bj_hive_reopen_logs(hive);
