@@ -374,9 +374,14 @@ int bj_replay_args(int argc, char **argv, int *out_argc, char ***out_argv)
         return 2;
     }
     size_t nrec = json_array_size(rec);
-    char **v = calloc(nrec + (size_t)argc + 8, sizeof *v);
+    char **v = calloc(nrec + (size_t)argc + 8, sizeof *v); /* NULL-terminated */
+    if (!v) {
+        fprintf(stderr, "brainjar run: --replay: out of memory\n");
+        json_decref(rec);
+        return 2;
+    }
     int k = 0;
-    v[k++] = argv[0];
+    v[k++] = strdup(argv[0]); /* every entry is v's own: bj_replay_args_free frees them all */
     for (size_t i = 2; i < nrec; i++) { /* recorded: brainjar run ARGS... */
         const char *a = json_string_value(json_array_get(rec, i));
         v[k++] = strdup(a ? a : "");
@@ -388,16 +393,33 @@ int bj_replay_args(int argc, char **argv, int *out_argc, char ***out_argv)
         }
         if (strncmp(argv[i], "--replay=", 9) == 0)
             continue;
-        v[k++] = argv[i];
+        v[k++] = strdup(argv[i]);
     }
     char num[32];
     snprintf(num, sizeof num, "%ld", run);
-    v[k++] = "--replay-run";
+    v[k++] = strdup("--replay-run");
     v[k++] = strdup(num);
-    v[k++] = "--replay-from";
+    v[k++] = strdup("--replay-from");
     v[k++] = strdup(dir);
     json_decref(rec);
+    for (int i = 0; i < k; i++)
+        if (!v[i]) { /* a strdup failed: the list would end early */
+            for (int j = 0; j < k; j++)
+                free(v[j]);
+            free(v);
+            fprintf(stderr, "brainjar run: --replay: out of memory\n");
+            return 2;
+        }
     *out_argc = k;
     *out_argv = v;
     return 1;
+}
+
+void bj_replay_args_free(char **v)
+{
+    if (!v)
+        return;
+    for (char **a = v; *a; a++)
+        free(*a);
+    free(v);
 }

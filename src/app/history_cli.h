@@ -14,7 +14,8 @@ int bj_check_main(int argc, char **argv);
  * arguments, then the ones given now (later flags win: give a fresh --data-dir, --steps, ...),
  * then --replay-run R --replay-from DIR (DIR defaults to the default data directory); 0 when there
  * is no --replay (nothing changed); 2 after printing why run R cannot be replayed. argv[0] is the
- * command name; *out_argv is malloc'ed and lives as long as the process. */
+ * command name; *out_argv is NULL-terminated and the caller's: bj_replay_args_free. */
 int bj_replay_args(int argc, char **argv, int *out_argc, char ***out_argv);
+void bj_replay_args_free(char **v);
 
 #endif

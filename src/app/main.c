@@ -252,15 +252,22 @@ out:
 static int run(int argc, char **argv)
 {
     static struct bj_config c; /* large (brains, paths): not on the stack */
-    int rc = bj_replay_args(argc, argv, &argc, &argv); /* ops: --replay R runs run R's recorded arguments */
+    char **replayed = NULL;
+    int rc = bj_replay_args(argc, argv, &argc, &replayed); /* ops: --replay R runs run R's recorded arguments */
     if (rc == 2)
         return 2;
+    if (replayed)
+        argv = replayed;
     rc = bj_cli_parse_run("run", argc, argv, &c);
     if (rc)
-        return rc == 1 ? 0 : rc;
-    if (c.log_level >= 0)
-        bj_log_set_level((enum bj_log_level)c.log_level);
-    return run_hive(&c, argc, argv);
+        rc = rc == 1 ? 0 : rc;
+    else {
+        if (c.log_level >= 0)
+            bj_log_set_level((enum bj_log_level)c.log_level);
+        rc = run_hive(&c, argc, argv);
+    }
+    bj_replay_args_free(replayed);
+    return rc;
 }
 
 static int validate(int argc, char **argv)
