@@ -49,14 +49,14 @@ static void print_version(void)
     printf("brainjar %s\nllama.cpp %s (ggml %s)\n", BJ_VERSION, llama_version(), ggml_version());
 }
 
-static void block_stop_signals(void)
+/* SIGINT, SIGTERM and SIGHUP, blocked: they wait for the process loop's signalfd. */
+static void block_stop_signals(sigset_t *sigs)
 {
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGTERM);
+    sigaddset(sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, sigs, NULL);
 }
 
 /* Signals are taken synchronously by the process loop (signalfd); every thread inherits the
@@ -65,11 +65,7 @@ static int signals_fd(void)
 {
     signal(SIGPIPE, SIG_IGN);
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    block_stop_signals(&sigs);
     return signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
@@ -298,8 +294,10 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (strcmp(cmd, "run") == 0)
-        block_stop_signals(); /* from here a SIGTERM waits for the process loop: a stop, never a crash */
+    if (strcmp(cmd, "run") == 0) {
+        sigset_t stop;
+        block_stop_signals(&stop); /* from here a SIGTERM waits for the process loop: a stop, never a crash */
+    }
     bj_log_attach_llama();
     llama_backend_init();
     int rc;

@@ -22,15 +22,6 @@
 #include "routes.h"
 
 /* ---- small helpers ------------------------------------------------------------------- */
-static json_t *iso_or_null(int64_t us)
-{
-    if (us <= 0)
-        return json_null();
-    char b[40];
-    bj_iso_time_us(us, b, sizeof b);
-    return json_string(b);
-}
-
 void routes_resp_header(struct web_resp *rs, const char *name, const char *fmt, ...)
 {
     if (rs->n_headers >= WEB_RESP_HEADERS)
@@ -287,8 +278,8 @@ json_t *routes_brain_json(const struct web_ctx *w, const struct bj_brain_view *v
                      "deaths", (int)v->deaths, "life", (int)v->life, "thought", (int)v->thought, "deaths_by_cause",
                      causes, "jar", "used", (int)v->jar_used, "tokens", (int)v->jar_tokens, "fill",
                      v->jar_tokens > 0 ? (double)v->jar_used / v->jar_tokens : 0.0, "tok_s", v->tok_s, "tokens",
-                     (json_int_t)v->tokens, "last_death", iso_or_null(v->last_death_us), "updated",
-                     iso_or_null(v->updated_us), "current", jstr(v->current), "last", jstr(v->last),
+                     (json_int_t)v->tokens, "last_death", web_view_iso_or_null(v->last_death_us), "updated",
+                     web_view_iso_or_null(v->updated_us), "current", jstr(v->current), "last", jstr(v->last),
                      "watches", watches, "watched_by", watched_by, "watches_all", v->watches_all, "sees_lifecycle",
                      v->sees_lifecycle, "mood", text_or_null(routes_mood(text)));
 }
@@ -388,7 +379,7 @@ json_t *routes_state_json(const struct web_ctx *w, const struct bj_hive_snapshot
                      original_status(v->state), "crash_count", (int)v->deaths, "peer_crash_count", peer,
                      "network_status", linked ? "connected" : "isolated", "memory_usage", memory_percent(), "cpu_temp",
                      cpu_temp(), "current_output", jstr(text), "current_mood", text_or_null(routes_mood(text)),
-                     "ram_limit", ram, "last_update", iso_or_null(v->updated_us ? v->updated_us : bj_event_now()));
+                     "ram_limit", ram, "last_update", web_view_iso_or_null(v->updated_us ? v->updated_us : bj_event_now()));
 }
 
 json_t *routes_metrics_json(const struct web_ctx *w, const struct bj_hive_snapshot *s)
@@ -400,7 +391,7 @@ json_t *routes_metrics_json(const struct web_ctx *w, const struct bj_hive_snapsh
     int64_t started = s->started_us ? s->started_us : w->started_us;
     return json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:f}", "total_crashes", (json_int_t)total, "total_messages",
                      (json_int_t)(vc->thoughts + vc->observes), "uptime_seconds",
-                     (json_int_t)((bj_event_now() - started) / 1000000), "start_time", iso_or_null(started),
+                     (json_int_t)((bj_event_now() - started) / 1000000), "start_time", web_view_iso_or_null(started),
                      "deaths_this_run", (json_int_t)s->deaths, "tokens", (json_int_t)s->tokens, "tok_s", s->tok_s);
 }
 
@@ -501,7 +492,7 @@ static void r_logs(struct ctx *x)
     for (int k = np - 1; k >= 0; k--) {
         const struct log_rec *l = web_view_log(x->w->view, picked[k]);
         json_t *msg = json_string(l->message ? l->message : "");
-        json_array_append_new(logs, json_pack("{s:o,s:o,s:s,s:o,s:O}", "timestamp", iso_or_null(l->time_us),
+        json_array_append_new(logs, json_pack("{s:o,s:o,s:s,s:o,s:O}", "timestamp", web_view_iso_or_null(l->time_us),
                                               "instance_id", l->brain[0] ? json_string(l->brain) : json_null(), "level",
                                               l->level, "message", msg ? msg : json_string(""), "data",
                                               l->data ? l->data : json_null()));

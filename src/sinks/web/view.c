@@ -97,7 +97,7 @@ int64_t web_view_last_t(const struct web_view *v)
     return v->n_series ? v->series[(v->series_head + WEB_SERIES - 1) % WEB_SERIES].t : 0;
 }
 
-static json_t *iso_or_null(int64_t us)
+json_t *web_view_iso_or_null(int64_t us)
 {
     if (us <= 0)
         return json_null();
@@ -109,14 +109,14 @@ static json_t *iso_or_null(int64_t us)
 json_t *web_view_thought_json(const struct bj_thought_rec *r)
 {
     json_t *t = json_string(r->text ? r->text : "");
-    return json_pack("{s:o,s:I,s:i,s:i,s:b,s:o}", "time", iso_or_null(r->time_us), "time_us", (json_int_t)r->time_us,
+    return json_pack("{s:o,s:I,s:i,s:i,s:b,s:o}", "time", web_view_iso_or_null(r->time_us), "time_us", (json_int_t)r->time_us,
                      "life", (int)r->life, "thought", (int)r->thought, "complete", r->complete, "text",
                      t ? t : json_string("(invalid UTF-8)"));
 }
 
 json_t *web_view_death_json(const struct death_rec *d)
 {
-    return json_pack("{s:o,s:I,s:s,s:s,s:i,s:i,s:i}", "time", iso_or_null(d->time_us), "time_us",
+    return json_pack("{s:o,s:I,s:s,s:s,s:i,s:i,s:i}", "time", web_view_iso_or_null(d->time_us), "time_us",
                      (json_int_t)d->time_us, "brain", d->brain, "cause", d->cause, "crash_count", (int)d->crash_count,
                      "jar_used", (int)d->jar_used, "jar_tokens", (int)d->jar_tokens);
 }

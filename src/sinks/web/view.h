@@ -69,6 +69,8 @@ const struct log_rec *web_view_log(const struct web_view *v, int i);
 int64_t web_view_last_t(const struct web_view *v);
 
 /* {process_rss, system_total, system_available, gpu_used} of the last sample (nulls before one). */
+/* An ISO 8601 time of us (microseconds since the epoch), or null when there is none (us <= 0). */
+json_t *web_view_iso_or_null(int64_t us);
 json_t *web_view_memory_json(const struct web_view *v);
 /* The series in uPlot's column form (docs/API.md, /api/series), brains named as in snap. */
 json_t *web_view_series_json(const struct web_view *v, const struct bj_hive_snapshot *snap);
