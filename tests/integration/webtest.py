@@ -130,6 +130,10 @@ class WebHive:
         if username:
             body["username"] = username
         r = self.request("POST", "/login", body)
+        deadline = time.time() + 30
+        while r.status == 503 and time.time() < deadline:  # every hash worker busy: come back as told
+            time.sleep(float(r.header("Retry-After") or 1))
+            r = self.request("POST", "/login", body)
         if r.status != 200:
             raise AssertionError(f"login failed: {r.status} {r.body}")
         cookie = r.header("Set-Cookie")
