@@ -45,7 +45,7 @@ static const char *arg(int argc, char **argv, const char *name, const char *def)
 
 static struct bj_peer *start(struct bj_bus *bus, const char *id, int port, const char *dial, int max_links)
 {
-    struct bj_peer_params p = bj_peer_default_params();
+    struct bj_peer_params p = bj_peer_params_default();
     p.bus = bus;
     bj_strlcpy(p.node_id, id, sizeof p.node_id);
     p.listen = port >= 0;
@@ -61,8 +61,8 @@ static struct bj_peer *start(struct bj_bus *bus, const char *id, int port, const
         p.n_dial = 1;
     }
     char err[256];
-    struct bj_peer *pe = bj_peer_start(&p, err, sizeof err);
-    if (!pe) {
+    struct bj_peer *pe = bj_peer_new(&p, err, sizeof err);
+    if (!pe || bj_peer_start(pe, err, sizeof err)) {
         fprintf(stderr, "peerbench: %s\n", err);
         exit(1);
     }
@@ -112,7 +112,7 @@ static int do_recv(int argc, char **argv)
     printf("received %zu thoughts in %.2f s = %.0f msg/s; latency p50 %.0f us, p99 %.0f us, max %.0f us\n", n, secs,
            secs > 0 ? (double)(n - 1) / secs : 0.0, (double)lat[n / 2], (double)lat[(size_t)((double)n * 0.99)],
            (double)lat[n - 1]);
-    bj_peer_stop(pe);
+    bj_peer_free(pe);
     bj_bus_unsubscribe(bus, sub);
     bj_bus_free(bus);
     free(lat);
@@ -181,7 +181,7 @@ static int do_send(int argc, char **argv)
     printf("sent %ld thoughts of %d bytes in %.2f s = %.0f msg/s (%llu not queued)\n", count, size, secs,
            (double)count / secs, (unsigned long long)st.out_dropped);
     usleep(200000);
-    bj_peer_stop(pe);
+    bj_peer_free(pe);
     bj_bus_unsubscribe(bus, sub);
     bj_bus_free(bus);
     free(text);
@@ -271,7 +271,7 @@ static int do_idle(int argc, char **argv)
            (double)(after - before) / links, sock_before, sock_after);
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
-    bj_peer_stop(pe);
+    bj_peer_free(pe);
     bj_bus_unsubscribe(bus, sub);
     bj_bus_free(bus);
     return st.links_up == (uint64_t)links ? 0 : 1;

@@ -50,7 +50,7 @@ void bj_config_defaults(struct bj_config *c)
     c->spec.brain_share_pct = 50.0;
     c->spec.headroom_gb = 2.0;
     c->spec.inject_step = 0;
-    c->peer = bj_peer_default_params();
+    c->peer = bj_peer_params_default();
     c->spec.stall_timeout_ms = 60000;
     bj_ops_config_defaults(&c->ops);
     bj_config_apply_mode(c);

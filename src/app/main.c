@@ -203,7 +203,7 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
         struct bj_peer_params pp = c->peer;
         pp.bus = bus;
         pp.hive = hive;
-        if (!(peer = bj_peer_start(&pp, err, sizeof err)))
+        if (!(peer = bj_peer_new(&pp, err, sizeof err)) || bj_peer_start(peer, err, sizeof err))
             goto out;
     }
     /* ---- end peer links ---- */
@@ -237,6 +237,7 @@ out:
         bj_term_finish(term, bus);
     }
     bj_web_free(web); /* web: stops its thread before the hive goes */
+    bj_peer_free(peer); /* peer links: stopped above; before the hive and the bus it points at */
     bj_hive_free(hive);
     bj_ops_free(ops); /* ops: before the bus it subscribed to */
     bj_bus_free(bus);

@@ -83,58 +83,6 @@ static int read_psi(const char *path, double *some10, double *full10)
     return found & 1 ? 0 : -1;
 }
 
-static bool type_watched(const char *types, const char *type)
-{
-    if (!*types)
-        return true;
-    size_t n = strlen(type);
-    for (const char *p = types; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == n && strncmp(p, type, n) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
-}
-
-/* The hottest watched zone, in degrees C. -1 when none could be read. */
-static int read_thermal(const char *root, const char *types, double *temp_c, char *zone, size_t zlen)
-{
-    DIR *d = opendir(root);
-    if (!d)
-        return -1;
-    struct dirent *e;
-    int found = -1;
-    while ((e = readdir(d))) {
-        if (strncmp(e->d_name, "thermal_zone", 12) != 0)
-            continue;
-        char path[PATH_MAX + 300], *type = NULL, *temp = NULL;
-        size_t len;
-        snprintf(path, sizeof path, "%s/%s/type", root, e->d_name);
-        if (bj_read_file(path, &type, &len) == 0) {
-            type[strcspn(type, "\n")] = '\0';
-            snprintf(path, sizeof path, "%s/%s/temp", root, e->d_name);
-            long milli;
-            if (type_watched(types, type) && bj_read_file(path, &temp, &len) == 0) {
-                temp[strcspn(temp, "\n")] = '\0';
-                /* Some drivers answer with an error or nonsense while a sensor sleeps: skip those. */
-                if (bj_parse_long(temp, -50000, 200000, &milli) == 0 && (found < 0 || milli / 1000.0 > *temp_c)) {
-                    *temp_c = (double)milli / 1000.0;
-                    bj_strlcpy(zone, type, zlen);
-                    found = 0;
-                }
-            }
-        }
-        free(type);
-        free(temp);
-    }
-    closedir(d);
-    return found;
-}
-
 void bj_watchdog_sample(const struct bj_watchdog_params *p, struct bj_wd_sample *out)
 {
     memset(out, 0, sizeof *out);
@@ -151,7 +99,7 @@ void bj_watchdog_sample(const struct bj_watchdog_params *p, struct bj_wd_sample 
         out->rss = pm.rss;
     }
     out->psi_ok = read_psi(p->psi_path, &out->psi_some10, &out->psi_full10) == 0;
-    out->temp_ok = read_thermal(p->thermal_root, p->thermal_types, &out->temp_c, out->temp_zone,
+    out->temp_ok = bj_sysmem_hottest_zone(p->thermal_root, p->thermal_types, &out->temp_c, out->temp_zone,
                                 sizeof out->temp_zone) == 0;
     if (p->gpu) {
         struct bj_gpu_info gi;

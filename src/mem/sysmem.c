@@ -1,6 +1,7 @@
 /* sysmem: see sysmem.h. Plain file readers; the only state is the "NVML absent" said-once flag. */
 #include "sysmem.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -427,3 +428,67 @@ void bj_sysmem_read_gpu(const struct bj_sysmem_paths *p, const struct bj_sysmem 
     if (!out->available)
         say_no_gpu_once(out->why);
 }
+
+/* ---- in use, and the heat ------------------------------------------------------------------------ */
+
+int bj_sysmem_used_pct(const struct bj_sysmem_paths *p)
+{
+    struct bj_sysmem m;
+    char err[64];
+    if (bj_sysmem_read(p, &m, err, sizeof err) || m.total == 0)
+        return -1;
+    uint64_t used = m.total > m.available ? m.total - m.available : 0;
+    return (int)(used * 100 / m.total);
+}
+
+static bool type_watched(const char *types, const char *type)
+{
+    if (!*types)
+        return true;
+    size_t n = strlen(type);
+    for (const char *p = types; *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == n && strncmp(p, type, n) == 0)
+            return true;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return false;
+}
+
+int bj_sysmem_hottest_zone(const char *root, const char *types, double *temp_c, char *zone, size_t zlen)
+{
+    DIR *d = opendir(root);
+    if (!d)
+        return -1;
+    struct dirent *e;
+    int found = -1;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "thermal_zone", 12) != 0)
+            continue;
+        char path[PATH_MAX + 300], *type = NULL, *temp = NULL;
+        size_t len;
+        snprintf(path, sizeof path, "%s/%s/type", root, e->d_name);
+        if (bj_read_file(path, &type, &len) == 0) {
+            type[strcspn(type, "\n")] = '\0';
+            snprintf(path, sizeof path, "%s/%s/temp", root, e->d_name);
+            long milli;
+            if (type_watched(types, type) && bj_read_file(path, &temp, &len) == 0) {
+                temp[strcspn(temp, "\n")] = '\0';
+                /* Some drivers answer with an error or nonsense while a sensor sleeps: skip those. */
+                if (bj_parse_long(temp, -50000, 200000, &milli) == 0 && (found < 0 || milli / 1000.0 > *temp_c)) {
+                    *temp_c = (double)milli / 1000.0;
+                    bj_strlcpy(zone, type, zlen);
+                    found = 0;
+                }
+            }
+        }
+        free(type);
+        free(temp);
+    }
+    closedir(d);
+    return found;
+}
+

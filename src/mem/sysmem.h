@@ -99,4 +99,13 @@ struct bj_gpu_info {
 void bj_sysmem_read_gpu(const struct bj_sysmem_paths *p, const struct bj_sysmem *host,
                         struct bj_gpu_info *out);
 
+/* Memory in use, 0-100, as the budget sees it: (total - available) / total of bj_sysmem_read, so
+ * a cgroup limit counts. -1 when meminfo cannot be read. */
+int bj_sysmem_used_pct(const struct bj_sysmem_paths *p);
+
+/* The hottest thermal zone under `root` (/sys/class/thermal) whose type is one of `types`
+ * (comma-separated; empty: every zone), in degrees C, and its type in zone[zlen]. Sensors that
+ * answer nonsense (outside -50..200 C) are skipped. Returns 0, or -1 when no zone could be read. */
+int bj_sysmem_hottest_zone(const char *root, const char *types, double *temp_c, char *zone, size_t zlen);
+
 #endif

@@ -32,7 +32,7 @@ static void node_start(struct node *n, const char *id, int port, const char *dia
 {
     n->bus = bj_bus_new();
     n->sub = bj_bus_subscribe(n->bus, "test", BJ_EV_ALL, 10000);
-    struct bj_peer_params p = bj_peer_default_params();
+    struct bj_peer_params p = bj_peer_params_default();
     p.bus = n->bus;
     bj_strlcpy(p.node_id, id, sizeof p.node_id);
     p.listen = port >= 0;
@@ -47,14 +47,15 @@ static void node_start(struct node *n, const char *id, int port, const char *dia
         bj_strlcpy(p.key_file, key, sizeof p.key_file);
     p.allow_legacy = legacy;
     char err[256];
-    n->peer = bj_peer_start(&p, err, sizeof err);
-    if (!n->peer)
-        fail_msg("bj_peer_start: %s", err);
+    n->peer = bj_peer_new(&p, err, sizeof err);
+    if (!n->peer || bj_peer_start(n->peer, err, sizeof err))
+        fail_msg("peer: %s", err);
 }
 
 static void node_stop(struct node *n)
 {
     bj_peer_stop(n->peer);
+    bj_peer_free(n->peer);
     bj_bus_close(n->bus);
     struct bj_event ev;
     while (bj_sub_next(n->sub, &ev, 0) == 1)
@@ -327,14 +328,15 @@ static void test_flood(void **state)
     struct node a;
     a.bus = bj_bus_new();
     a.sub = bj_bus_subscribe(a.bus, "test", BJ_EV_ALL, 100000);
-    struct bj_peer_params p = bj_peer_default_params();
+    struct bj_peer_params p = bj_peer_params_default();
     p.bus = a.bus;
     p.listen = true;
     p.port = 0;
     p.rate_msgs = 50;
     char err[256];
-    a.peer = bj_peer_start(&p, err, sizeof err);
+    a.peer = bj_peer_new(&p, err, sizeof err);
     assert_non_null(a.peer);
+    assert_int_equal(bj_peer_start(a.peer, err, sizeof err), 0);
     int fd = raw_connect(bj_peer_port(a.peer));
     char msg[128];
     int len = snprintf(msg, sizeof msg, "{\"type\":\"STATUS\",\"sender_id\":\"F\",\"content\":\"x\"}\n");

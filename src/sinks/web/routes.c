@@ -297,57 +297,6 @@ static const char *original_status(const char *state)
     return "stopped";
 }
 
-static json_t *cpu_temp(void)
-{
-    /* The hottest thermal zone that reads; null when there is no sensor (never invented).
-     * Read at most once a second (the web thread is the only caller). */
-    static int64_t when;
-    static double cached = -1000;
-    int64_t now = bj_now_us() / 1000000;
-    if (now == when)
-        return cached > -1000 ? json_real(cached) : json_null();
-    when = now;
-    double best = -1000;
-    for (int i = 0; i < 32; i++) {
-        char path[96];
-        snprintf(path, sizeof path, "/sys/class/thermal/thermal_zone%d/temp", i);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        long mc;
-        if (fscanf(f, "%ld", &mc) == 1 && mc > -50000 && mc < 200000 && mc / 1000.0 > best)
-            best = mc / 1000.0;
-        fclose(f);
-    }
-    cached = best > -1000 ? ((int)(best * 10)) / 10.0 : -1000;
-    return cached > -1000 ? json_real(cached) : json_null();
-}
-
-static json_t *memory_percent(void)
-{
-    static int64_t when;
-    static json_int_t cached = -1;
-    int64_t now = bj_now_us() / 1000000;
-    if (now == when)
-        return cached >= 0 ? json_integer(cached) : json_null();
-    when = now;
-    cached = -1;
-    FILE *f = fopen("/proc/meminfo", "re");
-    if (!f)
-        return json_null();
-    char line[128];
-    long long total = -1, avail = -1;
-    while (fgets(line, sizeof line, f)) {
-        sscanf(line, "MemTotal: %lld", &total);
-        sscanf(line, "MemAvailable: %lld", &avail);
-    }
-    fclose(f);
-    if (total <= 0 || avail < 0)
-        return json_null();
-    cached = (json_int_t)((total - avail) * 100 / total);
-    return json_integer(cached);
-}
-
 json_t *routes_state_json(const struct web_ctx *w, const struct bj_hive_snapshot *s, int i)
 {
     const struct bj_brain_view *v = &s->brains[i];
@@ -377,8 +326,8 @@ json_t *routes_state_json(const struct web_ctx *w, const struct bj_hive_snapshot
         *p = (char)tolower((unsigned char)*p);
     return json_pack("{s:s,s:s,s:i,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o}", "mode", mode, "status",
                      original_status(v->state), "crash_count", (int)v->deaths, "peer_crash_count", peer,
-                     "network_status", linked ? "connected" : "isolated", "memory_usage", memory_percent(), "cpu_temp",
-                     cpu_temp(), "current_output", jstr(text), "current_mood", text_or_null(routes_mood(text)),
+                     "network_status", linked ? "connected" : "isolated", "memory_usage", web_view_memory_pct_json(w->view),
+                     "cpu_temp", web_view_temp_json(w->view), "current_output", jstr(text), "current_mood", text_or_null(routes_mood(text)),
                      "ram_limit", ram, "last_update", web_view_iso_or_null(v->updated_us ? v->updated_us : bj_event_now()));
 }
 

@@ -29,9 +29,24 @@ struct web_view {
     int series_head, n_series;
     struct bj_sysmem_paths mem_paths;
     int64_t gpu_used;
+    int mem_pct;                 /* memory in use, 0-100; -1: unknown */
+    double temp_c;               /* the hottest thermal zone; BJ_NO_TEMP: no sensor */
     unsigned samples;
     struct web_view_counts counts;
 };
+
+#define NO_TEMP -1000.0
+
+/* The host's memory in use and heat, as sysmem reads them (cgroup-aware), for the original's
+ * per-brain state. */
+static void sample_host(struct web_view *w)
+{
+    w->mem_pct = bj_sysmem_used_pct(&w->mem_paths);
+    double t;
+    char zone[64];
+    w->temp_c = bj_sysmem_hottest_zone("/sys/class/thermal", "", &t, zone, sizeof zone) == 0 ? (int)(t * 10) / 10.0
+                                                                                             : NO_TEMP;
+}
 
 struct web_view *web_view_new(int n_brains, int ring_thoughts)
 {
@@ -42,6 +57,7 @@ struct web_view *web_view_new(int n_brains, int ring_thoughts)
     v->ring_thoughts = ring_thoughts > 0 ? ring_thoughts : 200;
     v->gpu_used = -1;
     bj_sysmem_paths_default(&v->mem_paths);
+    sample_host(v);
     v->rings = calloc((size_t)(n_brains ? n_brains : 1), sizeof *v->rings);
     v->series = calloc(WEB_SERIES, sizeof *v->series);
     if (!v->rings || !v->series)
@@ -252,6 +268,7 @@ void web_view_sample(struct web_view *w, struct bj_hive *hive)
         }
     }
     s->gpu_used = w->gpu_used;
+    sample_host(w);
     struct bj_hive_snapshot snap;
     if (hive && bj_hive_snapshot(hive, &snap) == 0) {
         for (int i = 0; i < snap.n_brains && i < BJ_MAX_BRAINS; i++) {
@@ -264,6 +281,16 @@ void web_view_sample(struct web_view *w, struct bj_hive *hive)
     w->series_head = (w->series_head + 1) % WEB_SERIES;
     if (w->n_series < WEB_SERIES)
         w->n_series++;
+}
+
+json_t *web_view_memory_pct_json(const struct web_view *w)
+{
+    return w && w->mem_pct >= 0 ? json_integer(w->mem_pct) : json_null();
+}
+
+json_t *web_view_temp_json(const struct web_view *w)
+{
+    return w && w->temp_c > NO_TEMP ? json_real(w->temp_c) : json_null();
 }
 
 json_t *web_view_memory_json(const struct web_view *w)

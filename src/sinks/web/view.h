@@ -68,10 +68,14 @@ const struct log_rec *web_view_log(const struct web_view *v, int i);
 /* The last sample's time (unix seconds), 0 before the first. */
 int64_t web_view_last_t(const struct web_view *v);
 
-/* {process_rss, system_total, system_available, gpu_used} of the last sample (nulls before one). */
 /* An ISO 8601 time of us (microseconds since the epoch), or null when there is none (us <= 0). */
 json_t *web_view_iso_or_null(int64_t us);
+/* {process_rss, system_total, system_available, gpu_used} of the last sample (nulls before one). */
 json_t *web_view_memory_json(const struct web_view *v);
+/* Memory in use (0-100, cgroup-aware) and the hottest thermal zone (degrees C) of the last
+ * sample; null when unknown or there is no sensor (never invented). */
+json_t *web_view_memory_pct_json(const struct web_view *v);
+json_t *web_view_temp_json(const struct web_view *v);
 /* The series in uPlot's column form (docs/API.md, /api/series), brains named as in snap. */
 json_t *web_view_series_json(const struct web_view *v, const struct bj_hive_snapshot *snap);
 json_t *web_view_thought_json(const struct bj_thought_rec *r);

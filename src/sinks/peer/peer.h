@@ -22,7 +22,7 @@
  * oversized objects): a peer over the score is disconnected. Nothing a peer sends can crash the
  * process or block the hive.
  *
- * Threads: start/stop/free from one thread (main); bj_peer_port and bj_peer_get_stats from any. */
+ * Threads: new/start/stop/free from one thread (main); bj_peer_port and bj_peer_get_stats from any. */
 #ifndef BJ_PEER_H
 #define BJ_PEER_H
 
@@ -68,18 +68,24 @@ struct bj_peer_params {
     char key_file[PATH_MAX];    /* HMAC key (>= 16 bytes); empty: no authentication */
     bool allow_legacy;          /* with a key: still accept unauthenticated original nodes */
 };
-struct bj_peer_params bj_peer_default_params(void);
+struct bj_peer_params bj_peer_params_default(void);
 
 struct bj_peer;
 
-/* Binds, subscribes and starts the thread (call before the hive starts publishing, so no local
- * event is missed). NULL with err on failure (address in use, bad key file, ...). */
-struct bj_peer *bj_peer_start(const struct bj_peer_params *p, char *err, size_t errlen);
+/* Reads the key, binds the listening socket and subscribes to the bus (call before the hive
+ * starts publishing, so no local event is missed); no thread yet. NULL with err on failure
+ * (address in use, bad key file, ...). */
+struct bj_peer *bj_peer_new(const struct bj_peer_params *p, char *err, size_t errlen);
+/* Starts the loop thread: dialing, accepting, carrying messages. 0, or -1 with err. */
+int bj_peer_start(struct bj_peer *p, char *err, size_t errlen);
 /* The port it listens on (useful with port 0), or -1 when not listening. */
 int bj_peer_port(const struct bj_peer *p);
-/* Says goodbye to every peer (NEURAL_DISCONNECT), closes, joins the thread and frees. Call
- * before the hive is freed; the bus may already be closed. NULL is fine. */
+/* Sends what is queued, says goodbye to every peer (NEURAL_DISCONNECT), closes the links and
+ * joins the thread. Call before the hive is freed; the bus may already be closed. Frees
+ * nothing; NULL and a peer never started are fine. */
 void bj_peer_stop(struct bj_peer *p);
+/* Stops it if needed, then frees everything. NULL is fine. */
+void bj_peer_free(struct bj_peer *p);
 
 struct bj_peer_stats {
     uint64_t links_up;       /* now */

@@ -6,7 +6,7 @@
 #include "util.h"
 #include "wire.h"
 
-struct bj_peer_params bj_peer_default_params(void)
+struct bj_peer_params bj_peer_params_default(void)
 {
     struct bj_peer_params p;
     memset(&p, 0, sizeof p);
