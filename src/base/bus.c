@@ -18,32 +18,25 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "msg.h"
 #include "util.h"
 
-struct msg {
-    atomic_int refs;
-    struct bj_event ev; /* text owned by the message */
-};
+/* A queued event is a bj_msg whose payload is the struct bj_event (its text owned by it). */
+static struct bj_event *ev_of(struct bj_msg *m) { return (struct bj_event *)bj_msg_payload(m); }
 
-static struct msg *msg_new(const struct bj_event *ev)
+static void release_event(struct bj_msg *m) { bj_event_clear(ev_of(m)); }
+
+static struct bj_msg *msg_new(const struct bj_event *ev)
 {
-    struct msg *m = malloc(sizeof *m);
+    struct bj_msg *m = bj_msg_new(0, -1, 0, NULL, sizeof(struct bj_event));
     if (!m)
         return NULL;
-    if (bj_event_copy(&m->ev, ev)) {
-        free(m);
+    if (bj_event_copy(ev_of(m), ev)) {
+        bj_msg_unref(m);
         return NULL;
     }
-    atomic_init(&m->refs, 1);
+    m->release = release_event;
     return m;
-}
-
-static void msg_unref(struct msg *m)
-{
-    if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
-        bj_event_clear(&m->ev);
-        free(m);
-    }
 }
 
 /* The newest queued token of a brain (and node), by absolute queue position, for O(1)
@@ -63,7 +56,7 @@ struct bj_sub {
     uint32_t mask;
     size_t capacity;
     pthread_mutex_t lock;
-    struct msg **ring;      /* power-of-two size >= capacity; grows for lifecycle events */
+    struct bj_msg **ring;      /* power-of-two size >= capacity; grows for lifecycle events */
     size_t size;
     uint64_t head, tail;    /* absolute positions: queued = tail - head */
     struct token_slot tokens[TOKEN_INDEX];
@@ -161,7 +154,7 @@ void bj_bus_unsubscribe(struct bj_bus *bus, struct bj_sub *sub)
         }
     pthread_rwlock_unlock(&bus->lock);
     for (uint64_t i = sub->head; i < sub->tail; i++)
-        msg_unref(sub->ring[i & (sub->size - 1)]);
+        bj_msg_unref(sub->ring[i & (sub->size - 1)]);
     free(sub->ring);
     close(sub->fd);
     pthread_mutex_destroy(&sub->lock);
@@ -256,34 +249,34 @@ static bool coalesce_token(struct bj_sub *s, const struct bj_event *ev)
     struct token_slot *slot = token_find(s, ev);
     if (!slot || !ev->text)
         return false;
-    struct msg **at = &s->ring[(slot->pos - 1) & (s->size - 1)];
-    struct msg *old = *at;
-    if (old->ev.thought != ev->thought || old->ev.crash_count != ev->crash_count)
+    struct bj_msg **at = &s->ring[(slot->pos - 1) & (s->size - 1)];
+    struct bj_msg *old = *at;
+    if (ev_of(old)->thought != ev->thought || ev_of(old)->crash_count != ev->crash_count)
         return false;
-    size_t a = old->ev.text ? strlen(old->ev.text) : 0, b = strlen(ev->text);
+    size_t a = ev_of(old)->text ? strlen(ev_of(old)->text) : 0, b = strlen(ev->text);
     char *t = malloc(a + b + 1);
-    struct msg *m = t ? malloc(sizeof *m) : NULL;
+    /* a new message: the old one may be shared by other subscriptions (its text stays its own) */
+    struct bj_msg *m = t ? bj_msg_new(0, -1, 0, ev_of(old), sizeof(struct bj_event)) : NULL;
     if (!m) {
         free(t);
         return false;
     }
     if (a)
-        memcpy(t, old->ev.text, a);
+        memcpy(t, ev_of(old)->text, a);
     memcpy(t + a, ev->text, b + 1);
-    m->ev = old->ev;
-    m->ev.text = t;
-    m->ev.jar_used = ev->jar_used; /* the newer fill */
-    m->ev.pieces = (old->ev.pieces > 1 ? old->ev.pieces : 1) + (ev->pieces > 1 ? ev->pieces : 1);
-    atomic_init(&m->refs, 1);
+    ev_of(m)->text = t;
+    m->release = release_event;
+    ev_of(m)->jar_used = ev->jar_used; /* the newer fill */
+    ev_of(m)->pieces = (ev_of(old)->pieces > 1 ? ev_of(old)->pieces : 1) + (ev->pieces > 1 ? ev->pieces : 1);
     *at = m;
-    msg_unref(old);
+    bj_msg_unref(old);
     return true;
 }
 
 static int grow(struct bj_sub *s)
 {
     size_t n = s->size * 2;
-    struct msg **r = calloc(n, sizeof *r);
+    struct bj_msg **r = calloc(n, sizeof *r);
     if (!r)
         return -1;
     for (uint64_t i = s->head; i < s->tail; i++)
@@ -295,9 +288,9 @@ static int grow(struct bj_sub *s)
 }
 
 /* Caller holds s->lock. Takes a reference to m when it queues it. */
-static void enqueue(struct bj_sub *s, struct msg *m)
+static void enqueue(struct bj_sub *s, struct bj_msg *m)
 {
-    const struct bj_event *ev = &m->ev;
+    const struct bj_event *ev = ev_of(m);
     size_t queued = (size_t)(s->tail - s->head);
     bool lifecycle = BJ_EV_MASK(ev->type) & BJ_EV_LIFECYCLE;
     if (!lifecycle && queued >= s->capacity) {
@@ -312,7 +305,7 @@ static void enqueue(struct bj_sub *s, struct msg *m)
         bj_error("bus: out of memory; %s event lost for %s", bj_event_type_name(ev->type), s->name);
         return;
     }
-    atomic_fetch_add(&m->refs, 1);
+    bj_msg_ref(m);
     s->ring[s->tail & (s->size - 1)] = m;
     s->tail++;
     if (ev->type == BJ_EV_TOKEN)
@@ -323,7 +316,7 @@ void bj_bus_publish_many(struct bj_bus *bus, struct bj_event *evs, size_t n)
 {
     if (n == 0)
         return;
-    struct msg *stack[64], **msgs = n <= 64 ? stack : malloc(n * sizeof *msgs);
+    struct bj_msg *stack[64], **msgs = n <= 64 ? stack : malloc(n * sizeof *msgs);
     if (!msgs) {
         bj_error("bus: out of memory; %zu events lost", n);
         return;
@@ -359,7 +352,7 @@ void bj_bus_publish_many(struct bj_bus *bus, struct bj_event *evs, size_t n)
     }
     pthread_rwlock_unlock(&bus->lock);
     for (size_t i = 0; i < n; i++)
-        msg_unref(msgs[i]);
+        bj_msg_unref(msgs[i]);
     if (msgs != stack)
         free(msgs);
 }
@@ -373,21 +366,21 @@ static bool take(struct bj_sub *s, struct bj_event *out)
 {
     if (s->head == s->tail)
         return false;
-    struct msg *m = s->ring[s->head & (s->size - 1)];
+    struct bj_msg *m = s->ring[s->head & (s->size - 1)];
     s->head++;
     if (s->head == s->tail && !s->closed)
         unwake(s);
-    *out = m->ev;
+    *out = *ev_of(m);
     out->text = NULL;
-    if (m->ev.text) {
-        if (atomic_load(&m->refs) == 1) { /* the last holder: take the text instead of copying */
-            out->text = m->ev.text;
-            m->ev.text = NULL;
-        } else if (!(out->text = strdup(m->ev.text))) {
+    if (ev_of(m)->text) {
+        if (bj_msg_sole(m)) { /* the last holder: take the text instead of copying */
+            out->text = ev_of(m)->text;
+            ev_of(m)->text = NULL;
+        } else if (!(out->text = strdup(ev_of(m)->text))) {
             s->dropped++;
         }
     }
-    msg_unref(m);
+    bj_msg_unref(m);
     return true;
 }
 
