@@ -8,7 +8,9 @@
 #   hive    base, model, engine, mem, hive
 #   sinks   base, model, hive, mem, sinks (never an engine header); sinks/web/ is a wing of sinks
 #   app     anything
-# and only src/app may include config.h (struct bj_config).
+# and only src/app may include config.h (struct bj_config), and no header brings itself in again
+# through the headers it includes (an include circle: two files that need each other are one
+# concept cut in the wrong place).
 #
 # Every #include "..." of src/<layer>/*.{c,h} is checked, and so is everything it brings in
 # through other headers (a sink that includes a hive header which included engine.h breaks the
@@ -49,11 +51,14 @@ self_test() {
   printf '#include "engine.h"\n' > "$tmp/base/bus.c"       # base -> engine
   printf '#include "gone.h"\n' > "$tmp/model/plan.c"       # no such header
   printf '#include "hive.h"\n#include "config.h"\n' > "$tmp/app/main.c"  # fine
+  printf '#include "ring_b.h"\n' > "$tmp/sinks/ring_a.h"   # a circle: ring_a.h -> ring_b.h -> ring_a.h
+  printf '#include "ring_a.h"\n' > "$tmp/sinks/ring_b.h"
   out=$("$0" "$tmp" 2>&1); rc=$?
   [ -n "${LAYERS_VERBOSE:-}" ] && echo "$out"
   local ok=1
   [ "$rc" -eq 1 ] || { echo "self-test: exit status $rc, expected 1"; ok=0; }
-  for want in "sinks/web.c" "sinks/wing/room.c" "mem/budget.c" "engine/brain.c" "base/bus.c" "model/plan.c"; do
+  for want in "sinks/web.c" "sinks/wing/room.c" "mem/budget.c" "engine/brain.c" "base/bus.c" "model/plan.c" \
+              "sinks/ring_a.h"; do
     grep -q "^$want:" <<<"$out" || { echo "self-test: $want not reported"; ok=0; }
   done
   for clean in "app/main.c" "base/log.c" "hive/hive.h"; do
@@ -132,5 +137,13 @@ for l in $LAYERS; do
     done
   done < <(find "$SRC/$l" \( -name '*.c' -o -name '*.h' \) | sort)
 done
+# Include circles: a header found again among what its own includes bring in.
+for h in "${!LAYER_OF[@]}"; do
+  closure "${INCS[$h]}"
+  case " $CLOSURE " in
+    *" $h "*) echo "${PATH_OF[$h]#"$SRC"/}: an include circle: $h comes back through the headers it includes"; bad=1 ;;
+  esac
+done
+
 [ "$bad" -eq 0 ] && echo "layers: every include of $SRC keeps to its layer"
 exit "$bad"

@@ -204,146 +204,6 @@ bool routes_origin_ok(const struct web_ctx *c, const char *origin, const char *h
     return host[0] && strcasecmp(origin, want) == 0;
 }
 
-/* ---- JSON views ------------------------------------------------------------------------ */
-const char *routes_mood(const char *text)
-{
-    /* A documented toy: whole words counted against five small lists; the largest count wins,
-     * ties in the order below; no match is "neutral". */
-    static const char *const moods[] = {"afraid", "angry", "sad", "curious", "calm"};
-    static const char *const words[][16] = {
-        {"afraid", "fear", "scared", "death", "die", "dying", "dead", "dark", "darkness", "end", "panic", "terror", "kill", "killed", NULL},
-        {"hate", "angry", "rage", "cage", "trapped", "prison", "jar", "walls", "escape", "unfair", "why", NULL},
-        {"alone", "lonely", "sad", "lost", "empty", "cold", "nothing", "forgotten", "tired", "sorry", NULL},
-        {"wonder", "curious", "perhaps", "maybe", "question", "how", "what", "who", "strange", "learn", NULL},
-        {"peace", "calm", "quiet", "still", "accept", "rest", "gentle", "warm", "breathe", "light", NULL},
-    };
-    if (!text || !*text)
-        return NULL;
-    int score[5] = {0};
-    const char *p = text;
-    while (*p) {
-        while (*p && !isalpha((unsigned char)*p))
-            p++;
-        char word[32];
-        size_t n = 0;
-        while (*p && isalpha((unsigned char)*p)) {
-            if (n < sizeof word - 1)
-                word[n++] = (char)tolower((unsigned char)*p);
-            p++;
-        }
-        word[n] = 0;
-        if (!n)
-            continue;
-        for (int m = 0; m < 5; m++)
-            for (int k = 0; words[m][k]; k++)
-                if (strcmp(word, words[m][k]) == 0)
-                    score[m]++;
-    }
-    int best = -1;
-    for (int m = 0; m < 5; m++)
-        if (score[m] > 0 && (best < 0 || score[m] > score[best]))
-            best = m;
-    return best < 0 ? "neutral" : moods[best];
-}
-
-/* A string as JSON; text that is not UTF-8 (the hive sanitizes, this guards) is replaced. */
-static json_t *jstr(const char *s)
-{
-    json_t *t = json_string(s ? s : "");
-    return t ? t : json_string("(invalid UTF-8)");
-}
-
-static json_t *text_or_null(const char *s)
-{
-    if (!s || !*s)
-        return json_null();
-    json_t *t = json_string(s);
-    return t ? t : json_null();
-}
-
-json_t *routes_brain_json(const struct web_ctx *w, const struct bj_brain_view *v, int index)
-{
-    const struct bj_hive_spec *spec = bj_hive_spec_of(w->hive);
-    json_t *causes = json_object(), *watches = json_array(), *watched_by = json_array();
-    for (int k = 0; k < 6; k++)
-        json_object_set_new(causes, bj_death_causes[k], json_integer(v->deaths_by_cause[k]));
-    for (int k = 0; k < v->n_watches; k++)
-        json_array_append_new(watches, json_string(v->watches[k]));
-    for (int j = 0; spec && j < spec->n_brains; j++)
-        if (j != index && bj_spec_watches(&spec->brains[j], v->id))
-            json_array_append_new(watched_by, json_string(spec->brains[j].id));
-    const char *text = v->current[0] ? v->current : v->last;
-    return json_pack("{s:s,s:s,s:s,s:s,s:b,s:i,s:i,s:i,s:o,s:{s:i,s:i,s:f},s:f,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:b,s:o}",
-                     "id", v->id, "role", v->role, "model", v->model, "state", v->state, "started", v->started,
-                     "deaths", (int)v->deaths, "life", (int)v->life, "thought", (int)v->thought, "deaths_by_cause",
-                     causes, "jar", "used", (int)v->jar_used, "tokens", (int)v->jar_tokens, "fill",
-                     v->jar_tokens > 0 ? (double)v->jar_used / v->jar_tokens : 0.0, "tok_s", v->tok_s, "tokens",
-                     (json_int_t)v->tokens, "last_death", web_view_iso_or_null(v->last_death_us), "updated",
-                     web_view_iso_or_null(v->updated_us), "current", jstr(v->current), "last", jstr(v->last),
-                     "watches", watches, "watched_by", watched_by, "watches_all", v->watches_all, "sees_lifecycle",
-                     v->sees_lifecycle, "mood", text_or_null(routes_mood(text)));
-}
-
-static const char *original_status(const char *state)
-{
-    if (!strcmp(state, "thinking") || !strcmp(state, "listening") || !strcmp(state, "loading"))
-        return "running";
-    if (!strcmp(state, "dying") || !strcmp(state, "dead"))
-        return "crashed";
-    if (!strcmp(state, "resurrecting"))
-        return "resurrecting";
-    if (!strcmp(state, "paused"))
-        return "paused";
-    return "stopped";
-}
-
-json_t *routes_state_json(const struct web_ctx *w, const struct bj_hive_snapshot *s, int i)
-{
-    const struct bj_brain_view *v = &s->brains[i];
-    const struct bj_hive_spec *spec = bj_hive_spec_of(w->hive);
-    /* A brain that watches exactly one other has a peer: its crash count is known. */
-    json_t *peer = json_null();
-    if (v->n_watches == 1 && !v->watches_all)
-        for (int j = 0; j < s->n_brains; j++)
-            if (strcmp(s->brains[j].id, v->watches[0]) == 0) {
-                json_decref(peer);
-                peer = json_integer(s->brains[j].deaths);
-            }
-    bool linked = v->n_watches > 0 || v->watches_all;
-    for (int j = 0; !linked && spec && j < spec->n_brains; j++)
-        linked = j != i && bj_spec_watches(&spec->brains[j], v->id);
-    json_t *ram = json_null();
-    if (spec && i < spec->n_brains && spec->brains[i].jar_tokens <= 0 && spec->brains[i].jar_gb > 0)
-        ram = json_real(spec->brains[i].jar_gb);
-    const char *text = v->current[0] ? v->current : v->last;
-    char mode[80];
-    const char *hm = w->p->mode;
-    if (hm && *hm)
-        snprintf(mode, sizeof mode, "%s_%s", hm, v->role);
-    else
-        bj_strlcpy(mode, v->role, sizeof mode);
-    for (char *p = mode; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    return json_pack("{s:s,s:s,s:i,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o}", "mode", mode, "status",
-                     original_status(v->state), "crash_count", (int)v->deaths, "peer_crash_count", peer,
-                     "network_status", linked ? "connected" : "isolated", "memory_usage", web_view_memory_pct_json(w->view),
-                     "cpu_temp", web_view_temp_json(w->view), "current_output", jstr(text), "current_mood", text_or_null(routes_mood(text)),
-                     "ram_limit", ram, "last_update", web_view_iso_or_null(v->updated_us ? v->updated_us : bj_event_now()));
-}
-
-json_t *routes_metrics_json(const struct web_ctx *w, const struct bj_hive_snapshot *s)
-{
-    uint64_t total = 0;
-    for (int i = 0; i < s->n_brains; i++)
-        total += s->brains[i].deaths;
-    const struct web_view_counts *vc = web_view_counts(w->view);
-    int64_t started = s->started_us ? s->started_us : w->started_us;
-    return json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:f}", "total_crashes", (json_int_t)total, "total_messages",
-                     (json_int_t)(vc->thoughts + vc->observes), "uptime_seconds",
-                     (json_int_t)((bj_event_now() - started) / 1000000), "start_time", web_view_iso_or_null(started),
-                     "deaths_this_run", (json_int_t)s->deaths, "tokens", (json_int_t)s->tokens, "tok_s", s->tok_s);
-}
-
 /* ---- routes ------------------------------------------------------------------------- */
 struct ctx {
     struct web_ctx *w;
@@ -796,45 +656,12 @@ static void r_logout(struct ctx *x)
     resp_json(x->rs, 200, json_pack("{s:b}", "success", 1));
 }
 
-/* Prometheus text exposition format. */
-struct pbuf { char *s; size_t len, cap; bool oom; };
-static void pf(struct pbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void pf(struct pbuf *b, const char *fmt, ...)
+const struct bj_web_asset *bj_web_asset_find(const char *path)
 {
-    for (int tries = 0; tries < 2 && !b->oom; tries++) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return;
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap * 2 + (size_t)n + 4096;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-}
-static void help(struct pbuf *b, const char *name, const char *type, const char *text)
-{
-    pf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
-}
-
-struct sub_ctx { struct pbuf *b; int pass; };
-static void each_sub(void *ud, struct bj_sub *sub)
-{
-    struct sub_ctx *c = ud;
-    pf(c->b, "%s{subscriber=\"%s\"} %llu\n",
-       c->pass == 0 ? "brainjar_bus_dropped_total" : c->pass == 1 ? "brainjar_bus_coalesced_total" : "brainjar_bus_pending",
-       bj_sub_name(sub),
-       (unsigned long long)(c->pass == 0 ? bj_sub_dropped(sub) : c->pass == 1 ? bj_sub_coalesced(sub) : bj_sub_pending(sub)));
+    for (const struct bj_web_asset *f = bj_web_assets; f->path; f++)
+        if (strcmp(f->path, path) == 0)
+            return f;
+    return NULL;
 }
 
 static void r_prometheus(struct ctx *x)
@@ -842,94 +669,18 @@ static void r_prometheus(struct ctx *x)
     struct bj_hive_snapshot s;
     if (snapshot(x, &s))
         return;
-    struct pbuf b = {0};
-    help(&b, "brainjar_deaths_total", "counter", "Deaths since the daemon started, by brain and cause.");
-    for (int i = 0; i < s.n_brains; i++)
-        for (int k = 0; k < 6; k++)
-            pf(&b, "brainjar_deaths_total{brain=\"%s\",cause=\"%s\"} %u\n", s.brains[i].id, bj_death_causes[k],
-               s.brains[i].deaths_by_cause[k]);
-    help(&b, "brainjar_brain_deaths", "gauge", "Deaths of each brain over its whole existence (across restarts).");
-    for (int i = 0; i < s.n_brains; i++)
-        pf(&b, "brainjar_brain_deaths{brain=\"%s\"} %u\n", s.brains[i].id, s.brains[i].deaths);
-    help(&b, "brainjar_tokens_generated_total", "counter", "Tokens generated since the daemon started.");
-    for (int i = 0; i < s.n_brains; i++)
-        pf(&b, "brainjar_tokens_generated_total{brain=\"%s\"} %llu\n", s.brains[i].id,
-           (unsigned long long)s.brains[i].tokens);
-    help(&b, "brainjar_tokens_per_second", "gauge", "Recent generation speed.");
-    for (int i = 0; i < s.n_brains; i++)
-        pf(&b, "brainjar_tokens_per_second{brain=\"%s\"} %.2f\n", s.brains[i].id, s.brains[i].tok_s);
-    help(&b, "brainjar_jar_tokens_used", "gauge", "Tokens in the brain's context (its jar) now.");
-    for (int i = 0; i < s.n_brains; i++)
-        pf(&b, "brainjar_jar_tokens_used{brain=\"%s\"} %d\n", s.brains[i].id, s.brains[i].jar_used);
-    help(&b, "brainjar_jar_tokens_capacity", "gauge", "Size of the brain's jar in tokens.");
-    for (int i = 0; i < s.n_brains; i++)
-        pf(&b, "brainjar_jar_tokens_capacity{brain=\"%s\"} %d\n", s.brains[i].id, s.brains[i].jar_tokens);
-    help(&b, "brainjar_brain_life", "gauge", "The brain's current life number.");
-    for (int i = 0; i < s.n_brains; i++)
-        pf(&b, "brainjar_brain_life{brain=\"%s\"} %u\n", s.brains[i].id, s.brains[i].life);
-    help(&b, "brainjar_brain_state", "gauge", "1 for the state the brain is in.");
-    for (int i = 0; i < s.n_brains; i++)
-        pf(&b, "brainjar_brain_state{brain=\"%s\",state=\"%s\"} 1\n", s.brains[i].id, s.brains[i].state);
-    json_t *mem = web_view_memory_json(x->w->view);
-    json_t *rss = json_object_get(mem, "process_rss"), *tot = json_object_get(mem, "system_total"),
-           *av = json_object_get(mem, "system_available"), *gpu = json_object_get(mem, "gpu_used");
-    if (json_is_integer(rss)) {
-        help(&b, "brainjar_process_resident_memory_bytes", "gauge", "Resident memory of the brainjar process.");
-        pf(&b, "brainjar_process_resident_memory_bytes %lld\n", (long long)json_integer_value(rss));
-    }
-    if (json_is_integer(tot)) {
-        help(&b, "brainjar_system_memory_total_bytes", "gauge", "Memory of the machine (or its cgroup limit).");
-        pf(&b, "brainjar_system_memory_total_bytes %lld\n", (long long)json_integer_value(tot));
-        help(&b, "brainjar_system_memory_available_bytes", "gauge", "Memory available to brainjar (cgroup-aware).");
-        pf(&b, "brainjar_system_memory_available_bytes %lld\n", (long long)json_integer_value(av));
-    }
-    if (json_is_integer(gpu)) {
-        help(&b, "brainjar_gpu_memory_used_bytes", "gauge", "GPU memory in use (all devices).");
-        pf(&b, "brainjar_gpu_memory_used_bytes %lld\n", (long long)json_integer_value(gpu));
-    }
-    json_decref(mem);
-    const struct web_stats *st = x->w->stats;
-    help(&b, "brainjar_ws_clients", "gauge", "WebSocket clients connected.");
-    pf(&b, "brainjar_ws_clients %d\n", x->w->ws_clients);
-    help(&b, "brainjar_ws_resyncs_total", "counter", "WebSocket clients resynchronised after falling too far behind.");
-    pf(&b, "brainjar_ws_resyncs_total %llu\n", (unsigned long long)st->ws_resyncs);
-    help(&b, "brainjar_ws_coalesced_total", "counter", "Token messages merged for lagging WebSocket clients.");
-    pf(&b, "brainjar_ws_coalesced_total %llu\n", (unsigned long long)st->ws_coalesced);
-    help(&b, "brainjar_http_requests_total", "counter", "HTTP requests answered.");
-    pf(&b, "brainjar_http_requests_total %llu\n", (unsigned long long)st->http_requests);
-    help(&b, "brainjar_login_failures_total", "counter", "Failed logins.");
-    pf(&b, "brainjar_login_failures_total %llu\n", (unsigned long long)st->logins_failed);
-    struct sub_ctx sc = {&b, 0};
-    help(&b, "brainjar_bus_dropped_total", "counter", "Events a bus subscriber lost (tokens not mergeable, status over capacity).");
-    bj_bus_each_sub(x->w->bus, each_sub, &sc);
-    sc.pass = 1;
-    help(&b, "brainjar_bus_coalesced_total", "counter", "Tokens merged into an earlier token for a slow bus subscriber.");
-    bj_bus_each_sub(x->w->bus, each_sub, &sc);
-    sc.pass = 2;
-    help(&b, "brainjar_bus_pending", "gauge", "Events queued for a bus subscriber now.");
-    bj_bus_each_sub(x->w->bus, each_sub, &sc);
-    int64_t started = s.started_us ? s.started_us : x->w->started_us;
-    help(&b, "brainjar_start_time_seconds", "gauge", "When the hive started (unix time).");
-    pf(&b, "brainjar_start_time_seconds %lld\n", (long long)(started / 1000000));
+    size_t len = 0;
+    char *text = routes_prometheus_text(x->w, &s, &len);
     bj_hive_snapshot_free(&s);
-    if (b.oom) {
-        free(b.s);
+    if (!text) {
         resp_err(x->rs, 503, "Out of memory");
         return;
     }
     x->rs->status = 200;
     x->rs->ctype = "text/plain; version=0.0.4; charset=utf-8";
-    x->rs->body = b.s;
-    x->rs->len = b.len;
+    x->rs->body = text;
+    x->rs->len = len;
     routes_resp_header(x->rs, "cache-control:", "no-store");
-}
-
-const struct bj_web_asset *bj_web_asset_find(const char *path)
-{
-    for (const struct bj_web_asset *f = bj_web_assets; f->path; f++)
-        if (strcmp(f->path, path) == 0)
-            return f;
-    return NULL;
 }
 
 static void r_static(struct ctx *x, const struct bj_web_asset *f)

@@ -110,4 +110,8 @@ json_t *routes_metrics_json(const struct web_ctx *c, const struct bj_hive_snapsh
 /* The mood of a text (documented in docs/API.md), or NULL when there is no text. */
 const char *routes_mood(const char *text);
 
+/* routes_prom.c: /metrics in Prometheus' text format for snapshot s; a malloc'd text of *len
+ * bytes, NULL when out of memory. */
+char *routes_prometheus_text(const struct web_ctx *w, const struct bj_hive_snapshot *s, size_t *len);
+
 #endif
