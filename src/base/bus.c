@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -308,6 +309,7 @@ static void enqueue(struct bj_sub *s, struct bj_msg *m)
     bj_msg_ref(m);
     s->ring[s->tail & (s->size - 1)] = m;
     s->tail++;
+    assert(s->tail - s->head <= s->size); /* the ring never laps its reader */
     if (ev->type == BJ_EV_TOKEN)
         token_remember(s, ev, s->tail);
 }
@@ -366,7 +368,9 @@ static bool take(struct bj_sub *s, struct bj_event *out)
 {
     if (s->head == s->tail)
         return false;
+    assert(s->tail - s->head <= s->size && (s->size & (s->size - 1)) == 0);
     struct bj_msg *m = s->ring[s->head & (s->size - 1)];
+    assert(m);
     s->head++;
     if (s->head == s->tail && !s->closed)
         unwake(s);

@@ -1,6 +1,8 @@
 /* journal: see journal.h. */
 #include "journal.h"
 
+#include <assert.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -315,7 +317,10 @@ static void fail(struct bj_journal *j, const char *what, int e)
 int bj_journal_append(struct bj_journal *j, const struct bj_journal_entry *e, const char *detail)
 {
     char line[BJ_JOURNAL_LINE_MAX];
-    bj_journal_format(e, detail, line, sizeof line);
+    size_t n = bj_journal_format(e, detail, line, sizeof line);
+    /* one death, one whole line that parses back: what a restart counts from */
+    assert(n > 0 && line[n - 1] == '\n' && memchr(line, '\n', n) == line + n - 1);
+    (void)n;
     pthread_mutex_lock(&j->lock);
     int rc = bj_logfile_append(&j->lf, line, false);
     if (rc) {
