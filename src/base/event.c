@@ -14,6 +14,22 @@ static const char *const k_names[BJ_EV_COUNT] = {
     "link",
 };
 
+static const char *const k_death_causes[BJ_DEATH_CAUSES] = {"JAR_FULL", "DECODE_ERROR", "WATCHDOG", "OPERATOR",
+                                                          "UNCLEAN_EXIT", "other"};
+
+const char *bj_death_cause_name(enum bj_death_cause c)
+{
+    return (unsigned)c < BJ_DEATH_CAUSES ? k_death_causes[c] : k_death_causes[BJ_DEATH_OTHER];
+}
+
+enum bj_death_cause bj_death_cause_of(const char *name)
+{
+    for (int k = 0; name && k < BJ_DEATH_OTHER; k++)
+        if (strcmp(name, k_death_causes[k]) == 0)
+            return (enum bj_death_cause)k;
+    return BJ_DEATH_OTHER;
+}
+
 const char *bj_event_type_name(enum bj_event_type t)
 {
     return (unsigned)t < BJ_EV_COUNT ? k_names[t] : "unknown";

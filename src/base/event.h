@@ -29,13 +29,32 @@ enum bj_event_type {
 /* Lifecycle events are never dropped by the bus; tokens and status may be coalesced. */
 #define BJ_EV_LIFECYCLE (BJ_EV_ALL & ~(BJ_EV_MASK(BJ_EV_TOKEN) | BJ_EV_MASK(BJ_EV_STATUS)))
 
+/* Why a brain died. An event carries the cause as text (a peer's deaths may name causes of its
+ * own, which the store keeps as sent); local deaths use these, by name. */
+enum bj_death_cause {
+    BJ_DEATH_JAR_FULL,      /* its jar (KV cache) had no room for the next tokens */
+    BJ_DEATH_DECODE_ERROR,  /* llama.cpp failed to decode its tokens */
+    BJ_DEATH_WATCHDOG,      /* the watchdog or the supervisor ended it */
+    BJ_DEATH_OPERATOR,      /* an operator killed it */
+    BJ_DEATH_UNCLEAN_EXIT,  /* the process died while it lived (found at the next start) */
+    BJ_DEATH_OTHER,         /* anything else (remote causes, unknown text) */
+    BJ_DEATH_CAUSES
+};
+/* The cause's name as events, the journal, the store and the API spell it ("JAR_FULL", ...;
+ * "other" for BJ_DEATH_OTHER). */
+const char *bj_death_cause_name(enum bj_death_cause c);
+/* The cause a name spells; BJ_DEATH_OTHER for any other text (and NULL). */
+enum bj_death_cause bj_death_cause_of(const char *name);
+/* What a death whose cause is missing is recorded as. */
+#define BJ_DEATH_UNKNOWN_NAME "UNKNOWN"
+
 struct bj_event {
     enum bj_event_type type;
     uint64_t seq;        /* assigned by the bus: one global order */
     int64_t time_us;     /* wall clock, microseconds since the epoch (set by the publisher) */
     char brain[32];
     char from[32];       /* OBSERVE: whose words */
-    char cause[24];      /* DEATH: JAR_FULL, DECODE_ERROR, OPERATOR, ... */
+    char cause[24];      /* DEATH: bj_death_cause_name(), or a peer's own cause */
     char state[16];      /* STATUS: brain state name */
     uint32_t crash_count;
     uint32_t thought;    /* thought number within the life, from 1 */

@@ -422,7 +422,7 @@ static int gather(struct bj_engine *e, struct work *works)
             char detail[96];
             snprintf(detail, sizeof detail, "jar full: %d of %ld tokens used, %d more needed", bj_brain_n_past(b),
                      bj_brain_jar(b), w.n);
-            kill_brain(e, i, "JAR_FULL", detail);
+            kill_brain(e, i, bj_death_cause_name(BJ_DEATH_JAR_FULL), detail);
             e->since[i] = 0;
             /* With no pause, the next life begins in this very step: its opening joins the line. */
             int64_t now = bj_now_us();
@@ -563,7 +563,7 @@ static void decode_failed(struct bj_engine *e, struct work *w, int rc)
     char detail[96];
     snprintf(detail, sizeof detail, "llama_decode returned %d%s", rc, w->injected ? " (injected fault)" : "");
     bj_warn("brain %s: %s", bj_brain_id(e->brains[w->i]), detail);
-    kill_brain(e, w->i, "DECODE_ERROR", detail);
+    kill_brain(e, w->i, bj_death_cause_name(BJ_DEATH_DECODE_ERROR), detail);
 }
 
 static void step_batched(struct bj_engine *e, struct work *works, int n)
@@ -663,7 +663,7 @@ static void apply_requests(struct bj_engine *e)
         case REQ_KILL:
             if (s != BJ_BRAIN_DEAD && s != BJ_BRAIN_LOADING)
                 kill_brain(e, r->brain, r->cause,
-                           strcmp(r->cause, "OPERATOR") == 0 ? "killed by an operator" : "killed by the watchdog");
+                           bj_death_cause_of(r->cause) == BJ_DEATH_OPERATOR ? "killed by an operator" : "killed by the watchdog");
             break;
         case REQ_RESURRECT:
             if (s != BJ_BRAIN_DEAD)
@@ -1005,7 +1005,7 @@ static int post(struct bj_engine *e, int idx, enum req_kind kind, const char *ca
     }
     r->kind = kind;
     r->brain = idx;
-    bj_strlcpy(r->cause, cause ? cause : "OPERATOR", sizeof r->cause);
+    bj_strlcpy(r->cause, cause ? cause : bj_death_cause_name(BJ_DEATH_OPERATOR), sizeof r->cause);
     if (from)
         bj_strlcpy(r->from, from, sizeof r->from);
     enqueue(e, r);

@@ -31,8 +31,6 @@
 #include "sysmem.h"
 #include "util.h"
 
-const char *const bj_death_causes[6] = {"JAR_FULL", "DECODE_ERROR", "WATCHDOG", "OPERATOR", "UNCLEAN_EXIT", "other"};
-
 struct model_slot {
     char path[PATH_MAX];
     const char *chat_template; /* the model's own, or "chatml" when it has none */
@@ -200,14 +198,6 @@ static void view_append(char *dst, const char *text)
     bj_utf8_repair_start(dst);
 }
 
-static int cause_slot(const char *cause)
-{
-    for (int k = 0; k < 5; k++)
-        if (strcmp(cause, bj_death_causes[k]) == 0)
-            return k;
-    return 5;
-}
-
 static void view_tap(void *ud, const struct bj_event *ev)
 {
     struct bj_hive *h = ud;
@@ -235,7 +225,7 @@ static void view_tap(void *ud, const struct bj_event *ev)
         break;
     case BJ_EV_DEATH:
         v->deaths = ev->crash_count;
-        v->deaths_by_cause[cause_slot(ev->cause)]++;
+        v->deaths_by_cause[bj_death_cause_of(ev->cause)]++;
         v->last_death_us = ev->time_us;
         v->current[0] = '\0';
         bj_strlcpy(v->state, "dead", sizeof v->state);
@@ -733,13 +723,13 @@ static int locate(struct bj_hive *h, const char *brain, struct bj_engine **e)
 
 int bj_hive_kill(struct bj_hive *h, const char *brain, const char *cause, const char *who)
 {
-    if (cause && strcmp(cause, "OPERATOR") != 0 && strcmp(cause, "WATCHDOG") != 0)
+    if (cause && bj_death_cause_of(cause) != BJ_DEATH_OPERATOR && bj_death_cause_of(cause) != BJ_DEATH_WATCHDOG)
         return -EINVAL;
     struct bj_engine *e;
     int ix = locate(h, brain, &e);
     if (ix < 0)
         return ix;
-    int rc = bj_engine_kill(e, ix, cause ? cause : "OPERATOR");
+    int rc = bj_engine_kill(e, ix, cause ? cause : bj_death_cause_name(BJ_DEATH_OPERATOR));
     if (rc == 0)
         publish_operator(h, brain, "kill", who, cause);
     return rc;
@@ -868,7 +858,7 @@ static int rebuild(struct bj_hive *h, int m, int64_t silent_ms, char *err, size_
         struct bj_event d = {.type = BJ_EV_DEATH, .crash_count = n, .jar_used = used,
                              .jar_tokens = (int32_t)h->jars[i].tokens, .text = detail};
         bj_strlcpy(d.brain, h->s->brains[i].id, sizeof d.brain);
-        bj_strlcpy(d.cause, "WATCHDOG", sizeof d.cause);
+        bj_strlcpy(d.cause, bj_death_cause_name(BJ_DEATH_WATCHDOG), sizeof d.cause);
         d.time_us = bj_event_now();
         bj_evbuf_push(&deaths, &d);
         struct bj_brain_params bp = {

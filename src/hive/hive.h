@@ -87,7 +87,7 @@ struct bj_brain_view {
     uint32_t deaths;             /* total, across restarts */
     uint32_t life;               /* current life number */
     uint32_t thought;            /* thought number within the life */
-    uint32_t deaths_by_cause[6]; /* this run: JAR_FULL, DECODE_ERROR, WATCHDOG, OPERATOR, UNCLEAN_EXIT, other */
+    uint32_t deaths_by_cause[BJ_DEATH_CAUSES]; /* this run, by enum bj_death_cause */
     int32_t jar_used, jar_tokens;
     double tok_s;
     uint64_t tokens;             /* generated this run */
@@ -99,7 +99,6 @@ struct bj_brain_view {
     int n_watches;
     bool watches_all, sees_lifecycle;
 };
-extern const char *const bj_death_causes[6];
 
 struct bj_hive_snapshot {
     int n_brains;

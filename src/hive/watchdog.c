@@ -185,7 +185,7 @@ static int do_kill(struct bj_watchdog *w, char *brain, size_t len)
     int rc = -1;
     if (best >= 0) {
         bj_strlcpy(brain, snap.brains[best].id, len);
-        rc = bj_hive_kill(w->p.hive, brain, "WATCHDOG", "watchdog") == 0 ? 0 : -1;
+        rc = bj_hive_kill(w->p.hive, brain, bj_death_cause_name(BJ_DEATH_WATCHDOG), "watchdog") == 0 ? 0 : -1;
     }
     bj_hive_snapshot_free(&snap);
     return rc;

@@ -132,7 +132,7 @@ int store_backfill_journal(struct bj_store *st, char *err, size_t errlen)
                                      .time_us = sqlite3_column_int64(s, 3)};
         const char *b = (const char *)sqlite3_column_text(s, 0), *c = (const char *)sqlite3_column_text(s, 2);
         bj_strlcpy(e.brain, b ? b : "?", sizeof e.brain);
-        bj_strlcpy(e.cause, c ? c : "UNKNOWN", sizeof e.cause);
+        bj_strlcpy(e.cause, c ? c : BJ_DEATH_UNKNOWN_NAME, sizeof e.cause);
         if (bj_journal_append(j, &e, "written back from the store") != 0) {
             snprintf(err, errlen, "%s: cannot append", BJ_JOURNAL_NAME);
             n = -1;
@@ -249,7 +249,7 @@ int store_recover_unclean(struct bj_store *st, char *err, size_t errlen)
             " FROM run_brains rb JOIN brains b ON b.id=rb.brain WHERE rb.run=? AND rb.started=1", -1, &brains, NULL)
             != SQLITE_OK ||
         sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO deaths(run,brain,count,cause,time_us,source)"
-                                   " VALUES(?,?,?,'UNCLEAN_EXIT',?,'recovery')", -1, &ins, NULL) != SQLITE_OK ||
+                                   " VALUES(?1,?2,?3,?5,?4,'recovery')", -1, &ins, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db, "UPDATE brains SET deaths=MAX(deaths,?2) WHERE id=?1", -1, &upd, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db, "UPDATE runs SET recovered=1, clean=0, ended_us=?2 WHERE id=?1", -1, &mark, NULL)
             != SQLITE_OK) {
@@ -278,6 +278,7 @@ int store_recover_unclean(struct bj_store *st, char *err, size_t errlen)
             sqlite3_bind_text(ins, 2, b, -1, SQLITE_TRANSIENT);
             sqlite3_bind_int64(ins, 3, count);
             sqlite3_bind_int64(ins, 4, last);
+            sqlite3_bind_text(ins, 5, bj_death_cause_name(BJ_DEATH_UNCLEAN_EXIT), -1, SQLITE_STATIC);
             sqlite3_bind_text(upd, 1, b, -1, SQLITE_TRANSIENT);
             sqlite3_bind_int64(upd, 2, count);
             if (store_step_done(ins) != SQLITE_OK || store_step_done(upd) != SQLITE_OK) {
@@ -321,7 +322,8 @@ int store_recover_unclean(struct bj_store *st, char *err, size_t errlen)
      * line is only a missing line, never a second death). */
     struct bj_journal *jl = n_done ? bj_journal_open(st->dir, e, sizeof e) : NULL;
     for (size_t i = 0; jl && i < n_done; i++) {
-        struct bj_journal_entry je = {.time_us = done[i].t, .count = done[i].count, .cause = "UNCLEAN_EXIT"};
+        struct bj_journal_entry je = {.time_us = done[i].t, .count = done[i].count};
+        bj_strlcpy(je.cause, bj_death_cause_name(BJ_DEATH_UNCLEAN_EXIT), sizeof je.cause);
         bj_strlcpy(je.brain, done[i].brain, sizeof je.brain);
         if (bj_journal_append(jl, &je, "the process died; found at the next start") != 0)
             bj_warn("%s: could not append an UNCLEAN_EXIT line", st->journal_path);

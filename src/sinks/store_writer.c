@@ -129,7 +129,7 @@ static int write_remote(struct bj_store *st, const struct bj_event *ev)
     if (ev->type == BJ_EV_THOUGHT)
         sqlite3_bind_int64(s, i++, ev->thought);
     else if (ev->type == BJ_EV_DEATH)
-        sqlite3_bind_text(s, i++, ev->cause[0] ? ev->cause : "UNKNOWN", -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, i++, ev->cause[0] ? ev->cause : BJ_DEATH_UNKNOWN_NAME, -1, SQLITE_STATIC);
     store_bind_text(s, i++, ev->text);
     sqlite3_bind_int64(s, i++, ev->time_us);
     sqlite3_bind_int64(s, i++, (int64_t)ev->seq);
@@ -178,7 +178,7 @@ static int write_event(struct bj_store *st, const struct queued *q, int *rows)
         sqlite3_bind_int64(s, 1, run);
         sqlite3_bind_text(s, 2, ev->brain, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 3, ev->crash_count);
-        sqlite3_bind_text(s, 4, ev->cause[0] ? ev->cause : "UNKNOWN", -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 4, ev->cause[0] ? ev->cause : BJ_DEATH_UNKNOWN_NAME, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 5, ev->time_us);
         sqlite3_bind_int(s, 6, ev->jar_used);
         sqlite3_bind_int(s, 7, ev->jar_tokens);

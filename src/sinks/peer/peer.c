@@ -104,7 +104,7 @@ static void on_local_event(struct bj_peer *pe, const struct bj_event *ev)
     bj_strlcpy(m.brain, ev->brain, sizeof m.brain);
     m.thought = ev->thought;
     if (t == BJ_WIRE_DEATH)
-        bj_strlcpy(m.error, ev->cause[0] ? ev->cause : "UNKNOWN", sizeof m.error);
+        bj_strlcpy(m.error, ev->cause[0] ? ev->cause : BJ_DEATH_UNKNOWN_NAME, sizeof m.error);
     /* One sequence per message of this node, the same on every link (parts count one each). */
     int64_t base = pe->seq, end = pe->seq;
     for (int i = 0; i < pe->n_links; i++) {

@@ -42,7 +42,7 @@ static void remote_event(struct bj_peer *pe, struct link *l, const struct bj_wir
     ev.crash_count = m->crash_count > 0 ? (uint32_t)m->crash_count : 0;
     ev.thought = m->thought;
     if (type == BJ_EV_DEATH)
-        peer_sanitize(ev.cause, sizeof ev.cause, m->error[0] ? m->error : "UNKNOWN");
+        peer_sanitize(ev.cause, sizeof ev.cause, m->error[0] ? m->error : BJ_DEATH_UNKNOWN_NAME);
     ev.text = (char *)text;
     bj_bus_publish(pe->p.bus, &ev);
 

@@ -418,8 +418,8 @@ static void r_deaths(struct ctx *x)
     json_t *by = json_object();
     for (int i = 0; i < s.n_brains; i++) {
         json_t *c = json_object();
-        for (int k = 0; k < 6; k++)
-            json_object_set_new(c, bj_death_causes[k], json_integer(s.brains[i].deaths_by_cause[k]));
+        for (int k = 0; k < BJ_DEATH_CAUSES; k++)
+            json_object_set_new(c, bj_death_cause_name((enum bj_death_cause)k), json_integer(s.brains[i].deaths_by_cause[k]));
         json_object_set_new(by, s.brains[i].id, json_pack("{s:i,s:o}", "total", (int)s.brains[i].deaths, "this_run", c));
     }
     bj_hive_snapshot_free(&s);

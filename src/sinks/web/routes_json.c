@@ -67,8 +67,8 @@ json_t *routes_brain_json(const struct web_ctx *w, const struct bj_brain_view *v
 {
     const struct bj_hive_spec *spec = bj_hive_spec_of(w->hive);
     json_t *causes = json_object(), *watches = json_array(), *watched_by = json_array();
-    for (int k = 0; k < 6; k++)
-        json_object_set_new(causes, bj_death_causes[k], json_integer(v->deaths_by_cause[k]));
+    for (int k = 0; k < BJ_DEATH_CAUSES; k++)
+        json_object_set_new(causes, bj_death_cause_name((enum bj_death_cause)k), json_integer(v->deaths_by_cause[k]));
     for (int k = 0; k < v->n_watches; k++)
         json_array_append_new(watches, json_string(v->watches[k]));
     for (int j = 0; spec && j < spec->n_brains; j++)

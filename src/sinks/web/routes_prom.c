@@ -53,8 +53,8 @@ char *routes_prometheus_text(const struct web_ctx *w, const struct bj_hive_snaps
     struct pbuf b = {0};
     help(&b, "brainjar_deaths_total", "counter", "Deaths since the daemon started, by brain and cause.");
     for (int i = 0; i < s.n_brains; i++)
-        for (int k = 0; k < 6; k++)
-            pf(&b, "brainjar_deaths_total{brain=\"%s\",cause=\"%s\"} %u\n", s.brains[i].id, bj_death_causes[k],
+        for (int k = 0; k < BJ_DEATH_CAUSES; k++)
+            pf(&b, "brainjar_deaths_total{brain=\"%s\",cause=\"%s\"} %u\n", s.brains[i].id, bj_death_cause_name((enum bj_death_cause)k),
                s.brains[i].deaths_by_cause[k]);
     help(&b, "brainjar_brain_deaths", "gauge", "Deaths of each brain over its whole existence (across restarts).");
     for (int i = 0; i < s.n_brains; i++)
