@@ -319,6 +319,427 @@ static int apply_brains(const char *cmd, struct bj_config *c, const char *spec)
     return 0;
 }
 
+/* What the options said, put together: the mode or hive file or brain count, then per-role
+ * settings, devices, tiers and links; then the final checks. 0, or 2 after saying why. */
+static int apply_run(const char *cmd, struct bj_config *c, const struct raw *r)
+{
+    char err[600];
+    if (r->hive && r->mode) {
+        fprintf(stderr, "brainjar %s: --hive and --mode contradict each other; a hive file defines its brains\n", cmd);
+        return 2;
+    }
+    if (r->mode) {
+        if (strcmp(r->mode, "single") == 0 || strcmp(r->mode, "isolated") == 0)
+            c->mode = BJ_MODE_SINGLE;
+        else if (strcmp(r->mode, "matrix") == 0)
+            c->mode = BJ_MODE_MATRIX;
+        else if (strcmp(r->mode, "peer") == 0)
+            c->mode = BJ_MODE_PEER;
+        else if (strcmp(r->mode, "observer") == 0)
+            c->mode = BJ_MODE_OBSERVER;
+        else if (strcmp(r->mode, "observed") == 0)
+            c->mode = BJ_MODE_OBSERVED;
+        else {
+            fprintf(stderr, "brainjar %s: unknown mode '%s' (single, matrix, peer, observer or observed, or --hive FILE)\n",
+                    cmd, r->mode);
+            return 2;
+        }
+        bj_config_apply_mode(c);
+    }
+    if (r->brains) {
+        if (r->hive || r->mode) {
+            fprintf(stderr, "brainjar %s: --brains contradicts --%s; it defines the brains itself\n", cmd,
+                    r->hive ? "hive" : "mode");
+            return 2;
+        }
+        int rc = apply_brains(cmd, c, r->brains);
+        if (rc)
+            return rc;
+    }
+    if (r->hive && bj_config_load_hive(c, r->hive, err, sizeof err)) {
+        fprintf(stderr, "brainjar %s: %s\n", cmd, err);
+        return 2;
+    }
+    if (r->ram_gb[T_ALL] > 0 && r->jar_tokens[T_ALL] > 0) {
+        fprintf(stderr, "brainjar %s: both --ram-limit and --jar-tokens given; pick one\n", cmd);
+        return 2;
+    }
+    apply_all(c, r);
+    apply_devices(c, r);
+    int rc = apply_tiers(cmd, c, r);
+    if (rc)
+        return rc;
+    if ((rc = apply_links(cmd, c, r)))
+        return rc;
+    if (bj_config_finish(c, err, sizeof err)) {
+        fprintf(stderr, "brainjar %s: %s\n", cmd, err);
+        return 2;
+    }
+    return 0;
+}
+
+
+/* One option being parsed, for the groups below. */
+struct optctx {
+    const char *cmd, *flag, *a; /* the command, the flag as written, its value */
+    int opt;
+    struct bj_config *c;
+    struct raw *r;
+    char **argv;
+};
+
+/* Options of the brains: mode, hive file, count, models, jars, where data and prompts live. 0: applied; 2: a bad value, said why; -1: not one of them. */
+static int opt_brains(const struct optctx *o)
+{
+    const char *cmd = o->cmd, *a = o->a, *flag = o->flag;
+    struct bj_config *c = o->c;
+    struct raw *r = o->r;
+    int opt = o->opt;
+    double d;
+    long l;
+    switch (o->opt) {
+    case O_MODE: r->mode = a; break;
+    case O_HIVE: r->hive = a; break;
+    case O_BRAINS: r->brains = a; break;
+    case O_PROFILE: c->spec.profile = true; break;
+    case O_MODEL: bj_strlcpy(c->spec.model, a, sizeof c->spec.model); break;
+    case O_MODEL_S: case O_MODEL_O: case O_MODEL_G: r->model[opt - O_MODEL_S] = a; break;
+    case O_RAM: case O_RAM_S: case O_RAM_O: case O_RAM_G:
+        if (bj_parse_double(a, 1e-9, 1e6, &d))
+            return bad(cmd, flag, a, "a positive number of GB");
+        r->ram_gb[opt == O_RAM ? T_ALL : opt - O_RAM_S] = d;
+        break;
+    case O_JAR: case O_JAR_S: case O_JAR_O: case O_JAR_G:
+        if (bj_parse_long(a, 1, 1L << 30, &l))
+            return bad(cmd, flag, a, "a positive number of tokens");
+        r->jar_tokens[opt == O_JAR ? T_ALL : opt - O_JAR_S] = l;
+        break;
+    case O_DATA: /* refused before anything is written (an empty one would mean the current directory) */
+        if (!*a || strlen(a) >= sizeof c->spec.data_dir)
+            return bad(cmd, "--data-dir", a, "a directory (the data directory is empty or too long)");
+        bj_strlcpy(c->spec.data_dir, a, sizeof c->spec.data_dir);
+        break;
+    case O_PROMPTS: bj_strlcpy(c->spec.prompts_dir, a, sizeof c->spec.prompts_dir); break;
+    case O_SCHED:
+        if (strcmp(a, "auto") == 0) c->spec.schedule = BJ_SCHED_AUTO;
+        else if (strcmp(a, "batched") == 0) c->spec.schedule = BJ_SCHED_BATCHED;
+        else if (strcmp(a, "parallel") == 0) c->spec.schedule = BJ_SCHED_PARALLEL;
+        else return bad(cmd, "--schedule", a, "batched, parallel or auto");
+        break;
+    default:
+        return -1;
+    }
+    return 0;
+}
+
+/* Options of the web server. 0: applied; 2: a bad value, said why; -1: not one of them. */
+static int opt_web(const struct optctx *o)
+{
+    const char *cmd = o->cmd, *a = o->a;
+    struct bj_config *c = o->c;
+    int opt = o->opt;
+    long l;
+    switch (o->opt) {
+    case O_WEB_HOST: bj_strlcpy(c->web_host, a, sizeof c->web_host); break;
+    case O_WEB_PORT:
+        if (bj_parse_long(a, 1, 65535, &l))
+            return bad(cmd, "--web-port", a, "a port (1-65535)");
+        c->web_port = (int)l;
+        break;
+    case O_NO_WEB: c->no_web = true; break;
+    case O_WEB_AUTH:
+        if (strcmp(a, "on") == 0) c->web_auth = true;
+        else if (strcmp(a, "off") == 0) c->web_auth = false;
+        else return bad(cmd, "--web-auth", a, "on or off");
+        break;
+    case O_WEB_ORIGIN:
+        if (strlen(a) >= sizeof c->web_allow_origin || (strncmp(a, "http://", 7) && strncmp(a, "https://", 8)) ||
+            strchr(a + 8, '/'))
+            return bad(cmd, "--web-allow-origin", a, "an origin (http[s]://host[:port])");
+        bj_strlcpy(c->web_allow_origin, a, sizeof c->web_allow_origin);
+        break;
+    case O_WEB_PROXY:
+        if (strlen(a) >= sizeof c->web_trusted_proxy)
+            return bad(cmd, "--web-trusted-proxy", a, "an IP address");
+        bj_strlcpy(c->web_trusted_proxy, a, sizeof c->web_trusted_proxy);
+        break;
+    case O_METRICS_PUBLIC: c->metrics_public = true; break;
+    case O_WEB_HOST_NAME:
+        if (c->n_web_host_names >= BJ_WEB_HOST_NAMES || !bj_web_host_name_valid(a))
+            return bad(cmd, "--web-host-name", a, "a host name (letters, digits, '.', '-'; at most 16 of them)");
+        bj_strlcpy(c->web_host_names[c->n_web_host_names++], a, sizeof c->web_host_names[0]);
+        break;
+    case O_WEB_COOKIE_SECURE: c->web_cookie_secure = true; break;
+    case O_WEB_TLS_CERT:
+    case O_WEB_TLS_KEY: {
+        char *dst = opt == O_WEB_TLS_CERT ? c->web_tls_cert : c->web_tls_key;
+        if (!a[0] || strlen(a) >= sizeof c->web_tls_cert)
+            return bad(cmd, opt == O_WEB_TLS_CERT ? "--web-tls-cert" : "--web-tls-key", a, "a PEM file");
+        bj_strlcpy(dst, a, sizeof c->web_tls_cert);
+        break;
+    }
+    default:
+        return -1;
+    }
+    return 0;
+}
+
+/* Options of how the engines run: schedule, threads, devices, memory layout. 0: applied; 2: a bad value, said why; -1: not one of them. */
+static int opt_engine(const struct optctx *o)
+{
+    const char *cmd = o->cmd, *a = o->a;
+    struct bj_config *c = o->c;
+    struct raw *r = o->r;
+    long l;
+    char why[400];
+    int n_servers;
+    switch (o->opt) {
+    case O_THREADS: {
+        long max = bj_max_threads();
+        if (bj_parse_long(a, 1, max, &l)) {
+            fprintf(stderr, "brainjar %s: --threads: '%s' is not a thread count from 1 to %ld (4 per core)\n",
+                    cmd, a, max);
+            return 2;
+        }
+        c->spec.n_threads = (int)l;
+        break;
+    }
+    case O_GPU:
+        if (bj_parse_long(a, -1, 100000, &l))
+            return bad(cmd, "--gpu-layers", a, "a layer count (-1 for all)");
+        c->spec.n_gpu_layers = (int)l;
+        break;
+    case O_KV:
+        if (bj_kv_type_parse(a, &c->spec.kv_type))
+            return bad(cmd, "--kv-type", a, "one of f16, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1");
+        break;
+    case O_FA:
+        if (strcmp(a, "auto") == 0) c->spec.flash_attn = -1;
+        else if (strcmp(a, "on") == 0) c->spec.flash_attn = 1;
+        else if (strcmp(a, "off") == 0) c->spec.flash_attn = 0;
+        else return bad(cmd, "--flash-attn", a, "on, off or auto");
+        break;
+    case O_CHUNK:
+        if (bj_parse_long(a, 1, 8192, &l))
+            return bad(cmd, "--prefill-chunk", a, "a token count (1-8192)");
+        c->spec.prefill_chunk = (int)l;
+        break;
+    case O_NO_MMAP: c->spec.use_mmap = 0; break;
+    case O_MMAP: c->spec.use_mmap = 1; break;
+    case O_BSAMPLE:
+        if (strcmp(a, "auto") == 0) c->spec.backend_sampling = -1;
+        else if (strcmp(a, "on") == 0) c->spec.backend_sampling = 1;
+        else if (strcmp(a, "off") == 0) c->spec.backend_sampling = 0;
+        else return bad(cmd, "--backend-sampling", a, "on, off or auto");
+        break;
+    case O_CHAT: c->spec.chat_template = true; break;
+    case O_RPC:
+        if (bj_rpc_parse(a, NULL, &n_servers, why, sizeof why)) {
+            fprintf(stderr, "brainjar %s: --rpc '%s': %s\n", cmd, a, why);
+            return 2;
+        }
+        r->rpc = a;
+        break;
+    case O_SPLIT:
+        if (bj_split_parse(a, &r->split_mode))
+            return bad(cmd, "--split-mode", a, "none, layer or row");
+        break;
+    case O_MAIN_GPU:
+        if (bj_parse_long(a, 0, BJ_MAX_DEVICES - 1, &l))
+            return bad(cmd, "--main-gpu", a, "a device index (0-15)");
+        r->main_gpu = l;
+        break;
+    case O_TSPLIT:
+        if (bj_tensor_split_parse(a, r->tensor_split, &r->n_tensor_split, why, sizeof why)) {
+            fprintf(stderr, "brainjar %s: --tensor-split: %s\n", cmd, why);
+            return 2;
+        }
+        break;
+    default:
+        return -1;
+    }
+    return 0;
+}
+
+/* Options of lives and sampling. 0: applied; 2: a bad value, said why; -1: not one of them. */
+static int opt_lives(const struct optctx *o)
+{
+    const char *cmd = o->cmd, *a = o->a, *flag = o->flag;
+    struct bj_config *c = o->c;
+    struct raw *r = o->r;
+    int opt = o->opt;
+    double d;
+    long l;
+    switch (o->opt) {
+    case O_PAUSE:
+        if (bj_parse_double(a, 0, 86400, &d))
+            return bad(cmd, "--pause", a, "seconds (0-86400)");
+        c->spec.pause_ms = (int)(d * 1000.0 + 0.5);
+        break;
+    case O_PACE:
+        if (bj_parse_double(a, 0, 100000, &d))
+            return bad(cmd, "--pace", a, "tokens per second (0-100000; 0: unpaced)");
+        c->spec.pace = d;
+        break;
+    case O_TEMP:
+        if (bj_parse_double(a, 0, 10, &d))
+            return bad(cmd, "--temp", a, "a temperature (0-10)");
+        r->s.temp = (float)d, r->set_temp = true;
+        break;
+    case O_TOPK:
+        if (bj_parse_long(a, 0, 1000000, &l))
+            return bad(cmd, "--top-k", a, "a non-negative integer");
+        r->s.top_k = (int)l, r->set_top_k = true;
+        break;
+    case O_TOPP: case O_MINP:
+        if (bj_parse_double(a, 0, 1, &d))
+            return bad(cmd, flag, a, "a probability (0-1)");
+        if (opt == O_TOPP) r->s.top_p = (float)d, r->set_top_p = true;
+        else r->s.min_p = (float)d, r->set_min_p = true;
+        break;
+    case O_MAXTOK:
+        if (bj_parse_long(a, 1, 1 << 20, &l))
+            return bad(cmd, "--max-tokens", a, "a positive token count");
+        r->s.max_tokens = (int)l, r->set_max_tokens = true;
+        break;
+    case O_SEED:
+        if (bj_parse_long(a, 0, 0xffffffffL, &l))
+            return bad(cmd, "--seed", a, "a seed (0-4294967295)");
+        r->s.seed = (uint32_t)l, r->set_seed = true;
+        break;
+    default:
+        return -1;
+    }
+    return 0;
+}
+
+/* Options of the run itself: output, duration, the budget, fault injection. 0: applied; 2: a bad value, said why; -1: not one of them. */
+static int opt_run(const struct optctx *o)
+{
+    const char *cmd = o->cmd, *a = o->a, *flag = o->flag;
+    struct bj_config *c = o->c;
+    int opt = o->opt;
+    double d;
+    long l;
+    switch (o->opt) {
+    case O_EVENTS:
+        if (strcmp(a, "text") == 0) c->events = BJ_OUT_TEXT;
+        else if (strcmp(a, "jsonl") == 0) c->events = BJ_OUT_JSONL;
+        else if (strcmp(a, "none") == 0) c->events = BJ_OUT_NONE;
+        else return bad(cmd, "--events", a, "text, jsonl or none");
+        break;
+    case O_FOCUS: bj_strlcpy(c->focus, a, sizeof c->focus); break;
+    case O_DURATION:
+        if (bj_parse_double(a, 0, 1e9, &d))
+            return bad(cmd, "--duration", a, "seconds");
+        c->duration_s = d;
+        break;
+    case O_STEPS:
+        if (bj_parse_long(a, 1, 1L << 40, &l))
+            return bad(cmd, "--steps", a, "a positive step count");
+        c->spec.max_steps = l;
+        break;
+    case O_DUMP: bj_strlcpy(c->spec.dump_context, a, sizeof c->spec.dump_context); break;
+    case O_LOG: {
+        int lv = bj_log_level_parse(a);
+        if (lv < 0)
+            return bad(cmd, "--log-level", a, "debug, info, warn or error");
+        c->log_level = lv; /* applied by main: parsing has no global side effects */
+        break;
+    }
+    case O_RESERVE: case O_SHARE:
+        if (bj_parse_double(a, 0, 100, &d) || (opt == O_SHARE && d <= 0))
+            return bad(cmd, flag, a, "a percentage (0-100)");
+        *(opt == O_RESERVE ? &c->spec.reserve_pct : &c->spec.brain_share_pct) = d;
+        break;
+    case O_HEADROOM:
+        if (bj_parse_double(a, 0, 1e6, &d))
+            return bad(cmd, "--headroom", a, "a non-negative number of GB");
+        c->spec.headroom_gb = d;
+        break;
+    case O_FORCE: c->spec.force = true; break;
+    case O_INJECT: {
+        const char *colon = strrchr(a, ':');
+        if (!colon || colon == a || (size_t)(colon - a) >= sizeof c->spec.inject_brain ||
+            bj_parse_long(colon + 1, 1, 1L << 40, &l))
+            return bad(cmd, "--inject-decode-error", a, "BRAIN:N");
+        snprintf(c->spec.inject_brain, sizeof c->spec.inject_brain, "%.*s", (int)(colon - a), a);
+        c->spec.inject_step = l;
+        break;
+    }
+    case O_STALL: {
+        char name[BJ_NAME_MAX];
+        long step, ms;
+        int n = 0;
+        if (sscanf(a, "%31[A-Za-z0-9_-]:%ld:%ld%n", name, &step, &ms, &n) != 3 || a[n] || step < 1 ||
+            ms < 1 || ms > 3600000)
+            return bad(cmd, "--inject-stall", a, "BRAIN:N:MS");
+        bj_strlcpy(c->spec.stall_brain, name, sizeof c->spec.stall_brain);
+        c->spec.stall_step = step;
+        c->spec.stall_ms = (int)ms;
+        break;
+    }
+    case O_STALL_TIMEOUT:
+        if (bj_parse_double(a, 0.1, 86400, &d))
+            return bad(cmd, "--stall-timeout", a, "seconds (0.1 to 86400)");
+        c->spec.stall_timeout_ms = (int)(d * 1000);
+        break;
+
+    default:
+        return -1;
+    }
+    return 0;
+}
+
+/* Options of neural links to other nodes. 0: applied; 2: a bad value, said why; -1: not one of them. */
+static int opt_peer(const struct optctx *o)
+{
+    const char *cmd = o->cmd, *a = o->a;
+    struct bj_config *c = o->c;
+    struct raw *r = o->r;
+    int opt = o->opt;
+    long l;
+    switch (o->opt) {
+    case O_PORT: case O_PEER_PORT: case O_TARGET_PORT:
+        if (bj_parse_long(a, opt == O_PORT ? 0 : 1, 65535, &l))
+            return bad(cmd, o->argv[optind - 2], a, "a port (1-65535)");
+        *(opt == O_PORT ? &r->port : opt == O_PEER_PORT ? &r->peer_port : &r->target_port) = l;
+        break;
+    case O_LISTEN_HOST: r->listen_host = a; break;
+    case O_NO_LISTEN: r->no_listen = true; break;
+    case O_PEER:
+        if (r->n_dial >= BJ_PEER_MAX_DIAL)
+            return bad(cmd, "--peer", a, "allowed: too many peers");
+        if (bj_peer_parse_addr(a, &r->dial[r->n_dial]))
+            return bad(cmd, "--peer", a, "HOST:PORT");
+        r->n_dial++;
+        break;
+    case O_PEER_IP: r->peer_ip = a; break;
+    case O_TARGET_IP: r->target_ip = a; break;
+    case O_NODE_ID:
+        if (!*a || strlen(a) >= sizeof c->peer.node_id)
+            return bad(cmd, "--node-id", a, "a name of 1 to 47 characters");
+        r->node_id = a;
+        break;
+    case O_PEER_KEY: r->key = a; break;
+    case O_ALLOW_UNAUTH: r->allow_legacy = true; break;
+    case O_PEER_RATE:
+        if (bj_parse_long(a, 1, 1000000, &l))
+            return bad(cmd, "--peer-rate", a, "messages per second (1-1000000)");
+        r->rate = l;
+        break;
+    default:
+        return -1;
+    }
+    return 0;
+}
+
+/* Options of the store and the watchdog (ops.c). */
+static int opt_ops(const struct optctx *o) { return bj_ops_parse_option(o->cmd, o->opt, o->a, &o->c->ops); }
+
+static int (*const k_groups[])(const struct optctx *) = {opt_brains, opt_web, opt_engine, opt_lives, opt_run, opt_peer,
+                                                        opt_ops};
+
 int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c)
 {
     bj_config_defaults(c);
@@ -327,10 +748,6 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
     r.split_mode = BJ_SPLIT_AUTO - 1;
     r.main_gpu = -1;
     r.n_tensor_split = -1;
-    char why[400];
-    int n_servers;
-    double d;
-    long l;
     int opt;
     optind = 1;
     opterr = 0;
@@ -348,271 +765,20 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
         const char *arg_at = at < argc ? argv[at] : "";
         at = optind;
         li = -1;
+        const struct optctx o = {.cmd = cmd, .flag = flag, .a = a, .opt = opt, .c = c, .r = &r, .argv = argv};
+        int rc = -1;
+        for (size_t g = 0; rc < 0 && g < BJ_ARRAY_LEN(k_groups); g++)
+            rc = k_groups[g](&o);
+        if (rc > 0)
+            return rc;
+        if (rc == 0)
+            continue;
         switch (opt) {
-        case O_MODE: r.mode = a; break;
-        case O_HIVE: r.hive = a; break;
-        case O_BRAINS: r.brains = a; break;
-        case O_PROFILE: c->spec.profile = true; break;
-        case O_MODEL: bj_strlcpy(c->spec.model, a, sizeof c->spec.model); break;
-        case O_MODEL_S: case O_MODEL_O: case O_MODEL_G: r.model[opt - O_MODEL_S] = a; break;
-        case O_RAM: case O_RAM_S: case O_RAM_O: case O_RAM_G:
-            if (bj_parse_double(a, 1e-9, 1e6, &d))
-                return bad(cmd, flag, a, "a positive number of GB");
-            r.ram_gb[opt == O_RAM ? T_ALL : opt - O_RAM_S] = d;
-            break;
-        case O_JAR: case O_JAR_S: case O_JAR_O: case O_JAR_G:
-            if (bj_parse_long(a, 1, 1L << 30, &l))
-                return bad(cmd, flag, a, "a positive number of tokens");
-            r.jar_tokens[opt == O_JAR ? T_ALL : opt - O_JAR_S] = l;
-            break;
-        case O_WEB_HOST: bj_strlcpy(c->web_host, a, sizeof c->web_host); break;
-        case O_WEB_PORT:
-            if (bj_parse_long(a, 1, 65535, &l))
-                return bad(cmd, "--web-port", a, "a port (1-65535)");
-            c->web_port = (int)l;
-            break;
-        /* web */
-        case O_NO_WEB: c->no_web = true; break;
-        case O_WEB_AUTH:
-            if (strcmp(a, "on") == 0) c->web_auth = true;
-            else if (strcmp(a, "off") == 0) c->web_auth = false;
-            else return bad(cmd, "--web-auth", a, "on or off");
-            break;
-        case O_WEB_ORIGIN:
-            if (strlen(a) >= sizeof c->web_allow_origin || (strncmp(a, "http://", 7) && strncmp(a, "https://", 8)) ||
-                strchr(a + 8, '/'))
-                return bad(cmd, "--web-allow-origin", a, "an origin (http[s]://host[:port])");
-            bj_strlcpy(c->web_allow_origin, a, sizeof c->web_allow_origin);
-            break;
-        case O_WEB_PROXY:
-            if (strlen(a) >= sizeof c->web_trusted_proxy)
-                return bad(cmd, "--web-trusted-proxy", a, "an IP address");
-            bj_strlcpy(c->web_trusted_proxy, a, sizeof c->web_trusted_proxy);
-            break;
-        case O_METRICS_PUBLIC: c->metrics_public = true; break;
-        case O_WEB_HOST_NAME:
-            if (c->n_web_host_names >= BJ_WEB_HOST_NAMES || !bj_web_host_name_valid(a))
-                return bad(cmd, "--web-host-name", a, "a host name (letters, digits, '.', '-'; at most 16 of them)");
-            bj_strlcpy(c->web_host_names[c->n_web_host_names++], a, sizeof c->web_host_names[0]);
-            break;
-        case O_WEB_COOKIE_SECURE: c->web_cookie_secure = true; break;
-        case O_WEB_TLS_CERT:
-        case O_WEB_TLS_KEY: {
-            char *dst = opt == O_WEB_TLS_CERT ? c->web_tls_cert : c->web_tls_key;
-            if (!a[0] || strlen(a) >= sizeof c->web_tls_cert)
-                return bad(cmd, opt == O_WEB_TLS_CERT ? "--web-tls-cert" : "--web-tls-key", a, "a PEM file");
-            bj_strlcpy(dst, a, sizeof c->web_tls_cert);
-            break;
-        }
-        case O_DATA: /* refused before anything is written (an empty one would mean the current directory) */
-            if (!*a || strlen(a) >= sizeof c->spec.data_dir)
-                return bad(cmd, "--data-dir", a, "a directory (the data directory is empty or too long)");
-            bj_strlcpy(c->spec.data_dir, a, sizeof c->spec.data_dir);
-            break;
-        case O_PROMPTS: bj_strlcpy(c->spec.prompts_dir, a, sizeof c->spec.prompts_dir); break;
-        case O_SCHED:
-            if (strcmp(a, "auto") == 0) c->spec.schedule = BJ_SCHED_AUTO;
-            else if (strcmp(a, "batched") == 0) c->spec.schedule = BJ_SCHED_BATCHED;
-            else if (strcmp(a, "parallel") == 0) c->spec.schedule = BJ_SCHED_PARALLEL;
-            else return bad(cmd, "--schedule", a, "batched, parallel or auto");
-            break;
-        case O_THREADS: {
-            long max = bj_max_threads();
-            if (bj_parse_long(a, 1, max, &l)) {
-                fprintf(stderr, "brainjar %s: --threads: '%s' is not a thread count from 1 to %ld (4 per core)\n",
-                        cmd, a, max);
-                return 2;
-            }
-            c->spec.n_threads = (int)l;
-            break;
-        }
-        case O_GPU:
-            if (bj_parse_long(a, -1, 100000, &l))
-                return bad(cmd, "--gpu-layers", a, "a layer count (-1 for all)");
-            c->spec.n_gpu_layers = (int)l;
-            break;
-        case O_KV:
-            if (bj_kv_type_parse(a, &c->spec.kv_type))
-                return bad(cmd, "--kv-type", a, "one of f16, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1");
-            break;
-        case O_FA:
-            if (strcmp(a, "auto") == 0) c->spec.flash_attn = -1;
-            else if (strcmp(a, "on") == 0) c->spec.flash_attn = 1;
-            else if (strcmp(a, "off") == 0) c->spec.flash_attn = 0;
-            else return bad(cmd, "--flash-attn", a, "on, off or auto");
-            break;
-        case O_CHUNK:
-            if (bj_parse_long(a, 1, 8192, &l))
-                return bad(cmd, "--prefill-chunk", a, "a token count (1-8192)");
-            c->spec.prefill_chunk = (int)l;
-            break;
-        case O_NO_MMAP: c->spec.use_mmap = 0; break;
-        case O_MMAP: c->spec.use_mmap = 1; break;
-        case O_BSAMPLE:
-            if (strcmp(a, "auto") == 0) c->spec.backend_sampling = -1;
-            else if (strcmp(a, "on") == 0) c->spec.backend_sampling = 1;
-            else if (strcmp(a, "off") == 0) c->spec.backend_sampling = 0;
-            else return bad(cmd, "--backend-sampling", a, "on, off or auto");
-            break;
-        case O_CHAT: c->spec.chat_template = true; break;
-        case O_RPC:
-            if (bj_rpc_parse(a, NULL, &n_servers, why, sizeof why)) {
-                fprintf(stderr, "brainjar %s: --rpc '%s': %s\n", cmd, a, why);
-                return 2;
-            }
-            r.rpc = a;
-            break;
-        case O_SPLIT:
-            if (bj_split_parse(a, &r.split_mode))
-                return bad(cmd, "--split-mode", a, "none, layer or row");
-            break;
-        case O_MAIN_GPU:
-            if (bj_parse_long(a, 0, BJ_MAX_DEVICES - 1, &l))
-                return bad(cmd, "--main-gpu", a, "a device index (0-15)");
-            r.main_gpu = l;
-            break;
-        case O_TSPLIT:
-            if (bj_tensor_split_parse(a, r.tensor_split, &r.n_tensor_split, why, sizeof why)) {
-                fprintf(stderr, "brainjar %s: --tensor-split: %s\n", cmd, why);
-                return 2;
-            }
-            break;
-        case O_PAUSE:
-            if (bj_parse_double(a, 0, 86400, &d))
-                return bad(cmd, "--pause", a, "seconds (0-86400)");
-            c->spec.pause_ms = (int)(d * 1000.0 + 0.5);
-            break;
-        case O_PACE:
-            if (bj_parse_double(a, 0, 100000, &d))
-                return bad(cmd, "--pace", a, "tokens per second (0-100000; 0: unpaced)");
-            c->spec.pace = d;
-            break;
-        case O_TEMP:
-            if (bj_parse_double(a, 0, 10, &d))
-                return bad(cmd, "--temp", a, "a temperature (0-10)");
-            r.s.temp = (float)d, r.set_temp = true;
-            break;
-        case O_TOPK:
-            if (bj_parse_long(a, 0, 1000000, &l))
-                return bad(cmd, "--top-k", a, "a non-negative integer");
-            r.s.top_k = (int)l, r.set_top_k = true;
-            break;
-        case O_TOPP: case O_MINP:
-            if (bj_parse_double(a, 0, 1, &d))
-                return bad(cmd, flag, a, "a probability (0-1)");
-            if (opt == O_TOPP) r.s.top_p = (float)d, r.set_top_p = true;
-            else r.s.min_p = (float)d, r.set_min_p = true;
-            break;
-        case O_MAXTOK:
-            if (bj_parse_long(a, 1, 1 << 20, &l))
-                return bad(cmd, "--max-tokens", a, "a positive token count");
-            r.s.max_tokens = (int)l, r.set_max_tokens = true;
-            break;
-        case O_SEED:
-            if (bj_parse_long(a, 0, 0xffffffffL, &l))
-                return bad(cmd, "--seed", a, "a seed (0-4294967295)");
-            r.s.seed = (uint32_t)l, r.set_seed = true;
-            break;
-        case O_EVENTS:
-            if (strcmp(a, "text") == 0) c->events = BJ_OUT_TEXT;
-            else if (strcmp(a, "jsonl") == 0) c->events = BJ_OUT_JSONL;
-            else if (strcmp(a, "none") == 0) c->events = BJ_OUT_NONE;
-            else return bad(cmd, "--events", a, "text, jsonl or none");
-            break;
-        case O_FOCUS: bj_strlcpy(c->focus, a, sizeof c->focus); break;
-        case O_DURATION:
-            if (bj_parse_double(a, 0, 1e9, &d))
-                return bad(cmd, "--duration", a, "seconds");
-            c->duration_s = d;
-            break;
-        case O_STEPS:
-            if (bj_parse_long(a, 1, 1L << 40, &l))
-                return bad(cmd, "--steps", a, "a positive step count");
-            c->spec.max_steps = l;
-            break;
-        case O_DUMP: bj_strlcpy(c->spec.dump_context, a, sizeof c->spec.dump_context); break;
-        case O_LOG: {
-            int lv = bj_log_level_parse(a);
-            if (lv < 0)
-                return bad(cmd, "--log-level", a, "debug, info, warn or error");
-            c->log_level = lv; /* applied by main: parsing has no global side effects */
-            break;
-        }
-        case O_RESERVE: case O_SHARE:
-            if (bj_parse_double(a, 0, 100, &d) || (opt == O_SHARE && d <= 0))
-                return bad(cmd, flag, a, "a percentage (0-100)");
-            *(opt == O_RESERVE ? &c->spec.reserve_pct : &c->spec.brain_share_pct) = d;
-            break;
-        case O_HEADROOM:
-            if (bj_parse_double(a, 0, 1e6, &d))
-                return bad(cmd, "--headroom", a, "a non-negative number of GB");
-            c->spec.headroom_gb = d;
-            break;
-        case O_FORCE: c->spec.force = true; break;
-        case O_INJECT: {
-            const char *colon = strrchr(a, ':');
-            if (!colon || colon == a || (size_t)(colon - a) >= sizeof c->spec.inject_brain ||
-                bj_parse_long(colon + 1, 1, 1L << 40, &l))
-                return bad(cmd, "--inject-decode-error", a, "BRAIN:N");
-            snprintf(c->spec.inject_brain, sizeof c->spec.inject_brain, "%.*s", (int)(colon - a), a);
-            c->spec.inject_step = l;
-            break;
-        }
-        case O_PORT: case O_PEER_PORT: case O_TARGET_PORT:
-            if (bj_parse_long(a, opt == O_PORT ? 0 : 1, 65535, &l))
-                return bad(cmd, argv[optind - 2], a, "a port (1-65535)");
-            *(opt == O_PORT ? &r.port : opt == O_PEER_PORT ? &r.peer_port : &r.target_port) = l;
-            break;
-        case O_LISTEN_HOST: r.listen_host = a; break;
-        case O_NO_LISTEN: r.no_listen = true; break;
-        case O_PEER:
-            if (r.n_dial >= BJ_PEER_MAX_DIAL)
-                return bad(cmd, "--peer", a, "allowed: too many peers");
-            if (bj_peer_parse_addr(a, &r.dial[r.n_dial]))
-                return bad(cmd, "--peer", a, "HOST:PORT");
-            r.n_dial++;
-            break;
-        case O_PEER_IP: r.peer_ip = a; break;
-        case O_TARGET_IP: r.target_ip = a; break;
-        case O_NODE_ID:
-            if (!*a || strlen(a) >= sizeof c->peer.node_id)
-                return bad(cmd, "--node-id", a, "a name of 1 to 47 characters");
-            r.node_id = a;
-            break;
-        case O_PEER_KEY: r.key = a; break;
-        case O_ALLOW_UNAUTH: r.allow_legacy = true; break;
-        case O_PEER_RATE:
-            if (bj_parse_long(a, 1, 1000000, &l))
-                return bad(cmd, "--peer-rate", a, "messages per second (1-1000000)");
-            r.rate = l;
-            break;
-        case O_STALL: {
-            char name[BJ_NAME_MAX];
-            long step, ms;
-            int n = 0;
-            if (sscanf(a, "%31[A-Za-z0-9_-]:%ld:%ld%n", name, &step, &ms, &n) != 3 || a[n] || step < 1 ||
-                ms < 1 || ms > 3600000)
-                return bad(cmd, "--inject-stall", a, "BRAIN:N:MS");
-            bj_strlcpy(c->spec.stall_brain, name, sizeof c->spec.stall_brain);
-            c->spec.stall_step = step;
-            c->spec.stall_ms = (int)ms;
-            break;
-        }
-        case O_STALL_TIMEOUT:
-            if (bj_parse_double(a, 0.1, 86400, &d))
-                return bad(cmd, "--stall-timeout", a, "seconds (0.1 to 86400)");
-            c->spec.stall_timeout_ms = (int)(d * 1000);
-            break;
         case 'h': bj_cli_usage_run(cmd, stdout); return 1;
         case ':':
             fprintf(stderr, "brainjar %s: %s needs a value\n", cmd, arg_at);
             return 2;
         default: {
-            int rc = bj_ops_parse_option(cmd, opt, a, &c->ops); /* store and watchdog (ops.c) */
-            if (rc == 0)
-                break;
-            if (rc > 0)
-                return rc;
             if (optopt >= O_MODE) { /* a flag without a value given one ("--force=1") */
                 const char *eq = strchr(arg_at, '=');
                 fprintf(stderr, "brainjar %s: %.*s takes no value\n", cmd, eq ? (int)(eq - arg_at) : 64, arg_at);
@@ -626,60 +792,7 @@ int bj_cli_parse_run(const char *cmd, int argc, char **argv, struct bj_config *c
     }
     if (bj_cli_no_more_args(cmd, optind, argc, argv))
         return 2;
-
-    char err[600];
-    if (r.hive && r.mode) {
-        fprintf(stderr, "brainjar %s: --hive and --mode contradict each other; a hive file defines its brains\n", cmd);
-        return 2;
-    }
-    if (r.mode) {
-        if (strcmp(r.mode, "single") == 0 || strcmp(r.mode, "isolated") == 0)
-            c->mode = BJ_MODE_SINGLE;
-        else if (strcmp(r.mode, "matrix") == 0)
-            c->mode = BJ_MODE_MATRIX;
-        else if (strcmp(r.mode, "peer") == 0)
-            c->mode = BJ_MODE_PEER;
-        else if (strcmp(r.mode, "observer") == 0)
-            c->mode = BJ_MODE_OBSERVER;
-        else if (strcmp(r.mode, "observed") == 0)
-            c->mode = BJ_MODE_OBSERVED;
-        else {
-            fprintf(stderr, "brainjar %s: unknown mode '%s' (single, matrix, peer, observer or observed, or --hive FILE)\n",
-                    cmd, r.mode);
-            return 2;
-        }
-        bj_config_apply_mode(c);
-    }
-    if (r.brains) {
-        if (r.hive || r.mode) {
-            fprintf(stderr, "brainjar %s: --brains contradicts --%s; it defines the brains itself\n", cmd,
-                    r.hive ? "hive" : "mode");
-            return 2;
-        }
-        int rc = apply_brains(cmd, c, r.brains);
-        if (rc)
-            return rc;
-    }
-    if (r.hive && bj_config_load_hive(c, r.hive, err, sizeof err)) {
-        fprintf(stderr, "brainjar %s: %s\n", cmd, err);
-        return 2;
-    }
-    if (r.ram_gb[T_ALL] > 0 && r.jar_tokens[T_ALL] > 0) {
-        fprintf(stderr, "brainjar %s: both --ram-limit and --jar-tokens given; pick one\n", cmd);
-        return 2;
-    }
-    apply_all(c, &r);
-    apply_devices(c, &r);
-    int rc = apply_tiers(cmd, c, &r);
-    if (rc)
-        return rc;
-    if ((rc = apply_links(cmd, c, &r)))
-        return rc;
-    if (bj_config_finish(c, err, sizeof err)) {
-        fprintf(stderr, "brainjar %s: %s\n", cmd, err);
-        return 2;
-    }
-    return 0;
+    return apply_run(cmd, c, &r);
 }
 
 int bj_cli_option_error(const char *cmd, int opt, char **argv)
