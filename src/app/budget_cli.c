@@ -230,6 +230,38 @@ static void print_board(const struct bj_est_model *m, const struct est_args *a, 
 }
 
 /* Parses argv into a; returns 0, 1 after --help, or 2 after printing what is wrong. */
+/* estimate's device options (--rpc, --split-mode, --main-gpu, --tensor-split: which = 0..3), as
+ * run takes them. 0, or 2 after saying why. */
+static int device_opt(int which, const char *optarg, struct est_args *a)
+{
+    long v;
+    int n;
+    char why[400];
+    switch (which) {
+    case 0:
+        if (bj_rpc_parse(optarg, NULL, &n, why, sizeof why))
+            return bad_flag("--rpc", optarg, "HOST:PORT[,HOST:PORT...]");
+        a->rpc = optarg;
+        break;
+    case 1:
+        if (bj_split_parse(optarg, &a->o.split.mode))
+            return bad_flag("--split-mode", optarg, "none, layer or row");
+        break;
+    case 2:
+        if (bj_parse_long(optarg, 0, BJ_MAX_DEVICES - 1, &v))
+            return bad_flag("--main-gpu", optarg, "a device index (0-15)");
+        a->o.split.main_gpu = (int)v;
+        break;
+    case 3:
+        if (bj_tensor_split_parse(optarg, a->o.split.tensor_split, &a->o.split.n_tensor_split, why, sizeof why)) {
+            fprintf(stderr, "brainjar estimate: --tensor-split: %s\n", why);
+            return 2;
+        }
+        break;
+    }
+    return 0;
+}
+
 static int parse_estimate(int argc, char **argv, struct est_args *a)
 {
     enum { O_CTX = 256, O_BRAINS, O_KV, O_NGL, O_NOMMAP, O_NOREPACK, O_NODRY, O_MEASURE, O_FIRST, O_THREADS, O_NOFILL, O_STEPS, O_SCHED,
@@ -252,7 +284,7 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
     a->decode_steps = 8;
     bj_est_opts_default(&a->o);
     long v;
-    int c, n;
+    int c;
     char why[400];
     optind = 1;
     opterr = 1;
@@ -296,13 +328,7 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
         case O_MEASURE: a->measure = true; break;
         case O_NOFILL: a->no_fill = true; break;
         case O_SCHED:
-            if (strcmp(optarg, "auto") == 0)
-                a->o.schedule = BJ_SCHED_AUTO;
-            else if (strcmp(optarg, "batched") == 0)
-                a->o.schedule = BJ_SCHED_BATCHED;
-            else if (strcmp(optarg, "parallel") == 0)
-                a->o.schedule = BJ_SCHED_PARALLEL;
-            else
+            if (bj_schedule_parse(optarg, &a->o.schedule))
                 return bad_flag("--schedule", optarg, "auto, batched or parallel");
             break;
         case O_STEPS:
@@ -321,25 +347,9 @@ static int parse_estimate(int argc, char **argv, struct est_args *a)
             }
             a->o.n_threads = (int)v;
             break;
-        case O_RPC:
-            if (bj_rpc_parse(optarg, NULL, &n, why, sizeof why))
-                return bad_flag("--rpc", optarg, "HOST:PORT[,HOST:PORT...]");
-            a->rpc = optarg;
-            break;
-        case O_SPLIT:
-            if (bj_split_parse(optarg, &a->o.split.mode))
-                return bad_flag("--split-mode", optarg, "none, layer or row");
-            break;
-        case O_MAIN_GPU:
-            if (bj_parse_long(optarg, 0, BJ_MAX_DEVICES - 1, &v))
-                return bad_flag("--main-gpu", optarg, "a device index (0-15)");
-            a->o.split.main_gpu = (int)v;
-            break;
-        case O_TSPLIT:
-            if (bj_tensor_split_parse(optarg, a->o.split.tensor_split, &a->o.split.n_tensor_split, why, sizeof why)) {
-                fprintf(stderr, "brainjar estimate: --tensor-split: %s\n", why);
-                return 2;
-            }
+        case O_RPC: case O_SPLIT: case O_MAIN_GPU: case O_TSPLIT:
+            if ((v = device_opt(c - O_RPC, optarg, a)))
+                return (int)v;
             break;
         case 'h': estimate_usage(stdout); return 1;
         default: estimate_usage(stderr); return 2;

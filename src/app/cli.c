@@ -421,10 +421,8 @@ static int opt_brains(const struct optctx *o)
         break;
     case O_PROMPTS: bj_strlcpy(c->spec.prompts_dir, a, sizeof c->spec.prompts_dir); break;
     case O_SCHED:
-        if (strcmp(a, "auto") == 0) c->spec.schedule = BJ_SCHED_AUTO;
-        else if (strcmp(a, "batched") == 0) c->spec.schedule = BJ_SCHED_BATCHED;
-        else if (strcmp(a, "parallel") == 0) c->spec.schedule = BJ_SCHED_PARALLEL;
-        else return bad(cmd, "--schedule", a, "batched, parallel or auto");
+        if (bj_schedule_parse(a, &c->spec.schedule))
+            return bad(cmd, "--schedule", a, "batched, parallel or auto");
         break;
     default:
         return -1;

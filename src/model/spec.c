@@ -3,10 +3,18 @@
 
 #include <string.h>
 
-const char *bj_schedule_name(enum bj_schedule s)
+static const char *const k_schedules[] = {"auto", "batched", "parallel"};
+
+const char *bj_schedule_name(enum bj_schedule s) { return k_schedules[s]; }
+
+int bj_schedule_parse(const char *name, enum bj_schedule *out)
 {
-    static const char *const names[] = {"auto", "batched", "parallel"};
-    return names[s];
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, k_schedules[i]) == 0) {
+            *out = (enum bj_schedule)i;
+            return 0;
+        }
+    return -1;
 }
 
 const char *bj_spec_brain_model(const struct bj_hive_spec *s, const struct bj_brain_cfg *b)

@@ -104,5 +104,7 @@ int bj_spec_find_brain(const struct bj_hive_spec *s, const char *id);
 bool bj_spec_watches(const struct bj_brain_cfg *w, const char *id);
 
 const char *bj_schedule_name(enum bj_schedule s);
+/* "auto", "batched" or "parallel" into *out: 0, or -1 (out untouched) for anything else. */
+int bj_schedule_parse(const char *name, enum bj_schedule *out);
 
 #endif
