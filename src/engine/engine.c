@@ -392,6 +392,7 @@ static void batch_put(struct llama_batch *b, const struct work *w, int n_past, l
  * generation, and no brain waits longer than the prompt work queued ahead of it takes (a bound in
  * steps: (ahead + the openings of the next OPENING_HEAD_START steps) / budget). */
 #define OPENING_HEAD_START 8
+#define READ_FLOOR 16
 
 static bool resurrect_one(struct bj_engine *e, int i, int64_t now);
 
@@ -456,28 +457,31 @@ static int gather(struct bj_engine *e, struct work *works)
         works[n++] = w;
     }
     /* While brains generate, what watchers read takes at most as many tokens as the step
-     * generates (at least a prefill chunk): a step stays within about twice a generation step,
-     * and a new life's opening, which counts on the whole budget, is not delayed by long steps. */
+     * generates (at least a prefill chunk), beyond which each reader still reads READ_FLOOR
+     * tokens (none goes a step without work): a step stays near a generation step's time, and
+     * a new life's opening, which counts on the whole budget, does not wait behind long steps. */
     int budget = e->prompt_budget, reading = budget;
     if (n > 0)
         reading = n > e->plan.prefill_chunk ? n : e->plan.prefill_chunk;
     for (int k = 0; k < m; k++) {
         struct work w = e->line[k];
-        int *left = e->opening[w.i] ? &budget : &reading;
-        if (*left > budget)
-            left = &budget;
-        if (*left <= 0) {
+        int take = w.n;
+        if (!e->opening[w.i] && take > reading)
+            take = reading > READ_FLOOR ? reading : READ_FLOOR;
+        if (take > budget)
+            take = budget;
+        if (take <= 0) {
             if (++e->wait[w.i] > e->max_wait)
                 e->max_wait = e->wait[w.i];
             continue;
         }
-        if (w.n > *left) { /* the rest of its chunk next step: no logits before the end */
-            w.n = *left;
+        if (take < w.n) { /* the rest of its chunk next step: no logits before the end */
+            w.n = take;
             w.logits = false;
         }
-        if (left == &reading)
-            reading -= w.n;
-        budget -= w.n;
+        if (!e->opening[w.i])
+            reading = reading > take ? reading - take : 0;
+        budget -= take;
         e->wait[w.i] = 0;
         works[n++] = w;
     }
