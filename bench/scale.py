@@ -9,12 +9,17 @@ tokens over the whole run, prefill included), brainjar's share of the step outsi
 (--profile), and on a GPU the peak device memory of the brainjar process (nvidia-smi) against
 `brainjar validate`'s estimate for the same hive.
 
-Then, with --latency-n N (default 64): one run of N brains with small jars (many deaths, no pause)
-for the resurrection latency (end of the pause -> the new life's first token, p50/p99), the longest
-wait of a live brain in steps, and the spread of tok/s across brains (from the jsonl events).
+Then, for each N of --latency-ns (default 3,16,64,128): one run of N brains with small jars (many
+deaths, no pause) for the resurrection latency (end of the pause -> the new life's first token,
+p50/p99 in ms and in steps: 1 = the step its life began in), the longest wait of a live brain in
+steps, and the spread of tokens across brains (from the jsonl events); one table of them at the end.
+
+--variants measures several brainjars side by side against the same batched-bench runs:
+'NAME=FLAGS;NAME@BIN=FLAGS' (a variant with @BIN runs that binary, e.g. main's build as "before").
 
 usage: bench/scale.py --brainjar BIN --batched-bench BIN --model FILE [--ns 1,3,8] [--repeat R]
-                      [--steps N] [--jar N] [--threads N] [--gpu-layers N] [--latency-n N] [--out DIR]
+                      [--steps N] [--jar N] [--threads N] [--gpu-layers N] [--latency-ns 3,16,64]
+                      [--variants SPEC] [--out DIR]
 """
 import argparse
 import json
@@ -38,18 +43,18 @@ def kv(line):
     return {k: float(v) for k, v in (f.split("=") for f in line.split())}
 
 
-def brainjar_cmd(a, n, jar, steps, tmp, extra=()):
-    return [a.brainjar, "run", "--brains", str(n), "--model", a.model, "--pause", "0", "--jar-tokens", str(jar),
+def brainjar_cmd(a, n, jar, steps, tmp, extra=(), binary=None):
+    return [binary or a.brainjar, "run", "--brains", str(n), "--model", a.model, "--pause", "0", "--jar-tokens", str(jar),
             "--steps", str(steps), "--threads", str(a.threads), "--gpu-layers", str(a.gpu_layers),
             "--data-dir", tmp, "--force", "--profile", *a.bj_extra.split(), *extra]
 
 
-def run_brainjar(a, n, gpu, tmp, log, extra=()):
+def run_brainjar(a, n, gpu, tmp, log, extra=(), binary=None):
     # Prefill (the system prompts) takes a few steps; then about a.steps steps in which every
     # brain generates. One long thought each: nobody dies.
     # The prompt budget is about 512 tokens a step: N system prompts of ~130 tokens take N/4 steps.
     steps = a.steps + 3 + (n * 130 + 511) // 512
-    cmd = brainjar_cmd(a, n, a.jar, steps, tmp, ("--events", "none", "--max-tokens", str(1 << 20), *extra))
+    cmd = brainjar_cmd(a, n, a.jar, steps, tmp, ("--events", "none", "--max-tokens", str(1 << 20), *extra), binary)
     t0 = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     err_holder = []
@@ -98,9 +103,9 @@ def estimate_gpu(a, n, log):
     return float(m.group(1)) if m else 0.0
 
 
-def latency_run(a, tmp, log, extra=()):
-    n = a.latency_n
-    cmd = brainjar_cmd(a, n, a.latency_jar, a.latency_steps, tmp, ("--events", "jsonl", "--max-tokens", "24", *extra))
+def latency_run(a, n, tmp, log, extra=(), binary=None):
+    cmd = brainjar_cmd(a, n, a.latency_jar, a.latency_steps, tmp, ("--events", "jsonl", "--max-tokens", "24", *extra),
+                       binary)
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - t0
@@ -125,16 +130,21 @@ def latency_run(a, tmp, log, extra=()):
         elif t == "death":
             deaths += 1
     counts = sorted(tokens.values()) or [0]
-    return {"profile": kv(prof[-1]), "deaths": deaths, "tokens_min": counts[0],
+    return {"n": n, "profile": kv(prof[-1]), "deaths": deaths, "tokens_min": counts[0],
             "tokens_median": statistics.median(counts), "tokens_max": counts[-1], "brains_seen": len(tokens)}
+
+
+def steps_of(p, key):  # a brainjar before the steps' percentiles has none
+    return f"{p[key]:.0f}" if key in p else "-"
 
 
 def print_latency(a, lat, name=""):
     p = lat["profile"]
-    print(f"\nlatency run{' (' + name + ')' if name else ''}: {a.latency_n} brains, jars {a.latency_jar}, {a.latency_steps} steps, pause 0: "
+    print(f"\nlatency run{' (' + name + ')' if name else ''}: {lat['n']} brains, jars {a.latency_jar}, {a.latency_steps} steps, pause 0: "
           f"{int(p['resurrections'])} resurrections ({lat['deaths']} deaths seen); end of pause -> first new "
           f"token p50 {p['first_token_p50_ms']:.1f} ms, p99 {p['first_token_p99_ms']:.1f} ms, max "
-          f"{p['first_token_max_ms']:.1f} ms; step {p['step_us']:.0f} us; longest wait of a live brain "
+          f"{p['first_token_max_ms']:.1f} ms; in steps p50 {steps_of(p, 'first_token_p50_steps')}, p99 "
+          f"{steps_of(p, 'first_token_p99_steps')}, max {p['first_token_max_steps']:.0f}; step {p['step_us']:.0f} us; longest wait of a live brain "
           f"{int(p['max_wait_steps'])} steps; tokens per brain min {lat['tokens_min']} / median "
           f"{lat['tokens_median']} / max {lat['tokens_max']} over {lat['brains_seen']} brains\n", flush=True)
 
@@ -150,7 +160,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--gpu-layers", type=int, default=0)
-    ap.add_argument("--latency-n", type=int, default=64, help="brains of the latency run (0: none)")
+    ap.add_argument("--latency-ns", default="3,16,64,128", help="brains of the latency runs (empty: none)")
+    ap.add_argument("--latency-n", type=int, default=None, help="one latency run of N brains (0: none)")
     ap.add_argument("--latency-jar", type=int, default=220)
     ap.add_argument("--latency-steps", type=int, default=600)
     ap.add_argument("--bj-extra", default="", help="more brainjar flags (one string)")
@@ -159,6 +170,8 @@ def main():
     ap.add_argument("--out", default=None, help="folder for the full log and the results (json)")
     a = ap.parse_args()
     ns = [int(x) for x in a.ns.split(",") if x]
+    lat_ns = [int(x) for x in a.latency_ns.split(",") if x] if a.latency_n is None else [a.latency_n]
+    lat_ns = [n for n in lat_ns if n > 0]
     out = a.out or tempfile.mkdtemp(prefix="bench-scale-")
     os.makedirs(out, exist_ok=True)
     log = open(os.path.join(out, "scale.log"), "w", buffering=1)
@@ -167,30 +180,37 @@ def main():
     print(f"model {a.model} ({os.path.getsize(a.model) / 1e6:.0f} MB), N = {ns}, {a.steps} tokens per brain, "
           f"jars {a.jar}, {a.threads} threads, gpu layers {a.gpu_layers}, {a.repeat} rounds; log {out}/scale.log",
           flush=True)
-    variants = [(v.split("=", 1)[0].strip(), v.split("=", 1)[1].split() if "=" in v else [])
-                for v in a.variants.split(";") if v.strip()] or [("brainjar", [])]
-    res = {n: {"bb": [], **{name: [] for name, _ in variants}} for n in ns}
+    variants = []  # (name, flags, binary)
+    for v in a.variants.split(";"):
+        if not v.strip():
+            continue
+        head, flags = (v.split("=", 1) + [""])[:2]
+        name, binary = (head.strip().split("@", 1) + [None])[:2]
+        variants.append((name, flags.split(), binary))
+    variants = variants or [("brainjar", [], None)]
+    res = {n: {"bb": [], **{name: [] for name, _, _ in variants}} for n in ns}
     est = {}
     if gpu.ok:
         for n in ns:
             est[n] = estimate_gpu(a, n, log)
         print("GPU estimate (MiB, brainjar validate): " + ", ".join(f"N={n}: {v:.0f}" for n, v in est.items()),
               flush=True)
-    lat = {}
+    lat = {name: [] for name, _, _ in variants}
 
     def latency_all():
-        for name, flags in variants:
-            lat[name] = latency_run(a, tmp, log, flags)
-            print_latency(a, lat[name], name if len(variants) > 1 else "")
+        for n in lat_ns:
+            for name, flags, binary in variants:
+                lat[name].append(latency_run(a, n, tmp, log, flags, binary))
+                print_latency(a, lat[name][-1], name if len(variants) > 1 else "")
 
     for r in range(a.repeat):
-        if r == 1 and a.latency_n > 0:  # after the first round: the key figures come first
+        if r == 1 and lat_ns:  # after the first round: the key figures come first
             latency_all()
         for n in ns:
             c = run_bb(a, n, gpu, log)
             res[n]["bb"].append(c)
-            for name, flags in variants:
-                b = run_brainjar(a, n, gpu, tmp, log, flags)
+            for name, flags, binary in variants:
+                b = run_brainjar(a, n, gpu, tmp, log, flags, binary)
                 res[n][name].append(b)
                 print(f"round {r + 1} N={n:3} {name:>8}: {b['tg']:8.1f} tok/s (outside decode "
                       f"{b['profile']['tg_outside_decode_pct']:.2f}%), batched-bench {c['tg']:8.1f}: "
@@ -206,7 +226,7 @@ def main():
         return [b["tg"] / c["tg"] for b, c in zip(res[n][who], res[n]["bb"])]
 
     table = []
-    for name, _ in variants:
+    for name, _, _ in variants:
         print(f"\n{name}:" if len(variants) > 1 else "")
         hdr = (f"{'N':>4} {'bj tg':>9} {'bb tg':>9} {'ratio':>6} {'rounds':>13} {'bj all':>8} {'bb all':>8} "
                f"{'ratio':>6} {'step us':>8} {'outside':>8} {'RSS MB':>7}")
@@ -231,8 +251,25 @@ def main():
                 errp = 100.0 * (row["est"] - row["gpu"]) / row["gpu"] if row["gpu"] else 0.0
                 line += f" {row['gpu']:8.0f} {row['est']:8.0f} {errp:+6.2f} {row['bb_gpu']:7.0f}"
             print(line, flush=True)
-    if not lat and a.latency_n > 0:
+    if lat_ns and not any(lat.values()):
         latency_all()
+    if lat_ns:
+        print(f"\nresurrection latency (jars {a.latency_jar}, 24-token thoughts, pause 0, {a.latency_steps} steps): "
+              "end of the pause -> first new token, in ms and in steps (1 = the step its life began in)")
+        # open ms: the mean step that decoded an opening; tg ms: a generation-only step
+        print(f"{'variant':>10} {'N':>4} {'resurr':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'p50 st':>6} "
+              f"{'p99 st':>6} {'max st':>6} {'step ms':>7} {'p99/step':>8} {'open ms':>7} {'tg ms':>6}")
+        for name, _, _ in variants:
+            for x in lat[name]:
+                p = x["profile"]
+                step_ms = p["step_us"] / 1000.0
+                print(f"{name:>10} {x['n']:4} {p['resurrections']:7.0f} {p['first_token_p50_ms']:7.1f} "
+                      f"{p['first_token_p99_ms']:7.1f} {p['first_token_max_ms']:7.1f} "
+                      f"{steps_of(p, 'first_token_p50_steps'):>6} {steps_of(p, 'first_token_p99_steps'):>6} "
+                      f"{p['first_token_max_steps']:6.0f} {step_ms:7.2f} "
+                      f"{p['first_token_p99_ms'] / step_ms if step_ms else 0:8.2f} "
+                      f"{p['opening_step_us'] / 1000.0 if 'opening_step_us' in p else float('nan'):7.2f} "
+                      f"{p['tg_step_us'] / 1000.0:6.2f}", flush=True)
     with open(os.path.join(out, "scale.json"), "w") as f:
         json.dump({"args": vars(a), "table": table, "latency": lat}, f, indent=1)
 

@@ -98,8 +98,12 @@ struct bj_engine {
     long max_wait;
     int64_t life_start[BJ_MAX_BRAINS]; /* monotonic: when its resurrection was due; 0 once it spoke */
     long life_step[BJ_MAX_BRAINS];     /* the step its new life began in */
+    bool opening[BJ_MAX_BRAINS];       /* its life's opening is not decoded yet (first lives too) */
     long max_first_steps;      /* most steps a new life took to its first token (1: the same step) */
+    int64_t opening_us;        /* time in steps that decoded some life's opening (the latency's steps) */
+    long opening_steps, opening_tokens;
     int32_t *latency_us;       /* ring of resurrection -> first new token latencies */
+    int32_t *latency_steps;    /* ... and the steps each took (1: the step its life began in) */
     long n_latency;
 
     pthread_t thread;
@@ -222,6 +226,7 @@ void bj_engine_free(struct bj_engine *e)
     free(e->items);
     free(e->line);
     free(e->latency_us);
+    free(e->latency_steps);
     if (e->model && e->owns_model)
         llama_model_free(e->model);
     pthread_mutex_destroy(&e->lock);
@@ -360,6 +365,7 @@ static void kill_brain(struct bj_engine *e, int i, const char *cause, const char
     bj_brain_die(e->brains[i], cause, detail);
     trim_memory(e, i);
     e->life_start[i] = 0;
+    e->opening[i] = false;
 }
 
 static void batch_put(struct llama_batch *b, const struct work *w, int n_past, llama_seq_id seq, int n_vocab)
@@ -386,6 +392,7 @@ static void batch_put(struct llama_batch *b, const struct work *w, int n_past, l
  * generation, and no brain waits longer than the prompt work queued ahead of it takes (a bound in
  * steps: (ahead + the openings of the next OPENING_HEAD_START steps) / budget). */
 #define OPENING_HEAD_START 8
+#define READ_FLOOR 16
 
 static bool resurrect_one(struct bj_engine *e, int i, int64_t now);
 
@@ -395,7 +402,7 @@ static long this_step(struct bj_engine *e) { return atomic_load(&e->steps) + 1; 
 /* The place of brain i's prompt work in the line: lower goes first. */
 static long line_key(const struct bj_engine *e, int i)
 {
-    return e->since[i] - (e->life_start[i] ? OPENING_HEAD_START : 0);
+    return e->since[i] - (e->opening[i] ? OPENING_HEAD_START : 0);
 }
 
 static int gather(struct bj_engine *e, struct work *works)
@@ -449,19 +456,32 @@ static int gather(struct bj_engine *e, struct work *works)
         e->wait[i] = 0;
         works[n++] = w;
     }
-    int budget = e->prompt_budget;
+    /* While brains generate, what watchers read takes at most as many tokens as the step
+     * generates (at least a prefill chunk), beyond which each reader still reads READ_FLOOR
+     * tokens (none goes a step without work): a step stays near a generation step's time, and
+     * a new life's opening, which counts on the whole budget, does not wait behind long steps. */
+    int budget = e->prompt_budget, reading = budget;
+    if (n > 0)
+        reading = n > e->plan.prefill_chunk ? n : e->plan.prefill_chunk;
     for (int k = 0; k < m; k++) {
         struct work w = e->line[k];
-        if (budget <= 0) {
+        int take = w.n;
+        if (!e->opening[w.i] && take > reading)
+            take = reading > READ_FLOOR ? reading : READ_FLOOR;
+        if (take > budget)
+            take = budget;
+        if (take <= 0) {
             if (++e->wait[w.i] > e->max_wait)
                 e->max_wait = e->wait[w.i];
             continue;
         }
-        if (w.n > budget) { /* the rest of its chunk next step: no logits before the end */
-            w.n = budget;
+        if (take < w.n) { /* the rest of its chunk next step: no logits before the end */
+            w.n = take;
             w.logits = false;
         }
-        budget -= w.n;
+        if (!e->opening[w.i])
+            reading = reading > take ? reading - take : 0;
+        budget -= take;
         e->wait[w.i] = 0;
         works[n++] = w;
     }
@@ -504,13 +524,16 @@ static void accept_one(struct bj_engine *e, struct work *w, int64_t now_us)
     if (!w->logits)
         return;
     atomic_fetch_add(&e->generated, 1);
+    e->opening[w->i] = false;
     if (e->life_start[w->i]) {
         int64_t d = now_us - e->life_start[w->i];
-        if (e->latency_us)
+        long took = this_step(e) - e->life_step[w->i] + 1;
+        if (e->latency_us) {
             e->latency_us[e->n_latency % LATENCY_RING] = (int32_t)(d < INT32_MAX ? d : INT32_MAX);
+            e->latency_steps[e->n_latency % LATENCY_RING] = (int32_t)(took < INT32_MAX ? took : INT32_MAX);
+        }
         e->n_latency++;
         e->life_start[w->i] = 0;
-        long took = this_step(e) - e->life_step[w->i] + 1;
         if (took > e->max_first_steps)
             e->max_first_steps = took;
         bj_debug("engine %s: brain %s spoke %.1f ms after its resurrection was due (step %ld)", e->label,
@@ -674,6 +697,7 @@ static void apply_requests(struct bj_engine *e)
                 trim_memory(e, r->brain);
                 e->life_start[r->brain] = bj_now_us();
                 e->life_step[r->brain] = this_step(e);
+                e->opening[r->brain] = true;
             }
             break;
         case REQ_SAY:
@@ -706,6 +730,7 @@ static bool resurrect_one(struct bj_engine *e, int i, int64_t now)
     trim_memory(e, i);
     e->life_start[i] = due > 0 ? due : now;
     e->life_step[i] = this_step(e);
+    e->opening[i] = true;
     bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label, bj_brain_id(b),
              atomic_load(&e->steps), (double)(now - due) / 1000.0);
     return true;
@@ -774,15 +799,25 @@ static int cmp_i32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* p-th percentile (0-100) of the latencies kept, in ms; 0 when none. Sorts them. */
-static double latency_pct(struct bj_engine *e, double pct)
+/* p-th percentile (0-100) of the n values kept in ring v; 0 when none. Sorts them. */
+static double ring_pct(int32_t *v, long n, double pct)
 {
-    long n = e->n_latency < LATENCY_RING ? e->n_latency : LATENCY_RING;
-    if (n == 0 || !e->latency_us)
+    if (n > LATENCY_RING)
+        n = LATENCY_RING;
+    if (n == 0 || !v)
         return 0.0;
-    qsort(e->latency_us, (size_t)n, sizeof *e->latency_us, cmp_i32);
+    qsort(v, (size_t)n, sizeof *v, cmp_i32);
     long k = (long)(pct / 100.0 * (double)(n - 1) + 0.5);
-    return (double)e->latency_us[k] / 1000.0;
+    return (double)v[k];
+}
+
+/* p-th percentile of the resurrection latencies kept, in ms. */
+static double latency_pct(struct bj_engine *e, double pct) { return ring_pct(e->latency_us, e->n_latency, pct) / 1000.0; }
+
+/* ... and of the steps they took. */
+static double latency_steps_pct(struct bj_engine *e, double pct)
+{
+    return ring_pct(e->latency_steps, e->n_latency, pct);
 }
 
 /* --profile: where the steps' time went, and the fairness figures (engine thread, at its end). */
@@ -810,18 +845,23 @@ static void report_profile(struct bj_engine *e)
             e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
             e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0);
     double p50 = latency_pct(e, 50), p99 = latency_pct(e, 99), max = latency_pct(e, 100);
+    double s50 = latency_steps_pct(e, 50), s99 = latency_steps_pct(e, 99);
     bj_info("profile %s: brainjar outside llama_decode %.2f%% of the step (generation-only steps %.2f%%); "
             "longest wait of a live brain %ld steps; %ld resurrections, first new token after p50 %.1f ms, "
-            "p99 %.1f ms, max %.1f ms (at most %ld steps)", e->label, out_pct[0], out_pct[1], e->max_wait,
-            e->n_latency, p50, p99, max, e->max_first_steps);
+            "p99 %.1f ms, max %.1f ms; in steps p50 %.0f, p99 %.0f, max %ld", e->label, out_pct[0], out_pct[1],
+            e->max_wait, e->n_latency, p50, p99, max, s50, s99, e->max_first_steps);
     /* One line for scripts (bench/scale). */
     bj_info("profile-summary: brains=%d steps=%ld tg_steps=%ld step_us=%.1f tg_step_us=%.1f outside_decode_pct=%.3f "
             "tg_outside_decode_pct=%.3f max_wait_steps=%ld resurrections=%ld first_token_p50_ms=%.2f "
-            "first_token_p99_ms=%.2f first_token_max_ms=%.2f first_token_max_steps=%ld",
+            "first_token_p99_ms=%.2f first_token_max_ms=%.2f first_token_max_steps=%ld "
+            "first_token_p50_steps=%.0f first_token_p99_steps=%.0f opening_steps=%ld opening_step_us=%.1f "
+            "opening_tokens_per_step=%.1f",
             e->n_brains, e->prof[0].steps, e->prof[1].steps,
             e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
             e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0, out_pct[0], out_pct[1],
-            e->max_wait, e->n_latency, p50, p99, max, e->max_first_steps);
+            e->max_wait, e->n_latency, p50, p99, max, e->max_first_steps, s50, s99, e->opening_steps,
+            e->opening_steps ? (double)e->opening_us / (double)e->opening_steps : 0.0,
+            e->opening_steps ? (double)e->opening_tokens / (double)e->opening_steps : 0.0);
 }
 
 static void *engine_main(void *arg)
@@ -829,8 +869,11 @@ static void *engine_main(void *arg)
     struct bj_engine *e = arg;
     struct work *works = e->works;
     for (int i = 0; i < e->n_brains; i++) /* brains that start dead begin with a resurrection */
-        if (bj_brain_state(e->brains[i]) == BJ_BRAIN_LOADING && bj_brain_begin_life(e->brains[i]) != 0)
-            kill_brain(e, i, "PROMPT_ERROR", "its system prompt does not fit in its jar");
+        if (bj_brain_state(e->brains[i]) == BJ_BRAIN_LOADING) {
+            e->opening[i] = true;
+            if (bj_brain_begin_life(e->brains[i]) != 0)
+                kill_brain(e, i, "PROMPT_ERROR", "its system prompt does not fit in its jar");
+        }
     flush(e);
     int stall_ix = e->stall_brain[0] ? bj_engine_index(e, e->stall_brain) : -1;
     while (!atomic_load(&e->stop)) {
@@ -865,8 +908,11 @@ static void *engine_main(void *arg)
         if (!e->t_first)
             e->t_first = t0;
         bool generation_only = true;
-        for (int k = 0; k < n; k++)
+        int opening_tokens = 0;
+        for (int k = 0; k < n; k++) {
             generation_only = generation_only && works[k].n == 1 && works[k].logits;
+            opening_tokens += e->opening[works[k].i] ? works[k].n : 0;
+        }
         if (stall_ix >= 0 && this_step(e) == e->p.stall_step) {
             bj_warn("engine %s: stalling %d ms (--inject-stall)", e->label, e->p.stall_ms);
             usleep((useconds_t)e->p.stall_ms * 1000);
@@ -889,6 +935,11 @@ static void *engine_main(void *arg)
         if (generation_only) {
             e->tg_us += t_end - t_turn;
             e->tg_tokens += n;
+        }
+        if (opening_tokens > 0) {
+            e->opening_us += t_end - t_turn;
+            e->opening_steps++;
+            e->opening_tokens += opening_tokens;
         }
         long steps = atomic_fetch_add(&e->steps, 1) + 1;
         if (e->p.max_steps > 0 && steps >= e->p.max_steps)
@@ -918,7 +969,8 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
     if (!e->works && (!(e->works = calloc(BJ_MAX_BRAINS, sizeof *e->works)) ||
                       !(e->items = calloc(BJ_MAX_BRAINS, sizeof *e->items)) ||
                       !(e->line = calloc(BJ_MAX_BRAINS, sizeof *e->line)) ||
-                      !(e->latency_us = calloc(LATENCY_RING, sizeof *e->latency_us)))) {
+                      !(e->latency_us = calloc(LATENCY_RING, sizeof *e->latency_us)) ||
+                      !(e->latency_steps = calloc(LATENCY_RING, sizeof *e->latency_steps)))) {
         snprintf(err, errlen, "engine %s: out of memory", e->label);
         return -1;
     }
