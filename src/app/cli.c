@@ -66,6 +66,7 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "                unpaced on any other model; 0: as fast as the machine allows)\n"
             "  --pause SECONDS (3)  --temp T  --top-k K  --top-p P  --min-p P  --max-tokens N  --seed N\n"
             "Output and files:\n"
+            "  --tui on|off  the full-screen view (default: on when stdout is a terminal and --events is not given)\n"
             "  --events text|jsonl|none  --focus BRAIN  --data-dir DIR  --prompts DIR\n"
             "  --duration SECONDS  --steps N  --dump-context DIR  --log-level debug|info|warn|error\n"
             "  --profile                   at the end, where each engine's steps spent their time (batch,\n"
@@ -108,7 +109,7 @@ enum {
     O_PEER_IP, O_PEER_PORT, O_TARGET_IP, O_TARGET_PORT, O_NODE_ID, O_PEER_KEY, O_ALLOW_UNAUTH, O_PEER_RATE,
     O_NO_WEB, O_WEB_AUTH, O_WEB_ORIGIN, O_WEB_PROXY, O_METRICS_PUBLIC, /* web */
     O_WEB_HOST_NAME, O_WEB_COOKIE_SECURE, O_WEB_TLS_CERT, O_WEB_TLS_KEY,
-    O_RPC, O_SPLIT, O_MAIN_GPU, O_TSPLIT,
+    O_RPC, O_SPLIT, O_MAIN_GPU, O_TSPLIT, O_TUI,
 };
 
 static const struct option k_opts[] = {
@@ -130,6 +131,7 @@ static const struct option k_opts[] = {
     {"top-k", required_argument, 0, O_TOPK}, {"top-p", required_argument, 0, O_TOPP},
     {"min-p", required_argument, 0, O_MINP}, {"max-tokens", required_argument, 0, O_MAXTOK},
     {"seed", required_argument, 0, O_SEED}, {"events", required_argument, 0, O_EVENTS},
+    {"tui", required_argument, 0, O_TUI},
     {"focus", required_argument, 0, O_FOCUS}, {"duration", required_argument, 0, O_DURATION},
     {"steps", required_argument, 0, O_STEPS}, {"dump-context", required_argument, 0, O_DUMP},
     {"log-level", required_argument, 0, O_LOG}, {"reserve", required_argument, 0, O_RESERVE},
@@ -625,6 +627,13 @@ static int opt_run(const struct optctx *o)
         else if (strcmp(a, "jsonl") == 0) c->events = BJ_OUT_JSONL;
         else if (strcmp(a, "none") == 0) c->events = BJ_OUT_NONE;
         else return bad(cmd, "--events", a, "text, jsonl or none");
+        c->events_set = true;
+        break;
+    case O_TUI:
+        if (strcmp(a, "on") == 0) c->tui = BJ_TUI_ON;
+        else if (strcmp(a, "off") == 0) c->tui = BJ_TUI_OFF;
+        else if (strcmp(a, "auto") == 0) c->tui = BJ_TUI_AUTO;
+        else return bad(cmd, "--tui", a, "on, off or auto");
         break;
     case O_FOCUS: bj_strlcpy(c->focus, a, sizeof c->focus); break;
     case O_DURATION:

@@ -39,6 +39,8 @@ struct bj_config {
 
     /* output and run length */
     enum bj_events_out events;
+    bool events_set;        /* --events given: on a terminal it wins over the full-screen view */
+    enum { BJ_TUI_AUTO, BJ_TUI_OFF, BJ_TUI_ON } tui; /* --tui: auto is on a usable terminal only */
     char focus[BJ_NAME_MAX];/* text view: whose tokens stream live */
     double duration_s;      /* 0: until signalled */
     int log_level;          /* --log-level (enum bj_log_level), -1: not given */

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "ops.h"
 #include "term.h"
+#include "tui.h"
 #include "util.h"
 #include "mkmodel.h"
 #include "peer.h"
@@ -135,6 +136,7 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     bj_embedded_model_path(def, sizeof def);
     struct bj_bus *bus = bj_bus_new();
     struct bj_term *term = NULL;
+    struct bj_tui *tui = NULL; /* the full-screen view, or term's lines */
     struct bj_hive *hive = NULL;
     struct bj_peer *peer = NULL; /* peer links */
     struct bj_web *web = NULL; /* web */
@@ -142,6 +144,12 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
      * that cannot be reached stops the run here, before any state is touched */
     struct bj_ops *ops = NULL;
     bool running = false; /* the hive started: from then on an end is a stop, not a refusal */
+    bool tui_on = c->tui == BJ_TUI_ON || (c->tui == BJ_TUI_AUTO && !c->events_set && bj_tui_usable());
+    if (c->tui == BJ_TUI_ON && !bj_tui_usable()) {
+        snprintf(err, sizeof err, "--tui on: stdout and stdin must be a terminal that TERM describes");
+        status = 2;
+        goto out;
+    }
     if (c->spec.rpc[0] && bj_devices_add_rpc(c->spec.rpc, BJ_RPC_TIMEOUT_MS, err, sizeof err) != 0)
         goto out;
     /* ops: lock the data directory, open the store, restore the death counts (ops.h) */
@@ -183,7 +191,16 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
             goto out;
     }
     const char *focus = c->focus[0] ? c->focus : c->spec.brains[0].id;
-    term = bj_term_start(bus, c->events, focus, stdout);
+    if (tui_on) {
+        struct bj_tui_params tp = bj_tui_params_default();
+        tp.bus = bus;
+        tp.spec = &c->spec;
+        tp.focus = focus;
+        if (!(tui = bj_tui_new(&tp, err, sizeof err)))
+            goto out;
+    } else {
+        term = bj_term_start(bus, c->events, focus, stdout);
+    }
     if (bj_ops_start_store(ops, bus)) /* ops: the store's writer subscribes before anything is published */
         goto out;
     struct bj_hive_params hp = bj_hive_default_params();
@@ -198,6 +215,8 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
         goto out;
     }
     status = 1;
+    if (tui && bj_tui_start(tui, hive, err, sizeof err)) /* the screen: after the models loaded */
+        goto out;
     /* ---- peer links: after the hive exists, before it publishes ---- */
     if (c->links) {
         struct bj_peer_params pp = c->peer;
@@ -235,11 +254,13 @@ out:
     if (bus) {
         bj_bus_close(bus);
         bj_term_finish(term, bus);
+        bj_tui_stop(tui); /* the terminal restored, what was logged meanwhile written out */
     }
     bj_web_free(web); /* web: stops its thread before the hive goes */
     bj_peer_free(peer); /* peer links: stopped above; before the hive and the bus it points at */
     bj_hive_free(hive);
     bj_ops_free(ops); /* ops: before the bus it subscribed to */
+    bj_tui_free(tui, bus);
     bj_bus_free(bus);
     if (sfd >= 0)
         close(sfd);
