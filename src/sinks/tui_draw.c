@@ -154,14 +154,16 @@ static void frame_box(int y, int x, int h, int w, bool focused)
 {
     attr_t a = focused ? pair(PAIR_FOCUS) | A_BOLD : pair(PAIR_DIM);
     attron(a);
-    mvhline(y, x + 1, ACS_HLINE, w - 2);
-    mvhline(y + h - 1, x + 1, ACS_HLINE, w - 2);
-    mvvline(y + 1, x, ACS_VLINE, h - 2);
-    mvvline(y + 1, x + w - 1, ACS_VLINE, h - 2);
-    mvaddch(y, x, ACS_ULCORNER);
-    mvaddch(y, x + w - 1, ACS_URCORNER);
-    mvaddch(y + h - 1, x, ACS_LLCORNER);
-    mvaddch(y + h - 1, x + w - 1, ACS_LRCORNER);
+    /* the wide-character forms: Unicode box lines on a UTF-8 terminal (tmux and screen draw the
+     * narrow ACS ones from a charset that a copy of the screen shows as letters) */
+    mvhline_set(y, x + 1, WACS_HLINE, w - 2);
+    mvhline_set(y + h - 1, x + 1, WACS_HLINE, w - 2);
+    mvvline_set(y + 1, x, WACS_VLINE, h - 2);
+    mvvline_set(y + 1, x + w - 1, WACS_VLINE, h - 2);
+    mvadd_wch(y, x, WACS_ULCORNER);
+    mvadd_wch(y, x + w - 1, WACS_URCORNER);
+    mvadd_wch(y + h - 1, x, WACS_LLCORNER);
+    mvadd_wch(y + h - 1, x + w - 1, WACS_LRCORNER);
     attroff(a);
 }
 
