@@ -36,6 +36,8 @@ void bj_ops_usage(FILE *to)
     fprintf(to,
             "Store and watchdog:\n"
             "  --no-store  --store-commit-ms MS (100)   history in DATA_DIR/brainjar.db\n"
+            "  --store-keep-days N  --store-max-mb M   prune the oldest thoughts past N days or M MB\n"
+            "      (deaths and runs are kept forever; 0 = off, the default)\n"
             "  --no-watchdog  --watchdog-interval MS (1000)  --watchdog-calm N (5)\n"
             "  --watchdog-mem|-psi|-temp|-gpu WARN,SLOW,KILL,EXIT  stage thresholds, 0 = off\n"
             "      (mem: %% of usable memory in use, 85,90,95,98; psi: some avg10 %%, 20,40,60,0;\n"
@@ -116,6 +118,14 @@ int bj_ops_parse_option(const char *cmd, int opt, const char *a, struct bj_ops_c
         flag = "--replay", want = "a run number (brainjar runs)";
         break;
     case 14: bj_strlcpy(o->replay_from, a, sizeof o->replay_from); return 0;
+    case 15:
+        if (bj_parse_long(a, 0, 36500, &l) == 0) { o->store_keep_days = (int)l; return 0; }
+        flag = "--store-keep-days", want = "a number of days (0-36500; 0 keeps every thought)";
+        break;
+    case 16:
+        if (bj_parse_double(a, 0, 1e7, &d) == 0 && (d == 0 || d >= 0.1)) { o->store_max_mb = d; return 0; }
+        flag = "--store-max-mb", want = "megabytes (0.1-10000000; 0: no cap)";
+        break;
     default:
         return -1;
     }
@@ -301,6 +311,8 @@ struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, con
     bj_store_default_params(&sp);
     sp.data_dir = c->spec.data_dir;
     sp.commit_ms = c->ops.store_commit_ms;
+    sp.keep_days = c->ops.store_keep_days;
+    sp.max_bytes = (uint64_t)(c->ops.store_max_mb * 1e6);
     char err[1024];
     o->store = bj_store_open(&sp, status, err, sizeof err);
     if (!o->store) {

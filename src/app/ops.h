@@ -32,6 +32,8 @@ struct bj_ops;
 struct bj_ops_config {
     bool no_store;               /* --no-store: no history, no restored counts (tests, benchmarks) */
     int store_commit_ms;         /* --store-commit-ms (100) */
+    int store_keep_days;         /* --store-keep-days N: thoughts older than N days pruned (0: kept) */
+    double store_max_mb;         /* --store-max-mb M: the oldest thoughts pruned past M MB (0: no cap) */
     bool no_watchdog;            /* --no-watchdog */
     int wd_interval_ms;          /* --watchdog-interval MS (1000) */
     struct bj_wd_limits wd_mem, wd_psi, wd_temp, wd_gpu; /* --watchdog-mem|psi|temp|gpu W,S,K,E */
@@ -73,7 +75,9 @@ static inline void bj_ops_config_defaults(struct bj_ops_config *o)
     {"watchdog-kill-cooldown", required_argument, 0, BJ_OPS_OPT_BASE + 11},                              \
     {"watchdog-exit-after", required_argument, 0, BJ_OPS_OPT_BASE + 12},                                 \
     {"replay-run", required_argument, 0, BJ_OPS_OPT_BASE + 13},                                          \
-    {"replay-from", required_argument, 0, BJ_OPS_OPT_BASE + 14}
+    {"replay-from", required_argument, 0, BJ_OPS_OPT_BASE + 14},                                         \
+    {"store-keep-days", required_argument, 0, BJ_OPS_OPT_BASE + 15},                                     \
+    {"store-max-mb", required_argument, 0, BJ_OPS_OPT_BASE + 16}
 
 /* Applies option `opt` (from getopt_long) with `arg`. Returns -1 when opt is not of this group,
  * 0 when applied, 2 after printing why the value is bad. */

@@ -62,7 +62,7 @@ int store_open_writer_db(struct bj_store *st, int *status, char *err, size_t err
     st->db = store_open_db(st->db_path, false, st->p.busy_timeout_ms, err, errlen);
     if (!st->db)
         return -1;
-    if (store_migrate(st->db, st->db_path, status, err, errlen) || store_prepare_all(st, err, errlen))
+    if (store_retain_setup(st, err, errlen) || store_migrate(st->db, st->db_path, status, err, errlen) || store_prepare_all(st, err, errlen))
         return -1;
     return 0;
 }

@@ -62,6 +62,14 @@ struct bj_store_params {
      * `journal_keep` older files (.1 newest). Defaults 64 MiB, 5. */
     uint64_t journal_max_bytes;
     int journal_keep;
+    /* Retention (weeks on an SD card): thoughts (local and remote) that ended more than
+     * keep_days ago, and the oldest ones while the database's pages in use pass max_bytes, are
+     * deleted in batches of 256 by the writer (about once a second, at once while behind) and
+     * their pages given back by incremental vacuum. Deaths, resurrections, runs, brains, notices
+     * and the rest are never pruned. 0: off (the default). A database made before retention
+     * existed is VACUUMed once into incremental auto-vacuum at the first open with retention on. */
+    int keep_days;
+    uint64_t max_bytes;
 };
 void bj_store_default_params(struct bj_store_params *p);
 
@@ -128,6 +136,7 @@ struct bj_store_stats {
     uint64_t bus_dropped;   /* events the bus dropped for the store's subscription */
     uint64_t quarantined;   /* events refused for their data, kept in the quarantine table */
     uint64_t unwritable;    /* events refused even by the quarantine table (lost) */
+    uint64_t pruned;        /* thoughts deleted by retention */
     bool failing;           /* the last commit failed */
     int64_t run_id;
     char last_error[200];

@@ -90,6 +90,8 @@ struct bj_store {
     bool set_aside;           /* a damaged database was moved aside at open */
     bool run_marked;          /* bj_store_stop recorded the run's end */
     char refused[200];        /* bj_store_refuse_run's reason; empty: the run ran */
+    int64_t next_retain_us;   /* monotonic: the writer's next retention step */
+    bool retain_full_reported; /* over --store-max-mb with nothing left to prune (said once) */
 
     pthread_mutex_t slock;    /* guards stats */
     struct bj_store_stats stats;
@@ -115,6 +117,16 @@ int store_take_lock(struct bj_store *st, int *status, char *err, size_t errlen);
 int store_open_writer_db(struct bj_store *st, int *status, char *err, size_t errlen);
 int store_insert_run(struct bj_store *st, const struct bj_store_run_info *in, int64_t started_us, char *err,
                      size_t errlen);
+
+/* store_retain.c: retention (writer connection). setup: at open, before the schema (a new
+ * database gets incremental auto-vacuum; an old one is VACUUMed into it once when retention is
+ * on). step: one batch of the oldest thoughts past keep_days or over max_bytes, deleted, and their
+ * pages given back; *more when another batch is due at once. Returns rows deleted or -1. */
+bool store_retain_on(const struct bj_store *st);
+int store_retain_setup(struct bj_store *st, char *err, size_t errlen);
+int store_retain_step(struct bj_store *st, bool *more);
+/* Bytes of the database's pages in use (page_count - freelist_count, times page_size). */
+int64_t store_used_bytes(sqlite3 *db);
 
 /* store_recover.c: writer connection, outside a transaction. */
 int store_import_journal(struct bj_store *st, char *err, size_t errlen);

@@ -496,6 +496,13 @@ static void *writer_main(void *arg)
                 due = st->retry_at_us;
             wait_ms = due <= now ? 0 : (int)((due - now + 999) / 1000);
         }
+        bool retain = store_retain_on(st) && !stopping && !bus_closed;
+        if (retain) {
+            int64_t until = st->next_retain_us - now;
+            int ms = until <= 0 ? 0 : (int)((until + 999) / 1000);
+            if (ms < wait_ms)
+                wait_ms = ms;
+        }
         if (stopping || bus_closed)
             wait_ms = 0;
         struct bj_event ev;
@@ -525,6 +532,12 @@ static void *writer_main(void *arg)
                 if (st->len > 0)
                     deadline = now; /* more than one batch was waiting */
             }
+        }
+        /* Retention between commits: one batch at a time, so events never wait behind it. */
+        if (retain && now >= st->next_retain_us && st->len < (size_t)st->p.batch) {
+            bool more = false;
+            store_retain_step(st, &more);
+            st->next_retain_us = bj_now_us() + (more ? 0 : 1000000);
         }
         if ((stopping || bus_closed) && drained) {
             if (st->len == 0)

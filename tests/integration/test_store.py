@@ -14,7 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from hivetest import BRAINJAR, HiveCase, of  # noqa: E402
+from hivetest import BRAINJAR, HiveCase, of, with_model  # noqa: E402
 
 BRAINS = ("SUBJECT", "OBSERVER", "GOD")
 # Small jars: the tiny model's system prompts take ~125 tokens, so brains die every few thoughts.
@@ -553,6 +553,98 @@ class Systemd(unittest.TestCase):
             self.skipTest("systemd-analyze cannot run here (no systemd as PID 1): " + p.stderr.strip()[:200])
         self.assertEqual(problems, [], p.stdout + p.stderr)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+class Retention(StoreCase):
+    """--store-max-mb and --store-keep-days: the oldest thoughts go, deaths and runs never do."""
+    ARGS = ("--jar-tokens", "400", "--max-tokens", "24", "--threads", "1", "--no-watchdog")
+
+    def journal_deaths(self):
+        with open(os.path.join(self.data, "crash_reports.log")) as f:
+            return sum(1 for line in f if line.strip())
+
+    def wait_db(self, d, query, cond, timeout=120):
+        """Polls the running daemon's database (WAL: readers never block it) until cond(row)."""
+        end = time.time() + timeout
+        row = None
+        while time.time() < end:
+            d.pump(lambda ev: False, timeout=0.3)
+            self.assertIsNone(d.p.poll(), "brainjar ended: " + "".join(d.err[-5:]))
+            try:
+                c = db(self.data)
+                row = c.execute(query).fetchone()
+                c.close()
+            except sqlite3.Error:
+                continue
+            if cond(row):
+                return row
+        self.fail(f"{query}: still {row} after {timeout} s: " + "".join(d.err[-5:]))
+
+    def test_max_mb(self):
+        cap = 0.5e6
+        d = self.daemon(self.data, *with_model(self.ARGS), "--store-max-mb", "0.5")
+        # Pruned: the first thoughts are gone, and the database has gone past the cap at least once.
+        self.wait_db(d, "SELECT min(id) FROM thoughts", lambda r: r[0] is not None and r[0] > 300)
+        c = db(self.data)
+        used = c.execute("PRAGMA page_count").fetchone()[0] - c.execute("PRAGMA freelist_count").fetchone()[0]
+        used *= c.execute("PRAGMA page_size").fetchone()[0]
+        c.close()
+        # Pruning runs between commits, about once a second: at most a second's writes over the cap.
+        self.assertLess(used, cap * 1.3, f"{used} bytes in use while running")
+        self.assertEqual(d.stop(), 0, "".join(d.err[-5:]))
+        size = os.path.getsize(os.path.join(self.data, "brainjar.db"))
+        self.assertLess(size, cap * 1.3, f"brainjar.db is {size} bytes after the run")
+        c = db(self.data)
+        self.assertEqual(c.execute("PRAGMA auto_vacuum").fetchone()[0], 2)
+        deaths = c.execute("SELECT count(*) FROM deaths").fetchone()[0]
+        runs = c.execute("SELECT count(*), sum(clean) FROM runs").fetchone()
+        thoughts = c.execute("SELECT count(*) FROM thoughts").fetchone()[0]
+        c.close()
+        seen = len(of(d.events, "death"))
+        self.assertGreater(seen, 0)
+        self.assertEqual(deaths, seen, "every death is kept")
+        self.assertEqual(deaths, self.journal_deaths())
+        self.assertEqual(runs, (1, 1))
+        self.assertGreater(thoughts, 0, "the newest thoughts are kept")
+
+    def test_keep_days_on_an_old_database(self):
+        # A database as an older brainjar left it: no auto-vacuum, thoughts of 30 days ago.
+        d = self.daemon(self.data, *with_model(self.ARGS))
+        self.assertTrue(d.pump(lambda ev: len(of(ev, "death")) >= 3, timeout=120), "".join(d.err[-5:]))
+        self.assertEqual(d.stop(), 0)
+        c = db(self.data)
+        c.execute("PRAGMA auto_vacuum=NONE")
+        c.execute("VACUUM")
+        old = c.execute("SELECT count(*) FROM thoughts").fetchone()[0]
+        self.assertGreater(old, 10)
+        c.execute("UPDATE thoughts SET ended_us = ended_us - 30 * 86400 * 1000000, started_us = started_us - 30 * 86400 * 1000000")
+        c.commit()
+        deaths_before = c.execute("SELECT count(*) FROM deaths").fetchone()[0]
+        self.assertEqual(c.execute("PRAGMA auto_vacuum").fetchone()[0], 0)
+        c.close()
+        cutoff = int((time.time() - 7 * 86400) * 1e6)
+        d = self.daemon(self.data, *with_model(self.ARGS), "--store-keep-days", "7")
+        # Batches of 256, back to back: the old thoughts go; the new ones stay.
+        self.wait_db(d, f"SELECT count(*) FROM thoughts WHERE ended_us < {cutoff}", lambda r: r[0] == 0)
+        self.wait_db(d, "SELECT count(*) FROM thoughts", lambda r: r[0] > 0)
+        self.assertEqual(d.stop(), 0, "".join(d.err[-5:]))
+        self.assertTrue(any("converting to incremental auto-vacuum" in line for line in d.err), "".join(d.err[-10:]))
+        c = db(self.data)
+        self.assertEqual(c.execute("PRAGMA auto_vacuum").fetchone()[0], 2)
+        deaths = c.execute("SELECT count(*) FROM deaths").fetchone()[0]
+        runs = c.execute("SELECT count(*) FROM runs").fetchone()[0]
+        c.close()
+        self.assertEqual(deaths, deaths_before + len(of(d.events, "death")), "the first run's deaths are kept")
+        self.assertEqual(deaths, self.journal_deaths())
+        self.assertEqual(runs, 2)
+
+    def test_bad_values(self):
+        for flag, v in (("--store-max-mb", "0.01"), ("--store-max-mb", "-1"), ("--store-max-mb", "lots"),
+                        ("--store-keep-days", "-3"), ("--store-keep-days", "1.5")):
+            p = subprocess.run([BRAINJAR, "run", flag, v, "--data-dir", self.data], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(p.returncode, 2, (flag, v, p.stderr))
+            self.assertIn(flag, p.stderr)
 
 
 if __name__ == "__main__":
