@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "jar.h"
+#include "labrun.h"
 #include "log.h"
 #include "pool.h"
 #include "util.h"
@@ -30,15 +31,15 @@ struct prof {
 /* Resurrection latencies kept for the percentiles (the last ones when there are more). */
 #define LATENCY_RING 65536
 
-enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME, REQ_RESURRECT, REQ_SAY, REQ_PROMPTS };
+enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME, REQ_RESURRECT, REQ_SAY, REQ_PROMPTS, REQ_LAB };
 
 struct request {
     struct request *next;
     enum req_kind kind;
     int brain;
     char cause[24];
-    char from[BJ_NAME_MAX]; /* REQ_SAY */
-    char *text;             /* REQ_SAY: owned */
+    char from[BJ_NAME_MAX]; /* REQ_SAY; REQ_LAB: who */
+    char *text;             /* REQ_SAY: owned; REQ_LAB: the intervention's name */
     const struct bj_prompts *prompts; /* REQ_PROMPTS */
 };
 
@@ -121,6 +122,8 @@ struct bj_engine {
     pthread_cond_t cond;
     struct request *req_head, *req_tail;
     int64_t last_status;
+    struct bj_labrun *lab;    /* an experiment's triggers and records (NULL: none) */
+    struct bj_seq seqs[BJ_MAX_BRAINS]; /* each brain's context and sequence, for the lab */
 };
 
 void bj_engine_params_default(struct bj_engine_params *p)
@@ -166,6 +169,11 @@ struct bj_engine *bj_engine_new(const struct bj_engine_params *p, char *err, siz
     bj_cond_init_monotonic(&e->cond);
     atomic_init(&e->throttle_ms, 0);
     atomic_init(&e->beat, 0);
+    if (p->lab && p->lab->on && !(e->lab = bj_labrun_new(p->lab))) {
+        snprintf(err, errlen, "out of memory");
+        bj_engine_free(e);
+        return NULL;
+    }
 
     struct llama_model_params mp = bj_plan_model_params(&e->plan);
     if (p->stall_brain)
@@ -200,6 +208,7 @@ void bj_engine_free(struct bj_engine *e)
     if (!e)
         return;
     bj_engine_stop(e);
+    bj_labrun_free(e->lab);
     for (int i = 0; i < e->n_brains; i++) {
         if (e->bctx[i]) {
             llama_free(e->bctx[i]);
@@ -252,6 +261,8 @@ int bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_params *bp)
     if (!b)
         return -1;
     e->brains[e->n_brains] = b;
+    if (e->lab)
+        bj_labrun_add(e->lab, e->n_brains, bp->cfg);
     return e->n_brains++;
 }
 
@@ -566,6 +577,22 @@ static void decode_failed(struct bj_engine *e, struct work *w, int rc)
     kill_brain(e, w->i, "DECODE_ERROR", detail);
 }
 
+/* A clone and its original decoded in the same step: how far apart their logits are. */
+static void measure_twins(struct bj_engine *e, struct work *works, int n)
+{
+    for (int k = 0; k < n; k++) {
+        int orig = works[k].logits ? bj_labrun_twin(e->lab, works[k].i) : -1;
+        for (int m = 0; orig >= 0 && m < n; m++)
+            if (works[m].i == orig && works[m].logits) {
+                const float *a = llama_get_logits_ith(e->ctx, works[k].out_idx);
+                const float *b = llama_get_logits_ith(e->ctx, works[m].out_idx);
+                if (a && b)
+                    bj_labrun_gap(e->lab, &e->seqs[works[k].i],
+                                  bj_intervene_logits_gap(a, b, llama_vocab_n_tokens(e->vocab)));
+            }
+    }
+}
+
 static void step_batched(struct bj_engine *e, struct work *works, int n)
 {
     int n_vocab = llama_vocab_n_tokens(e->vocab);
@@ -583,6 +610,8 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
     e->ph[PH_BATCH] += t1 - t0;
     e->ph[PH_DECODE] += t2 - t1;
     if (rc == 0) {
+        if (e->lab)
+            measure_twins(e, works, n);
         sample_on_threads(e, works, n, e->ctx);
         for (int k = 0; k < n; k++)
             sample_one(e, &works[k], e->ctx);
@@ -679,6 +708,10 @@ static void apply_requests(struct bj_engine *e)
         case REQ_SAY:
             bj_brain_deliver(b, r->from, r->text);
             break;
+        case REQ_LAB:
+            if (e->lab)
+                bj_labrun_fire(e->lab, e->seqs, e->n_brains, r->brain, r->text, r->from);
+            break;
         case REQ_PROMPTS:
             bj_brain_set_prompts(b, r->prompts);
             break;
@@ -750,6 +783,8 @@ static void flush(struct bj_engine *e)
         bj_evbuf_reset(&e->out);
         return;
     }
+    if (e->lab)
+        bj_labrun_answers(e->lab, &e->out, e->seqs, e->n_brains);
     if (e->p.on_events)
         e->p.on_events(e->p.on_events_ud, e->out.v, e->out.n);
     bj_bus_publish_many(e->p.bus, e->out.v, e->out.n);
@@ -843,6 +878,8 @@ static void *engine_main(void *arg)
         apply_requests(e);
         int64_t now = bj_now_us();
         int64_t next_wake = resurrect_due(e, now);
+        if (e->lab)
+            bj_labrun_turn(e->lab, e->seqs, e->n_brains, this_step(e));
         if (now - e->last_status >= 1000000) {
             for (int i = 0; i < e->n_brains; i++)
                 bj_brain_publish_status(e->brains[i], now);
@@ -913,6 +950,8 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
     }
     if (create_contexts(e, err, errlen))
         return -1;
+    for (int i = 0; i < e->n_brains; i++)
+        e->seqs[i] = (struct bj_seq){brain_ctx(e, i), brain_seq(e, i), e->brains[i]};
     /* What every step reuses. The pool serves the parallel schedule's decodes and, batched, the
      * CPU sampling of every brain at once; with sampling in the graph it is not needed. */
     if (!e->works && (!(e->works = calloc(BJ_MAX_BRAINS, sizeof *e->works)) ||
@@ -1027,6 +1066,13 @@ int bj_engine_resurrect(struct bj_engine *e, int brain)
     return post(e, brain, REQ_RESURRECT, NULL, NULL, NULL);
 }
 
+int bj_engine_intervene(struct bj_engine *e, int brain, const char *name, const char *who)
+{
+    if (!e->lab)
+        return -ENOENT;
+    return post(e, brain, REQ_LAB, NULL, who, name);
+}
+
 int bj_engine_say(struct bj_engine *e, int brain, const char *from, const char *text)
 {
     return post(e, brain, REQ_SAY, NULL, from, text);
@@ -1048,6 +1094,8 @@ int bj_engine_deliver(struct bj_engine *e, int brain, const char *from, const ch
 {
     if (brain < 0 || brain >= e->n_brains)
         return -ENOENT;
+    if (e->lab && bj_labrun_cut_blocks(e->lab, brain))
+        return 0; /* the lab cut what it sees */
     bj_brain_deliver(e->brains[brain], from, text); /* the inbox has its own lock */
     return 0;
 }

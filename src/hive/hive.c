@@ -131,13 +131,15 @@ static void route_event(struct bj_hive *h, const struct bj_event *ev)
 {
     char *msg = NULL;
     bool lifecycle = true;
+    int ix = h->s->lab.on ? bj_spec_find_brain(h->s, ev->brain) : -1; /* watchers know a copy by its name */
+    const char *name = ix >= 0 ? bj_spec_brain_name(&h->s->brains[ix]) : ev->brain;
     if (ev->type == BJ_EV_THOUGHT && ev->complete && ev->text && *ev->text) {
-        msg = bj_prompt_observed_thought(ev->brain, ev->text);
+        msg = bj_prompt_observed_thought(name, ev->text);
         lifecycle = false;
     } else if (ev->type == BJ_EV_DEATH) {
-        msg = bj_prompt_observed_death(ev->brain, ev->cause, ev->crash_count);
+        msg = bj_prompt_observed_death(name, ev->cause, ev->crash_count);
     } else if (ev->type == BJ_EV_RESURRECTION) {
-        msg = bj_prompt_observed_resurrection(ev->brain, ev->crash_count);
+        msg = bj_prompt_observed_resurrection(name, ev->crash_count);
     } else {
         return;
     }
@@ -465,6 +467,7 @@ static int load_engines(struct bj_hive *h, char *err, size_t errlen)
         ep.on_done = on_engine_done;
         ep.on_done_ud = h;
         ep.on_events = on_step_events;
+        ep.lab = &h->s->lab;
         ep.on_events_ud = h;
         if (admit_model(h, m, err, errlen))
             return -1;
@@ -851,6 +854,7 @@ static int rebuild(struct bj_hive *h, int m, int64_t silent_ms, char *err, size_
     ep.on_done = on_engine_done;
     ep.on_done_ud = h;
     ep.on_events = on_step_events;
+    ep.lab = &h->s->lab;
     ep.on_events_ud = h;
     struct bj_engine *e = bj_engine_new(&ep, err, errlen);
     if (!e)
