@@ -584,7 +584,7 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
         snprintf(err, errlen, "hive file %s, %s", path, msg);
         return -1;
     }
-    if (c->spec.lab.on && c->spec.lab.duration_s > 0)
+    if (c->spec.lab.on && c->spec.lab.duration_s > 0 && c->duration_s <= 0) /* --duration wins */
         c->duration_s = c->spec.lab.duration_s;
     return 0;
 fail:
