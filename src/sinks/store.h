@@ -107,6 +107,27 @@ struct bj_stored_lab {
 int bj_store_each_lab(struct bj_store *st, const char *brain, int64_t run,
                       int (*fn)(void *ud, const struct bj_stored_lab *row), void *ud, char *err, size_t errlen);
 
+/* An experiment run as the report needs it: its experiment, its arms (in order) and each brain
+ * copy with its arm (index in conditions, -1: none), replicate and counts this run. */
+struct bj_store_lab_brain {
+    char id[64], name[64];
+    int condition, replicate;
+    int deaths, thoughts;
+};
+struct bj_store_lab_run {
+    int64_t run, started_us, ended_us, seed;
+    char *name, *question;
+    int replicates;
+    char **conditions;
+    int n_conditions;
+    struct bj_store_lab_brain *brains;
+    int n_brains;
+};
+/* 0, or -1 with err (no such experiment run, a database from before the lab). Free with
+ * bj_store_lab_run_free (also after a failure). Any thread. */
+int bj_store_read_lab_run(struct bj_store *st, int64_t run, struct bj_store_lab_run *out, char *err, size_t errlen);
+void bj_store_lab_run_free(struct bj_store_lab_run *r);
+
 /* Records a new run (and its brains). Returns the run id (> 0) or -1 with err. Main thread,
  * before bj_store_start. */
 int64_t bj_store_begin_run(struct bj_store *st, const struct bj_store_run_info *info, char *err, size_t errlen);

@@ -159,3 +159,104 @@ out:
     pthread_mutex_unlock(&st->rlock);
     return n;
 }
+
+static char *col_dup(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return strdup(t ? (const char *)t : "");
+}
+
+void bj_store_lab_run_free(struct bj_store_lab_run *r)
+{
+    if (!r)
+        return;
+    free(r->name);
+    free(r->question);
+    for (int i = 0; i < r->n_conditions; i++)
+        free(r->conditions[i]);
+    free(r->conditions);
+    free(r->brains);
+    memset(r, 0, sizeof *r);
+}
+
+int bj_store_read_lab_run(struct bj_store *st, int64_t run, struct bj_store_lab_run *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (st->schema_version < 4) {
+        snprintf(err, errlen, "this database is from before the lab (schema %d)", st->schema_version);
+        return -1;
+    }
+    pthread_mutex_lock(&st->rlock);
+    sqlite3_stmt *s = NULL;
+    int rc = -1;
+    if (!st->rdb)
+        goto fail;
+    if (sqlite3_prepare_v2(st->rdb, "SELECT e.name, e.question, e.replicates, e.seed, r.started_us,"
+                           " COALESCE(r.ended_us, r.last_us, r.started_us) FROM experiments e JOIN runs r ON r.id=e.run"
+                           " WHERE e.run=?1", -1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(s, 1, run);
+    if (sqlite3_step(s) != SQLITE_ROW) {
+        snprintf(err, errlen, "run %" PRId64 " is not an experiment (no row in experiments)", run);
+        goto out;
+    }
+    out->run = run;
+    out->name = col_dup(s, 0);
+    out->question = col_dup(s, 1);
+    out->replicates = sqlite3_column_int(s, 2);
+    out->seed = sqlite3_column_int64(s, 3);
+    out->started_us = sqlite3_column_int64(s, 4);
+    out->ended_us = sqlite3_column_int64(s, 5);
+    sqlite3_finalize(s);
+    s = NULL;
+    if (sqlite3_prepare_v2(st->rdb, "SELECT name FROM conditions WHERE run=?1 ORDER BY idx", -1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(s, 1, run);
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        char **c = realloc(out->conditions, (size_t)(out->n_conditions + 1) * sizeof *c);
+        if (!c)
+            goto oom;
+        out->conditions = c;
+        c[out->n_conditions++] = col_dup(s, 0);
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (sqlite3_prepare_v2(st->rdb, "SELECT rb.brain,"
+                           " (SELECT COUNT(*) FROM deaths d WHERE d.run=rb.run AND d.brain=rb.brain),"
+                           " (SELECT COUNT(*) FROM thoughts t WHERE t.run=rb.run AND t.brain=rb.brain AND t.complete=1)"
+                           " FROM run_brains rb WHERE rb.run=?1 ORDER BY rb.rowid", -1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(s, 1, run);
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        struct bj_store_lab_brain *b = realloc(out->brains, (size_t)(out->n_brains + 1) * sizeof *b);
+        if (!b)
+            goto oom;
+        out->brains = b;
+        b = &out->brains[out->n_brains++];
+        memset(b, 0, sizeof *b);
+        const char *id = (const char *)sqlite3_column_text(s, 0);
+        snprintf(b->id, sizeof b->id, "%s", id ? id : "");
+        const char *a = strchr(b->id, '/'), *z = a ? strchr(a + 1, '/') : NULL;
+        b->condition = -1;
+        for (int c = 0; a && z && c < out->n_conditions; c++)
+            if ((size_t)(a - b->id) == strlen(out->conditions[c]) && strncmp(b->id, out->conditions[c], (size_t)(a - b->id)) == 0)
+                b->condition = c;
+        b->replicate = a ? atoi(a + 1) : 0;
+        snprintf(b->name, sizeof b->name, "%s", z ? z + 1 : b->id);
+        b->deaths = sqlite3_column_int(s, 1);
+        b->thoughts = sqlite3_column_int(s, 2);
+    }
+    rc = 0;
+    goto out;
+oom:
+    snprintf(err, errlen, "out of memory");
+    goto out;
+fail:
+    snprintf(err, errlen, "%s", st->rdb ? sqlite3_errmsg(st->rdb) : "no database");
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->rlock);
+    if (rc)
+        bj_store_lab_run_free(out);
+    return rc;
+}
