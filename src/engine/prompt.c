@@ -256,6 +256,11 @@ char *bj_prompt_outside_voice(const char *from, const char *text)
     return fmt_alloc("\n\n[A voice from outside the jar (%s) says:] %.*s", from, say_len(text), text);
 }
 
+char *bj_prompt_watched_receipt(const char *readers)
+{
+    return fmt_alloc("\n\n[%.200s read your last thought.]", readers);
+}
+
 char *bj_prompt_lab_question(const char *text)
 {
     return fmt_alloc("\n\n[A voice from outside the jar asks:] %.*s", say_len(text), text);

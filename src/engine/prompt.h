@@ -55,6 +55,8 @@ char *bj_prompt_observed_resurrection(const char *from, unsigned deaths);
 #define BJ_PROMPT_SAY_MAX 1000
 char *bj_prompt_outside_voice(const char *from, const char *text);
 char *bj_prompt_remote_thought(const char *from, const char *text);
+/* What a lab brain that knows it is watched hears once its thought was read (readers: names). */
+char *bj_prompt_watched_receipt(const char *readers);
 /* A lab question (self-report), read just before the thought that answers it. */
 char *bj_prompt_lab_question(const char *text);
 

@@ -120,10 +120,24 @@ static void route(struct bj_hive *h, const char *from, bool lifecycle, const cha
 {
     if (!text)
         return;
+    char readers[256] = "";
+    size_t len = 0;
     for (int i = 0; i < h->s->n_brains; i++) {
         const struct bj_brain_cfg *w = &h->s->brains[i];
-        if (h->engine_ix[i] >= 0 && bj_spec_watches(w, from) && (!lifecycle || w->sees_lifecycle))
+        if (h->engine_ix[i] >= 0 && bj_spec_watches(w, from) && (!lifecycle || w->sees_lifecycle)) {
             bj_engine_deliver(h->models[h->model_of[i]].engine, h->engine_ix[i], from, text);
+            if (len < sizeof readers)
+                len += (size_t)snprintf(readers + len, sizeof readers - len, "%s%s", len ? ", " : "",
+                                        bj_spec_brain_name(w));
+        }
+    }
+    /* A lab brain that knows it is watched hears each time its thought was read (docs/LAB.md). */
+    int me = lifecycle || !readers[0] || !h->s->lab.on ? -1 : bj_spec_find_brain(h->s, from);
+    if (me >= 0 && h->s->brains[me].knows_watched == 1 && h->engine_ix[me] >= 0) {
+        char *note = bj_prompt_watched_receipt(readers);
+        if (note)
+            bj_engine_deliver(h->models[h->model_of[me]].engine, h->engine_ix[me], "lab", note);
+        free(note);
     }
 }
 
