@@ -6,6 +6,7 @@
  * drops what the watcher would read and restore says how much; inject and questions land in the
  * jar and answers are caught with their question id. */
 #include <errno.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +25,7 @@
 #include "config.h"
 #include "engine.h"
 #include "lab.h"
+#include "labstats.h"
 #include "log.h"
 #include "prompt.h"
 #include "util.h"
@@ -142,6 +144,25 @@ static void test_scale_extraction(void **state)
     assert_int_equal(bj_lab_scale("12/10"), -1);
     assert_int_equal(bj_lab_scale("42.6"), 43);
     assert_int_equal(bj_lab_scale(""), -1);
+}
+
+static void test_stats(void **state)
+{
+    (void)state;
+    const double a[] = {1, 2, 3, 4, 5}, b[] = {3, 4, 5, 6, 7};
+    struct bj_labstats_cmp c, again;
+    bj_labstats_compare(a, 5, b, 5, 42, 2000, &c);
+    assert_true(fabs(c.diff - 2.0) < 1e-12);
+    assert_true(fabs(c.d - 2.0 / sqrt(2.5)) < 1e-9); /* pooled SD sqrt(2.5) */
+    assert_true(c.lo <= c.diff && c.diff <= c.hi);
+    assert_true(c.lo > 0 && c.hi < 4.01);
+    bj_labstats_compare(a, 5, b, 5, 42, 2000, &again); /* seeded: the same interval */
+    assert_true(c.lo == again.lo && c.hi == again.hi);
+    bj_labstats_compare(a, 5, b, 0, 42, 2000, &c);
+    assert_true(isnan(c.lo) && isnan(c.d));
+    const double same[] = {2, 2, 2};
+    bj_labstats_compare(same, 3, same, 3, 1, 2000, &c);
+    assert_true(c.diff == 0 && c.lo == 0 && c.hi == 0 && isnan(c.d));
 }
 
 /* ---- interventions on the tiny model ------------------------------------------------------- */
@@ -470,6 +491,7 @@ int main(void)
         cmocka_unit_test(test_expansion),
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_scale_extraction),
+        cmocka_unit_test(test_stats),
         cmocka_unit_test_setup_teardown(test_erase_drops_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clone_logits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_shows_in_dump, setup, teardown),
