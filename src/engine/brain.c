@@ -574,7 +574,7 @@ void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail)
     b->n_past = 0;
     b->n_pending = b->off_pending = 0;
     tb_reset(&b->text);
-    b->resurrect_at = bj_now_us() + (int64_t)b->p.pause_ms * 1000;
+    b->resurrect_at = (b->p.clock ? b->p.clock(b->p.clock_ud) : bj_now_us()) + (int64_t)b->p.pause_ms * 1000;
     set_state(b, BJ_BRAIN_DEAD);
 }
 

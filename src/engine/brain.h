@@ -50,6 +50,10 @@ struct bj_brain_params {
     const char *chat_template; /* NULL: raw completion; else a llama.cpp template (or built-in name) */
     uint32_t initial_deaths;
     bool start_dead;       /* begins DEAD and due: its first life starts with a resurrection */
+    /* The clock its pause runs on (microseconds); NULL: the monotonic clock. A lab run's engine
+     * gives its step clock, so that a replay resurrects at the same step. */
+    int64_t (*clock)(void *ud);
+    void *clock_ud;
 };
 
 struct bj_brain *bj_brain_new(const struct bj_brain_params *p);

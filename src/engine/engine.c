@@ -123,6 +123,7 @@ struct bj_engine {
     struct request *req_head, *req_tail;
     int64_t last_status;
     struct bj_labrun *lab;    /* an experiment's triggers and records (NULL: none) */
+    long ticks;               /* with a lab: loop turns, the step clock pauses run on */
     struct bj_seq seqs[BJ_MAX_BRAINS]; /* each brain's context and sequence, for the lab */
 };
 
@@ -251,12 +252,24 @@ void bj_engine_stats(const struct bj_engine *e, struct bj_engine_stats *st)
     st->tg_s = (double)e->tg_us / 1e6;
 }
 
+/* Each loop turn of a lab engine counts LAB_TICK_US on the clock pauses run on: a replay of the
+ * same file resurrects each brain at the same step, whatever the machine's speed. */
+#define LAB_TICK_US 10000
+static int64_t step_clock(void *ud) { return (int64_t)((struct bj_engine *)ud)->ticks * LAB_TICK_US; }
+
+/* The clock of lives (pauses): the step clock in a lab run, else the monotonic clock. */
+static int64_t life_clock(struct bj_engine *e) { return e->lab ? step_clock(e) : bj_now_us(); }
+
 int bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_params *bp)
 {
     if (e->started || e->n_brains >= BJ_MAX_BRAINS)
         return -1;
     struct bj_brain_params p = *bp;
     p.out = &e->out;
+    if (e->lab) {
+        p.clock = step_clock;
+        p.clock_ud = e;
+    }
     struct bj_brain *b = bj_brain_new(&p);
     if (!b)
         return -1;
@@ -436,7 +449,7 @@ static int gather(struct bj_engine *e, struct work *works)
             kill_brain(e, i, "JAR_FULL", detail);
             e->since[i] = 0;
             /* With no pause, the next life begins in this very step: its opening joins the line. */
-            int64_t now = bj_now_us();
+            int64_t now = life_clock(e);
             if (!bj_brain_due(b, now) || !resurrect_one(e, i, now))
                 continue;
             w.n = bj_brain_next_chunk(b, e->plan.prefill_chunk, &w.tokens, &w.logits);
@@ -737,7 +750,7 @@ static bool resurrect_one(struct bj_engine *e, int i, int64_t now)
         return false;
     }
     trim_memory(e, i);
-    e->life_start[i] = due > 0 ? due : now;
+    e->life_start[i] = e->lab ? bj_now_us() : due > 0 ? due : now; /* the latency is wall time */
     e->life_step[i] = this_step(e);
     bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label, bj_brain_id(b),
              atomic_load(&e->steps), (double)(now - due) / 1000.0);
@@ -876,8 +889,10 @@ static void *engine_main(void *arg)
         int64_t t_turn = bj_now_us();
         memset(e->ph, 0, sizeof e->ph);
         apply_requests(e);
+        if (e->lab)
+            e->ticks++;
+        int64_t next_wake = resurrect_due(e, life_clock(e));
         int64_t now = bj_now_us();
-        int64_t next_wake = resurrect_due(e, now);
         if (e->lab)
             bj_labrun_turn(e->lab, e->seqs, e->n_brains, this_step(e));
         if (now - e->last_status >= 1000000) {
@@ -889,6 +904,8 @@ static void *engine_main(void *arg)
         int n = gather(e, works);
         if (n == 0) {
             flush(e);
+            if (e->lab && next_wake != INT64_MAX)
+                continue; /* a pause on the step clock: the next turn brings it closer */
             for (int i = 0; i < e->n_brains; i++) { /* brains thinking at a pace wake us too */
                 int64_t due = bj_brain_due_at(e->brains[i]);
                 next_wake = due < next_wake ? due : next_wake;

@@ -163,6 +163,23 @@ class Experiment(HiveCase):
                 self.assertNotIn("died 1 time", text)
         db.close()
 
+    def test_pauses_on_the_step_clock_replay_exactly(self):
+        """With a 1 s pause between lives (on the wall clock, a replay would drift), two runs of the
+        same file give the same stream: a lab run counts pauses in engine steps."""
+        small = EXPERIMENT.replace("jar_tokens = 400", "jar_tokens = 230")
+        path = self.write(small)
+        runs = [self.run_hive("--hive", path, "--steps", "700", "--threads", "2", "--pause", "1000",
+                              "--data-dir", os.path.join(self.tmp, f"data{i}"), dump=False, timeout=300)
+                for i in range(2)]
+        for rc, _, err in runs:
+            self.assertEqual(rc, 0, err[-2000:])
+        keep = lambda evs: [{k: v for k, v in e.items() if k not in ("ts", "seq")} for e in evs
+                            if e["type"] != "status"]
+        a, b = keep(runs[0][1]), keep(runs[1][1])
+        self.assertTrue(of(runs[0][1], "resurrection"), "no life ended and began again")
+        self.assertTrue(of(runs[0][1], "lab"))
+        self.assertEqual(a, b)
+
     def test_bad_file_names_the_line(self):
         bad = EXPERIMENT.replace("every = 3", "every = often")
         rc, _, err = self.run_hive("--hive", self.write(bad), "--steps", "5")
