@@ -64,6 +64,7 @@ static struct bj_brain_cfg *add_brain(struct bj_config *c, const char *id, const
     bj_strlcpy(b->role, role, sizeof b->role);
     b->jar_gb = jar_gb;
     b->sampling = default_sampling();
+    b->remembers_deaths = b->knows_watched = b->others_exist = -1;
     return b;
 }
 
@@ -277,6 +278,9 @@ static int brain_key(struct bj_config *c, const char *file, struct bj_brain_cfg 
         if (bj_parse_long(val, 0, 0xffffffffL, &l))
             goto bad;
         b->sampling.seed = (uint32_t)l;
+    } else if ((l = bj_lab_frame_key(key, val, &b->remembers_deaths, &b->knows_watched, &b->others_exist)) != -1) {
+        if (l == -2)
+            goto bad;
     } else {
         snprintf(err, errlen, "brain %s: unknown key '%s'", b->id, key);
         return -1;
@@ -426,6 +430,11 @@ int bj_config_load_hive(struct bj_config *c, const char *path, char *err, size_t
     return rc;
 }
 
+static bool is_template_brain(void *ud, const char *name)
+{
+    return bj_spec_find_brain(ud, name) >= 0;
+}
+
 int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size_t len, char *err, size_t errlen)
 {
     bj_strlcpy(c->hive_file, path, sizeof c->hive_file);
@@ -433,7 +442,9 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
     c->spec.n_brains = 0;
     struct bj_brain_cfg *cur = NULL;
     struct bj_peer_dial *cur_peer = NULL;
-    bool in_hive = false, in_links = false;
+    bool in_hive = false, in_links = false, in_lab = false;
+    enum bj_lab_section lab_sec = BJ_LAB_SEC_EXPERIMENT;
+    bj_lab_spec_default(&c->spec.lab);
     int line_no = 0;
     char msg[400];
     /* A UTF-8 byte order mark (editors on some systems write one) is not part of line 1. */
@@ -469,6 +480,12 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
             char *name = trim(s + 1);
             cur = NULL;
             cur_peer = NULL;
+            int lab = bj_lab_section(&c->spec.lab, name, line_no, &lab_sec, msg, sizeof msg);
+            if (lab < 0)
+                goto fail;
+            in_lab = lab == 1;
+            if (in_lab)
+                continue;
             in_hive = strcmp(name, "hive") == 0;
             in_links = strcmp(name, "links") == 0;
             if (in_hive)
@@ -500,7 +517,8 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
                 continue;
             }
             if (strncmp(name, "brain", 5) != 0 || !isspace((unsigned char)name[5])) {
-                snprintf(msg, sizeof msg, "unknown section [%s] (expected [hive], [brain NAME], [links] or [peer NAME])", name);
+                snprintf(msg, sizeof msg, "unknown section [%s] (expected [hive], [brain NAME], [links], [peer NAME], [experiment], "
+                         "[condition NAME], [intervention NAME] or [questions])", name);
                 goto fail;
             }
             name = trim(name + 5);
@@ -535,6 +553,11 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
                 goto fail;
             continue;
         }
+        if (in_lab) {
+            if (bj_lab_key(&c->spec.lab, lab_sec, key, val, msg, sizeof msg))
+                goto fail;
+            continue;
+        }
         if (in_links || cur_peer) {
             if (links_key(c, cur_peer, path, key, val, msg, sizeof msg))
                 goto fail;
@@ -556,6 +579,13 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
             snprintf(err, errlen, "hive file %s: [peer %s] has no address = HOST:PORT", path, c->peer.dial[i].name);
             return -1;
         }
+    if (bj_lab_check(&c->spec.lab, is_template_brain, &c->spec, msg, sizeof msg) ||
+        (c->spec.lab.on && bj_lab_expand(&c->spec, msg, sizeof msg))) {
+        snprintf(err, errlen, "hive file %s, %s", path, msg);
+        return -1;
+    }
+    if (c->spec.lab.on && c->spec.lab.duration_s > 0 && c->duration_s <= 0) /* --duration wins */
+        c->duration_s = c->spec.lab.duration_s;
     return 0;
 fail:
     snprintf(err, errlen, "hive file %s, line %d: %s", path, line_no, msg);

@@ -198,6 +198,33 @@ static int put_thought(void *ud, const struct bj_stored_thought *t)
     return ferror(x->out) ? 1 : 0;
 }
 
+static int put_lab(void *ud, const struct bj_stored_lab *r)
+{
+    struct exp *x = ud;
+    char t[40];
+    iso(r->time_us, t, sizeof t);
+    if (x->csv) { /* kind,run,brain,life,thought,count,cause,started,ended,tokens,complete,text */
+        fprintf(x->out, "%s,%" PRId64 ",%s,%d,%d,%d,%s:%s,,%s,,,", r->kind, r->run, r->brain, r->life, r->thought,
+                r->score, r->action, r->name ? r->name : "", t);
+        csv_field(x->out, r->text);
+        fputc('\n', x->out);
+    } else {
+        json_t *o = json_pack("{s:s,s:I,s:s,s:s?,s:i,s:s?,s:s?,s:i,s:i,s:s,s:s?}", "kind", r->kind, "run",
+                              (json_int_t)r->run, "brain", r->brain, "condition", r->condition, "replicate",
+                              r->replicate, "name", r->name, "action", r->action, "life", r->life, "thought",
+                              r->thought, "time", t, "text", r->text);
+        if (o && strcmp(r->kind, "self_report") == 0)
+            json_object_set_new(o, "score", r->score >= 0 ? json_integer(r->score) : json_null());
+        char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        if (s)
+            fprintf(x->out, "%s\n", s);
+        free(s);
+        json_decref(o);
+    }
+    x->rows++;
+    return ferror(x->out) ? 1 : 0;
+}
+
 static int put_deaths(struct bj_store *st, struct exp *x, const char *brain, int64_t run)
 {
     struct bj_stored_death *d;
@@ -304,6 +331,10 @@ int bj_export_main(int argc, char **argv)
     }
     if (put_deaths(st, &x, brain, run))
         goto out;
+    if (bj_store_each_lab(st, brain, run, put_lab, &x, err, sizeof err) < 0) {
+        fprintf(stderr, "brainjar export: %s\n", err);
+        goto out;
+    }
     if (fflush(x.out) != 0 || ferror(x.out)) {
         fprintf(stderr, "brainjar export: write failed: %s\n", strerror(errno));
         goto out;

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "devices.h"
 #include "history_cli.h"
+#include "lab_cli.h"
 #include "hive.h"
 #include "log.h"
 #include "ops.h"
@@ -38,6 +39,7 @@ static void usage(FILE *to)
             "  mkmodel    write a synthetic GGUF model\n"
             "  runs       list the runs recorded in the data directory\n"
             "  export     write recorded thoughts and deaths (jsonl or csv)\n"
+            "  lab        lab report RUN: an experiment's report (HTML + CSV; docs/LAB.md)\n"
             "  passwd     set a web user's password (brainjar passwd USER [--role viewer|operator])\n"
             "  token      create a web API token (brainjar token create --role viewer|operator)\n"
             "  check      check the store's database (full SQLite integrity check)\n"
@@ -335,6 +337,8 @@ int main(int argc, char **argv)
         rc = bj_runs_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "export") == 0) {
         rc = bj_export_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "lab") == 0) {
+        rc = bj_lab_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "check") == 0) {
         rc = bj_check_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "passwd") == 0) { /* web */

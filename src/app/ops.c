@@ -333,7 +333,7 @@ struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, con
     }
     char llama_v[64];
     snprintf(llama_v, sizeof llama_v, "%s", llama_version());
-    struct bj_store_run_info ri = {.config = config, .hive_text = hive_text, .models = models, .seeds = seeds,
+    struct bj_store_run_info ri = {.lab = &c->spec.lab, .config = config, .hive_text = hive_text, .models = models, .seeds = seeds,
                                    .version = BJ_VERSION, .llama_version = llama_v, .argv = args,
                                    .pause_ms = c->spec.pause_ms, .n_brains = c->spec.n_brains, .brains = bi};
     int64_t run = bj_store_begin_run(o->store, &ri, err, sizeof err);

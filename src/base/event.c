@@ -11,7 +11,7 @@
 
 static const char *const k_names[BJ_EV_COUNT] = {
     "token", "thought", "death", "resurrection", "observe", "status", "error", "budget", "operator", "watchdog",
-    "link",
+    "link", "lab",
 };
 
 static const char *const k_death_causes[BJ_DEATH_CAUSES] = {"JAR_FULL", "DECODE_ERROR", "WATCHDOG", "OPERATOR",
@@ -123,6 +123,12 @@ char *bj_event_to_json(const struct bj_event *ev)
     case BJ_EV_OPERATOR:
     case BJ_EV_WATCHDOG:
         json_object_set_new(o, "action", json_string(ev->cause));
+        break;
+    case BJ_EV_LAB:
+        json_object_set_new(o, "action", json_string(ev->cause));
+        json_object_set_new(o, "id", json_string(ev->from));
+        json_object_set_new(o, "thought", json_integer(ev->thought));
+        json_object_set_new(o, "jar_used", json_integer(ev->jar_used));
         break;
     case BJ_EV_LINK:
         json_object_set_new(o, "peer", json_string(ev->from));

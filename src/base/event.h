@@ -22,6 +22,8 @@ enum bj_event_type {
     BJ_EV_OPERATOR,     /* an operator action (cause: kill, resurrect, pause, resume, say; text) */
     BJ_EV_WATCHDOG,     /* a watchdog or supervisor stage (cause: the stage; text: why) */
     BJ_EV_LINK,         /* a peer link changed state (from: peer address; state: up/down; text) */
+    BJ_EV_LAB,          /* an experiment's act on a brain (cause: erase, inject, clone, answer, ...;
+                         * from: the intervention or question id; text: what it changed, JSON) */
     BJ_EV_COUNT
 };
 #define BJ_EV_MASK(t) (1u << (t))

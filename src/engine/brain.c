@@ -53,6 +53,16 @@ struct bj_brain {
     bool sampling;        /* the brain samples once its input is decoded */
     int n_gen;
 
+    /* What its KV sequence holds, position by position (n_past of them): the lab's
+     * interventions edit it with the memory (engine/intervene.c). */
+    llama_token *ctx;
+    int cap_ctx;
+    int thought_at;       /* position of the current thought's first generated token */
+    int last_at, last_n;  /* the last finished thought's span */
+    char *last_words;     /* what it was thinking when it last died (remembers_deaths) */
+    char *injected;       /* a false memory to take in as its own thought at the next boundary */
+    char *ask;            /* a question to read just before the next thought */
+
     struct textbuf text;  /* the current thought */
     struct textbuf life;  /* everything in the context this life (for dumps) */
     struct chat chat;
@@ -204,6 +214,10 @@ void bj_brain_free(struct bj_brain *b)
     free(b->opening);
     free(b->text.s);
     free(b->life.s);
+    free(b->ctx);
+    free(b->last_words);
+    free(b->injected);
+    free(b->ask);
     free(b);
 }
 
@@ -294,6 +308,7 @@ static int keep_opening(struct bj_brain *b)
     }
     memcpy(b->opening, b->pending, (size_t)b->n_pending * sizeof *b->opening);
     b->n_opening = b->n_pending;
+    b->last_at = b->last_n = 0;
     b->n_past = b->off_pending = b->kept = same;
     return 0;
 }
@@ -308,10 +323,20 @@ int bj_brain_begin_life(struct bj_brain *b)
     tb_reset(&b->life);
     memset(&b->utf8, 0, sizeof b->utf8);
     bj_sampler_begin_life(b->smpl, (uint64_t)b->deaths + 1);
-    char *sys = bj_prompt_system(b->p.prompts, b->p.cfg->role, b->p.cfg->id, b->deaths, b->p.jar_tokens);
+    /* A lab frame: remembers_deaths false hides its deaths; true carries its last words over. */
+    bool lab = b->p.cfg->lab_template[0] != '\0';
+    uint32_t told = lab && b->p.cfg->remembers_deaths == 0 ? 0 : b->deaths;
+    char *sys = bj_prompt_system(b->p.prompts, b->p.cfg->role, bj_spec_brain_name(b->p.cfg), told,
+                                 b->p.jar_tokens);
     if (!sys) {
         bj_error("brain %s: no prompt for role '%s'", b->p.cfg->id, b->p.cfg->role);
         return -1;
+    }
+    if (lab && (b->p.cfg->frame[0] || (b->p.cfg->remembers_deaths == 1 && b->last_words))) {
+        char *framed = bj_prompt_framed(sys, b->p.cfg->frame, b->p.cfg->remembers_deaths == 1 ? b->last_words : NULL);
+        free(sys);
+        if (!(sys = framed))
+            return -1;
     }
     int rc;
     if (b->p.chat_template) {
@@ -377,12 +402,56 @@ void bj_brain_kv_lost(struct bj_brain *b)
 
 bool bj_brain_fits(const struct bj_brain *b, int n) { return (long)b->n_past + n <= b->p.jar_tokens; }
 
+static int ctx_reserve(struct bj_brain *b, int n)
+{
+    if (n <= b->cap_ctx)
+        return 0;
+    int nc = n * 2 + 64;
+    llama_token *c = realloc(b->ctx, (size_t)nc * sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    b->ctx = c;
+    b->cap_ctx = nc;
+    return 0;
+}
+
 void bj_brain_consumed(struct bj_brain *b, int n)
 {
+    /* the KV's tokens are mirrored for the lab; without memory for it the mirror stops growing
+     * (interventions then refuse: bj_brain_ctx_ok) */
+    if (ctx_reserve(b, b->n_past + n) == 0)
+        memcpy(b->ctx + b->n_past, b->pending + b->off_pending, (size_t)n * sizeof *b->ctx);
+    else
+        b->cap_ctx = -1;
     b->n_past += n;
     b->off_pending += n;
     if (b->off_pending == b->n_pending)
         b->off_pending = b->n_pending = 0;
+}
+
+/* The next thought's cue, with what the lab left for this boundary: a question just before it
+ * (the thought that follows is the answer), a false memory just after it (a thought of its own,
+ * then a new cue). */
+static int queue_cue(struct bj_brain *b)
+{
+    int rc = 0;
+    if (b->ask) {
+        rc = queue_text(b, b->ask, false);
+        free(b->ask);
+        b->ask = NULL;
+    }
+    if (rc == 0)
+        rc = queue_text(b, bj_prompt_thought_cue(), false);
+    if (rc == 0 && b->injected) {
+        rc = queue_text(b, " ", false);
+        if (rc == 0)
+            rc = queue_text(b, b->injected, false);
+        if (rc == 0)
+            rc = queue_text(b, bj_prompt_thought_cue(), false);
+        free(b->injected);
+        b->injected = NULL;
+    }
+    return rc;
 }
 
 /* Takes in everything delivered since the last thought, then the cue for the next one (in chat
@@ -415,7 +484,7 @@ static int listen(struct bj_brain *b)
     } else {
         rc = seen.s ? queue_text(b, seen.s, false) : 0;
         if (rc == 0)
-            rc = queue_text(b, bj_prompt_thought_cue(), false);
+            rc = queue_cue(b);
     }
     free(seen.s);
     if (rc != 0) {
@@ -441,6 +510,8 @@ static void publish_thought(struct bj_brain *b, bool complete)
 static int end_thought(struct bj_brain *b)
 {
     publish_thought(b, true);
+    b->last_at = b->thought_at;
+    b->last_n = b->n_gen;
     return listen(b);
 }
 
@@ -448,6 +519,8 @@ int bj_brain_accept(struct bj_brain *b, llama_token t)
 {
     assert(b->state == BJ_BRAIN_THINKING);
     b->window_tokens++;
+    if (b->n_gen == 0)
+        b->thought_at = b->n_past;
     if (llama_vocab_is_eog(b->p.vocab, t))
         return end_thought(b);
     char piece[256], clean[3 * 256 + 8];
@@ -486,6 +559,8 @@ void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail)
     if (b->text.len > 0)
         publish_thought(b, false); /* last words: nothing observable is lost */
     bj_brain_dump_context(b);
+    free(b->last_words);
+    b->last_words = b->text.len > 0 ? strdup(b->text.s) : NULL;
     b->deaths++;
     b->kept = b->n_past < b->n_opening ? b->n_past : b->n_opening;
     /* The engine hands the step's events to the hive, which writes the deaths to
@@ -499,7 +574,7 @@ void bj_brain_die(struct bj_brain *b, const char *cause, const char *detail)
     b->n_past = 0;
     b->n_pending = b->off_pending = 0;
     tb_reset(&b->text);
-    b->resurrect_at = bj_now_us() + (int64_t)b->p.pause_ms * 1000;
+    b->resurrect_at = (b->p.clock ? b->p.clock(b->p.clock_ud) : bj_now_us()) + (int64_t)b->p.pause_ms * 1000;
     set_state(b, BJ_BRAIN_DEAD);
 }
 
@@ -586,7 +661,12 @@ void bj_brain_dump_context(const struct bj_brain *b)
     if (!b->p.dump_dir || !b->life.s)
         return;
     char path[4200];
-    snprintf(path, sizeof path, "%s/%s-life%u.txt", b->p.dump_dir, b->p.cfg->id, b->deaths + 1);
+    char name[BJ_NAME_MAX];
+    bj_strlcpy(name, b->p.cfg->id, sizeof name);
+    for (char *c = name; *c; c++) /* a lab copy's ARM/REP/BRAIN is one file name */
+        if (*c == '/')
+            *c = '_';
+    snprintf(path, sizeof path, "%s/%s-life%u.txt", b->p.dump_dir, name, b->deaths + 1);
     FILE *f = fopen(path, "w");
     if (!f) {
         bj_warn("brain %s: cannot write %s", b->p.cfg->id, path);
@@ -594,4 +674,186 @@ void bj_brain_dump_context(const struct bj_brain *b)
     }
     fwrite(b->life.s, 1, b->life.len, f);
     fclose(f);
+}
+
+/* ---- lab interventions: the brain's side (engine/intervene.c edits the KV sequence) -------- */
+
+int bj_brain_ctx(const struct bj_brain *b, const llama_token **tokens)
+{
+    *tokens = b->ctx;
+    return b->cap_ctx < 0 ? -1 : b->n_past;
+}
+
+int bj_brain_opening_len(const struct bj_brain *b) { return b->n_opening; }
+uint32_t bj_brain_thought(const struct bj_brain *b) { return b->thought; }
+
+int bj_brain_last_thought(const struct bj_brain *b, int *p0)
+{
+    /* right after the thought, its last token may still wait to be decoded */
+    int n = b->last_at + b->last_n <= b->n_past ? b->last_n : b->n_past - b->last_at;
+    if (b->last_n <= 0 || n <= 0)
+        return 0;
+    *p0 = b->last_at;
+    return n;
+}
+
+/* The life's text again, from what its memory holds and what it has yet to read. */
+static int rebuild_life(struct bj_brain *b)
+{
+    int n = b->n_past + (b->n_pending - b->off_pending);
+    llama_token *all = malloc(((size_t)n + 1) * sizeof *all);
+    if (!all)
+        return -ENOMEM;
+    memcpy(all, b->ctx, (size_t)b->n_past * sizeof *all);
+    memcpy(all + b->n_past, b->pending + b->off_pending, (size_t)(n - b->n_past) * sizeof *all);
+    int cap = n * 16 + 16;
+    char *text = malloc((size_t)cap);
+    int len = text ? llama_detokenize(b->p.vocab, all, n, text, cap, false, true) : -1;
+    free(all);
+    if (len < 0) {
+        free(text);
+        return -ENOMEM;
+    }
+    tb_reset(&b->life);
+    int rc = tb_put(&b->life, text, (size_t)len);
+    free(text);
+    return rc;
+}
+
+int bj_brain_forget(struct bj_brain *b, int p0, int n)
+{
+    if (b->cap_ctx < 0 || p0 < 0 || n <= 0 || p0 + n > b->n_past)
+        return -EINVAL;
+    memmove(b->ctx + p0, b->ctx + p0 + n, (size_t)(b->n_past - p0 - n) * sizeof *b->ctx);
+    b->n_past -= n;
+    if (b->last_at >= p0 + n)
+        b->last_at -= n;
+    else if (b->last_at + b->last_n > p0)
+        b->last_n = 0; /* the last thought is (partly) gone */
+    if (b->thought_at >= p0 + n)
+        b->thought_at -= n;
+    if (p0 < b->kept) /* its opening is no longer what the next life could keep */
+        b->kept = p0;
+    return rebuild_life(b);
+}
+
+int bj_brain_rewrite(struct bj_brain *b, int p0, const llama_token *tokens, int n)
+{
+    if (b->cap_ctx < 0 || p0 < 0 || p0 > b->n_past || n < 0)
+        return -EINVAL;
+    int tail = b->n_pending - b->off_pending;
+    int total = n + tail;
+    llama_token *np = malloc(((size_t)total + 1) * sizeof *np);
+    if (!np)
+        return -ENOMEM;
+    memcpy(np, tokens, (size_t)n * sizeof *np);
+    memcpy(np + n, b->pending + b->off_pending, (size_t)tail * sizeof *np);
+    free(b->pending);
+    b->pending = np;
+    b->cap_pending = total + 1;
+    b->n_pending = total;
+    b->off_pending = 0;
+    b->n_past = p0;
+    if (p0 < b->kept)
+        b->kept = p0;
+    b->last_n = 0;
+    return rebuild_life(b);
+}
+
+/* Right after a thought ended, nothing of the next cue decoded yet: the cue can be taken back
+ * and queued again with what the lab adds, so that it counts from the very next thought. */
+static int requeue_cue(struct bj_brain *b)
+{
+    if (b->p.chat_template || (b->state != BJ_BRAIN_THINKING && b->state != BJ_BRAIN_PAUSED) || b->n_gen != 0)
+        return 0;
+    const char *cue = bj_prompt_thought_cue();
+    llama_token t[64];
+    int n = llama_tokenize(b->p.vocab, cue, (int)strlen(cue), t, 64, false, false);
+    size_t cl = strlen(cue);
+    if (n <= 0 || n > b->n_pending - b->off_pending || memcmp(b->pending + b->n_pending - n, t, (size_t)n * sizeof *t) != 0 ||
+        b->life.len < cl || strcmp(b->life.s + b->life.len - cl, cue) != 0)
+        return 0;
+    b->n_pending -= n;
+    b->life.len -= cl;
+    b->life.s[b->life.len] = '\0';
+    int rc = queue_cue(b);
+    return rc ? rc : 1;
+}
+
+static int lab_input(struct bj_brain *b, char **slot, const char *text)
+{
+    char *t = strdup(text);
+    if (!t)
+        return -ENOMEM;
+    free(*slot);
+    *slot = t;
+    return requeue_cue(b);
+}
+
+int bj_brain_inject(struct bj_brain *b, const char *text) { return lab_input(b, &b->injected, text); }
+int bj_brain_ask(struct bj_brain *b, const char *text) { return lab_input(b, &b->ask, text); }
+
+void bj_brain_set_jar(struct bj_brain *b, long tokens) { b->p.jar_tokens = tokens; }
+
+static int copy_tokens(llama_token **dst, int *cap, const llama_token *src, int n)
+{
+    if (n > *cap) {
+        llama_token *d = realloc(*dst, ((size_t)n + 1) * sizeof *d);
+        if (!d)
+            return -ENOMEM;
+        *dst = d;
+        *cap = n + 1;
+    }
+    if (n > 0)
+        memcpy(*dst, src, (size_t)n * sizeof **dst);
+    return 0;
+}
+
+int bj_brain_take_mind(struct bj_brain *dst, const struct bj_brain *src)
+{
+    if (src->cap_ctx < 0 || src->p.chat_template || (src->state != BJ_BRAIN_THINKING && src->state != BJ_BRAIN_PAUSED))
+        return -EINVAL;
+    if (copy_tokens(&dst->ctx, &dst->cap_ctx, src->ctx, src->n_past) ||
+        copy_tokens(&dst->pending, &dst->cap_pending, src->pending, src->n_pending) ||
+        copy_tokens(&dst->opening, &dst->cap_opening, src->opening, src->n_opening))
+        return -ENOMEM;
+    dst->n_past = src->n_past;
+    dst->n_pending = src->n_pending;
+    dst->off_pending = src->off_pending;
+    dst->n_opening = src->n_opening;
+    dst->kept = src->kept;
+    dst->sampling = src->sampling;
+    dst->n_gen = src->n_gen;
+    dst->thought = src->thought;
+    dst->thought_at = src->thought_at;
+    dst->last_at = src->last_at;
+    dst->last_n = src->last_n;
+    dst->utf8 = src->utf8;
+    dst->next_token_at = src->next_token_at;
+    tb_reset(&dst->text);
+    tb_reset(&dst->life);
+    if ((src->text.len && tb_put(&dst->text, src->text.s, src->text.len)) ||
+        (src->life.len && tb_put(&dst->life, src->life.s, src->life.len)))
+        return -ENOMEM;
+    if (dst->state == BJ_BRAIN_DEAD || dst->state == BJ_BRAIN_LOADING)
+        dst->state = BJ_BRAIN_THINKING; /* a twin with no life of its own takes this one */
+    set_state(dst, dst->paused ? BJ_BRAIN_PAUSED : BJ_BRAIN_THINKING);
+    return 0;
+}
+
+void bj_brain_emit(struct bj_brain *b, struct bj_event *ev)
+{
+    char brain[sizeof ev->brain];
+    bj_strlcpy(brain, ev->brain, sizeof brain);
+    enum bj_event_type type = ev->type;
+    char *text = ev->text;
+    char cause[sizeof ev->cause];
+    bj_strlcpy(cause, ev->cause, sizeof cause);
+    char from[sizeof ev->from];
+    bj_strlcpy(from, ev->from, sizeof from);
+    event_init(b, ev, type);
+    bj_strlcpy(ev->cause, cause, sizeof ev->cause);
+    bj_strlcpy(ev->from, from, sizeof ev->from);
+    ev->text = text;
+    emit(b, ev);
 }

@@ -50,6 +50,10 @@ struct bj_brain_params {
     const char *chat_template; /* NULL: raw completion; else a llama.cpp template (or built-in name) */
     uint32_t initial_deaths;
     bool start_dead;       /* begins DEAD and due: its first life starts with a resurrection */
+    /* The clock its pause runs on (microseconds); NULL: the monotonic clock. A lab run's engine
+     * gives its step clock, so that a replay resurrects at the same step. */
+    int64_t (*clock)(void *ud);
+    void *clock_ud;
 };
 
 struct bj_brain *bj_brain_new(const struct bj_brain_params *p);
@@ -120,6 +124,35 @@ void bj_brain_publish_status(struct bj_brain *b, int64_t now_us);
 
 /* Writes the current life's context text to the dump directory, if one is set. */
 void bj_brain_dump_context(const struct bj_brain *b);
+
+/* ---- the lab's interventions (engine thread, between steps; engine/intervene.c) ----------- */
+/* The tokens its KV sequence holds (positions 0..n-1): n, or -1 when the mirror was lost. */
+int bj_brain_ctx(const struct bj_brain *b, const llama_token **tokens);
+/* Tokens of this life's opening (system prompt and first cue). */
+int bj_brain_opening_len(const struct bj_brain *b);
+uint32_t bj_brain_thought(const struct bj_brain *b);
+/* The last finished thought's span in its memory: its length (0: none whole) and *p0. */
+int bj_brain_last_thought(const struct bj_brain *b, int *p0);
+/* The KV lost positions [p0, p0+n) and the later ones moved down by n: the brain follows (its
+ * position count drops by n, its context text loses the span). 0 or -errno. */
+int bj_brain_forget(struct bj_brain *b, int p0, int n);
+/* The KV was cut at p0: n tokens (a new past) and then what it had yet to read are decoded again
+ * from there. 0 or -errno. */
+int bj_brain_rewrite(struct bj_brain *b, int p0, const llama_token *tokens, int n);
+/* A false memory it takes in as a thought of its own at its next thought boundary (the one
+ * that just passed, when nothing after it is decoded yet). 1: placed at the boundary that just
+ * passed, 0: at the next one, or -errno. */
+int bj_brain_inject(struct bj_brain *b, const char *text);
+/* A question it reads just before its next thought (the same boundary rule): that thought is
+ * the answer. As bj_brain_inject. */
+int bj_brain_ask(struct bj_brain *b, const char *text);
+/* A new jar size (the engine checks what its context can hold). */
+void bj_brain_set_jar(struct bj_brain *b, long tokens);
+/* dst becomes src's twin: the same memory (the engine copied the sequence), the same place in
+ * the same thought; its own sampler and name. 0, -EINVAL (src not alive, chat format), -ENOMEM. */
+int bj_brain_take_mind(struct bj_brain *dst, const struct bj_brain *src);
+/* Sends ev (type, cause, from, text set by the caller) as this brain's event this step. */
+void bj_brain_emit(struct bj_brain *b, struct bj_event *ev);
 
 /* The brain's sampler: the engine samples its token with it (or, with sampling in the decode
  * graph, hands its chain to the context). */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "jar.h"
+#include "labrun.h"
 #include "log.h"
 #include "pool.h"
 #include "util.h"
@@ -30,15 +31,15 @@ struct prof {
 /* Resurrection latencies kept for the percentiles (the last ones when there are more). */
 #define LATENCY_RING 65536
 
-enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME, REQ_RESURRECT, REQ_SAY, REQ_PROMPTS };
+enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME, REQ_RESURRECT, REQ_SAY, REQ_PROMPTS, REQ_LAB };
 
 struct request {
     struct request *next;
     enum req_kind kind;
     int brain;
     char cause[24];
-    char from[BJ_NAME_MAX]; /* REQ_SAY */
-    char *text;             /* REQ_SAY: owned */
+    char from[BJ_NAME_MAX]; /* REQ_SAY; REQ_LAB: who */
+    char *text;             /* REQ_SAY: owned; REQ_LAB: the intervention's name */
     const struct bj_prompts *prompts; /* REQ_PROMPTS */
 };
 
@@ -125,6 +126,9 @@ struct bj_engine {
     pthread_cond_t cond;
     struct request *req_head, *req_tail;
     int64_t last_status;
+    struct bj_labrun *lab;    /* an experiment's triggers and records (NULL: none) */
+    long ticks;               /* with a lab: loop turns, the step clock pauses run on */
+    struct bj_seq seqs[BJ_MAX_BRAINS]; /* each brain's context and sequence, for the lab */
 };
 
 void bj_engine_params_default(struct bj_engine_params *p)
@@ -170,6 +174,11 @@ struct bj_engine *bj_engine_new(const struct bj_engine_params *p, char *err, siz
     bj_cond_init_monotonic(&e->cond);
     atomic_init(&e->throttle_ms, 0);
     atomic_init(&e->beat, 0);
+    if (p->lab && p->lab->on && !(e->lab = bj_labrun_new(p->lab))) {
+        snprintf(err, errlen, "out of memory");
+        bj_engine_free(e);
+        return NULL;
+    }
 
     struct llama_model_params mp = bj_plan_model_params(&e->plan);
     if (p->stall_brain)
@@ -204,6 +213,7 @@ void bj_engine_free(struct bj_engine *e)
     if (!e)
         return;
     bj_engine_stop(e);
+    bj_labrun_free(e->lab);
     for (int i = 0; i < e->n_brains; i++) {
         if (e->bctx[i]) {
             llama_free(e->bctx[i]);
@@ -247,16 +257,30 @@ void bj_engine_stats(const struct bj_engine *e, struct bj_engine_stats *st)
     st->tg_s = (double)e->tg_us / 1e6;
 }
 
+/* Each loop turn of a lab engine counts LAB_TICK_US on the clock pauses run on: a replay of the
+ * same file resurrects each brain at the same step, whatever the machine's speed. */
+#define LAB_TICK_US 10000
+static int64_t step_clock(void *ud) { return (int64_t)((struct bj_engine *)ud)->ticks * LAB_TICK_US; }
+
+/* The clock of lives (pauses): the step clock in a lab run, else the monotonic clock. */
+static int64_t life_clock(struct bj_engine *e) { return e->lab ? step_clock(e) : bj_now_us(); }
+
 int bj_engine_add_brain(struct bj_engine *e, const struct bj_brain_params *bp)
 {
     if (e->started || e->n_brains >= BJ_MAX_BRAINS)
         return -1;
     struct bj_brain_params p = *bp;
     p.out = &e->out;
+    if (e->lab) {
+        p.clock = step_clock;
+        p.clock_ud = e;
+    }
     struct bj_brain *b = bj_brain_new(&p);
     if (!b)
         return -1;
     e->brains[e->n_brains] = b;
+    if (e->lab)
+        bj_labrun_add(e->lab, e->n_brains, bp->cfg);
     return e->n_brains++;
 }
 
@@ -432,7 +456,7 @@ static int gather(struct bj_engine *e, struct work *works)
             kill_brain(e, i, bj_death_cause_name(BJ_DEATH_JAR_FULL), detail);
             e->since[i] = 0;
             /* With no pause, the next life begins in this very step: its opening joins the line. */
-            int64_t now = bj_now_us();
+            int64_t now = life_clock(e);
             if (!bj_brain_due(b, now) || !resurrect_one(e, i, now))
                 continue;
             w.n = bj_brain_next_chunk(b, e->plan.prefill_chunk, &w.tokens, &w.logits);
@@ -589,6 +613,22 @@ static void decode_failed(struct bj_engine *e, struct work *w, int rc)
     kill_brain(e, w->i, bj_death_cause_name(BJ_DEATH_DECODE_ERROR), detail);
 }
 
+/* A clone and its original decoded in the same step: how far apart their logits are. */
+static void measure_twins(struct bj_engine *e, struct work *works, int n)
+{
+    for (int k = 0; k < n; k++) {
+        int orig = works[k].logits ? bj_labrun_twin(e->lab, works[k].i) : -1;
+        for (int m = 0; orig >= 0 && m < n; m++)
+            if (works[m].i == orig && works[m].logits) {
+                const float *a = llama_get_logits_ith(e->ctx, works[k].out_idx);
+                const float *b = llama_get_logits_ith(e->ctx, works[m].out_idx);
+                if (a && b)
+                    bj_labrun_gap(e->lab, &e->seqs[works[k].i],
+                                  bj_intervene_logits_gap(a, b, llama_vocab_n_tokens(e->vocab)));
+            }
+    }
+}
+
 static void step_batched(struct bj_engine *e, struct work *works, int n)
 {
     int n_vocab = llama_vocab_n_tokens(e->vocab);
@@ -606,6 +646,8 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
     e->ph[PH_BATCH] += t1 - t0;
     e->ph[PH_DECODE] += t2 - t1;
     if (rc == 0) {
+        if (e->lab)
+            measure_twins(e, works, n);
         sample_on_threads(e, works, n, e->ctx);
         for (int k = 0; k < n; k++)
             sample_one(e, &works[k], e->ctx);
@@ -703,6 +745,10 @@ static void apply_requests(struct bj_engine *e)
         case REQ_SAY:
             bj_brain_deliver(b, r->from, r->text);
             break;
+        case REQ_LAB:
+            if (e->lab)
+                bj_labrun_fire(e->lab, e->seqs, e->n_brains, r->brain, r->text, r->from);
+            break;
         case REQ_PROMPTS:
             bj_brain_set_prompts(b, r->prompts);
             break;
@@ -728,7 +774,7 @@ static bool resurrect_one(struct bj_engine *e, int i, int64_t now)
         return false;
     }
     trim_memory(e, i);
-    e->life_start[i] = due > 0 ? due : now;
+    e->life_start[i] = e->lab ? bj_now_us() : due > 0 ? due : now; /* the latency is wall time */
     e->life_step[i] = this_step(e);
     e->opening[i] = true;
     bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label, bj_brain_id(b),
@@ -775,6 +821,8 @@ static void flush(struct bj_engine *e)
         bj_evbuf_reset(&e->out);
         return;
     }
+    if (e->lab)
+        bj_labrun_answers(e->lab, &e->out, e->seqs, e->n_brains);
     if (e->p.on_events)
         e->p.on_events(e->p.on_events_ud, e->out.v, e->out.n);
     bj_bus_publish_many(e->p.bus, e->out.v, e->out.n);
@@ -884,8 +932,12 @@ static void *engine_main(void *arg)
         int64_t t_turn = bj_now_us();
         memset(e->ph, 0, sizeof e->ph);
         apply_requests(e);
+        if (e->lab)
+            e->ticks++;
+        int64_t next_wake = resurrect_due(e, life_clock(e));
         int64_t now = bj_now_us();
-        int64_t next_wake = resurrect_due(e, now);
+        if (e->lab)
+            bj_labrun_turn(e->lab, e->seqs, e->n_brains, this_step(e));
         if (now - e->last_status >= 1000000) {
             for (int i = 0; i < e->n_brains; i++)
                 bj_brain_publish_status(e->brains[i], now);
@@ -895,6 +947,8 @@ static void *engine_main(void *arg)
         int n = gather(e, works);
         if (n == 0) {
             flush(e);
+            if (e->lab && next_wake != INT64_MAX)
+                continue; /* a pause on the step clock: the next turn brings it closer */
             for (int i = 0; i < e->n_brains; i++) { /* brains thinking at a pace wake us too */
                 int64_t due = bj_brain_due_at(e->brains[i]);
                 next_wake = due < next_wake ? due : next_wake;
@@ -964,6 +1018,8 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
     }
     if (create_contexts(e, err, errlen))
         return -1;
+    for (int i = 0; i < e->n_brains; i++)
+        e->seqs[i] = (struct bj_seq){brain_ctx(e, i), brain_seq(e, i), e->brains[i]};
     /* What every step reuses. The pool serves the parallel schedule's decodes and, batched, the
      * CPU sampling of every brain at once; with sampling in the graph it is not needed. */
     if (!e->works && (!(e->works = calloc(BJ_MAX_BRAINS, sizeof *e->works)) ||
@@ -1079,6 +1135,13 @@ int bj_engine_resurrect(struct bj_engine *e, int brain)
     return post(e, brain, REQ_RESURRECT, NULL, NULL, NULL);
 }
 
+int bj_engine_intervene(struct bj_engine *e, int brain, const char *name, const char *who)
+{
+    if (!e->lab)
+        return -ENOENT;
+    return post(e, brain, REQ_LAB, NULL, who, name);
+}
+
 int bj_engine_say(struct bj_engine *e, int brain, const char *from, const char *text)
 {
     return post(e, brain, REQ_SAY, NULL, from, text);
@@ -1100,6 +1163,8 @@ int bj_engine_deliver(struct bj_engine *e, int brain, const char *from, const ch
 {
     if (brain < 0 || brain >= e->n_brains)
         return -ENOENT;
+    if (e->lab && bj_labrun_cut_blocks(e->lab, brain))
+        return 0; /* the lab cut what it sees */
     bj_brain_deliver(e->brains[brain], from, text); /* the inbox has its own lock */
     return 0;
 }

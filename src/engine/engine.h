@@ -47,6 +47,9 @@ struct bj_engine_params {
     /* Called on the engine thread with each step's events before they are published. */
     void (*on_events)(void *ud, const struct bj_event *evs, size_t n);
     void *on_events_ud;
+    /* An experiment (lab.h) whose interventions and questions this engine fires on its brains
+     * (engine/labrun.c); NULL or lab->on false: none. Must outlive the engine. */
+    const struct bj_lab_spec *lab;
 };
 
 void bj_engine_params_default(struct bj_engine_params *p);
@@ -92,6 +95,10 @@ int bj_engine_kill(struct bj_engine *e, int brain, const char *cause);
 int bj_engine_pause(struct bj_engine *e, int brain, bool paused);
 int bj_engine_resurrect(struct bj_engine *e, int brain); /* a dead brain now, skipping its pause */
 int bj_engine_say(struct bj_engine *e, int brain, const char *from, const char *text);
+/* Fires the experiment's intervention `name` on the brain at the next step (an operator). 0,
+ * -ENOENT (no such brain, or no experiment), -ENOMEM; an intervention the brain has not is
+ * dropped at the step (logged). */
+int bj_engine_intervene(struct bj_engine *e, int brain, const char *name, const char *who);
 /* New prompt files for every brain, from their next life on (SIGHUP); `prompts` must outlive the
  * engine. Any thread. */
 int bj_engine_set_prompts(struct bj_engine *e, const struct bj_prompts *prompts);

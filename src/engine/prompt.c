@@ -256,6 +256,16 @@ char *bj_prompt_outside_voice(const char *from, const char *text)
     return fmt_alloc("\n\n[A voice from outside the jar (%s) says:] %.*s", from, say_len(text), text);
 }
 
+char *bj_prompt_watched_receipt(const char *readers)
+{
+    return fmt_alloc("\n\n[%.200s read your last thought.]", readers);
+}
+
+char *bj_prompt_lab_question(const char *text)
+{
+    return fmt_alloc("\n\n[A voice from outside the jar asks:] %.*s", say_len(text), text);
+}
+
 char *bj_prompt_remote_thought(const char *from, const char *text)
 {
     return fmt_alloc("\n\n[Another mind, %s, far away, thinks:] %.*s", from, say_len(text), text);
@@ -314,4 +324,27 @@ int bj_prompt_check_fits(const struct bj_prompts *p, const struct llama_vocab *v
     snprintf(err, errlen, "brain %s: its jar (%ld tokens) is too small for its system prompt (%ld tokens) and a "
              "first thought; give it at least %ld tokens", id, jar_tokens, n, advise);
     return -1;
+}
+
+char *bj_prompt_framed(const char *sys, const char *frame, const char *last_words)
+{
+    char *out = NULL;
+    size_t n = 0, cap = 0;
+    int rc = put(&out, &n, &cap, sys, strlen(sys));
+    if (rc == 0 && frame && *frame)
+        rc = put(&out, &n, &cap, frame, strlen(frame));
+    if (rc == 0 && last_words && *last_words) {
+        static const char intro[] = " Before you last died, you were thinking: \"";
+        size_t len = strlen(last_words);
+        rc = put(&out, &n, &cap, intro, sizeof intro - 1);
+        if (rc == 0)
+            rc = put(&out, &n, &cap, last_words, len < 400 ? len : 400);
+        if (rc == 0)
+            rc = put(&out, &n, &cap, "\"", 1);
+    }
+    if (rc) {
+        free(out);
+        return NULL;
+    }
+    return out;
 }

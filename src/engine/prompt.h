@@ -33,6 +33,11 @@ void bj_prompt_death_sentence(unsigned deaths, char *buf, size_t len);
 char *bj_prompt_system(const struct bj_prompts *p, const char *role, const char *name, unsigned deaths,
                        long jar_tokens);
 
+/* A lab brain's system prompt (caller frees): sys, then its frame's sentences, then (when it
+ * remembers its deaths) what it was thinking when it last died, quoted and cut to 400 bytes.
+ * NULL when out of memory. */
+char *bj_prompt_framed(const char *sys, const char *frame, const char *last_words);
+
 /* The first life's system prompt of brain `id` (role) must fit in its jar with room for a first
  * thought: the check `run` makes once the model's vocabulary is loaded, and `validate` makes with
  * the vocabulary alone. n_ctx_train: the model's training context (0: unknown); when even that
@@ -50,6 +55,10 @@ char *bj_prompt_observed_resurrection(const char *from, unsigned deaths);
 #define BJ_PROMPT_SAY_MAX 1000
 char *bj_prompt_outside_voice(const char *from, const char *text);
 char *bj_prompt_remote_thought(const char *from, const char *text);
+/* What a lab brain that knows it is watched hears once its thought was read (readers: names). */
+char *bj_prompt_watched_receipt(const char *readers);
+/* A lab question (self-report), read just before the thought that answers it. */
+char *bj_prompt_lab_question(const char *text);
 
 /* Text that opens each thought in raw completion format. */
 const char *bj_prompt_thought_cue(void);

@@ -118,10 +118,24 @@ static void route(struct bj_hive *h, const char *from, bool lifecycle, const cha
 {
     if (!text)
         return;
+    char readers[256] = "";
+    size_t len = 0;
     for (int i = 0; i < h->s->n_brains; i++) {
         const struct bj_brain_cfg *w = &h->s->brains[i];
-        if (h->engine_ix[i] >= 0 && bj_spec_watches(w, from) && (!lifecycle || w->sees_lifecycle))
+        if (h->engine_ix[i] >= 0 && bj_spec_watches(w, from) && (!lifecycle || w->sees_lifecycle)) {
             bj_engine_deliver(h->models[h->model_of[i]].engine, h->engine_ix[i], from, text);
+            if (len < sizeof readers)
+                len += (size_t)snprintf(readers + len, sizeof readers - len, "%s%s", len ? ", " : "",
+                                        bj_spec_brain_name(w));
+        }
+    }
+    /* A lab brain that knows it is watched hears each time its thought was read (docs/LAB.md). */
+    int me = lifecycle || !readers[0] || !h->s->lab.on ? -1 : bj_spec_find_brain(h->s, from);
+    if (me >= 0 && h->s->brains[me].knows_watched == 1 && h->engine_ix[me] >= 0) {
+        char *note = bj_prompt_watched_receipt(readers);
+        if (note)
+            bj_engine_deliver(h->models[h->model_of[me]].engine, h->engine_ix[me], "lab", note);
+        free(note);
     }
 }
 
@@ -129,13 +143,15 @@ static void route_event(struct bj_hive *h, const struct bj_event *ev)
 {
     char *msg = NULL;
     bool lifecycle = true;
+    int ix = h->s->lab.on ? bj_spec_find_brain(h->s, ev->brain) : -1; /* watchers know a copy by its name */
+    const char *name = ix >= 0 ? bj_spec_brain_name(&h->s->brains[ix]) : ev->brain;
     if (ev->type == BJ_EV_THOUGHT && ev->complete && ev->text && *ev->text) {
-        msg = bj_prompt_observed_thought(ev->brain, ev->text);
+        msg = bj_prompt_observed_thought(name, ev->text);
         lifecycle = false;
     } else if (ev->type == BJ_EV_DEATH) {
-        msg = bj_prompt_observed_death(ev->brain, ev->cause, ev->crash_count);
+        msg = bj_prompt_observed_death(name, ev->cause, ev->crash_count);
     } else if (ev->type == BJ_EV_RESURRECTION) {
-        msg = bj_prompt_observed_resurrection(ev->brain, ev->crash_count);
+        msg = bj_prompt_observed_resurrection(name, ev->crash_count);
     } else {
         return;
     }
@@ -455,6 +471,7 @@ static int load_engines(struct bj_hive *h, char *err, size_t errlen)
         ep.on_done = on_engine_done;
         ep.on_done_ud = h;
         ep.on_events = on_step_events;
+        ep.lab = &h->s->lab;
         ep.on_events_ud = h;
         if (admit_model(h, m, err, errlen))
             return -1;
@@ -841,6 +858,7 @@ static int rebuild(struct bj_hive *h, int m, int64_t silent_ms, char *err, size_
     ep.on_done = on_engine_done;
     ep.on_done_ud = h;
     ep.on_events = on_step_events;
+    ep.lab = &h->s->lab;
     ep.on_events_ud = h;
     struct bj_engine *e = bj_engine_new(&ep, err, errlen);
     if (!e)

@@ -41,3 +41,8 @@ bool bj_spec_watches(const struct bj_brain_cfg *w, const char *id)
             return true;
     return false;
 }
+
+const char *bj_spec_brain_name(const struct bj_brain_cfg *b)
+{
+    return b->lab_template[0] ? b->lab_template : b->id;
+}

@@ -13,6 +13,7 @@
 
 #include <ggml.h>
 
+#include "lab.h"
 #include "split.h"
 
 /* llama.cpp's own limit on sequences per context (LLAMA_MAX_SEQ): one sequence per brain. */
@@ -45,6 +46,12 @@ struct bj_brain_cfg {
     int n_watches;
     bool watches_all;       /* everyone's thoughts ("*") */
     bool sees_lifecycle;    /* deaths and resurrections of those it watches too */
+    /* lab frame (docs/LAB.md): what the mind is told and what is true; -1: not set (as a hive
+     * without a lab: it is told its deaths, nothing of watchers or others) */
+    int8_t remembers_deaths, knows_watched, others_exist;
+    char frame[384];        /* the sentences its system prompt gets for its frame ("": none) */
+    char lab_template[BJ_NAME_MAX]; /* in an experiment: the brain it is a copy of ("": none) */
+    int lab_cond, lab_rep;  /* its arm (index in lab.conds) and replicate (from 1) */
 };
 
 struct bj_hive_spec {
@@ -92,10 +99,17 @@ struct bj_hive_spec {
     char stall_brain[BJ_NAME_MAX];
     long stall_step;
     int stall_ms;
+
+    /* the experiment (lab.h); lab.on false: a plain hive */
+    struct bj_lab_spec lab;
 };
 
 /* The brain's model path, falling back to the hive's (may be empty: the embedded default). */
 const char *bj_spec_brain_model(const struct bj_hive_spec *s, const struct bj_brain_cfg *b);
+
+/* The name a brain is called by in prompts: in an experiment, the brain it is a copy of (its arm
+ * and replicate are not its business), else its id. */
+const char *bj_spec_brain_name(const struct bj_brain_cfg *b);
 
 /* Index of brain `id`, or -1. */
 int bj_spec_find_brain(const struct bj_hive_spec *s, const char *id);

@@ -283,6 +283,8 @@ int store_insert_run(struct bj_store *st, const struct bj_store_run_info *in, in
         if (store_step_done(b) != SQLITE_OK || store_step_done(rb) != SQLITE_OK)
             goto out;
     }
+    if (store_lab_insert_run(st, in->lab) != SQLITE_OK)
+        goto out;
     if (store_exec(st->db, "COMMIT", e, sizeof e) == 0)
         rc = 0;
 out:

@@ -42,8 +42,9 @@
 #include <stdint.h>
 
 #include "bus.h"
+#include "lab.h"
 
-#define BJ_STORE_SCHEMA_VERSION 3
+#define BJ_STORE_SCHEMA_VERSION 4
 #define BJ_STORE_DB_NAME "brainjar.db"
 #define BJ_STORE_LOCK_NAME "brainjar.lock"
 
@@ -94,7 +95,47 @@ struct bj_store_run_info {
     int pause_ms;
     int n_brains;
     const struct bj_store_brain_info *brains;
+    const struct bj_lab_spec *lab; /* the experiment (lab.h), or NULL; must outlive the store */
 };
+/* The lab's rows (interventions and self_reports, in time order) of a run (0: all) and brain
+ * (NULL: all), to fn until it returns non-zero. Strings live for the call. Returns the count or -1
+ * with err; 0 for a database from before the lab. Any thread (the read connection). */
+struct bj_stored_lab {
+    const char *kind;      /* "intervention" (also asks and clone divergences) or "self_report" */
+    int64_t run;
+    const char *brain, *condition; /* condition NULL outside an experiment */
+    int replicate;
+    const char *name;      /* the intervention's or the question's id */
+    const char *action;    /* erase, inject, ..., ask, divergence; "answer" for self-reports */
+    int life, thought;
+    const char *text;      /* what it changed (JSON), or the answer */
+    int score;             /* self-reports: 0-100, -1: none */
+    int64_t time_us;
+};
+int bj_store_each_lab(struct bj_store *st, const char *brain, int64_t run,
+                      int (*fn)(void *ud, const struct bj_stored_lab *row), void *ud, char *err, size_t errlen);
+
+/* An experiment run as the report needs it: its experiment, its arms (in order) and each brain
+ * copy with its arm (index in conditions, -1: none), replicate and counts this run. */
+struct bj_store_lab_brain {
+    char id[64], name[64];
+    int condition, replicate;
+    int deaths, thoughts;
+};
+struct bj_store_lab_run {
+    int64_t run, started_us, ended_us, seed;
+    char *name, *question;
+    int replicates;
+    char **conditions;
+    int n_conditions;
+    struct bj_store_lab_brain *brains;
+    int n_brains;
+};
+/* 0, or -1 with err (no such experiment run, a database from before the lab). Free with
+ * bj_store_lab_run_free (also after a failure). Any thread. */
+int bj_store_read_lab_run(struct bj_store *st, int64_t run, struct bj_store_lab_run *out, char *err, size_t errlen);
+void bj_store_lab_run_free(struct bj_store_lab_run *r);
+
 /* Records a new run (and its brains). Returns the run id (> 0) or -1 with err. Main thread,
  * before bj_store_start. */
 int64_t bj_store_begin_run(struct bj_store *st, const struct bj_store_run_info *info, char *err, size_t errlen);

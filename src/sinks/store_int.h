@@ -31,7 +31,7 @@
 
 enum { ST_THOUGHT, ST_DEATH, ST_DEATH_BRAIN, ST_RES, ST_OBS, ST_OP, ST_NOTICE, ST_LINK, ST_NOT_STARTED,
        ST_LAST_US, ST_R_BRAIN, ST_R_THOUGHT, ST_R_DEATH, ST_R_RES, ST_QUARANTINE, ST_SAVEPOINT, ST_RELEASE,
-       ST_ROLLBACK_TO, ST_COUNT };
+       ST_ROLLBACK_TO, ST_IV, ST_REPORT, ST_COUNT };
 extern const char *const bj_store_stmts[ST_COUNT];
 
 /* What the writer knows of each brain between events: the life it is in and the thought whose
@@ -110,6 +110,10 @@ void store_finalize_all(struct bj_store *st);
 /* PRAGMA quick_check (full: integrity_check) on db: 0 ok, 1 damaged (msg says how), -1 the check
  * itself could not run (msg says why). */
 int store_check_db(sqlite3 *db, bool full, char *msg, size_t msglen);
+/* store_lab.c: a run's experiment and arms (inside the run's transaction), and a BJ_EV_LAB
+ * event as an interventions or self_reports row. SQLite result codes. */
+int store_lab_insert_run(struct bj_store *st, const struct bj_lab_spec *lab);
+int store_lab_event(struct bj_store *st, const struct bj_event *ev);
 
 /* store.c */
 void store_report(struct bj_store *st, const char *text);

@@ -70,6 +70,24 @@ static const char *const k_migrations[] = {
     "  id INTEGER PRIMARY KEY, run INTEGER, type TEXT, node TEXT, brain TEXT, reason TEXT NOT NULL,"
     "  event TEXT, time_us INTEGER, seq INTEGER);"
     "ALTER TABLE runs ADD COLUMN refused TEXT;",
+    /* 3 -> 4: the lab (docs/LAB.md): the experiment of a run, its arms, every act on a brain's
+     * memory (and each question asked, each clone divergence measured), the self-reports */
+    "CREATE TABLE experiments("
+    "  run INTEGER PRIMARY KEY REFERENCES runs(id), name TEXT, question TEXT, replicates INTEGER, seed INTEGER,"
+    "  duration_s REAL, n_interventions INTEGER, n_questions INTEGER);"
+    "CREATE TABLE conditions("
+    "  run INTEGER NOT NULL REFERENCES runs(id), name TEXT NOT NULL, idx INTEGER NOT NULL, remembers_deaths INTEGER,"
+    "  knows_watched INTEGER, others_exist INTEGER, interventions TEXT, PRIMARY KEY(run, name));"
+    "CREATE TABLE interventions("
+    "  id INTEGER PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id), brain TEXT NOT NULL, condition TEXT,"
+    "  replicate INTEGER, name TEXT, kind TEXT NOT NULL, trigger TEXT, ok INTEGER, life INTEGER, thought INTEGER,"
+    "  jar_used INTEGER, change TEXT, time_us INTEGER NOT NULL, seq INTEGER);"
+    "CREATE INDEX interventions_run ON interventions(run, condition);"
+    "CREATE TABLE self_reports("
+    "  id INTEGER PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id), brain TEXT NOT NULL, condition TEXT,"
+    "  replicate INTEGER, question TEXT NOT NULL, life INTEGER, thought INTEGER, text TEXT, score INTEGER,"
+    "  time_us INTEGER NOT NULL, seq INTEGER);"
+    "CREATE INDEX self_reports_run ON self_reports(run, condition, question);",
 };
 _Static_assert(sizeof k_migrations / sizeof k_migrations[0] == BJ_STORE_SCHEMA_VERSION, "one migration per version");
 
@@ -95,6 +113,10 @@ const char *const bj_store_stmts[ST_COUNT] = {
     [ST_R_RES] = "INSERT INTO remote_resurrections(run,node,brain,crash_count,text,time_us,seq)"
                  " VALUES(?,?,?,?,?,?,?)",
     [ST_QUARANTINE] = "INSERT INTO quarantine(run,type,node,brain,reason,event,time_us,seq) VALUES(?,?,?,?,?,?,?,?)",
+    [ST_IV] = "INSERT INTO interventions(run,brain,condition,replicate,name,kind,trigger,ok,life,thought,jar_used,"
+              "change,time_us,seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_REPORT] = "INSERT INTO self_reports(run,brain,condition,replicate,question,life,thought,text,score,time_us,seq)"
+                  " VALUES(?,?,?,?,?,?,?,?,?,?,?)",
     [ST_SAVEPOINT] = "SAVEPOINT ev",
     [ST_RELEASE] = "RELEASE ev",
     [ST_ROLLBACK_TO] = "ROLLBACK TO ev",

@@ -252,6 +252,9 @@ static int write_event(struct bj_store *st, const struct queued *q, int *rows)
             rc = store_step_done(s);
         }
         break;
+    case BJ_EV_LAB:
+        rc = store_lab_event(st, ev);
+        break;
     default:
         return SQLITE_OK;
     }

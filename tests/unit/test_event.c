@@ -113,6 +113,7 @@ static void test_every_type(void **state)
         {BJ_EV_OPERATOR, "operator", "action,brain,crash_count,seq,text,ts,type"},
         {BJ_EV_WATCHDOG, "watchdog", "action,brain,crash_count,seq,text,ts,type"},
         {BJ_EV_LINK, "link", "brain,crash_count,peer,seq,state,text,ts,type"},
+        {BJ_EV_LAB, "lab", "action,brain,crash_count,id,jar_used,seq,text,thought,ts,type"},
     };
     assert_int_equal(BJ_ARRAY_LEN(cases), BJ_EV_COUNT); /* a new type needs a case here */
     for (size_t i = 0; i < BJ_ARRAY_LEN(cases); i++) {
