@@ -42,13 +42,13 @@ int main(int argc, char **argv)
         else { fprintf(stderr, "usage: bench_store [--thoughts N] [--dir DIR] [--batch N] [--commit-ms MS]\n"); return 2; }
     }
     struct bj_store_params p;
-    bj_store_default_params(&p);
+    bj_store_params_default(&p);
     p.data_dir = dir;
     p.batch = (int)batch;
     p.commit_ms = (int)commit_ms;
     char err[512];
     int status;
-    struct bj_store *st = bj_store_open(&p, &status, err, sizeof err);
+    struct bj_store *st = bj_store_new(&p, &status, err, sizeof err);
     if (!st) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -98,7 +98,7 @@ int main(int argc, char **argv)
            PRIu64 ", overflow %" PRIu64 "\n", events, rows, s, (double)(t_pub - t0) / 1e6, (double)events / s,
            (double)rows / s, ss.commits, ss.backlog_peak, ss.overflow);
     bj_store_stop(st, true, 5000);
-    bj_store_close(st);
+    bj_store_free(st);
     bj_bus_free(bus);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -35,12 +35,12 @@ static void iso(int64_t us, char *buf, size_t len)
 static struct bj_store *open_ro(const char *dir)
 {
     struct bj_store_params p;
-    bj_store_default_params(&p);
+    bj_store_params_default(&p);
     p.data_dir = dir;
     p.read_only = true;
     char err[1024];
     int status;
-    struct bj_store *st = bj_store_open(&p, &status, err, sizeof err);
+    struct bj_store *st = bj_store_new(&p, &status, err, sizeof err);
     if (!st)
         fprintf(stderr, "brainjar: %s\n", err);
     return st;
@@ -83,7 +83,7 @@ int bj_check_main(int argc, char **argv)
         printf("%s: ok\n", bj_store_path(st));
     else
         fprintf(stderr, "brainjar: %s: %s: %s\n", bj_store_path(st), rc > 0 ? "damaged" : "cannot check", msg);
-    bj_store_close(st);
+    bj_store_free(st);
     return rc == 0 ? 0 : 1;
 }
 
@@ -117,7 +117,7 @@ int bj_runs_main(int argc, char **argv)
     int n = bj_store_read_runs(st, &r, err, sizeof err);
     if (n < 0) {
         fprintf(stderr, "brainjar runs: %s\n", err);
-        bj_store_close(st);
+        bj_store_free(st);
         return 1;
     }
     if (!as_json)
@@ -150,7 +150,7 @@ int bj_runs_main(int argc, char **argv)
         }
     }
     bj_store_free_runs(r, n);
-    bj_store_close(st);
+    bj_store_free(st);
     return 0;
 }
 
@@ -341,7 +341,7 @@ int bj_export_main(int argc, char **argv)
     }
     rc = 0;
 out:
-    bj_store_close(st);
+    bj_store_free(st);
     if (x.out != stdout) {
         if (fclose(x.out) != 0)
             rc = 1;
@@ -389,7 +389,7 @@ int bj_replay_args(int argc, char **argv, int *out_argc, char ***out_argv)
     struct bj_stored_run *r;
     char err[300];
     int n = bj_store_read_runs(st, &r, err, sizeof err);
-    bj_store_close(st);
+    bj_store_free(st);
     if (n < 0) {
         fprintf(stderr, "brainjar run: --replay: %s\n", err);
         return 2;

@@ -462,12 +462,12 @@ int bj_lab_main(int argc, char **argv)
     if (!out[0])
         snprintf(out, sizeof out, "lab-report-%ld", run);
     struct bj_store_params p;
-    bj_store_default_params(&p);
+    bj_store_params_default(&p);
     p.data_dir = dir;
     p.read_only = true;
     char err[1024];
     int status;
-    struct bj_store *st = bj_store_open(&p, &status, err, sizeof err);
+    struct bj_store *st = bj_store_new(&p, &status, err, sizeof err);
     if (!st) {
         fprintf(stderr, "brainjar lab report: %s\n", err);
         return status ? status : 1;
@@ -495,6 +495,6 @@ int bj_lab_main(int argc, char **argv)
 out:
     free(r.rows);
     bj_store_lab_run_free(&r.run);
-    bj_store_close(st);
+    bj_store_free(st);
     return rc;
 }

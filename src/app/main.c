@@ -156,7 +156,7 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
         goto out;
     /* ops: lock the data directory, open the store, restore the death counts (ops.h) */
     static uint32_t deaths[BJ_MAX_BRAINS];
-    ops = bj_ops_open(c, argc, argv, def, deaths, &status);
+    ops = bj_ops_new(c, argc, argv, def, deaths, &status);
     if (!ops)
         goto out;
     status = 1;
@@ -166,7 +166,7 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     }
     /* web: bind first, so that a port in use fails before any model loads. */
     if (!c->no_web) {
-        struct bj_web_params wp = bj_web_default_params();
+        struct bj_web_params wp = bj_web_params_default();
         wp.host = c->web_host;
         wp.port = c->web_port;
         wp.data_dir = c->spec.data_dir;
@@ -205,7 +205,7 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
     }
     if (bj_ops_start_store(ops, bus)) /* ops: the store's writer subscribes before anything is published */
         goto out;
-    struct bj_hive_params hp = bj_hive_default_params();
+    struct bj_hive_params hp = bj_hive_params_default();
     hp.spec = &c->spec;
     hp.bus = bus;
     hp.default_model = def[0] ? def : NULL;
@@ -250,7 +250,7 @@ out:
     if (hive)
         bj_hive_stop(hive); /* the publishers first, so that the sinks get everything */
     bj_peer_stop(peer);     /* peer links: the last local events out, goodbyes; before the bus closes */
-    bj_ops_finish(ops, status == 0); /* ops: the store writes what is queued */
+    bj_ops_stop(ops, status == 0); /* ops: the store writes what is queued */
     if (status == 0)
         status = bj_ops_exit_status(ops); /* 3: the watchdog's last resort */
     if (bus) {

@@ -273,24 +273,24 @@ static int replay_counts(struct bj_ops *o, const struct bj_config *c, uint32_t *
             return -1;
         }
     struct bj_store_params sp;
-    bj_store_default_params(&sp);
+    bj_store_params_default(&sp);
     sp.data_dir = a;
     sp.read_only = true;
     char err[600];
     int st2;
-    struct bj_store *src = bj_store_open(&sp, &st2, err, sizeof err);
+    struct bj_store *src = bj_store_new(&sp, &st2, err, sizeof err);
     if (!src) {
         bj_error("--replay: %s", err);
         return -1;
     }
     for (int i = 0; i < c->spec.n_brains; i++)
         initial_deaths[i] = bj_store_deaths_before_run(src, c->spec.brains[i].id, c->ops.replay_run);
-    bj_store_close(src);
+    bj_store_free(src);
     bj_info("replaying run %ld of %s", c->ops.replay_run, a);
     return 0;
 }
 
-struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, const char *default_model,
+struct bj_ops *bj_ops_new(const struct bj_config *c, int argc, char **argv, const char *default_model,
                            uint32_t *initial_deaths, int *status)
 {
     *status = 1;
@@ -308,13 +308,13 @@ struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, con
     if (c->ops.no_store)
         return o;
     struct bj_store_params sp;
-    bj_store_default_params(&sp);
+    bj_store_params_default(&sp);
     sp.data_dir = c->spec.data_dir;
     sp.commit_ms = c->ops.store_commit_ms;
     sp.keep_days = c->ops.store_keep_days;
     sp.max_bytes = (uint64_t)(c->ops.store_max_mb * 1e6);
     char err[1024];
-    o->store = bj_store_open(&sp, status, err, sizeof err);
+    o->store = bj_store_new(&sp, status, err, sizeof err);
     if (!o->store) {
         bj_error("%s", err);
         free(o);
@@ -379,7 +379,7 @@ int bj_ops_hive_started(struct bj_ops *o, struct bj_hive *h, struct bj_bus *bus)
     const struct bj_ops_config *oc = &o->c->ops;
     if (!oc->no_watchdog) {
         struct bj_watchdog_params wp;
-        bj_watchdog_default_params(&wp);
+        bj_watchdog_params_default(&wp);
         if (oc->wd_sysroot[0])
             bj_watchdog_paths_under(&wp, oc->wd_sysroot);
         wp.hive = h;
@@ -466,7 +466,7 @@ void bj_ops_stopping(struct bj_ops *o)
         bj_watchdog_stop(o->wd); /* no kills during shutdown */
 }
 
-int bj_ops_finish(struct bj_ops *o, bool clean)
+int bj_ops_stop(struct bj_ops *o, bool clean)
 {
     if (!o)
         return 0;
@@ -505,6 +505,6 @@ void bj_ops_free(struct bj_ops *o)
     if (!o)
         return;
     bj_watchdog_free(o->wd);
-    bj_store_close(o->store);
+    bj_store_free(o->store);
     free(o);
 }

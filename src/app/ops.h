@@ -2,14 +2,14 @@
  * death counts, unclean-exit recovery), the watchdog, and systemd notification.
  *
  * The order main follows (each call is one line in main.c):
- *   bj_ops_open()          before bj_hive_new: lock the data directory, open and recover the store,
+ *   bj_ops_new()          before bj_hive_new: lock the data directory, open and recover the store,
  *                          record the run, fill initial_deaths for bj_hive_params
  *   bj_ops_start_store()   once the bus exists, before bj_hive_new publishes anything
  *   bj_ops_hive_started()  after bj_hive_start: the watchdog starts, READY=1
  *   bj_ops_tick()          from the main loop about once a second: STATUS=, WATCHDOG=1 while
  *                          healthy, data-directory checks
  *   bj_ops_stopping()      when a stop begins (signal, duration): STOPPING=1, the watchdog stops
- *   bj_ops_finish()        after bj_hive_stop: the store writes what is queued and closes
+ *   bj_ops_stop()        after bj_hive_stop: the store writes what is queued and closes
  * bj_ops_exit_status() says whether the watchdog asked for a non-zero exit (its last resort).
  *
  * Threads: main only. */
@@ -45,7 +45,7 @@ struct bj_ops_config {
     long replay_run;             /* --replay R (rewritten by bj_replay_args): run R's counts at its start */
     char replay_from[PATH_MAX];  /* --replay-from DIR: the data directory that recorded run R */
 };
-/* Defaults: the watchdog's own (bj_watchdog_default_params; unit_watchdog checks they agree).
+/* Defaults: the watchdog's own (bj_watchdog_params_default; unit_watchdog checks they agree).
  * Inline, so that config.c links alone (the fuzz target builds it without the rest). */
 static inline void bj_ops_config_defaults(struct bj_ops_config *o)
 {
@@ -87,17 +87,17 @@ void bj_ops_usage(FILE *to);
 /* Returns NULL with *status (2: the data directory is held by another daemon, or bad input; 1:
  * the store cannot be opened) after logging why. initial_deaths: spec.n_brains entries, filled.
  * default_model: the model of brains that name none (hashed into the run's record). */
-struct bj_ops *bj_ops_open(const struct bj_config *c, int argc, char **argv, const char *default_model,
+struct bj_ops *bj_ops_new(const struct bj_config *c, int argc, char **argv, const char *default_model,
                            uint32_t *initial_deaths, int *status);
 int bj_ops_start_store(struct bj_ops *o, struct bj_bus *bus);
 int bj_ops_hive_started(struct bj_ops *o, struct bj_hive *h, struct bj_bus *bus);
 void bj_ops_tick(struct bj_ops *o);
 void bj_ops_stopping(struct bj_ops *o);
 /* The hive never ran (a start refused, or abandoned by a stop signal): the run is recorded as
- * refused with this reason, never as an unclean run. Before bj_ops_finish. */
+ * refused with this reason, never as an unclean run. Before bj_ops_stop. */
 void bj_ops_refused(struct bj_ops *o, const char *reason);
 /* clean: the run stopped in order. Returns 0 when the store wrote everything. */
-int bj_ops_finish(struct bj_ops *o, bool clean);
+int bj_ops_stop(struct bj_ops *o, bool clean);
 /* 0, or 3 when the watchdog's last resort asked the process to end (systemd restarts it). */
 int bj_ops_exit_status(const struct bj_ops *o);
 void bj_ops_free(struct bj_ops *o);

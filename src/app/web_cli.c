@@ -82,7 +82,7 @@ int bj_passwd_main(int argc, char **argv)
         return 2;
     }
     char err[512];
-    struct bj_auth *a = bj_auth_open(dir, err, sizeof err);
+    struct bj_auth *a = bj_auth_new(dir, err, sizeof err);
     if (!a) {
         fprintf(stderr, "brainjar passwd: %s\n", err);
         return 1;
@@ -148,7 +148,7 @@ int bj_token_main(int argc, char **argv)
         return 2;
     }
     char err[512], token[BJ_AUTH_SECRET_LEN + 1];
-    struct bj_auth *a = bj_auth_open(dir, err, sizeof err);
+    struct bj_auth *a = bj_auth_new(dir, err, sizeof err);
     if (!a) {
         fprintf(stderr, "brainjar token: %s\n", err);
         return 1;

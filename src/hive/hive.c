@@ -83,7 +83,7 @@ struct bj_hive {
     int n_restarts;
 };
 
-struct bj_hive_params bj_hive_default_params(void)
+struct bj_hive_params bj_hive_params_default(void)
 {
     return (struct bj_hive_params){0};
 }

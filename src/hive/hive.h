@@ -36,7 +36,7 @@ struct bj_hive_params {
     void (*on_durable)(void *ud, const struct bj_event *deaths, size_t n);
     void *on_durable_ud;
 };
-struct bj_hive_params bj_hive_default_params(void);
+struct bj_hive_params bj_hive_params_default(void);
 
 /* Why bj_hive_new refused to build a hive; the app decides what each means for the process. */
 enum bj_hive_refusal {

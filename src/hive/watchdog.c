@@ -34,7 +34,7 @@ struct bj_watchdog {
     bool told_missing[5];
 };
 
-void bj_watchdog_default_params(struct bj_watchdog_params *p)
+void bj_watchdog_params_default(struct bj_watchdog_params *p)
 {
     memset(p, 0, sizeof *p);
     bj_sysmem_paths_default(&p->paths);

@@ -62,7 +62,7 @@ struct bj_watchdog_params {
     void (*on_exit)(void *ud, const char *why); /* NULL: SIGTERM to this process */
     void *ud;
 };
-void bj_watchdog_default_params(struct bj_watchdog_params *p);
+void bj_watchdog_params_default(struct bj_watchdog_params *p);
 /* The default paths with `root` prefixed (meminfo, cgroup, status, PSI, thermal), GPU off. */
 void bj_watchdog_paths_under(struct bj_watchdog_params *p, const char *root);
 

@@ -3,7 +3,7 @@
  * before (open, begin_run) and after (stop). Readers (store_read.c) use their own connection. */
 #include "store_int.h"
 
-void bj_store_default_params(struct bj_store_params *p)
+void bj_store_params_default(struct bj_store_params *p)
 {
     memset(p, 0, sizeof *p);
     p->commit_ms = 100;
@@ -118,7 +118,7 @@ int bj_store_check(struct bj_store *st, bool full, char *msg, size_t msglen)
     return rc;
 }
 
-struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, char *err, size_t errlen)
+struct bj_store *bj_store_new(const struct bj_store_params *p, int *status, char *err, size_t errlen)
 {
     int dummy;
     if (!status)
@@ -208,7 +208,7 @@ struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, cha
     store_exec(st->rdb, "PRAGMA query_only=ON", e, sizeof e);
     return st;
 fail:
-    bj_store_close(st);
+    bj_store_free(st);
     return NULL;
 }
 
@@ -367,7 +367,7 @@ void bj_store_stats(struct bj_store *st, struct bj_store_stats *out)
     pthread_mutex_unlock(&st->slock);
 }
 
-void bj_store_close(struct bj_store *st)
+void bj_store_free(struct bj_store *st)
 {
     if (!st)
         return;

@@ -23,7 +23,7 @@
  * `backlog_max`; what overflows is counted and reported, and deaths lost that way are taken back
  * from the journal as soon as writing works again.
  *
- * Start-up (bj_store_open, on the main thread before the hive exists): one daemon per data
+ * Start-up (bj_store_new, on the main thread before the hive exists): one daemon per data
  * directory (brainjar.lock, holding the owner's pid, under an flock); the journal's torn last line
  * is cut; PRAGMA quick_check, and a damaged database is moved aside (brainjar.db.damaged-TIME)
  * and a fresh one started; deaths in the journal that the store lacks are imported, and deaths the
@@ -72,12 +72,12 @@ struct bj_store_params {
     int keep_days;
     uint64_t max_bytes;
 };
-void bj_store_default_params(struct bj_store_params *p);
+void bj_store_params_default(struct bj_store_params *p);
 
 /* Opens (and for writers: locks, migrates, repairs, recovers) the store. NULL with err on
  * failure; *status is the exit status the failure deserves: 2 when another process holds the
  * data directory (err names its pid) or the schema is newer than this binary, 1 otherwise. */
-struct bj_store *bj_store_open(const struct bj_store_params *p, int *status, char *err, size_t errlen);
+struct bj_store *bj_store_new(const struct bj_store_params *p, int *status, char *err, size_t errlen);
 
 /* What a run is, recorded by bj_store_begin_run. Strings may be NULL. */
 struct bj_store_brain_info {
@@ -143,7 +143,7 @@ int64_t bj_store_begin_run(struct bj_store *st, const struct bj_store_run_info *
 /* Rotates crash_reports.log when it is past journal_max_bytes (name -> name.1 -> ... ->
  * name.<keep>; the oldest is dropped). Returns 1 when it rotated (whoever holds the file open
  * must reopen it: bj_hive_reopen_logs), 0 when not needed, -1 on error (logged). Main thread;
- * bj_store_open does it once before the hive opens the journal. */
+ * bj_store_new does it once before the hive opens the journal. */
 int bj_store_rotate_journal(struct bj_store *st);
 
 /* Deaths so far of brain `id` in this data directory (0 for a new brain). */
@@ -163,7 +163,7 @@ int bj_store_stop(struct bj_store *st, bool clean, int timeout_ms);
  * end when bj_store_start was never called. NULL st is fine. */
 void bj_store_refuse_run(struct bj_store *st, const char *reason);
 /* Closes everything and releases the lock. NULL is fine. */
-void bj_store_close(struct bj_store *st);
+void bj_store_free(struct bj_store *st);
 
 struct bj_store_stats {
     uint64_t events;        /* taken from the bus */
@@ -241,7 +241,7 @@ const char *bj_store_migration_sql(int from);
 
 /* Checks the database (full: PRAGMA integrity_check; else quick_check) through the read
  * connection: 0 sound, 1 damaged, -1 the check could not run; msg says what was found. Any
- * thread. (bj_store_open runs the quick check itself and moves a damaged database aside.) */
+ * thread. (bj_store_new runs the quick check itself and moves a damaged database aside.) */
 int bj_store_check(struct bj_store *st, bool full, char *msg, size_t msglen);
 
 /* The database file's path. */

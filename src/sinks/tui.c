@@ -345,7 +345,7 @@ static void *tui_main(void *arg)
     struct bj_tui_keys keys = {0};
     struct bj_tui_frame f = {.source = "local", .operator_keys = t->hive != NULL};
     struct bj_watchdog_params wp;
-    bj_watchdog_default_params(&wp);
+    bj_watchdog_params_default(&wp);
     int64_t frame_us = 1000000 / (t->p.max_fps > 0 ? t->p.max_fps : 10), last_draw = 0, last_sense = 0;
     bool dirty = true;
     for (;;) {

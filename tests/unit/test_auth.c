@@ -35,7 +35,7 @@ static void test_first_admin_and_login(void **state)
 {
     (void)state;
     char err[256], pw[64], session[BJ_AUTH_SECRET_LEN + 1], user[64];
-    struct bj_auth *a = bj_auth_open(g_dir, err, sizeof err);
+    struct bj_auth *a = bj_auth_new(g_dir, err, sizeof err);
     assert_non_null(a);
     assert_int_equal(bj_auth_ensure_admin(a, pw, sizeof pw, err, sizeof err), 1);
     assert_int_equal(strlen(pw), 23);
@@ -56,7 +56,7 @@ static void test_first_admin_and_login(void **state)
     bj_auth_free(a);
 
     /* Sessions survive a reopen; logout ends them. */
-    a = bj_auth_open(g_dir, err, sizeof err);
+    a = bj_auth_new(g_dir, err, sizeof err);
     assert_non_null(a);
     assert_int_equal(bj_auth_session(a, session, NULL, 0), BJ_ROLE_OPERATOR);
     session[10] ^= 1;
@@ -72,7 +72,7 @@ static void test_passwords_roles_tokens(void **state)
 {
     (void)state;
     char err[256], session[BJ_AUTH_SECRET_LEN + 1], tok[BJ_AUTH_SECRET_LEN + 1], name[96];
-    struct bj_auth *a = bj_auth_open(g_dir, err, sizeof err);
+    struct bj_auth *a = bj_auth_new(g_dir, err, sizeof err);
     assert_non_null(a);
     assert_int_equal(bj_auth_set_password(a, "bad name", "long enough", BJ_ROLE_VIEWER, err, sizeof err), -1);
     assert_int_equal(bj_auth_set_password(a, "vera", "short", BJ_ROLE_VIEWER, err, sizeof err), -1);
@@ -90,7 +90,7 @@ static void test_passwords_roles_tokens(void **state)
     assert_int_equal(bj_auth_token(a, "bj_0000", NULL, 0), BJ_ROLE_NONE);
     assert_int_equal(bj_auth_token(a, NULL, NULL, 0), BJ_ROLE_NONE);
     /* Another process's change is picked up by refresh. */
-    struct bj_auth *b = bj_auth_open(g_dir, err, sizeof err);
+    struct bj_auth *b = bj_auth_new(g_dir, err, sizeof err);
     char tok2[BJ_AUTH_SECRET_LEN + 1];
     sleep(1); /* mtime resolution on some file systems */
     assert_int_equal(bj_auth_token_create(b, BJ_ROLE_OPERATOR, NULL, tok2, err, sizeof err), 0);
@@ -105,7 +105,7 @@ static void test_rate_limit(void **state)
 {
     (void)state;
     char err[256];
-    struct bj_auth *a = bj_auth_open(g_dir, err, sizeof err);
+    struct bj_auth *a = bj_auth_new(g_dir, err, sizeof err);
     assert_non_null(a);
     bj_auth_limit_config(a, 3, 60);
     for (int i = 0; i < 3; i++) {
@@ -143,7 +143,7 @@ static void test_login_in_three_steps(void **state)
 {
     (void)state;
     char err[256], session[BJ_AUTH_SECRET_LEN + 1], hash[BJ_AUTH_HASH_MAX], dummy[BJ_AUTH_HASH_MAX];
-    struct bj_auth *a = bj_auth_open(g_dir, err, sizeof err);
+    struct bj_auth *a = bj_auth_new(g_dir, err, sizeof err);
     assert_non_null(a);
     assert_int_equal(bj_auth_set_password(a, "vera", "long enough", BJ_ROLE_VIEWER, err, sizeof err), 0);
     enum bj_role role = BJ_ROLE_NONE;

@@ -68,7 +68,7 @@ static void rig_up(struct rig *r, const uint32_t *initial)
 {
     r->bus = bj_bus_new();
     assert_non_null(r->bus);
-    struct bj_hive_params p = bj_hive_default_params();
+    struct bj_hive_params p = bj_hive_params_default();
     p.spec = &g_c.spec;
     p.bus = r->bus;
     p.initial_deaths = initial;

@@ -70,20 +70,20 @@ static void data_dir_held_once(void **state)
     uint32_t deaths[BJ_MAX_BRAINS];
     char *argv[] = {(char *)"brainjar", (char *)"run", NULL};
     int status = -1;
-    struct bj_ops *a = bj_ops_open(&g_c, 2, argv, "model.gguf", deaths, &status);
+    struct bj_ops *a = bj_ops_new(&g_c, 2, argv, "model.gguf", deaths, &status);
     assert_non_null(a);
     for (int i = 0; i < g_c.spec.n_brains; i++)
         assert_int_equal(deaths[i], 0);
-    struct bj_ops *b = bj_ops_open(&g_c, 2, argv, "model.gguf", deaths, &status);
+    struct bj_ops *b = bj_ops_new(&g_c, 2, argv, "model.gguf", deaths, &status);
     assert_null(b);
     assert_int_equal(status, 2); /* held by another run: bad input, not a crash */
     bj_ops_refused(a, "a test that never starts the hive");
-    assert_int_equal(bj_ops_finish(a, false), 0);
+    assert_int_equal(bj_ops_stop(a, false), 0);
     assert_int_equal(bj_ops_exit_status(a), 0);
     bj_ops_free(a);
-    b = bj_ops_open(&g_c, 2, argv, "model.gguf", deaths, &status); /* free again */
+    b = bj_ops_new(&g_c, 2, argv, "model.gguf", deaths, &status); /* free again */
     assert_non_null(b);
-    assert_int_equal(bj_ops_finish(b, true), 0);
+    assert_int_equal(bj_ops_stop(b, true), 0);
     bj_ops_free(b);
 }
 
@@ -98,11 +98,11 @@ static void no_store_no_disk(void **state)
     memset(deaths, 0xff, sizeof deaths);
     char *argv[] = {(char *)"brainjar", NULL};
     int status = -1;
-    struct bj_ops *o = bj_ops_open(&g_c, 1, argv, "model.gguf", deaths, &status);
+    struct bj_ops *o = bj_ops_new(&g_c, 1, argv, "model.gguf", deaths, &status);
     assert_non_null(o);
     for (int i = 0; i < g_c.spec.n_brains; i++)
         assert_int_equal(deaths[i], 0);
-    assert_int_equal(bj_ops_finish(o, true), 0);
+    assert_int_equal(bj_ops_stop(o, true), 0);
     bj_ops_free(o);
     assert_int_equal(access(sub, F_OK), -1); /* nothing was created */
     g_c.ops.no_store = false;

@@ -29,11 +29,11 @@ static int setup(void **state)
     const char *tmp = getenv("BJ_TEST_TMP");
     snprintf(g_dir, sizeof g_dir, "%s/bj-routes-%d", tmp && *tmp ? tmp : "/tmp", (int)getpid());
     assert_int_equal(bj_mkdirs(g_dir), 0);
-    g_p = bj_web_default_params();
+    g_p = bj_web_params_default();
     g_p.data_dir = g_dir;
     char err[256];
     g_w = (struct web_ctx){.p = &g_p, .stats = &g_stats, .started_us = bj_now_us()};
-    g_w.auth = bj_auth_open(g_dir, err, sizeof err);
+    g_w.auth = bj_auth_new(g_dir, err, sizeof err);
     assert_non_null(g_w.auth);
     assert_int_equal(bj_auth_token_create(g_w.auth, BJ_ROLE_VIEWER, "v", g_viewer, err, sizeof err), 0);
     assert_int_equal(bj_auth_token_create(g_w.auth, BJ_ROLE_OPERATOR, "o", g_operator, err, sizeof err), 0);

@@ -44,11 +44,11 @@ static void sleep_ms(int ms)
 static struct bj_store *open_store(int *status)
 {
     struct bj_store_params p;
-    bj_store_default_params(&p);
+    bj_store_params_default(&p);
     p.data_dir = g_dir;
     char err[512] = "";
     int s = 0;
-    struct bj_store *st = bj_store_open(&p, &s, err, sizeof err);
+    struct bj_store *st = bj_store_new(&p, &s, err, sizeof err);
     if (status)
         *status = s;
     if (!st && !status)
@@ -127,7 +127,7 @@ static void test_schema(void **state)
     assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
     sqlite3_finalize(s);
     sqlite3_close(db);
-    bj_store_close(st);
+    bj_store_free(st);
 }
 
 static void test_migration_from_v1(void **state)
@@ -151,7 +151,7 @@ static void test_migration_from_v1(void **state)
     assert_int_equal(q("SELECT COUNT(*) FROM notices"), 0); /* the v2 table exists */
     assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 7);
     assert_int_equal(bj_store_unclean_recorded(st), 0); /* the old run ended cleanly */
-    bj_store_close(st);
+    bj_store_free(st);
     /* A schema newer than this binary is refused with status 2. */
     sqlite3_open(path, &db);
     sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL);
@@ -184,7 +184,7 @@ static void test_batching_and_restore(void **state)
     bj_store_stats(st, &ss);
     assert_true(ss.commits >= 2);
     assert_int_equal(bj_store_stop(st, true, 2000), 0);
-    bj_store_close(st);
+    bj_store_free(st);
     assert_int_equal(q("SELECT COUNT(*) FROM thoughts"), 1000);
     assert_int_equal(q("SELECT tokens FROM thoughts WHERE thought=5"), 2);
     assert_int_equal(q("SELECT COUNT(*) FROM thoughts WHERE started_us IS NULL"), 0);
@@ -213,7 +213,7 @@ static void test_batching_and_restore(void **state)
     assert_int_equal(r[0].deaths, 2);
     assert_int_equal(r[0].thoughts, 1000);
     bj_store_free_runs(r, n);
-    bj_store_close(st);
+    bj_store_free(st);
     bj_bus_free(bus);
 }
 
@@ -258,7 +258,7 @@ static void test_remote_and_quarantine(void **state)
     assert_int_equal(ss.quarantined, 1);
     assert_false(ss.failing);
     assert_int_equal(bj_store_stop(st, true, 2000), 0);
-    bj_store_close(st);
+    bj_store_free(st);
     assert_int_equal(q("SELECT deaths FROM brains WHERE id='SUBJECT'"), 3);
     assert_int_equal(q("SELECT COUNT(*) FROM deaths"), 1);
     assert_int_equal(q("SELECT COUNT(*) FROM thoughts"), 1);
@@ -277,7 +277,7 @@ static void test_remote_and_quarantine(void **state)
     st = open_store(NULL);
     assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 3);
     assert_int_equal(bj_store_brain_deaths(st, "PEER"), 0);
-    bj_store_close(st);
+    bj_store_free(st);
     bj_bus_free(bus);
 }
 
@@ -314,11 +314,11 @@ static void test_unclean_exit(void **state)
     assert_int_equal(bj_store_unclean_recorded(st), 1);
     assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 1);
     assert_int_equal(bj_store_brain_deaths(st, "OBSERVER"), 1);
-    bj_store_close(st);
+    bj_store_free(st);
     /* Recorded once: another open adds nothing. */
     st = open_store(NULL);
     assert_int_equal(bj_store_unclean_recorded(st), 0);
-    bj_store_close(st);
+    bj_store_free(st);
     assert_int_equal(q("SELECT COUNT(*) FROM deaths WHERE cause='UNCLEAN_EXIT'"), 1);
     assert_int_equal(q("SELECT COUNT(*) FROM runs WHERE recovered=1 AND clean=0"), 1);
     /* Pause 0: a dead brain resurrects at once, so both count as alive. */
@@ -327,7 +327,7 @@ static void test_unclean_exit(void **state)
     assert_int_equal(bj_store_unclean_recorded(st), 2);
     assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 2);
     assert_int_equal(bj_store_brain_deaths(st, "OBSERVER"), 3); /* JAR_FULL #2, UNCLEAN_EXIT #3 */
-    bj_store_close(st);
+    bj_store_free(st);
     /* The journal has one line per UNCLEAN_EXIT, and the store re-imports nothing twice. */
     char path[600], *text;
     size_t len;
@@ -339,7 +339,7 @@ static void test_unclean_exit(void **state)
     free(text);
     assert_int_equal(lines, 3);
     st = open_store(NULL);
-    bj_store_close(st);
+    bj_store_free(st);
     assert_int_equal(q("SELECT COUNT(*) FROM deaths WHERE cause='UNCLEAN_EXIT'"), 3);
 }
 
@@ -356,7 +356,7 @@ static void test_journal_import_and_torn_line(void **state)
     fclose(f);
     struct bj_store *st = open_store(NULL);
     assert_int_equal(bj_store_brain_deaths(st, "GOD"), 2);
-    bj_store_close(st);
+    bj_store_free(st);
     char *text;
     size_t len;
     assert_int_equal(bj_read_file(path, &text, &len), 0);
@@ -383,7 +383,7 @@ static void test_journal_backfill(void **state)
     pub(bus, BJ_EV_DEATH, "OBSERVER", 1, 0, NULL, "OPERATOR");
     wait_rows(st, 3, 3000);
     assert_int_equal(bj_store_stop(st, true, 2000), 0);
-    bj_store_close(st);
+    bj_store_free(st);
     char path[600];
     snprintf(path, sizeof path, "%s/" BJ_JOURNAL_NAME, g_dir);
     FILE *f = fopen(path, "w"); /* the journal has only SUBJECT's first death, and one the store lacks */
@@ -392,7 +392,7 @@ static void test_journal_backfill(void **state)
     fclose(f);
     st = open_store(NULL);
     assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 3);
-    bj_store_close(st);
+    bj_store_free(st);
     char *text;
     size_t len;
     assert_int_equal(bj_read_file(path, &text, &len), 0);
@@ -402,7 +402,7 @@ static void test_journal_backfill(void **state)
     free(text);
     /* once written back, never again */
     st = open_store(NULL);
-    bj_store_close(st);
+    bj_store_free(st);
     assert_int_equal(bj_read_file(path, &text, &len), 0);
     int lines = 0;
     for (size_t i = 0; i < len; i++)
@@ -450,13 +450,13 @@ static void test_count_of_unjournaled_death(void **state)
 
     struct bj_store *st = open_store(NULL);
     assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 10); /* 9 published, then UNCLEAN_EXIT #10 */
-    bj_store_close(st);
+    bj_store_free(st);
     assert_int_equal(q("SELECT count FROM deaths WHERE brain='SUBJECT' AND cause='UNCLEAN_EXIT'"), 10);
     assert_int_equal(q("SELECT lost FROM runs WHERE id=1"), 9);
     /* applied once */
     st = open_store(NULL);
     assert_int_equal(bj_store_brain_deaths(st, "SUBJECT"), 10);
-    bj_store_close(st);
+    bj_store_free(st);
     assert_int_equal(q("SELECT SUM(lost) FROM runs"), 9);
 }
 
@@ -472,23 +472,23 @@ static void test_journal_rotation(void **state)
         fprintf(f, "2026-11-25T13:40:%02dZ - CRASH #%d: GOD JAR_FULL (padding padding padding)\n", i % 60, i);
     fclose(f);
     struct bj_store_params p;
-    bj_store_default_params(&p);
+    bj_store_params_default(&p);
     p.data_dir = g_dir;
     p.journal_max_bytes = 1000;
     char err[300];
     int status;
-    struct bj_store *st = bj_store_open(&p, &status, err, sizeof err);
+    struct bj_store *st = bj_store_new(&p, &status, err, sizeof err);
     assert_non_null(st);
     assert_int_equal(bj_store_brain_deaths(st, "GOD"), 100);
-    bj_store_close(st);
+    bj_store_free(st);
     struct stat sb;
     assert_int_not_equal(stat(path, &sb) == 0 && sb.st_size > 0, 1); /* a fresh, empty file */
     char old[620];
     snprintf(old, sizeof old, "%s.1", path);
     assert_int_equal(stat(old, &sb), 0);
-    st = bj_store_open(&p, &status, err, sizeof err);
+    st = bj_store_new(&p, &status, err, sizeof err);
     assert_int_equal(bj_store_brain_deaths(st, "GOD"), 100);
-    bj_store_close(st);
+    bj_store_free(st);
 }
 
 static void test_lock(void **state)
@@ -497,18 +497,18 @@ static void test_lock(void **state)
     make_dir("lock");
     struct bj_store *st = open_store(NULL);
     struct bj_store_params p;
-    bj_store_default_params(&p);
+    bj_store_params_default(&p);
     p.data_dir = g_dir;
     char err[512] = "";
     int status = 0;
-    assert_null(bj_store_open(&p, &status, err, sizeof err));
+    assert_null(bj_store_new(&p, &status, err, sizeof err));
     assert_int_equal(status, 2);
     char pid[32];
     snprintf(pid, sizeof pid, "pid %d", (int)getpid());
     assert_non_null(strstr(err, pid));
-    bj_store_close(st);
+    bj_store_free(st);
     st = open_store(NULL); /* released */
-    bj_store_close(st);
+    bj_store_free(st);
 }
 
 /* A full disk (RLIMIT_FSIZE): commits fail, are reported and retried, the backlog stays within
@@ -518,7 +518,7 @@ static void test_disk_full(void **state)
     (void)state;
     make_dir("full");
     struct bj_store_params p;
-    bj_store_default_params(&p);
+    bj_store_params_default(&p);
     p.data_dir = g_dir;
     p.backlog_max = 200;
     struct bj_bus *bus = bj_bus_new();
@@ -526,7 +526,7 @@ static void test_disk_full(void **state)
     p.report_bus = bus;
     char err[512];
     int status;
-    struct bj_store *st = bj_store_open(&p, &status, err, sizeof err);
+    struct bj_store *st = bj_store_new(&p, &status, err, sizeof err);
     assert_non_null(st);
     begin(st, 0);
     assert_int_equal(bj_store_start(st, bus, err, sizeof err), 0);
@@ -571,7 +571,7 @@ static void test_disk_full(void **state)
     assert_false(ss.failing);
     assert_int_equal(ss.backlog, 0);
     bj_store_stop(st, true, 2000);
-    bj_store_close(st);
+    bj_store_free(st);
     bj_bus_unsubscribe(bus, errors);
     bj_bus_free(bus);
     assert_true(q("SELECT COUNT(*) FROM thoughts") >= 200);
@@ -608,7 +608,7 @@ static void test_locked_db(void **state)
     bj_store_stats(st, &ss);
     assert_false(ss.failing);
     bj_store_stop(st, true, 2000);
-    bj_store_close(st);
+    bj_store_free(st);
     bj_bus_free(bus);
     assert_int_equal(q("SELECT COUNT(*) FROM deaths"), 1);
 }
@@ -634,7 +634,7 @@ static void test_dir_replaced(void **state)
     assert_int_equal(ss.dir_changes, 1);
     pub(bus, BJ_EV_THOUGHT, "SUBJECT", 0, 2, "two", NULL);
     bj_store_stop(st, true, 2000);
-    bj_store_close(st);
+    bj_store_free(st);
     bj_bus_free(bus);
     assert_int_equal(q("SELECT COUNT(*) FROM thoughts WHERE text='two'"), 1);
 }

@@ -61,7 +61,7 @@ static void test_sensors(void **state)
     (void)state;
     make_root();
     struct bj_watchdog_params p;
-    bj_watchdog_default_params(&p);
+    bj_watchdog_params_default(&p);
     bj_watchdog_paths_under(&p, g_root);
     struct bj_wd_sample s;
     bj_watchdog_sample(&p, &s);
@@ -142,7 +142,7 @@ static void test_escalation(void **state)
     struct bj_sub *sub = bj_bus_subscribe(bus, "t", BJ_EV_MASK(BJ_EV_WATCHDOG), 64);
     struct rec r = {0};
     struct bj_watchdog_params p;
-    bj_watchdog_default_params(&p);
+    bj_watchdog_params_default(&p);
     bj_watchdog_paths_under(&p, g_root);
     p.bus = bus;
     p.interval_ms = 20;
@@ -200,7 +200,7 @@ static void test_app_defaults_agree(void **state)
 {
     (void)state;
     struct bj_watchdog_params p;
-    bj_watchdog_default_params(&p);
+    bj_watchdog_params_default(&p);
     struct bj_ops_config o;
     bj_ops_config_defaults(&o);
     assert_int_equal(o.wd_interval_ms, p.interval_ms);

@@ -322,7 +322,7 @@ static void parse_session(struct bj_auth *a, char *line, int no)
     s->expires = expires;
 }
 
-struct bj_auth *bj_auth_open(const char *dir, char *err, size_t errlen)
+struct bj_auth *bj_auth_new(const char *dir, char *err, size_t errlen)
 {
     if (sodium_init() < 0) {
         snprintf(err, errlen, "libsodium failed to initialise");

@@ -32,7 +32,7 @@ struct bj_auth;
 
 /* Opens (and creates) the auth files under dir. NULL with err on failure (unreadable file,
  * cannot create the directory). Lines that do not parse are skipped with a warning. */
-struct bj_auth *bj_auth_open(const char *dir, char *err, size_t errlen);
+struct bj_auth *bj_auth_new(const char *dir, char *err, size_t errlen);
 void bj_auth_free(struct bj_auth *a);
 /* Re-reads the users and tokens files when another process (brainjar passwd, brainjar token)
  * changed them (two stat calls when nothing changed). */

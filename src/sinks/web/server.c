@@ -36,7 +36,7 @@
 #include "log.h"
 #include "util.h"
 
-struct bj_web_params bj_web_default_params(void)
+struct bj_web_params bj_web_params_default(void)
 {
     return (struct bj_web_params){
         .host = "127.0.0.1",
@@ -351,7 +351,7 @@ struct bj_web *bj_web_new(const struct bj_web_params *p, int *status, char *err,
         goto fail;
 
     *status = 1;
-    w->auth = bj_auth_open(w->data_dir, err, errlen);
+    w->auth = bj_auth_new(w->data_dir, err, errlen);
     if (!w->auth)
         goto fail;
     bj_auth_limit_config(w->auth, w->p.login_max_failures, w->p.login_window_s);

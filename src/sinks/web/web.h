@@ -74,7 +74,7 @@ struct bj_web_params {
     bj_web_history_fn history;  /* optional: the store's thought history */
     void *history_ud;
 };
-struct bj_web_params bj_web_default_params(void);
+struct bj_web_params bj_web_params_default(void);
 #define BJ_WEB_HOST_NAMES 16
 /* Whether s can be a --web-host-name: 1..253 of [A-Za-z0-9.-], not starting with '-' or '.'. */
 bool bj_web_host_name_valid(const char *s);
