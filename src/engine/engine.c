@@ -1,5 +1,6 @@
 /* engine: see engine.h. */
 #include "engine.h"
+#include "engine_int.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -14,122 +15,6 @@
 #include "log.h"
 #include "pool.h"
 #include "util.h"
-
-/* Where a step's time goes (the profile): brainjar's own work around llama_decode. */
-enum phase { PH_HOUSE, PH_BATCH, PH_DECODE, PH_SAMPLE, PH_ACCEPT, PH_PUBLISH, PH_COUNT };
-static const char *const k_phase_names[PH_COUNT] = {
-    "housekeeping (requests, resurrections, status)", "batch assembly", "llama_decode",
-    "sampling", "token-to-text and events", "event publishing (hive + bus)",
-};
-
-struct prof {
-    int64_t us[PH_COUNT];
-    int64_t total_us;  /* whole loop turns that decoded something */
-    long steps;
-};
-
-/* Resurrection latencies kept for the percentiles (the last ones when there are more). */
-#define LATENCY_RING 65536
-
-enum req_kind { REQ_KILL, REQ_PAUSE, REQ_RESUME, REQ_RESURRECT, REQ_SAY, REQ_PROMPTS, REQ_LAB };
-
-struct request {
-    struct request *next;
-    enum req_kind kind;
-    int brain;
-    char cause[24];
-    char from[BJ_NAME_MAX]; /* REQ_SAY; REQ_LAB: who */
-    char *text;             /* REQ_SAY: owned; REQ_LAB: the intervention's name */
-    const struct bj_prompts *prompts; /* REQ_PROMPTS */
-};
-
-/* One brain's part of a step. */
-struct work {
-    struct bj_engine *e;
-    int i;                    /* brain index = sequence id */
-    const llama_token *tokens;
-    int n;
-    bool logits;
-    int out_idx;              /* batch index of the token whose logits are sampled */
-    bool injected;            /* fault injection: decode an invalid token */
-    int rc;                   /* parallel schedule: llama_decode's result */
-    const float *row;         /* CPU sampling on threads: this brain's logits row */
-    llama_token token;        /* ... and the token sampled from it */
-    bool sampled;
-};
-
-struct bj_engine {
-    struct bj_engine_params p;
-    struct bj_plan plan;
-    char label[256];
-    char inject_brain[BJ_NAME_MAX];
-    struct llama_model *model;
-    const struct llama_vocab *vocab;
-    enum bj_schedule sched;   /* plan.schedule */
-    int n_threads;            /* plan.n_threads */
-
-    struct bj_brain *brains[BJ_MAX_BRAINS];
-    int n_brains;
-    long decodes[BJ_MAX_BRAINS];
-
-    /* Samplers run inside the decode graph (on the GPU): only the sampled token comes back
-     * instead of every brain's full logits, the per-step cost that otherwise separates us from
-     * llama-batched-bench. Kept alive as long as the contexts. */
-    struct llama_sampler_seq_config sampler_cfg[BJ_MAX_BRAINS];
-    bool backend_sampling;
-
-    struct llama_context *ctx;                 /* batched */
-    struct llama_batch batch;
-    struct llama_context *bctx[BJ_MAX_BRAINS]; /* parallel */
-    struct llama_batch bbatch[BJ_MAX_BRAINS];
-
-    /* Owned by the engine, made at start, reused by every step (no allocation nor thread
-     * creation in the loop): the step's work, pointers into it for the pool, the pool. */
-    struct work *works;
-    void **items;
-    struct bj_pool *pool;
-
-    /* Profile and fairness (engine thread; read after stop). */
-    int64_t ph[PH_COUNT];      /* this step */
-    struct prof prof[2];       /* [0] every step with work, [1] generation-only steps */
-    long wait[BJ_MAX_BRAINS];  /* steps a live brain went without work, in a row */
-    long since[BJ_MAX_BRAINS]; /* step from which its current prompt work waits (0: none) */
-    struct work *line;         /* this step's prompt work, oldest first */
-    int prompt_budget;         /* batched: prompt tokens per step (0: no limit) */
-    long max_wait;
-    int64_t life_start[BJ_MAX_BRAINS]; /* monotonic: when its resurrection was due; 0 once it spoke */
-    long life_step[BJ_MAX_BRAINS];     /* the step its new life began in */
-    bool opening[BJ_MAX_BRAINS];       /* its life's opening is not decoded yet (first lives too) */
-    long max_first_steps;      /* most steps a new life took to its first token (1: the same step) */
-    int64_t opening_us;        /* time in steps that decoded some life's opening (the latency's steps) */
-    long opening_steps, opening_tokens;
-    int32_t *latency_us;       /* ring of resurrection -> first new token latencies */
-    int32_t *latency_steps;    /* ... and the steps each took (1: the step its life began in) */
-    long n_latency;
-
-    pthread_t thread;
-    bool started;
-    bool owns_model;
-    char stall_brain[BJ_NAME_MAX];
-    atomic_bool stop;
-    atomic_bool abandoned;    /* given up by the supervisor: publishes nothing more */
-    atomic_bool finished;     /* the thread has left its loop */
-    atomic_long steps;
-    atomic_long generated;    /* tokens sampled */
-    int64_t t_first, t_last;  /* monotonic: first and last decode step */
-    int64_t tg_us;            /* time in steps that only generated (one token per brain) */
-    long tg_tokens;
-    struct bj_evbuf out;      /* this step's events, published together at its end */
-    atomic_int throttle_ms;   /* watchdog: sleep between steps */
-    atomic_int_fast64_t beat; /* monotonic time of the loop's last turn (supervision) */
-    pthread_mutex_t lock; /* guards the request queue */
-    pthread_cond_t cond;
-    struct request *req_head, *req_tail;
-    int64_t last_status;
-    struct bj_labrun *lab;    /* an experiment's triggers and records (NULL: none) */
-    long ticks;               /* with a lab: loop turns, the step clock pauses run on */
-    struct bj_seq seqs[BJ_MAX_BRAINS]; /* each brain's context and sequence, for the lab */
-};
 
 void bj_engine_params_default(struct bj_engine_params *p)
 {
@@ -372,7 +257,7 @@ static llama_seq_id brain_seq(const struct bj_engine *e, int i)
 
 /* Brain i's sequence keeps only the first tokens the brain still counts on (bj_brain_kv_kept);
  * where the memory cannot be cut there (recurrent models), it is emptied and the brain told. */
-static void trim_memory(struct bj_engine *e, int i)
+void engine_trim_memory(struct bj_engine *e, int i)
 {
     llama_memory_t mem = llama_get_memory(brain_ctx(e, i));
     int keep = bj_brain_kv_kept(e->brains[i]);
@@ -384,10 +269,10 @@ static void trim_memory(struct bj_engine *e, int i)
 
 /* ---- one step ---------------------------------------------------------------------------- */
 
-static void kill_brain(struct bj_engine *e, int i, const char *cause, const char *detail)
+void engine_kill_brain(struct bj_engine *e, int i, const char *cause, const char *detail)
 {
     bj_brain_die(e->brains[i], cause, detail);
-    trim_memory(e, i);
+    engine_trim_memory(e, i);
     e->life_start[i] = 0;
     e->opening[i] = false;
 }
@@ -421,7 +306,7 @@ static void batch_put(struct llama_batch *b, const struct work *w, int n_past, l
 static bool resurrect_one(struct bj_engine *e, int i, int64_t now);
 
 /* The number of the step now being made (steps counts those finished). */
-static long this_step(struct bj_engine *e) { return atomic_load(&e->steps) + 1; }
+long engine_this_step(struct bj_engine *e) { return atomic_load(&e->steps) + 1; }
 
 /* The place of brain i's prompt work in the line: lower goes first. */
 static long line_key(const struct bj_engine *e, int i)
@@ -432,7 +317,7 @@ static long line_key(const struct bj_engine *e, int i)
 static int gather(struct bj_engine *e, struct work *works)
 {
     int n = 0, m = 0;
-    long step = this_step(e);
+    long step = engine_this_step(e);
     for (int i = 0; i < e->n_brains; i++) {
         struct bj_brain *b = e->brains[i];
         struct work w = {.e = e, .i = i};
@@ -453,7 +338,7 @@ static int gather(struct bj_engine *e, struct work *works)
             char detail[96];
             snprintf(detail, sizeof detail, "jar full: %d of %ld tokens used, %d more needed", bj_brain_n_past(b),
                      bj_brain_jar(b), w.n);
-            kill_brain(e, i, bj_death_cause_name(BJ_DEATH_JAR_FULL), detail);
+            engine_kill_brain(e, i, bj_death_cause_name(BJ_DEATH_JAR_FULL), detail);
             e->since[i] = 0;
             /* With no pause, the next life begins in this very step: its opening joins the line. */
             int64_t now = life_clock(e);
@@ -551,7 +436,7 @@ static void accept_one(struct bj_engine *e, struct work *w, int64_t now_us)
     e->opening[w->i] = false;
     if (e->life_start[w->i]) {
         int64_t d = now_us - e->life_start[w->i];
-        long took = this_step(e) - e->life_step[w->i] + 1;
+        long took = engine_this_step(e) - e->life_step[w->i] + 1;
         if (e->latency_us) {
             e->latency_us[e->n_latency % LATENCY_RING] = (int32_t)(d < INT32_MAX ? d : INT32_MAX);
             e->latency_steps[e->n_latency % LATENCY_RING] = (int32_t)(took < INT32_MAX ? took : INT32_MAX);
@@ -564,12 +449,12 @@ static void accept_one(struct bj_engine *e, struct work *w, int64_t now_us)
                  bj_brain_id(b), (double)d / 1000.0, atomic_load(&e->steps));
     }
     if (w->token == LLAMA_TOKEN_NULL) {
-        kill_brain(e, w->i, "INTERNAL_ERROR", "no token sampled (out of memory, or no logits)");
+        engine_kill_brain(e, w->i, "INTERNAL_ERROR", "no token sampled (out of memory, or no logits)");
         return;
     }
     int rc = bj_brain_accept(b, w->token);
     if (rc != 0)
-        kill_brain(e, w->i, "INTERNAL_ERROR", strerror(-rc));
+        engine_kill_brain(e, w->i, "INTERNAL_ERROR", strerror(-rc));
 }
 
 static void finish(struct bj_engine *e, struct work *w, struct llama_context *ctx)
@@ -610,7 +495,7 @@ static void decode_failed(struct bj_engine *e, struct work *w, int rc)
     char detail[96];
     snprintf(detail, sizeof detail, "llama_decode returned %d%s", rc, w->injected ? " (injected fault)" : "");
     bj_warn("brain %s: %s", bj_brain_id(e->brains[w->i]), detail);
-    kill_brain(e, w->i, bj_death_cause_name(BJ_DEATH_DECODE_ERROR), detail);
+    engine_kill_brain(e, w->i, bj_death_cause_name(BJ_DEATH_DECODE_ERROR), detail);
 }
 
 /* A clone and its original decoded in the same step: how far apart their logits are. */
@@ -714,55 +599,6 @@ static void step_parallel(struct bj_engine *e, struct work *works, int n)
 
 /* ---- the loop ---------------------------------------------------------------------------- */
 
-static void apply_requests(struct bj_engine *e)
-{
-    pthread_mutex_lock(&e->lock);
-    struct request *r = e->req_head;
-    e->req_head = e->req_tail = NULL;
-    pthread_mutex_unlock(&e->lock);
-    while (r) {
-        struct request *next = r->next;
-        struct bj_brain *b = e->brains[r->brain];
-        enum bj_brain_state s = bj_brain_state(b);
-        switch (r->kind) {
-        case REQ_KILL:
-            if (s != BJ_BRAIN_DEAD && s != BJ_BRAIN_LOADING)
-                kill_brain(e, r->brain, r->cause,
-                           bj_death_cause_of(r->cause) == BJ_DEATH_OPERATOR ? "killed by an operator" : "killed by the watchdog");
-            break;
-        case REQ_RESURRECT:
-            if (s != BJ_BRAIN_DEAD)
-                break;
-            if (bj_brain_resurrect(b) != 0)
-                kill_brain(e, r->brain, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
-            else {
-                trim_memory(e, r->brain);
-                e->life_start[r->brain] = bj_now_us();
-                e->life_step[r->brain] = this_step(e);
-                e->opening[r->brain] = true;
-            }
-            break;
-        case REQ_SAY:
-            bj_brain_deliver(b, r->from, r->text);
-            break;
-        case REQ_LAB:
-            if (e->lab)
-                bj_labrun_fire(e->lab, e->seqs, e->n_brains, r->brain, r->text, r->from);
-            break;
-        case REQ_PROMPTS:
-            bj_brain_set_prompts(b, r->prompts);
-            break;
-        case REQ_PAUSE:
-        case REQ_RESUME:
-            bj_brain_set_paused(b, r->kind == REQ_PAUSE);
-            break;
-        }
-        free(r->text);
-        free(r);
-        r = next;
-    }
-}
-
 /* Brain i's pause is over: its next life begins (the latency counts from the end of the pause).
  * Returns whether it lives. */
 static bool resurrect_one(struct bj_engine *e, int i, int64_t now)
@@ -770,12 +606,12 @@ static bool resurrect_one(struct bj_engine *e, int i, int64_t now)
     struct bj_brain *b = e->brains[i];
     int64_t due = bj_brain_resurrect_at(b);
     if (bj_brain_resurrect(b) != 0) {
-        kill_brain(e, i, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
+        engine_kill_brain(e, i, "PROMPT_ERROR", "its new system prompt does not fit in its jar");
         return false;
     }
-    trim_memory(e, i);
+    engine_trim_memory(e, i);
     e->life_start[i] = e->lab ? bj_now_us() : due > 0 ? due : now; /* the latency is wall time */
-    e->life_step[i] = this_step(e);
+    e->life_step[i] = engine_this_step(e);
     e->opening[i] = true;
     bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label, bj_brain_id(b),
              atomic_load(&e->steps), (double)(now - due) / 1000.0);
@@ -841,77 +677,6 @@ static void throttle(struct bj_engine *e)
     pthread_mutex_unlock(&e->lock);
 }
 
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* p-th percentile (0-100) of the n values kept in ring v; 0 when none. Sorts them. */
-static double ring_pct(int32_t *v, long n, double pct)
-{
-    if (n > LATENCY_RING)
-        n = LATENCY_RING;
-    if (n == 0 || !v)
-        return 0.0;
-    qsort(v, (size_t)n, sizeof *v, cmp_i32);
-    long k = (long)(pct / 100.0 * (double)(n - 1) + 0.5);
-    return (double)v[k];
-}
-
-/* p-th percentile of the resurrection latencies kept, in ms. */
-static double latency_pct(struct bj_engine *e, double pct) { return ring_pct(e->latency_us, e->n_latency, pct) / 1000.0; }
-
-/* ... and of the steps they took. */
-static double latency_steps_pct(struct bj_engine *e, double pct)
-{
-    return ring_pct(e->latency_steps, e->n_latency, pct);
-}
-
-/* --profile: where the steps' time went, and the fairness figures (engine thread, at its end). */
-static void report_profile(struct bj_engine *e)
-{
-    bj_info("profile %s: %d brains, %ld steps with work, %ld of them generation-only", e->label, e->n_brains,
-            e->prof[0].steps, e->prof[1].steps);
-    bj_info("profile   %-48s %18s %18s", "phase", "all steps us (%)", "generation-only");
-    double out_pct[2] = {0, 0};
-    for (int ph = 0; ph < PH_COUNT; ph++) {
-        char col[2][32];
-        for (int g = 0; g < 2; g++) {
-            const struct prof *p = &e->prof[g];
-            double per = p->steps ? (double)p->us[ph] / (double)p->steps : 0.0;
-            double pct = p->total_us ? 100.0 * (double)p->us[ph] / (double)p->total_us : 0.0;
-            snprintf(col[g], sizeof col[g], "%.1f (%.2f%%)", per, pct);
-        }
-        bj_info("profile   %-48s %18s %18s", k_phase_names[ph], col[0], col[1]);
-    }
-    for (int g = 0; g < 2; g++) {
-        const struct prof *p = &e->prof[g];
-        out_pct[g] = p->total_us ? 100.0 * (double)(p->total_us - p->us[PH_DECODE]) / (double)p->total_us : 0.0;
-    }
-    bj_info("profile   %-48s %18.1f %18.1f", "whole step us",
-            e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
-            e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0);
-    double p50 = latency_pct(e, 50), p99 = latency_pct(e, 99), max = latency_pct(e, 100);
-    double s50 = latency_steps_pct(e, 50), s99 = latency_steps_pct(e, 99);
-    bj_info("profile %s: brainjar outside llama_decode %.2f%% of the step (generation-only steps %.2f%%); "
-            "longest wait of a live brain %ld steps; %ld resurrections, first new token after p50 %.1f ms, "
-            "p99 %.1f ms, max %.1f ms; in steps p50 %.0f, p99 %.0f, max %ld", e->label, out_pct[0], out_pct[1],
-            e->max_wait, e->n_latency, p50, p99, max, s50, s99, e->max_first_steps);
-    /* One line for scripts (bench/scale). */
-    bj_info("profile-summary: brains=%d steps=%ld tg_steps=%ld step_us=%.1f tg_step_us=%.1f outside_decode_pct=%.3f "
-            "tg_outside_decode_pct=%.3f max_wait_steps=%ld resurrections=%ld first_token_p50_ms=%.2f "
-            "first_token_p99_ms=%.2f first_token_max_ms=%.2f first_token_max_steps=%ld "
-            "first_token_p50_steps=%.0f first_token_p99_steps=%.0f opening_steps=%ld opening_step_us=%.1f "
-            "opening_tokens_per_step=%.1f",
-            e->n_brains, e->prof[0].steps, e->prof[1].steps,
-            e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
-            e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0, out_pct[0], out_pct[1],
-            e->max_wait, e->n_latency, p50, p99, max, e->max_first_steps, s50, s99, e->opening_steps,
-            e->opening_steps ? (double)e->opening_us / (double)e->opening_steps : 0.0,
-            e->opening_steps ? (double)e->opening_tokens / (double)e->opening_steps : 0.0);
-}
-
 static void *engine_main(void *arg)
 {
     struct bj_engine *e = arg;
@@ -920,7 +685,7 @@ static void *engine_main(void *arg)
         if (bj_brain_state(e->brains[i]) == BJ_BRAIN_LOADING) {
             e->opening[i] = true;
             if (bj_brain_begin_life(e->brains[i]) != 0)
-                kill_brain(e, i, "PROMPT_ERROR", "its system prompt does not fit in its jar");
+                engine_kill_brain(e, i, "PROMPT_ERROR", "its system prompt does not fit in its jar");
         }
     flush(e);
     int stall_ix = e->stall_brain[0] ? bj_engine_index(e, e->stall_brain) : -1;
@@ -931,13 +696,13 @@ static void *engine_main(void *arg)
          * what the profile and the generation-only speed count: brainjar's own work included. */
         int64_t t_turn = bj_now_us();
         memset(e->ph, 0, sizeof e->ph);
-        apply_requests(e);
+        engine_apply_requests(e);
         if (e->lab)
             e->ticks++;
         int64_t next_wake = resurrect_due(e, life_clock(e));
         int64_t now = bj_now_us();
         if (e->lab)
-            bj_labrun_turn(e->lab, e->seqs, e->n_brains, this_step(e));
+            bj_labrun_turn(e->lab, e->seqs, e->n_brains, engine_this_step(e));
         if (now - e->last_status >= 1000000) {
             for (int i = 0; i < e->n_brains; i++)
                 bj_brain_publish_status(e->brains[i], now);
@@ -967,7 +732,7 @@ static void *engine_main(void *arg)
             generation_only = generation_only && works[k].n == 1 && works[k].logits;
             opening_tokens += e->opening[works[k].i] ? works[k].n : 0;
         }
-        if (stall_ix >= 0 && this_step(e) == e->p.stall_step) {
+        if (stall_ix >= 0 && engine_this_step(e) == e->p.stall_step) {
             bj_warn("engine %s: stalling %d ms (--inject-stall)", e->label, e->p.stall_ms);
             usleep((useconds_t)e->p.stall_ms * 1000);
         }
@@ -1001,7 +766,7 @@ static void *engine_main(void *arg)
     }
     flush(e);
     if (e->plan.settings.profile)
-        report_profile(e);
+        engine_report_profile(e);
     for (int i = 0; i < e->n_brains; i++)
         bj_brain_dump_context(e->brains[i]);
     if (!atomic_load(&e->stop) && e->p.on_done)
@@ -1087,91 +852,6 @@ void bj_engine_stop(struct bj_engine *e)
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->thread, NULL);
     e->started = false;
-}
-
-static void enqueue(struct bj_engine *e, struct request *r)
-{
-    pthread_mutex_lock(&e->lock);
-    if (e->req_tail)
-        e->req_tail->next = r;
-    else
-        e->req_head = r;
-    e->req_tail = r;
-    pthread_cond_signal(&e->cond);
-    pthread_mutex_unlock(&e->lock);
-}
-
-static int post(struct bj_engine *e, int idx, enum req_kind kind, const char *cause, const char *from,
-                const char *text)
-{
-    if (idx < 0 || idx >= e->n_brains)
-        return -ENOENT;
-    struct request *r = calloc(1, sizeof *r);
-    if (!r || (text && !(r->text = strdup(text)))) {
-        free(r);
-        return -ENOMEM;
-    }
-    r->kind = kind;
-    r->brain = idx;
-    bj_strlcpy(r->cause, cause ? cause : bj_death_cause_name(BJ_DEATH_OPERATOR), sizeof r->cause);
-    if (from)
-        bj_strlcpy(r->from, from, sizeof r->from);
-    enqueue(e, r);
-    return 0;
-}
-
-int bj_engine_kill(struct bj_engine *e, int brain, const char *cause)
-{
-    return post(e, brain, REQ_KILL, cause, NULL, NULL);
-}
-
-int bj_engine_pause(struct bj_engine *e, int brain, bool paused)
-{
-    return post(e, brain, paused ? REQ_PAUSE : REQ_RESUME, NULL, NULL, NULL);
-}
-
-int bj_engine_resurrect(struct bj_engine *e, int brain)
-{
-    return post(e, brain, REQ_RESURRECT, NULL, NULL, NULL);
-}
-
-int bj_engine_intervene(struct bj_engine *e, int brain, const char *name, const char *who)
-{
-    if (!e->lab)
-        return -ENOENT;
-    return post(e, brain, REQ_LAB, NULL, who, name);
-}
-
-int bj_engine_say(struct bj_engine *e, int brain, const char *from, const char *text)
-{
-    return post(e, brain, REQ_SAY, NULL, from, text);
-}
-
-int bj_engine_set_prompts(struct bj_engine *e, const struct bj_prompts *prompts)
-{
-    for (int i = 0; i < e->n_brains; i++) {
-        struct request *r = calloc(1, sizeof *r);
-        if (!r)
-            return -ENOMEM;
-        *r = (struct request){.kind = REQ_PROMPTS, .brain = i, .prompts = prompts};
-        enqueue(e, r);
-    }
-    return 0;
-}
-
-int bj_engine_deliver(struct bj_engine *e, int brain, const char *from, const char *text)
-{
-    if (brain < 0 || brain >= e->n_brains)
-        return -ENOENT;
-    if (e->lab && bj_labrun_cut_blocks(e->lab, brain))
-        return 0; /* the lab cut what it sees */
-    bj_brain_deliver(e->brains[brain], from, text); /* the inbox has its own lock */
-    return 0;
-}
-
-void bj_engine_throttle(struct bj_engine *e, int ms)
-{
-    atomic_store(&e->throttle_ms, ms);
 }
 
 int64_t bj_engine_beat(const struct bj_engine *e)
