@@ -242,13 +242,10 @@ struct cmp_line {
     struct bj_labstats_cmp s;
 };
 
-static int write_report(const struct report *r, const char *dir)
+/* Each arm against the first, for deaths and thoughts per brain and every question's score, into
+ * cmp (at most 8 * 18 lines). Returns the number of lines, or -1 when out of memory. */
+static int compare_all(const struct report *r, struct cmp_line *cmp)
 {
-    char *buf = NULL;
-    size_t len = 0;
-    int rc = 0;
-    /* comparisons: each arm against the first */
-    struct cmp_line cmp[8 * 18];
     int n_cmp = 0;
     double *a = malloc(sizeof(double) * (size_t)(r->run.n_brains + 1));
     double *b = malloc(sizeof(double) * (size_t)(r->run.n_brains + 1));
@@ -269,6 +266,17 @@ static int write_report(const struct report *r, const char *dir)
             if (na || nb)
                 n_cmp++;
         }
+    free(a);
+    free(b);
+    return n_cmp;
+}
+
+/* brains.csv, self_reports.csv, interventions.csv, divergence.csv and compare.csv. 0 or -1. */
+static int write_csvs(const struct report *r, const char *dir, const struct cmp_line *cmp, int n_cmp)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = 0;
     /* brains.csv */
     FILE *f = open_memstream(&buf, &len);
     fputs("brain,condition,replicate,name,deaths,lives,thoughts\n", f);
@@ -323,8 +331,12 @@ static int write_report(const struct report *r, const char *dir)
     fclose(f);
     rc |= put_file(dir, "compare.csv", buf, len);
     free(buf);
-    /* report.html */
-    f = open_memstream(&buf, &len);
+    return rc ? -1 : 0;
+}
+
+/* The page's head and the table of conditions. */
+static void html_conditions(FILE *f, const struct report *r)
+{
     fputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>brainjar lab: ", f);
     html_escape(f, r->run.name);
     fputs("</title><style>body{font-family:sans-serif;max-width:960px;margin:auto}table{border-collapse:collapse}"
@@ -365,6 +377,11 @@ static int write_report(const struct report *r, const char *dir)
         num(f, scored ? ssum / scored : NAN);
         fprintf(f, "</td><td>%d</td></tr>\n", ivs);
     }
+}
+
+/* The table of differences between conditions. */
+static void html_compare(FILE *f, const struct report *r, const struct cmp_line *cmp, int n_cmp)
+{
     fputs("</table>\n<h2>Between conditions</h2>\n<p>Difference of means (condition minus baseline) over brains, "
           "95% percentile-bootstrap interval (2000 resamples of brains within each arm), Cohen's d.</p>\n"
           "<table id=\"compare\"><tr><th>metric</th><th>baseline</th><th>condition</th><th>n</th><th>mean baseline</th>"
@@ -391,6 +408,18 @@ static int write_report(const struct report *r, const char *dir)
         num(f, l->s.d);
         fputs("</td></tr>\n", f);
     }
+}
+
+/* report.html: self-contained (inline SVG, no network). 0 or -1. */
+static int write_html(const struct report *r, const char *dir, const struct cmp_line *cmp, int n_cmp)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return -1;
+    html_conditions(f, r);
+    html_compare(f, r, cmp, n_cmp);
     fputs("</table>\n<p>", f);
     for (int c = 0; c < r->run.n_conditions; c++) {
         fprintf(f, "<span style=\"color:%s\">&#9632; ", k_colors[c % 8]);
@@ -411,8 +440,19 @@ static int write_report(const struct report *r, const char *dir)
     svg_divergence(f, r);
     fputs("</body></html>\n", f);
     fclose(f);
-    rc |= put_file(dir, "report.html", buf, len);
+    int rc = put_file(dir, "report.html", buf, len);
     free(buf);
+    return rc ? -1 : 0;
+}
+
+static int write_report(const struct report *r, const char *dir)
+{
+    struct cmp_line cmp[8 * 18];
+    int n_cmp = compare_all(r, cmp);
+    if (n_cmp < 0)
+        return -1;
+    int rc = write_csvs(r, dir, cmp, n_cmp);
+    rc |= write_html(r, dir, cmp, n_cmp);
     /* the comparison on the terminal too */
     printf("%-24s %-10s %-10s %7s %9s %9s %9s %21s %7s\n", "metric", "baseline", "condition", "n", "mean_base",
            "mean_cond", "diff", "95% CI", "d");
@@ -422,8 +462,6 @@ static int write_report(const struct report *r, const char *dir)
                r->run.conditions[0], r->run.conditions[l->c], l->s.na, l->s.nb, l->s.mean_a, l->s.mean_b, l->s.diff,
                l->s.lo, l->s.hi, l->s.d);
     }
-    free(a);
-    free(b);
     return rc ? -1 : 0;
 }
 
