@@ -129,6 +129,35 @@ static int process_loop(const struct bj_config *c, struct bj_hive *hive, int sfd
     }
 }
 
+/* The web server as the configuration asks (bound, not started). NULL with *status and err. */
+static struct bj_web *web_new(const struct bj_config *c, struct bj_bus *bus, struct bj_ops *ops, int *status,
+                              char *err, size_t errlen)
+{
+    struct bj_web_params wp = bj_web_params_default();
+    wp.host = c->web_host;
+    wp.port = c->web_port;
+    wp.data_dir = c->spec.data_dir;
+    wp.allow_origin = c->web_allow_origin;
+    wp.trusted_proxy = c->web_trusted_proxy;
+    wp.auth = c->web_auth;
+    wp.metrics_public = c->metrics_public;
+    const char *names[BJ_WEB_HOST_NAMES];
+    for (int i = 0; i < c->n_web_host_names; i++)
+        names[i] = c->web_host_names[i];
+    wp.host_names = names;
+    wp.n_host_names = c->n_web_host_names;
+    wp.cookie_secure = c->web_cookie_secure;
+    wp.tls_cert = c->web_tls_cert[0] ? c->web_tls_cert : NULL;
+    wp.tls_key = c->web_tls_key[0] ? c->web_tls_key : NULL;
+    wp.mode = bj_mode_name(c->mode);
+    wp.bus = bus;
+    if (bj_ops_store(ops)) { /* thought history beyond the web's memory */
+        wp.history = bj_web_store_history;
+        wp.history_ud = bj_ops_store(ops);
+    }
+    return bj_web_new(&wp, status, err, errlen);
+}
+
 static int run_hive(const struct bj_config *c, int argc, char **argv)
 {
     char err[1024] = "";
@@ -165,33 +194,8 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
         goto out;
     }
     /* web: bind first, so that a port in use fails before any model loads. */
-    if (!c->no_web) {
-        struct bj_web_params wp = bj_web_params_default();
-        wp.host = c->web_host;
-        wp.port = c->web_port;
-        wp.data_dir = c->spec.data_dir;
-        wp.allow_origin = c->web_allow_origin;
-        wp.trusted_proxy = c->web_trusted_proxy;
-        wp.auth = c->web_auth;
-        wp.metrics_public = c->metrics_public;
-        const char *names[BJ_WEB_HOST_NAMES];
-        for (int i = 0; i < c->n_web_host_names; i++)
-            names[i] = c->web_host_names[i];
-        wp.host_names = names;
-        wp.n_host_names = c->n_web_host_names;
-        wp.cookie_secure = c->web_cookie_secure;
-        wp.tls_cert = c->web_tls_cert[0] ? c->web_tls_cert : NULL;
-        wp.tls_key = c->web_tls_key[0] ? c->web_tls_key : NULL;
-        wp.mode = bj_mode_name(c->mode);
-        wp.bus = bus;
-        if (bj_ops_store(ops)) { /* thought history beyond the web's memory */
-            wp.history = bj_web_store_history;
-            wp.history_ud = bj_ops_store(ops);
-        }
-        web = bj_web_new(&wp, &status, err, sizeof err);
-        if (!web)
-            goto out;
-    }
+    if (!c->no_web && !(web = web_new(c, bus, ops, &status, err, sizeof err)))
+        goto out;
     const char *focus = c->focus[0] ? c->focus : c->spec.brains[0].id;
     if (tui_on) {
         struct bj_tui_params tp = bj_tui_params_default();
