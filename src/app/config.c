@@ -435,6 +435,75 @@ static bool is_template_brain(void *ud, const char *name)
     return bj_spec_find_brain(ud, name) >= 0;
 }
 
+/* [peer NAME] (name already past "peer"): a new dial target. NULL with msg when it cannot be. */
+static struct bj_peer_dial *peer_section(struct bj_config *c, const char *name, char *msg, size_t msglen)
+{
+    if (!valid_name(name) || strlen(name) >= BJ_PEER_NAME_MAX) {
+        snprintf(msg, msglen, "bad peer name '%s' (letters, digits, _ and -, < %d chars)", name,
+                 BJ_PEER_NAME_MAX);
+        return NULL;
+    }
+    for (int i = 0; i < c->peer.n_dial; i++)
+        if (strcmp(c->peer.dial[i].name, name) == 0) {
+            snprintf(msg, msglen, "peer %s defined twice", name);
+            return NULL;
+        }
+    if (c->peer.n_dial >= BJ_PEER_MAX_DIAL) {
+        snprintf(msg, msglen, "too many peers (at most %d)", BJ_PEER_MAX_DIAL);
+        return NULL;
+    }
+    struct bj_peer_dial *cur_peer = &c->peer.dial[c->peer.n_dial++];
+    memset(cur_peer, 0, sizeof *cur_peer);
+    bj_strlcpy(cur_peer->name, name, sizeof cur_peer->name);
+    c->links = true;
+    return cur_peer;
+}
+
+/* [brain NAME] (name already past "brain"): a new brain. NULL with msg when it cannot be. */
+static struct bj_brain_cfg *brain_section(struct bj_config *c, const char *name, char *msg, size_t msglen)
+{
+    if (!valid_name(name)) {
+        snprintf(msg, msglen, "bad brain name '%s' (letters, digits, _ and -, < %d chars)", name, BJ_NAME_MAX);
+        return NULL;
+    }
+    if (bj_spec_find_brain(&c->spec, name) >= 0) {
+        snprintf(msg, msglen, "brain %s defined twice", name);
+        return NULL;
+    }
+    if (c->spec.n_brains >= BJ_MAX_BRAINS) {
+        snprintf(msg, msglen, "too many brains (at most %d)", BJ_MAX_BRAINS);
+        return NULL;
+    }
+    char role[BJ_NAME_MAX];
+    bj_strlcpy(role, name, sizeof role);
+    for (char *p = role; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return add_brain(c, name, role, 8.0);
+}
+
+/* What a whole hive file must have: brains, peers with addresses, a consistent experiment. */
+static int hive_file_complete(struct bj_config *c, const char *path, char *err, size_t errlen)
+{
+    char msg[400];
+    if (c->spec.n_brains == 0) {
+        snprintf(err, errlen, "hive file %s: no [brain NAME] section", path);
+        return -1;
+    }
+    for (int i = 0; i < c->peer.n_dial; i++)
+        if (!c->peer.dial[i].host[0]) {
+            snprintf(err, errlen, "hive file %s: [peer %s] has no address = HOST:PORT", path, c->peer.dial[i].name);
+            return -1;
+        }
+    if (bj_lab_check(&c->spec.lab, is_template_brain, &c->spec, msg, sizeof msg) ||
+        (c->spec.lab.on && bj_lab_expand(&c->spec, msg, sizeof msg))) {
+        snprintf(err, errlen, "hive file %s, %s", path, msg);
+        return -1;
+    }
+    if (c->spec.lab.on && c->spec.lab.duration_s > 0 && c->duration_s <= 0) /* --duration wins */
+        c->duration_s = c->spec.lab.duration_s;
+    return 0;
+}
+
 int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size_t len, char *err, size_t errlen)
 {
     bj_strlcpy(c->hive_file, path, sizeof c->hive_file);
@@ -495,25 +564,8 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
                 continue;
             }
             if (strncmp(name, "peer", 4) == 0 && isspace((unsigned char)name[4])) {
-                name = trim(name + 4);
-                if (!valid_name(name) || strlen(name) >= BJ_PEER_NAME_MAX) {
-                    snprintf(msg, sizeof msg, "bad peer name '%s' (letters, digits, _ and -, < %d chars)", name,
-                             BJ_PEER_NAME_MAX);
+                if (!(cur_peer = peer_section(c, trim(name + 4), msg, sizeof msg)))
                     goto fail;
-                }
-                for (int i = 0; i < c->peer.n_dial; i++)
-                    if (strcmp(c->peer.dial[i].name, name) == 0) {
-                        snprintf(msg, sizeof msg, "peer %s defined twice", name);
-                        goto fail;
-                    }
-                if (c->peer.n_dial >= BJ_PEER_MAX_DIAL) {
-                    snprintf(msg, sizeof msg, "too many peers (at most %d)", BJ_PEER_MAX_DIAL);
-                    goto fail;
-                }
-                cur_peer = &c->peer.dial[c->peer.n_dial++];
-                memset(cur_peer, 0, sizeof *cur_peer);
-                bj_strlcpy(cur_peer->name, name, sizeof cur_peer->name);
-                c->links = true;
                 continue;
             }
             if (strncmp(name, "brain", 5) != 0 || !isspace((unsigned char)name[5])) {
@@ -521,24 +573,8 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
                          "[condition NAME], [intervention NAME] or [questions])", name);
                 goto fail;
             }
-            name = trim(name + 5);
-            if (!valid_name(name)) {
-                snprintf(msg, sizeof msg, "bad brain name '%s' (letters, digits, _ and -, < %d chars)", name, BJ_NAME_MAX);
+            if (!(cur = brain_section(c, trim(name + 5), msg, sizeof msg)))
                 goto fail;
-            }
-            if (bj_spec_find_brain(&c->spec, name) >= 0) {
-                snprintf(msg, sizeof msg, "brain %s defined twice", name);
-                goto fail;
-            }
-            if (c->spec.n_brains >= BJ_MAX_BRAINS) {
-                snprintf(msg, sizeof msg, "too many brains (at most %d)", BJ_MAX_BRAINS);
-                goto fail;
-            }
-            char role[BJ_NAME_MAX];
-            bj_strlcpy(role, name, sizeof role);
-            for (char *p = role; *p; p++)
-                *p = (char)tolower((unsigned char)*p);
-            cur = add_brain(c, name, role, 8.0);
             continue;
         }
         char *eq = strchr(s, '=');
@@ -570,23 +606,7 @@ int bj_config_parse_hive(struct bj_config *c, const char *path, char *text, size
         if (brain_key(c, path, cur, key, val, msg, sizeof msg))
             goto fail;
     }
-    if (c->spec.n_brains == 0) {
-        snprintf(err, errlen, "hive file %s: no [brain NAME] section", path);
-        return -1;
-    }
-    for (int i = 0; i < c->peer.n_dial; i++)
-        if (!c->peer.dial[i].host[0]) {
-            snprintf(err, errlen, "hive file %s: [peer %s] has no address = HOST:PORT", path, c->peer.dial[i].name);
-            return -1;
-        }
-    if (bj_lab_check(&c->spec.lab, is_template_brain, &c->spec, msg, sizeof msg) ||
-        (c->spec.lab.on && bj_lab_expand(&c->spec, msg, sizeof msg))) {
-        snprintf(err, errlen, "hive file %s, %s", path, msg);
-        return -1;
-    }
-    if (c->spec.lab.on && c->spec.lab.duration_s > 0 && c->duration_s <= 0) /* --duration wins */
-        c->duration_s = c->spec.lab.duration_s;
-    return 0;
+    return hive_file_complete(c, path, err, errlen);
 fail:
     snprintf(err, errlen, "hive file %s, line %d: %s", path, line_no, msg);
     return -1;
