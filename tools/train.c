@@ -416,7 +416,7 @@ static void usage(FILE *f)
           "           [--steps N | --budget-s S | --epochs E] [--time-limit S] [--save-every S]\n"
           "           [--gpu-layers 99] [--threads N] [--eval-windows 64]\n"
           "  eval     --model M --text V.txt [--ctx 512] [--eval-windows N]\n"
-          "  convert  --model IN --out OUT --type F32|F16|Q8_0|Q6_K [--embd-type Q4_K|Q5_K|Q6_K|Q8_0]\n"
+          "  convert  --model IN --out OUT --type F32|F16|Q8_0|Q6_K [--embd-type Q4_K|Q5_K|Q6_K|Q8_0|Q4_0|Q5_0]\n"
           "           [--shrink S]  (an F32 IN: divide what the blocks add to the residual stream by S;\n"
           "           keys with non-finite values are always dropped)\n"
           "  sample   --model M [--prompt P] [-n 64] [--temp 0.8] [--seed 1]\n"
@@ -802,13 +802,14 @@ static int cmd_convert(const struct args *a)
     }
     if (a->embd_type) { /* the token embedding alone in another type (it is only looked up) */
         static const struct { const char *name; enum ggml_type t; } k[] = {
-            {"Q4_K", GGML_TYPE_Q4_K}, {"Q5_K", GGML_TYPE_Q5_K}, {"Q6_K", GGML_TYPE_Q6_K}, {"Q8_0", GGML_TYPE_Q8_0}};
+            {"Q4_K", GGML_TYPE_Q4_K}, {"Q5_K", GGML_TYPE_Q5_K}, {"Q6_K", GGML_TYPE_Q6_K}, {"Q8_0", GGML_TYPE_Q8_0},
+            {"Q4_0", GGML_TYPE_Q4_0}, {"Q5_0", GGML_TYPE_Q5_0}}; /* _0: rows of 32, for widths not of 256 */
         qp.token_embedding_type = GGML_TYPE_COUNT;
         for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
             if (!strcasecmp(a->embd_type, k[i].name))
                 qp.token_embedding_type = k[i].t;
         if (qp.token_embedding_type == GGML_TYPE_COUNT) {
-            fprintf(stderr, "brainjar-train convert: unknown --embd-type %s (Q4_K, Q5_K, Q6_K, Q8_0)\n", a->embd_type);
+            fprintf(stderr, "brainjar-train convert: unknown --embd-type %s (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0)\n", a->embd_type);
             return 2;
         }
     }
