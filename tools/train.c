@@ -9,6 +9,11 @@
  *   brainjar-train eval   --model M.gguf --text V.txt       held-out loss and perplexity
  *   brainjar-train convert --model IN.gguf --out OUT.gguf --type F32|F16|Q8_0|Q6_K
  *   brainjar-train sample --model M.gguf [--prompt P] [-n N] [--seed S]
+ *   brainjar-train tokenize --text T.txt --out T.tok   the text as llama.cpp tokenizes it for
+ *       training (a BOS before each unit), little-endian int32, for tools/train-voice.py
+ *   brainjar-train import --model SHAPE.gguf --weights DIR --out OUT.gguf
+ *       SHAPE.gguf (from init: the shape and the tokenizer) with every tensor's values replaced
+ *       by those in DIR/manifest.txt + DIR/weights.bin (F32, F16 or Q8_0; tools/train-voice.py)
  *
  * Reproducible: the order of training windows is a permutation drawn from the seed, per epoch,
  * and the learning rate is a function of the global step; a resumed run continues both. What a
@@ -367,7 +372,7 @@ static double eval_loss(struct llama_context *c, const struct tokens *t, int n_c
 enum {
     O_MODEL = 256, O_TRAIN, O_VALID, O_OUT, O_CSV, O_SEED, O_CTX, O_LR, O_LR_MIN, O_WD, O_BETA2, O_WARMUP, O_REWARM,
     O_STEPS, O_BUDGET, O_TIME, O_SAVE_EVERY, O_GPU, O_THREADS, O_EMBD, O_LAYERS, O_HEADS, O_FF, O_VOCAB, O_TYPE,
-    O_TEXT, O_EVAL_MAX, O_PROMPT, O_TEMP, O_N, O_VERBOSE, O_EPOCHS, O_EMBD_TYPE, O_SHRINK
+    O_TEXT, O_EVAL_MAX, O_PROMPT, O_TEMP, O_N, O_VERBOSE, O_EPOCHS, O_EMBD_TYPE, O_SHRINK, O_WEIGHTS
 };
 
 static const struct option k_opts[] = {
@@ -388,11 +393,12 @@ static const struct option k_opts[] = {
     {"temp", required_argument, 0, O_TEMP}, {"tokens", required_argument, 0, 'n'},
     {"verbose", no_argument, 0, O_VERBOSE}, {"epochs", required_argument, 0, O_EPOCHS},
     {"embd-type", required_argument, 0, O_EMBD_TYPE}, {"shrink", required_argument, 0, O_SHRINK},
+    {"weights", required_argument, 0, O_WEIGHTS},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 };
 
 struct args {
-    const char *model, *train, *valid, *out, *csv, *vocab, *type, *text, *prompt, *embd_type;
+    const char *model, *train, *valid, *out, *csv, *vocab, *type, *text, *prompt, *embd_type, *weights;
     uint64_t seed;
     int n_ctx, warmup, rewarm, gpu_layers, threads, n_tokens;
     uint32_t embd, layers, heads, ff;
@@ -403,17 +409,19 @@ struct args {
 
 static void usage(FILE *f)
 {
-    fputs("usage: brainjar-train init|train|eval|convert|sample [options]\n"
+    fputs("usage: brainjar-train init|train|eval|convert|sample|tokenize|import [options]\n"
           "  init     -o FILE [--embd 256 --layers 6 --heads 4 --ff 768 --ctx 512 --seed 1 --vocab V]\n"
           "  train    --model M --train T.txt [--valid V.txt] --out CKPT [--csv LOSS.csv] [--seed 1]\n"
           "           [--ctx 512] [--lr 4e-4 --lr-min 3e-5 --wd 0.01 --beta2 0.99 --warmup 400 --rewarm 50]\n"
           "           [--steps N | --budget-s S | --epochs E] [--time-limit S] [--save-every S]\n"
           "           [--gpu-layers 99] [--threads N] [--eval-windows 64]\n"
           "  eval     --model M --text V.txt [--ctx 512] [--eval-windows N]\n"
-          "  convert  --model IN --out OUT --type F32|F16|Q8_0|Q6_K [--embd-type Q4_K|Q5_K|Q6_K|Q8_0]\n"
+          "  convert  --model IN --out OUT --type F32|F16|Q8_0|Q6_K [--embd-type Q4_K|Q5_K|Q6_K|Q8_0|Q4_0|Q5_0]\n"
           "           [--shrink S]  (an F32 IN: divide what the blocks add to the residual stream by S;\n"
           "           keys with non-finite values are always dropped)\n"
-          "  sample   --model M [--prompt P] [-n 64] [--temp 0.8] [--seed 1]\n",
+          "  sample   --model M [--prompt P] [-n 64] [--temp 0.8] [--seed 1]\n"
+          "  tokenize --text T.txt --out T.tok [--vocab V]   (int32 tokens, a BOS before each unit)\n"
+          "  import   --model SHAPE.gguf --weights DIR --out OUT.gguf   (DIR: manifest.txt, weights.bin)\n",
           f);
 }
 
@@ -460,6 +468,7 @@ static int parse(int argc, char **argv, struct args *a)
         case O_TYPE: a->type = optarg; break;
         case O_EMBD_TYPE: a->embd_type = optarg; break;
         case O_SHRINK: a->shrink = strtof(optarg, NULL); break;
+        case O_WEIGHTS: a->weights = optarg; break;
         case O_TEXT: a->text = optarg; break;
         case O_EVAL_MAX: a->eval_windows = atoll(optarg); break;
         case O_PROMPT: a->prompt = optarg; break;
@@ -793,13 +802,14 @@ static int cmd_convert(const struct args *a)
     }
     if (a->embd_type) { /* the token embedding alone in another type (it is only looked up) */
         static const struct { const char *name; enum ggml_type t; } k[] = {
-            {"Q4_K", GGML_TYPE_Q4_K}, {"Q5_K", GGML_TYPE_Q5_K}, {"Q6_K", GGML_TYPE_Q6_K}, {"Q8_0", GGML_TYPE_Q8_0}};
+            {"Q4_K", GGML_TYPE_Q4_K}, {"Q5_K", GGML_TYPE_Q5_K}, {"Q6_K", GGML_TYPE_Q6_K}, {"Q8_0", GGML_TYPE_Q8_0},
+            {"Q4_0", GGML_TYPE_Q4_0}, {"Q5_0", GGML_TYPE_Q5_0}}; /* _0: rows of 32, for widths not of 256 */
         qp.token_embedding_type = GGML_TYPE_COUNT;
         for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
             if (!strcasecmp(a->embd_type, k[i].name))
                 qp.token_embedding_type = k[i].t;
         if (qp.token_embedding_type == GGML_TYPE_COUNT) {
-            fprintf(stderr, "brainjar-train convert: unknown --embd-type %s (Q4_K, Q5_K, Q6_K, Q8_0)\n", a->embd_type);
+            fprintf(stderr, "brainjar-train convert: unknown --embd-type %s (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0)\n", a->embd_type);
             return 2;
         }
     }
@@ -867,6 +877,136 @@ static int cmd_sample(const struct args *a)
     return rc;
 }
 
+/* ---- tokens and weights for the PyTorch trainer (tools/train-voice.py) ---- */
+
+static int cmd_tokenize(const struct args *a)
+{
+    const char *src = a->model ? a->model : a->vocab;
+    if (!a->text || !a->out || !src) {
+        fprintf(stderr, "brainjar-train tokenize: --text, --out and a vocab (--vocab or --model) are needed\n");
+        return 2;
+    }
+    struct llama_model_params mp = llama_model_default_params();
+    mp.vocab_only = true;
+    struct llama_model *m = llama_model_load_from_file(src, mp);
+    if (!m) {
+        fprintf(stderr, "brainjar-train tokenize: cannot load the vocab of %s\n", src);
+        return 1;
+    }
+    struct tokens t = {0};
+    int rc = tokenize_file(llama_model_get_vocab(m), a->text, &t) ? 1 : 0;
+    llama_model_free(m);
+    if (!rc) {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", a->out);
+        FILE *f = fopen(tmp, "wb");
+        if (!f || fwrite(t.v, sizeof *t.v, t.n, f) != t.n || fclose(f) || rename(tmp, a->out)) {
+            fprintf(stderr, "brainjar-train tokenize: cannot write %s: %s\n", a->out, strerror(errno));
+            rc = 1;
+        } else {
+            fprintf(stderr, "tokenize: %s: %zu tokens -> %s\n", a->text, t.n, a->out);
+        }
+    }
+    free(t.v);
+    return rc;
+}
+
+/* Reads n values of type `type` ("f32", "f16" or "q8_0": ggml's block layout) at byte `off`
+ * of `f` into dst as F32. */
+static int read_values(FILE *f, long off, const char *type, float *dst, int64_t n)
+{
+    if (fseek(f, off, SEEK_SET))
+        return -1;
+    if (!strcmp(type, "f32"))
+        return fread(dst, sizeof(float), (size_t)n, f) == (size_t)n ? 0 : -1;
+    enum ggml_type t = !strcmp(type, "f16") ? GGML_TYPE_F16 : !strcmp(type, "q8_0") ? GGML_TYPE_Q8_0 : GGML_TYPE_COUNT;
+    if (t == GGML_TYPE_COUNT || n % ggml_blck_size(t))
+        return -1;
+    const int64_t chunk = 4096; /* values at a time: a multiple of every block size */
+    size_t cap = ggml_row_size(t, chunk);
+    unsigned char *buf = malloc(cap);
+    int rc = buf ? 0 : -1;
+    for (int64_t i = 0; !rc && i < n; i += chunk) {
+        int64_t k = n - i < chunk ? n - i : chunk;
+        size_t bytes = ggml_row_size(t, k);
+        if (fread(buf, 1, bytes, f) != bytes)
+            rc = -1;
+        else
+            ggml_get_type_traits(t)->to_float(buf, dst + i, k);
+    }
+    free(buf);
+    return rc;
+}
+
+/* SHAPE.gguf's header and tensors with the values listed in DIR/manifest.txt ("name type
+ * n_elements offset" a line) from DIR/weights.bin. Every F32 tensor of SHAPE must be listed
+ * with its exact element count: a tensor left at its random value would be a silent error. */
+static int cmd_import(const struct args *a)
+{
+    if (!a->model || !a->weights || !a->out) {
+        fprintf(stderr, "brainjar-train import: --model SHAPE.gguf, --weights DIR and --out are needed\n");
+        return 2;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/manifest.txt", a->weights);
+    FILE *man = fopen(path, "r");
+    snprintf(path, sizeof path, "%s/weights.bin", a->weights);
+    FILE *bin = fopen(path, "rb");
+    struct ggml_context *data = NULL;
+    struct gguf_init_params ip = {.no_alloc = false, .ctx = &data};
+    struct gguf_context *g = man && bin ? gguf_init_from_file(a->model, ip) : NULL;
+    int rc = 0, n_set = 0;
+    if (!man || !bin) {
+        fprintf(stderr, "brainjar-train import: cannot open %s/manifest.txt and weights.bin\n", a->weights);
+        rc = 1;
+    } else if (!g) {
+        fprintf(stderr, "brainjar-train import: cannot read %s\n", a->model);
+        rc = 1;
+    }
+    char name[256], type[8];
+    long long n, off;
+    while (!rc && fscanf(man, "%255s %7s %lld %lld", name, type, &n, &off) == 4) {
+        struct ggml_tensor *t = ggml_get_tensor(data, name);
+        if (!t || t->type != GGML_TYPE_F32 || ggml_nelements(t) != n) {
+            fprintf(stderr, "brainjar-train import: %s (%lld values) has no F32 tensor of that size in %s\n", name, n,
+                    a->model);
+            rc = 1;
+        } else if (read_values(bin, (long)off, type, t->data, n)) {
+            fprintf(stderr, "brainjar-train import: cannot read %s (%s, %lld values at %lld) from weights.bin\n",
+                    name, type, n, off);
+            rc = 1;
+        } else {
+            n_set++;
+        }
+    }
+    if (!rc && n_set != gguf_get_n_tensors(g)) {
+        fprintf(stderr, "brainjar-train import: the manifest sets %d of %lld tensors\n", n_set,
+                (long long)gguf_get_n_tensors(g));
+        rc = 1;
+    }
+    if (!rc) { /* a fresh header and the tensors of `data`, as convert writes them */
+        struct gguf_context *o = gguf_init_empty();
+        gguf_set_kv(o, g);
+        for (int64_t i = 0; i < gguf_get_n_tensors(g); i++)
+            gguf_add_tensor(o, ggml_get_tensor(data, gguf_get_tensor_name(g, i)));
+        if (!gguf_write_to_file(o, a->out, false)) {
+            fprintf(stderr, "brainjar-train import: cannot write %s\n", a->out);
+            rc = 1;
+        }
+        gguf_free(o);
+    }
+    if (!rc)
+        fprintf(stderr, "import: %d tensors from %s -> %s\n", n_set, a->weights, a->out);
+    if (man)
+        fclose(man);
+    if (bin)
+        fclose(bin);
+    if (g)
+        gguf_free(g);
+    ggml_free(data);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -884,6 +1024,8 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "eval")) rc = cmd_eval(&a);
     else if (!strcmp(argv[1], "convert")) rc = cmd_convert(&a);
     else if (!strcmp(argv[1], "sample")) rc = cmd_sample(&a);
+    else if (!strcmp(argv[1], "tokenize")) rc = cmd_tokenize(&a);
+    else if (!strcmp(argv[1], "import")) rc = cmd_import(&a);
     else {
         usage(stderr);
         rc = 2;

@@ -299,6 +299,8 @@ static int find_or_add_model(struct bj_hive *h, const char *path, char *err, siz
     bj_strlcpy(s->path, path, sizeof s->path);
     if (bj_modelinfo_read(path, &s->info, err, errlen))
         return -1;
+    if (is_embedded(path))
+        bj_jar_cap_context(&s->info, BJ_VOICE_JAR_TOKENS);
     return h->n_models++;
 }
 

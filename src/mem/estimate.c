@@ -799,6 +799,8 @@ struct bj_est_hive *bj_estimate_spec(const struct bj_hive_spec *c, const char *d
             free(mi);
             goto fail;
         }
+        if (strncmp(path, "/proc/", 6) == 0) /* the embedded voice (app/embedded.c), as the hive's */
+            bj_jar_cap_context(mi, BJ_VOICE_JAR_TOKENS);
         long jars[BJ_MAX_BRAINS];
         struct bj_jar *mine[BJ_MAX_BRAINS];
         int n = 0;

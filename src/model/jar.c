@@ -43,6 +43,12 @@ void bj_jar_keep_proportions(struct bj_jar *const *jars, int n, const struct bj_
     }
 }
 
+void bj_jar_cap_context(struct bj_modelinfo *mi, uint32_t cap)
+{
+    if (mi->n_ctx_train == 0 || mi->n_ctx_train > cap)
+        mi->n_ctx_train = cap;
+}
+
 uint32_t bj_jar_kv_cells(const long *jar_tokens, int n, bool *unified)
 {
     long sum = 0, max = 0;

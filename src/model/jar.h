@@ -35,6 +35,10 @@ int bj_jar_resolve(const struct bj_brain_cfg *b, const struct bj_modelinfo *mi, 
 void bj_jar_keep_proportions(struct bj_jar *const *jars, int n, const struct bj_modelinfo *mi,
                              enum ggml_type kv_type);
 
+/* Lowers mi's context to cap when it is longer (or unknown): jars of that model are then clamped
+ * to cap instead of the training context. */
+void bj_jar_cap_context(struct bj_modelinfo *mi, uint32_t cap);
+
 /* KV cells one batched context allocates for brains with these jars. Sets *unified: true means
  * one shared cell pool of sum(jars) (jars differ a lot), false means one stream per brain of
  * max(jar) cells each (faster attention; equal jars cost the same). Rounded up to 256 cells per

@@ -24,6 +24,9 @@
 /* The pace of a brain on the embedded voice: about a reader's speed (3-4 words a second), so that
  * a life of a few hundred tokens lasts long enough to be watched. */
 #define BJ_VOICE_PACE 5.0
+/* The embedded voice's jars are clamped to this many tokens (not to its longer training context),
+ * so that at its pace a life stays about a minute long (docs/VOICE.md). */
+#define BJ_VOICE_JAR_TOKENS 512u
 #define BJ_PACE_DEFAULT (-1.0)
 
 enum bj_schedule { BJ_SCHED_AUTO, BJ_SCHED_BATCHED, BJ_SCHED_PARALLEL };
