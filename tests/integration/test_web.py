@@ -111,7 +111,8 @@ class Api(WebCase):
         self.assertEqual(len(ser["t"]), len(ser["process_rss"]))
         self.assertEqual(set(ser["brains"]), {"SUBJECT", "OBSERVER", "GOD"})
         self.assertEqual(h.get("/api/me", s).json()["role"], "operator")
-        # Prometheus
+        # Prometheus (once SUBJECT has died: the metric below counts its deaths)
+        h.wait_for(lambda: h.get("/api/brains/SUBJECT", s).json()["deaths"] >= 1, what="a death of SUBJECT")
         r = h.request("GET", "/metrics", cookie=s)
         self.assertEqual(r.status, 200)
         self.assertTrue(r.header("Content-Type").startswith("text/plain"))
