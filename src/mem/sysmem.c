@@ -431,14 +431,19 @@ void bj_sysmem_read_gpu(const struct bj_sysmem_paths *p, const struct bj_sysmem 
 
 /* ---- in use, and the heat ------------------------------------------------------------------------ */
 
+int bj_sysmem_pct_of(const struct bj_sysmem *m)
+{
+    if (!m || m->total == 0)
+        return -1;
+    uint64_t used = m->total > m->available ? m->total - m->available : 0;
+    return (int)(used * 100 / m->total);
+}
+
 int bj_sysmem_used_pct(const struct bj_sysmem_paths *p)
 {
     struct bj_sysmem m;
     char err[64];
-    if (bj_sysmem_read(p, &m, err, sizeof err) || m.total == 0)
-        return -1;
-    uint64_t used = m.total > m.available ? m.total - m.available : 0;
-    return (int)(used * 100 / m.total);
+    return bj_sysmem_read(p, &m, err, sizeof err) ? -1 : bj_sysmem_pct_of(&m);
 }
 
 static bool type_watched(const char *types, const char *type)

@@ -102,6 +102,8 @@ void bj_sysmem_read_gpu(const struct bj_sysmem_paths *p, const struct bj_sysmem 
 /* Memory in use, 0-100, as the budget sees it: (total - available) / total of bj_sysmem_read, so
  * a cgroup limit counts. -1 when meminfo cannot be read. */
 int bj_sysmem_used_pct(const struct bj_sysmem_paths *p);
+/* The same from a reading already made (NULL or no total: -1). */
+int bj_sysmem_pct_of(const struct bj_sysmem *m);
 
 /* The hottest thermal zone under `root` (/sys/class/thermal) whose type is one of `types`
  * (comma-separated; empty: every zone), in degrees C, and its type in zone[zlen]. Sensors that

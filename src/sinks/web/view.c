@@ -37,11 +37,11 @@ struct web_view {
 
 #define NO_TEMP -1000.0
 
-/* The host's memory in use and heat, as sysmem reads them (cgroup-aware), for the original's
- * per-brain state. */
-static void sample_host(struct web_view *w)
+/* The host's memory in use (from m, the sample's bj_sysmem_read; NULL: unknown) and heat, for the
+ * original's per-brain state. */
+static void sample_host(struct web_view *w, const struct bj_sysmem *m)
 {
-    w->mem_pct = bj_sysmem_used_pct(&w->mem_paths);
+    w->mem_pct = bj_sysmem_pct_of(m);
     double t;
     char zone[64];
     w->temp_c = bj_sysmem_hottest_zone("/sys/class/thermal", "", &t, zone, sizeof zone) == 0 ? (int)(t * 10) / 10.0
@@ -57,7 +57,9 @@ struct web_view *web_view_new(int n_brains, int ring_thoughts)
     v->ring_thoughts = ring_thoughts > 0 ? ring_thoughts : 200;
     v->gpu_used = -1;
     bj_sysmem_paths_default(&v->mem_paths);
-    sample_host(v);
+    struct bj_sysmem m;
+    char err[128];
+    sample_host(v, bj_sysmem_read(&v->mem_paths, &m, err, sizeof err) == 0 ? &m : NULL);
     v->rings = calloc((size_t)(n_brains ? n_brains : 1), sizeof *v->rings);
     v->series = calloc(WEB_SERIES, sizeof *v->series);
     if (!v->rings || !v->series)
@@ -247,7 +249,8 @@ void web_view_sample(struct web_view *w, struct bj_hive *hive)
     s->t = bj_event_now() / 1000000;
     struct bj_sysmem m;
     char err[128];
-    if (bj_sysmem_read(&w->mem_paths, &m, err, sizeof err) == 0) {
+    bool mem_ok = bj_sysmem_read(&w->mem_paths, &m, err, sizeof err) == 0;
+    if (mem_ok) {
         s->sys_total = m.total;
         s->sys_avail = m.available;
     }
@@ -268,7 +271,7 @@ void web_view_sample(struct web_view *w, struct bj_hive *hive)
         }
     }
     s->gpu_used = w->gpu_used;
-    sample_host(w);
+    sample_host(w, mem_ok ? &m : NULL); /* the same reading: meminfo and the cgroup once a second */
     struct bj_hive_snapshot snap;
     if (hive && bj_hive_snapshot(hive, &snap) == 0) {
         for (int i = 0; i < snap.n_brains && i < BJ_MAX_BRAINS; i++) {
