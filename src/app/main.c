@@ -205,7 +205,13 @@ static int run_hive(const struct bj_config *c, int argc, char **argv)
         if (!(tui = bj_tui_new(&tp, err, sizeof err)))
             goto out;
     } else {
-        term = bj_term_start(bus, c->events, focus, stdout);
+        struct bj_term_params tp = bj_term_params_default();
+        tp.bus = bus;
+        tp.mode = c->events;
+        tp.focus = focus;
+        term = bj_term_new(&tp, err, sizeof err);
+        if (err[0] || (term && bj_term_start(term, err, sizeof err)))
+            goto out;
     }
     if (bj_ops_start_store(ops, bus)) /* ops: the store's writer subscribes before anything is published */
         goto out;
@@ -259,7 +265,7 @@ out:
         status = bj_ops_exit_status(ops); /* 3: the watchdog's last resort */
     if (bus) {
         bj_bus_close(bus);
-        bj_term_finish(term, bus);
+        bj_term_stop(term); /* what is queued printed, the threads joined */
         bj_tui_stop(tui); /* the terminal restored, what was logged meanwhile written out */
     }
     bj_web_free(web); /* web: stops its thread before the hive goes */
@@ -267,6 +273,7 @@ out:
     bj_hive_free(hive);
     bj_ops_free(ops); /* ops: before the bus it subscribed to */
     bj_tui_free(tui, bus);
+    bj_term_free(term);
     bj_bus_free(bus);
     if (sfd >= 0)
         close(sfd);

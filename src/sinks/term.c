@@ -5,7 +5,7 @@
  *   to a bounded ring of bytes; when the ring is full the event is dropped and counted (never an
  *   unbounded queue: the bus queue stays short because the consumer never waits on the output);
  * - the writer writes the ring to the output with plain blocking writes. If a write blocks for
- *   ever (a paused terminal, a reader that stopped), only the writer waits; bj_term_finish()
+ *   ever (a paused terminal, a reader that stopped), only the writer waits; bj_term_stop()
  *   gives it a deadline and then interrupts the write with a signal (a no-op handler installed
  *   without SA_RESTART, so write() returns EINTR).
  * A closed output (EPIPE) ends this sink only, with one message on stderr; SIGPIPE is blocked in
@@ -27,11 +27,12 @@
 #include "util.h"
 
 #define TERM_RING_BYTES (1u << 20) /* what may wait for a slow reader; the rest is dropped */
-#define TERM_FLUSH_MS 2000         /* bj_term_finish: time the writer gets to drain the ring */
+#define TERM_FLUSH_MS 2000         /* bj_term_stop: time the writer gets to drain the ring */
 #define TERM_ABORT_MS 1000         /* then: time to interrupt a blocked write */
 #define TERM_WRITE_MAX (64u << 10) /* bytes per write() */
 
 struct bj_term {
+    struct bj_bus *bus;
     struct bj_sub *sub;
     enum bj_events_out mode;
     char focus[32];
@@ -51,6 +52,8 @@ struct bj_term {
     bool abort;         /* finish gave up waiting: the writer ends now */
     bool dead;          /* the output failed (EPIPE, ...): everything is dropped */
     bool writer_done;
+    bool writer_started, consumer_started, stopped; /* owner's thread only */
+    bool writer_stuck;  /* stop left a write that could not be interrupted: t is never freed */
 };
 
 /* ---- formatting (consumer thread) --------------------------------------------------------- */
@@ -366,56 +369,65 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* ---- start and finish --------------------------------------------------------------------- */
+/* ---- lifecycle ---------------------------------------------------------------------------- */
 
-struct bj_term *bj_term_start(struct bj_bus *bus, enum bj_events_out mode, const char *focus, FILE *out)
+struct bj_term_params bj_term_params_default(void)
 {
-    if (mode == BJ_OUT_NONE)
+    return (struct bj_term_params){.mode = BJ_OUT_TEXT, .focus = "", .out = stdout};
+}
+
+struct bj_term *bj_term_new(const struct bj_term_params *p, char *err, size_t errlen)
+{
+    if (errlen)
+        err[0] = '\0';
+    if (p->mode == BJ_OUT_NONE)
         return NULL;
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, install_wake_handler);
     struct bj_term *t = calloc(1, sizeof *t);
-    if (!t)
-        return NULL;
-    t->ring = malloc(TERM_RING_BYTES);
-    if (!t->ring) {
+    if (!t || !(t->ring = malloc(TERM_RING_BYTES))) {
         free(t);
+        snprintf(err, errlen, "terminal: out of memory");
         return NULL;
     }
-    t->mode = mode;
-    t->out = out;
-    fflush(out);
-    t->fd = fileno(out);
-    bj_strlcpy(t->focus, focus, sizeof t->focus);
-    t->color = mode == BJ_OUT_TEXT && t->fd >= 0 && isatty(t->fd) && !getenv("NO_COLOR");
+    t->bus = p->bus;
+    t->mode = p->mode;
+    t->out = p->out;
+    fflush(t->out);
+    t->fd = fileno(t->out);
+    bj_strlcpy(t->focus, p->focus ? p->focus : "", sizeof t->focus);
+    t->color = t->mode == BJ_OUT_TEXT && t->fd >= 0 && isatty(t->fd) && !getenv("NO_COLOR");
     pthread_mutex_init(&t->mu, NULL);
     bj_cond_init_monotonic(&t->cv);
-    uint32_t mask = mode == BJ_OUT_JSONL ? BJ_EV_ALL : BJ_EV_ALL & ~BJ_EV_MASK(BJ_EV_STATUS);
+    uint32_t mask = t->mode == BJ_OUT_JSONL ? BJ_EV_ALL : BJ_EV_ALL & ~BJ_EV_MASK(BJ_EV_STATUS);
     /* jsonl is for scripts that want every token: a generous queue; text can coalesce. The
      * consumer never waits on the output, so this queue stays short either way. */
-    t->sub = bj_bus_subscribe(bus, "terminal", mask, mode == BJ_OUT_JSONL ? 1u << 20 : 4096);
-    if (!t->sub)
-        goto fail;
-    if (pthread_create(&t->writer, NULL, writer_main, t) != 0) {
-        bj_bus_unsubscribe(bus, t->sub);
-        goto fail;
+    t->sub = bj_bus_subscribe(t->bus, "terminal", mask, t->mode == BJ_OUT_JSONL ? 1u << 20 : 4096);
+    if (!t->sub) {
+        snprintf(err, errlen, "terminal: cannot subscribe to the bus");
+        bj_term_free(t);
+        return NULL;
     }
+    return t;
+}
+
+int bj_term_start(struct bj_term *t, char *err, size_t errlen)
+{
+    if (pthread_create(&t->writer, NULL, writer_main, t) != 0) {
+        snprintf(err, errlen, "terminal: cannot start the writer thread");
+        return -1;
+    }
+    t->writer_started = true;
     if (pthread_create(&t->consumer, NULL, consumer_main, t) != 0) {
+        snprintf(err, errlen, "terminal: cannot start the consumer thread");
         pthread_mutex_lock(&t->mu);
         t->abort = true;
         pthread_cond_broadcast(&t->cv);
         pthread_mutex_unlock(&t->mu);
-        pthread_join(t->writer, NULL);
-        bj_bus_unsubscribe(bus, t->sub);
-        goto fail;
+        return -1;
     }
-    return t;
-fail:
-    pthread_cond_destroy(&t->cv);
-    pthread_mutex_destroy(&t->mu);
-    free(t->ring);
-    free(t);
-    return NULL;
+    t->consumer_started = true;
+    return 0;
 }
 
 /* Waits until the writer is done or the monotonic deadline passes (mu held). */
@@ -428,15 +440,13 @@ static bool wait_writer(struct bj_term *t, int64_t ms)
     return t->writer_done;
 }
 
-void bj_term_finish(struct bj_term *t, struct bj_bus *bus)
+/* Gives the writer TERM_FLUSH_MS to drain the ring, then interrupts a blocked write. Returns
+ * whether the writer ended. */
+static bool drain_writer(struct bj_term *t)
 {
-    if (!t)
-        return;
-    /* The bus is closed: the consumer drains its queue into the ring (dropping what does not
-     * fit) and ends; it never waits on the output. */
-    pthread_join(t->consumer, NULL);
-    bj_bus_unsubscribe(bus, t->sub);
     pthread_mutex_lock(&t->mu);
+    t->closing = true; /* a writer whose consumer never ran must end too */
+    pthread_cond_broadcast(&t->cv);
     bool done = wait_writer(t, TERM_FLUSH_MS);
     size_t unwritten = 0;
     if (!done) {
@@ -455,12 +465,38 @@ void bj_term_finish(struct bj_term *t, struct bj_bus *bus)
     if (dropped || unwritten)
         bj_warn("terminal: %llu event%s dropped and %zu bytes left unwritten: the output was not being read",
                 (unsigned long long)dropped, dropped == 1 ? "" : "s", unwritten);
-    if (!done) {
-        /* A write that even a signal cannot end: leave the writer (and what it reads) behind. */
-        pthread_detach(t->writer);
+    return done;
+}
+
+void bj_term_stop(struct bj_term *t)
+{
+    if (!t || t->stopped)
+        return;
+    t->stopped = true;
+    /* The bus is closed: the consumer drains its queue into the ring (dropping what does not
+     * fit) and ends; it never waits on the output. */
+    if (t->consumer_started)
+        pthread_join(t->consumer, NULL);
+    if (!t->writer_started)
+        return;
+    if (drain_writer(t)) {
+        pthread_join(t->writer, NULL);
         return;
     }
-    pthread_join(t->writer, NULL);
+    /* A write that even a signal cannot end: leave the writer (and what it reads) behind. */
+    pthread_detach(t->writer);
+    t->writer_stuck = true;
+}
+
+void bj_term_free(struct bj_term *t)
+{
+    if (!t)
+        return;
+    bj_term_stop(t);
+    if (t->sub)
+        bj_bus_unsubscribe(t->bus, t->sub);
+    if (t->writer_stuck)
+        return; /* the detached writer still reads t */
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->mu);
     free(t->ring);

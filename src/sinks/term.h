@@ -15,10 +15,27 @@ enum bj_events_out { BJ_OUT_TEXT, BJ_OUT_JSONL, BJ_OUT_NONE };
 
 struct bj_term;
 
-/* Subscribes and starts the thread. NULL on failure. */
-struct bj_term *bj_term_start(struct bj_bus *bus, enum bj_events_out mode, const char *focus, FILE *out);
+struct bj_term_params {
+    struct bj_bus *bus;      /* subscribed to by bj_term_new; must outlive the sink */
+    enum bj_events_out mode; /* BJ_OUT_NONE: bj_term_new makes no sink and returns NULL, err "" */
+    const char *focus;       /* the brain whose thoughts stream token by token (text) */
+    FILE *out;               /* not closed by the sink */
+};
 
-/* Waits until the bus is closed and everything queued is printed, then frees. */
-void bj_term_finish(struct bj_term *t, struct bj_bus *bus);
+struct bj_term_params bj_term_params_default(void);
+
+/* Subscribes to the bus (so nothing published after this is missed) and allocates. NULL, with
+ * the reason in err, on failure; NULL with err "" for BJ_OUT_NONE. */
+struct bj_term *bj_term_new(const struct bj_term_params *p, char *err, size_t errlen);
+
+/* Starts the consumer and writer threads. */
+int bj_term_start(struct bj_term *t, char *err, size_t errlen);
+
+/* Call after the bus is closed: the consumer drains its queue, the writer gets 2 s to write it
+ * out (then a blocked write is interrupted), both are joined. Takes NULL; may be called again. */
+void bj_term_stop(struct bj_term *t);
+
+/* Stops if needed, unsubscribes and frees. Takes NULL. */
+void bj_term_free(struct bj_term *t);
 
 #endif

@@ -25,6 +25,23 @@ static void publish(struct bj_bus *bus, enum bj_event_type type, const char *bra
     bj_bus_publish(bus, &ev);
 }
 
+/* A started terminal sink focused on brain A. */
+static struct bj_term *term_new(struct bj_bus *bus, enum bj_events_out mode, FILE *out)
+{
+    struct bj_term_params p = bj_term_params_default();
+    p.bus = bus;
+    p.mode = mode;
+    p.focus = "A";
+    p.out = out;
+    char err[128];
+    struct bj_term *t = bj_term_new(&p, err, sizeof err);
+    if (t && bj_term_start(t, err, sizeof err) != 0) {
+        bj_term_free(t);
+        return NULL;
+    }
+    return t;
+}
+
 /* Resident anonymous memory of this process, KB. */
 static long rss_anon_kb(void)
 {
@@ -44,13 +61,14 @@ static void test_text_mode_escapes_controls(void **state)
     assert_int_equal(pipe(fds), 0);
     FILE *out = fdopen(fds[1], "w");
     struct bj_bus *bus = bj_bus_new();
-    struct bj_term *t = bj_term_start(bus, BJ_OUT_TEXT, "A", out);
+    struct bj_term *t = term_new(bus, BJ_OUT_TEXT, out);
     assert_non_null(t);
     publish(bus, BJ_EV_TOKEN, "A", "one\rtwo\x1b[2Jthree\xC2\x9B" "four\tfive");
     publish(bus, BJ_EV_THOUGHT, "A", "x");
     publish(bus, BJ_EV_THOUGHT, "B", "bee\rbuzz");
     bj_bus_close(bus);
-    bj_term_finish(t, bus);
+    bj_term_stop(t);
+    bj_term_free(t);
     bj_bus_free(bus);
     fclose(out);
     char buf[4096];
@@ -71,7 +89,7 @@ static void test_stuck_reader_bounded_and_finish_quick(void **state)
     assert_int_equal(pipe(fds), 0); /* nobody reads fds[0] */
     FILE *out = fdopen(fds[1], "w");
     struct bj_bus *bus = bj_bus_new();
-    struct bj_term *t = bj_term_start(bus, BJ_OUT_JSONL, "A", out);
+    struct bj_term *t = term_new(bus, BJ_OUT_JSONL, out);
     assert_non_null(t);
     char text[4096];
     memset(text, 'x', sizeof text - 1);
@@ -90,7 +108,8 @@ static void test_stuck_reader_bounded_and_finish_quick(void **state)
 #endif
     bj_bus_close(bus);
     int64_t t0 = bj_now_us();
-    bj_term_finish(t, bus); /* the writer is blocked in write(): finish must interrupt it */
+    bj_term_stop(t);
+    bj_term_free(t); /* the writer is blocked in write(): stop must interrupt it */
     double s = (double)(bj_now_us() - t0) / 1e6;
     print_message("finish took %.2f s\n", s);
     assert_true(s < 4.0);
@@ -107,14 +126,15 @@ static void test_closed_pipe_ends_the_sink_only(void **state)
     close(fds[0]); /* like `| head` after head exits */
     FILE *out = fdopen(fds[1], "w");
     struct bj_bus *bus = bj_bus_new();
-    struct bj_term *t = bj_term_start(bus, BJ_OUT_JSONL, "A", out);
+    struct bj_term *t = term_new(bus, BJ_OUT_JSONL, out);
     assert_non_null(t);
     for (int i = 0; i < 1000; i++)
         publish(bus, BJ_EV_TOKEN, "A", "token ");
     usleep(100 * 1000);
     bj_bus_close(bus);
     int64_t t0 = bj_now_us();
-    bj_term_finish(t, bus); /* SIGPIPE (default: death) must not have killed us */
+    bj_term_stop(t);
+    bj_term_free(t); /* SIGPIPE (default: death) must not have killed us */
     assert_true(bj_now_us() - t0 < 1000000);
     bj_bus_free(bus);
     fclose(out);
