@@ -34,13 +34,9 @@ static void iso(int64_t us, char *buf, size_t len)
 
 static struct bj_store *open_ro(const char *dir)
 {
-    struct bj_store_params p;
-    bj_store_params_default(&p);
-    p.data_dir = dir;
-    p.read_only = true;
     char err[1024];
     int status;
-    struct bj_store *st = bj_store_new(&p, &status, err, sizeof err);
+    struct bj_store *st = bj_store_new_reader(dir, &status, err, sizeof err);
     if (!st)
         fprintf(stderr, "brainjar: %s\n", err);
     return st;

@@ -499,13 +499,9 @@ int bj_lab_main(int argc, char **argv)
     }
     if (!out[0])
         snprintf(out, sizeof out, "lab-report-%ld", run);
-    struct bj_store_params p;
-    bj_store_params_default(&p);
-    p.data_dir = dir;
-    p.read_only = true;
     char err[1024];
     int status;
-    struct bj_store *st = bj_store_new(&p, &status, err, sizeof err);
+    struct bj_store *st = bj_store_new_reader(dir, &status, err, sizeof err);
     if (!st) {
         fprintf(stderr, "brainjar lab report: %s\n", err);
         return status ? status : 1;

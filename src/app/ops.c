@@ -272,13 +272,9 @@ static int replay_counts(struct bj_ops *o, const struct bj_config *c, uint32_t *
             bj_error("a replay needs a fresh --data-dir: %s already has deaths of %s", b, c->spec.brains[i].id);
             return -1;
         }
-    struct bj_store_params sp;
-    bj_store_params_default(&sp);
-    sp.data_dir = a;
-    sp.read_only = true;
     char err[600];
     int st2;
-    struct bj_store *src = bj_store_new(&sp, &st2, err, sizeof err);
+    struct bj_store *src = bj_store_new_reader(a, &st2, err, sizeof err);
     if (!src) {
         bj_error("--replay: %s", err);
         return -1;

@@ -456,25 +456,31 @@ static bool admit_brain(struct bj_hive *h, int i)
     return false;
 }
 
+/* The settings every engine of model m gets, at the start and when a stalled one is rebuilt. */
+static struct bj_engine_params engine_params(struct bj_hive *h, int m)
+{
+    struct bj_engine_params ep;
+    bj_engine_params_default(&ep);
+    ep.model_path = h->models[m].path;
+    ep.model_label = model_label(h->models[m].path);
+    ep.plan = &est_model(h, m)->plan;
+    ep.max_steps = h->s->max_steps;
+    ep.bus = h->bus;
+    ep.on_done = on_engine_done;
+    ep.on_done_ud = h;
+    ep.on_events = on_step_events;
+    ep.on_events_ud = h;
+    ep.lab = &h->s->lab;
+    return ep;
+}
+
 static int load_engines(struct bj_hive *h, char *err, size_t errlen)
 {
     const struct bj_hive_spec *s = h->s;
     for (int m = 0; m < h->n_models; m++) {
-        const struct bj_est_model *em = est_model(h, m);
-        struct bj_engine_params ep;
-        bj_engine_params_default(&ep);
-        ep.model_path = h->models[m].path;
-        ep.model_label = model_label(h->models[m].path);
-        ep.plan = &em->plan;
-        ep.max_steps = s->max_steps;
-        ep.bus = h->bus;
+        struct bj_engine_params ep = engine_params(h, m);
         ep.inject_brain = s->inject_brain;
         ep.inject_step = s->inject_step;
-        ep.on_done = on_engine_done;
-        ep.on_done_ud = h;
-        ep.on_events = on_step_events;
-        ep.lab = &h->s->lab;
-        ep.on_events_ud = h;
         if (admit_model(h, m, err, errlen))
             return -1;
         ep.stall_brain = s->stall_brain;
@@ -849,19 +855,8 @@ static int rebuild(struct bj_hive *h, int m, int64_t silent_ms, char *err, size_
     *g = (struct grave){.next = h->graveyard, .engine = old, .model = m};
     h->graveyard = g;
 
-    struct bj_engine_params ep;
-    bj_engine_params_default(&ep);
-    ep.model_path = ms->path;
-    ep.model_label = model_label(ms->path);
-    ep.model = ms->model;
-    ep.plan = &est_model(h, m)->plan;
-    ep.max_steps = h->s->max_steps;
-    ep.bus = h->bus;
-    ep.on_done = on_engine_done;
-    ep.on_done_ud = h;
-    ep.on_events = on_step_events;
-    ep.lab = &h->s->lab;
-    ep.on_events_ud = h;
+    struct bj_engine_params ep = engine_params(h, m);
+    ep.model = ms->model; /* the loaded model goes on; only the engine is new */
     struct bj_engine *e = bj_engine_new(&ep, err, errlen);
     if (!e)
         return -1;

@@ -118,6 +118,15 @@ int bj_store_check(struct bj_store *st, bool full, char *msg, size_t msglen)
     return rc;
 }
 
+struct bj_store *bj_store_new_reader(const char *data_dir, int *status, char *err, size_t errlen)
+{
+    struct bj_store_params p;
+    bj_store_params_default(&p);
+    p.data_dir = data_dir;
+    p.read_only = true;
+    return bj_store_new(&p, status, err, errlen);
+}
+
 struct bj_store *bj_store_new(const struct bj_store_params *p, int *status, char *err, size_t errlen)
 {
     int dummy;

@@ -79,6 +79,10 @@ void bj_store_params_default(struct bj_store_params *p);
  * data directory (err names its pid) or the schema is newer than this binary, 1 otherwise. */
 struct bj_store *bj_store_new(const struct bj_store_params *p, int *status, char *err, size_t errlen);
 
+/* bj_store_new read-only on data_dir's database, the other settings their defaults: for the
+ * commands that read what a daemon stored (history, reports, a replay's source). */
+struct bj_store *bj_store_new_reader(const char *data_dir, int *status, char *err, size_t errlen);
+
 /* What a run is, recorded by bj_store_begin_run. Strings may be NULL. */
 struct bj_store_brain_info {
     const char *id, *role, *model;

@@ -110,6 +110,10 @@ void store_finalize_all(struct bj_store *st);
 /* PRAGMA quick_check (full: integrity_check) on db: 0 ok, 1 damaged (msg says how), -1 the check
  * itself could not run (msg says why). */
 int store_check_db(sqlite3 *db, bool full, char *msg, size_t msglen);
+/* store_read.c: ends a read on the reader connection (rlock held, s from it or NULL): a step that
+ * stopped on an error (rc neither SQLITE_ROW nor SQLITE_DONE) is reported into err; s is
+ * finalized and rlock released. Returns n, or -1 after an error. */
+int store_read_end(struct bj_store *st, sqlite3_stmt *s, int rc, int n, char *err, size_t errlen);
 /* store_lab.c: a run's experiment and arms (inside the run's transaction), and a BJ_EV_LAB
  * event as an interventions or self_reports row. SQLite result codes. */
 int store_lab_insert_run(struct bj_store *st, const struct bj_lab_spec *lab);

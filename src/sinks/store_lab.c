@@ -129,7 +129,7 @@ int bj_store_each_lab(struct bj_store *st, const char *brain, int64_t run,
         " WHERE (?1 IS NULL OR brain=?1) AND (?2=0 OR run=?2) ORDER BY 12";
     pthread_mutex_lock(&st->rlock);
     sqlite3_stmt *s = NULL;
-    int n = -1;
+    int n = -1, rc = SQLITE_DONE;
     if (!st->rdb || sqlite3_prepare_v2(st->rdb, sql, -1, &s, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "%s", st->rdb ? sqlite3_errmsg(st->rdb) : "no database");
         goto out;
@@ -137,7 +137,6 @@ int bj_store_each_lab(struct bj_store *st, const char *brain, int64_t run,
     store_bind_text(s, 1, brain);
     sqlite3_bind_int64(s, 2, run);
     n = 0;
-    int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         struct bj_stored_lab r = {
             .kind = (const char *)sqlite3_column_text(s, 0), .run = sqlite3_column_int64(s, 1),
@@ -150,14 +149,8 @@ int bj_store_each_lab(struct bj_store *st, const char *brain, int64_t run,
         if (fn(ud, &r))
             break;
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        snprintf(err, errlen, "%s", sqlite3_errmsg(st->rdb));
-        n = -1;
-    }
 out:
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->rlock);
-    return n;
+    return store_read_end(st, s, rc, n, err, errlen);
 }
 
 static char *col_dup(sqlite3_stmt *s, int i)

@@ -43,6 +43,17 @@ static int prepare_read(struct bj_store *st, const char *sql, const char *brain,
 
 /* Room for row n in the array v of *cap rows of `size` bytes (doubling from 64): returns the
  * array, or NULL with err when out of memory (v is then left as it was, for the caller to free). */
+int store_read_end(struct bj_store *st, sqlite3_stmt *s, int rc, int n, char *err, size_t errlen)
+{
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        snprintf(err, errlen, "%s", sqlite3_errmsg(st->rdb));
+        n = -1;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->rlock);
+    return n;
+}
+
 static void *grow_rows(void *v, int *cap, int n, size_t size, char *err, size_t errlen)
 {
     if (n < *cap)
@@ -85,9 +96,7 @@ int bj_store_read_thoughts(struct bj_store *st, const char *brain, int64_t run, 
     }
     *out = v;
 out:
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->rlock);
-    return n;
+    return store_read_end(st, s, SQLITE_DONE, n, err, errlen);
 }
 
 void bj_store_free_thoughts(struct bj_stored_thought *t, int n)
@@ -102,12 +111,11 @@ int bj_store_each_thought(struct bj_store *st, const char *brain, int64_t run,
 {
     pthread_mutex_lock(&st->rlock);
     sqlite3_stmt *s = NULL;
-    int n = -1;
+    int n = -1, rc = SQLITE_DONE;
     if (prepare_read(st, "SELECT " THOUGHT_COLS " FROM thoughts WHERE (?1 IS NULL OR brain=?1) AND (?2=0 OR run=?2)"
                      " ORDER BY id", brain, run, 0, 0, &s, err, errlen))
         goto out;
     n = 0;
-    int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         struct bj_stored_thought t;
         row_thought(s, &t);
@@ -117,14 +125,8 @@ int bj_store_each_thought(struct bj_store *st, const char *brain, int64_t run,
         if (stop)
             break;
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        snprintf(err, errlen, "%s", sqlite3_errmsg(st->rdb));
-        n = -1;
-    }
 out:
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->rlock);
-    return n;
+    return store_read_end(st, s, rc, n, err, errlen);
 }
 
 int bj_store_read_deaths(struct bj_store *st, const char *brain, int64_t run, int64_t before_us, int limit,
@@ -167,9 +169,7 @@ int bj_store_read_deaths(struct bj_store *st, const char *brain, int64_t run, in
     }
     *out = v;
 out:
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->rlock);
-    return n;
+    return store_read_end(st, s, SQLITE_DONE, n, err, errlen);
 }
 
 int bj_store_read_runs(struct bj_store *st, struct bj_stored_run **out, char *err, size_t errlen)
@@ -222,9 +222,7 @@ int bj_store_read_runs(struct bj_store *st, struct bj_stored_run **out, char *er
     }
     *out = v;
 out:
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->rlock);
-    return n;
+    return store_read_end(st, s, SQLITE_DONE, n, err, errlen);
 }
 
 uint32_t bj_store_deaths_before_run(struct bj_store *st, const char *brain, int64_t run)
