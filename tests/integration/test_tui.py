@@ -141,7 +141,8 @@ class Keys(HiveCase):
         t.start(cmd + with_model(["--mode", "matrix", *SMALL_JARS]))
         try:
             t.wait(self, lambda s: all(f"\u250c\u2500 {b}" in s for b in BRAINS), "three panels")
-            s = t.wait(self, lambda s: s.count("DEAD:") == 0 and "thought" not in s.splitlines()[-1], "every brain alive")
+            s = t.wait(self, lambda s: s.count("thinking") == 3 and "\u25020/" not in s,
+                       "every brain thinking, with text in its jar")
             t.save("tui-normal", s)
             s = t.wait(self, lambda s: "\u2620 DEAD: JAR_FULL" in s, "a death veil")
             t.save("tui-death", s)
