@@ -45,6 +45,7 @@ struct bj_wsclient {
     lws_sorted_usec_list_t retry_sul;
     int backoff_ms;
     bool auth_sent, ever_up, stopping;
+    bool conn_up;             /* this connection brought a snapshot */
     char *rx;                 /* a message being received */
     size_t rx_len, rx_cap;
     int evfd;
@@ -190,7 +191,7 @@ static void connect_ws(struct bj_wsclient *c)
     i.ssl_connection = c->tls ? LCCSCF_USE_SSL : 0;
     i.opaque_user_data = &c->ws_conn;
     i.pwsi = &c->ws;
-    c->auth_sent = false;
+    c->auth_sent = c->conn_up = false;
     c->rx_len = 0;
     if (!lws_client_connect_via_info(&i))
         link_lost(c, BJ_WSC_REFUSED, "cannot connect");
@@ -247,7 +248,7 @@ static void message(struct bj_wsclient *c, const char *text, size_t len)
         bj_evbuf_free(&evs);
         return;
     }
-    if (info.auth_error && !c->ever_up) {
+    if (info.auth_error && !c->conn_up) { /* at the start, or a token revoked since */
         bj_evbuf_free(&evs);
         set_outcome(c, BJ_WSC_AUTH, "the token was refused (Authentication required)");
         c->stopping = true; /* nothing more to do with this daemon */
@@ -262,6 +263,7 @@ static void message(struct bj_wsclient *c, const char *text, size_t len)
         pthread_mutex_unlock(&c->mu);
     }
     if (info.snapshot) {
+        c->conn_up = true;
         link_event(c, "up", info.role, c->url);
         c->ever_up = true;
         c->backoff_ms = c->p.backoff_min_ms;

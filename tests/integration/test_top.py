@@ -49,7 +49,9 @@ class Top(WebCase):
         t = Tmux("bjtop", os.path.join(self.tmp, "status"))
         t.start([BRAINJAR, "top", url, "--token", viewer])
         try:
-            s = t.wait(self, lambda s: all(b in s for b in BRAINS) and "as viewer" in s, "three panels, as viewer")
+            # "connected ... as viewer" at the foot for 5 s, then the keys line of a viewer
+            s = t.wait(self, lambda s: all(b in s for b in BRAINS) and ("as viewer" in s or "(read-only)" in s),
+                       "three panels, as viewer")
             self.assertIn("OBSERVER watches SUBJECT", s)
             t.wait(self, lambda s: "(read-only)" in s, "the keys line of a viewer (once the notice is gone)")
             # streaming: the panels' text changes
@@ -68,8 +70,8 @@ class Top(WebCase):
             self.assertEqual(hive.stop(), 0)
             t.wait(self, lambda s: "reconnecting" in s, "reconnecting")
             again = self.start(*DAEMON, port=port)
-            s = t.wait(self, lambda s: "reconnecting" not in s and "as viewer" in s and all(b in s for b in BRAINS),
-                       "the brains again after the restart")
+            s = t.wait(self, lambda s: "reconnecting" not in s and ("as viewer" in s or "(read-only)" in s)
+                       and all(b in s for b in BRAINS), "the brains again after the restart")
             first = body(s)
             t.wait(self, lambda s: body(s) != first, "the text changing after the restart")
             self.assertEqual(again.request("GET", "/api/health").status, 200)

@@ -111,6 +111,11 @@ static void test_auth_error_and_hostile(void **state)
     struct bj_wsclient_msg info;
     assert_int_equal(feed(v, "{\"type\":\"error\",\"error\":\"Authentication required\"}", &info), 0);
     assert_true(info.auth_error);
+    /* a snapshot then the refusal of our empty token (--web-auth off): no refusal */
+    assert_int_equal(feed(v, "[{\"type\":\"snapshot\",\"brains\":[]},{\"type\":\"error\",\"error\":"
+                             "\"Authentication required\"}]", &info), 0);
+    assert_true(info.snapshot);
+    assert_false(info.auth_error);
     assert_int_equal(feed(v, "{\"type\":\"error\",\"error\":\"Malformed message\"}", &info), 0);
     assert_false(info.auth_error);
     assert_int_equal(feed(v, "not json", &info), -1);
