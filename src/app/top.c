@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,13 +25,14 @@
 static void top_usage(FILE *to)
 {
     fprintf(to,
-            "usage: brainjar top [URL] [--token TOKEN | --token-file FILE]\n"
+            "usage: brainjar top [URL] [--token TOKEN | --token-file FILE] [--insecure]\n"
             "  Shows a running brainjar's hive full screen (as `brainjar run` on a terminal), over its\n"
             "  WebSocket API. URL: http://HOST[:PORT] (default " TOP_DEFAULT_URL "; https for TLS).\n"
             "  The token (`brainjar token create --role viewer|operator`): --token, else --token-file,\n"
             "  else $BRAINJAR_TOKEN, else $XDG_CONFIG_HOME/brainjar/token (~/.config/brainjar/token).\n"
             "  A viewer token is read-only; an operator token also kills, resurrects, pauses, resumes\n"
             "  and speaks (k r p u s). Keys: arrows/Tab focus, Enter zoom, ? help, q quit.\n"
+            "  --insecure: https with a self-signed certificate (no check of who answers).\n"
             "  Exit status: 0 quit, 1 cannot reach the daemon, 2 bad usage, 3 token refused.\n");
 }
 
@@ -139,7 +141,7 @@ static int watch(struct bj_wsclient *c, int sfd, const char *url)
     }
 }
 
-static int top_run(const char *url, const char *token)
+static int top_run(const char *url, const char *token, bool insecure)
 {
     char err[512], why[256];
     if (bj_wsclient_check_url(url, err, sizeof err) != 0) { /* said before anything else */
@@ -162,6 +164,7 @@ static int top_run(const char *url, const char *token)
     struct bj_wsclient_params wp = bj_wsclient_params_default();
     wp.url = url;
     wp.token = token;
+    wp.tls_insecure = insecure;
     wp.bus = bus;
     struct bj_wsclient *c = bus && sfd >= 0 ? bj_wsclient_new(&wp, err, sizeof err) : NULL;
     int rc = 0;
@@ -215,15 +218,18 @@ int bj_top_main(int argc, char **argv)
 {
     static const struct option opts[] = {{"token", required_argument, 0, 't'},
                                          {"token-file", required_argument, 0, 'f'},
+                                         {"insecure", no_argument, 0, 'k'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *opt_token = NULL, *opt_file = NULL;
+    bool insecure = false;
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (opt) {
         case 't': opt_token = optarg; break;
         case 'f': opt_file = optarg; break;
+        case 'k': insecure = true; break;
         case 'h': top_usage(stdout); return 0;
         default: return bj_cli_option_error("top", opt, argv);
         }
@@ -238,5 +244,5 @@ int bj_top_main(int argc, char **argv)
         fprintf(stderr, "brainjar top: %s\n", err);
         return 2;
     }
-    return top_run(url, token);
+    return top_run(url, token, insecure);
 }

@@ -150,6 +150,13 @@ static void link_event(struct bj_wsclient *c, const char *state, const char *cau
 
 static void connect_ws(struct bj_wsclient *c);
 
+static int tls_flags(const struct bj_wsclient *c)
+{
+    if (!c->tls)
+        return 0;
+    return LCCSCF_USE_SSL | (c->p.tls_insecure ? LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK : 0);
+}
+
 static void retry_cb(lws_sorted_usec_list_t *sul)
 {
     struct bj_wsclient *c = lws_container_of(sul, struct bj_wsclient, retry_sul);
@@ -188,13 +195,13 @@ static void connect_ws(struct bj_wsclient *c)
     i.path = c->path;
     i.host = c->hosthdr;
     i.origin = NULL; /* not a browser: no Origin, as curl */
-    i.ssl_connection = c->tls ? LCCSCF_USE_SSL : 0;
+    i.ssl_connection = tls_flags(c);
     i.opaque_user_data = &c->ws_conn;
     i.pwsi = &c->ws;
     c->auth_sent = c->conn_up = false;
     c->rx_len = 0;
     if (!lws_client_connect_via_info(&i))
-        link_lost(c, BJ_WSC_REFUSED, "cannot connect");
+        link_lost(c, BJ_WSC_REFUSED, "cannot connect (an unknown host name?)");
 }
 
 static void send_acts(struct bj_wsclient *c)
@@ -224,7 +231,7 @@ static void send_acts(struct bj_wsclient *c)
         i.path = path;
         i.host = c->hosthdr;
         i.method = "POST";
-        i.ssl_connection = c->tls ? LCCSCF_USE_SSL : 0;
+        i.ssl_connection = tls_flags(c);
         i.opaque_user_data = cn;
         if (!lws_client_connect_via_info(&i)) {
             char text[200];
@@ -384,6 +391,21 @@ static int post_cb(struct lws *wsi, enum lws_callback_reasons reason, struct con
 
 /* ---- the WebSocket ------------------------------------------------------------------------ */
 
+/* libwebsockets' last error on the client's thread (e.g. "SSL error: self-signed certificate"):
+ * said with the connection's failure instead of on stderr, where it would tear the screen. */
+static _Thread_local char t_lws_err[256];
+
+static void lws_log_keep(int level, const char *line)
+{
+    const char *m = strstr(line, "] E: ");
+    m = m ? m + 5 : line;
+    if (level & LLL_ERR) {
+        snprintf(t_lws_err, sizeof t_lws_err, "%s", m);
+        t_lws_err[strcspn(t_lws_err, "\r\n")] = '\0';
+    }
+    bj_debug("top: libwebsockets: %s", m);
+}
+
 /* Why the upgrade failed, for the user: lws says e.g. "HS: ws upgrade unauthorized". */
 static enum bj_wsclient_outcome classify(const char *why)
 {
@@ -431,10 +453,15 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, struct bj_ws
         return c->stopping ? -1 : 0;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
         const char *why = in ? (const char *)in : "connection error";
-        char text[256];
-        snprintf(text, sizeof text, "%s", why);
-        if (strstr(why, "onnection refused") || strstr(why, "connect"))
-            snprintf(text, sizeof text, "connection refused (is brainjar running there?)");
+        char text[512];
+        if (strstr(why, "refused") || strstr(why, "Unable to connect"))
+            snprintf(text, sizeof text, "connection refused or unreachable (is brainjar running there?)");
+        else if (t_lws_err[0])
+            snprintf(text, sizeof text, "%s: %s%s", why, t_lws_err,
+                     strstr(t_lws_err, "certificate") ? " (--insecure accepts a self-signed one)" : "");
+        else
+            snprintf(text, sizeof text, "%s", why);
+        t_lws_err[0] = '\0';
         link_lost(c, classify(why), text);
         return 0;
     }
@@ -584,7 +611,7 @@ int bj_wsclient_start(struct bj_wsclient *c, char *err, size_t errlen)
     info.timeout_secs = (unsigned)(c->p.connect_timeout_s > 0 ? c->p.connect_timeout_s : 5);
     info.connect_timeout_secs = info.timeout_secs;
     info.options = c->tls ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0;
-    lws_set_log_level(LLL_ERR, NULL);
+    lws_set_log_level(LLL_ERR, lws_log_keep);
     c->ctx = lws_create_context(&info);
     if (!c->ctx) {
         snprintf(err, errlen, "top: cannot create a libwebsockets context");

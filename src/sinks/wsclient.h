@@ -29,6 +29,7 @@ struct bj_wsclient_params {
     struct bj_bus *bus;  /* required: where the decoded events go */
     int backoff_min_ms, backoff_max_ms; /* reconnection: 250 doubling up to 5000 */
     int connect_timeout_s;              /* one attempt (5) */
+    bool tls_insecure;                  /* https: accept a self-signed certificate and another name */
 };
 struct bj_wsclient_params bj_wsclient_params_default(void);
 

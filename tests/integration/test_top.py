@@ -84,7 +84,7 @@ class Top(WebCase):
         refused = free_port()  # nothing listens there
         rc, out = in_a_terminal([BRAINJAR, "top", f"http://127.0.0.1:{refused}", "--token", "x"])
         self.assertEqual(rc, 1, out)
-        self.assertIn("connection refused", out)
+        self.assertIn("is brainjar running there?", out)
         for bad in ("nonsense", "ftp://127.0.0.1:8095", "http://127.0.0.1:99999"):
             rc, out = in_a_terminal([BRAINJAR, "top", bad])
             self.assertEqual(rc, 2, out)
@@ -99,6 +99,25 @@ class Top(WebCase):
         rc, out = in_a_terminal([BRAINJAR, "top", url, "--token-file", os.path.join(self.tmp, "none")])
         self.assertEqual(rc, 2, out)
         self.assertIn("does not exist", out)
+        # https with a self-signed certificate: refused with a hint, accepted with --insecure
+        cert, key = os.path.join(self.tmp, "cert.pem"), os.path.join(self.tmp, "key.pem")
+        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                            "-days", "1", "-keyout", key, "-out", cert], capture_output=True, text=True, timeout=120)
+        if p.returncode == 0:
+            tls = self.start(*DAEMON, "--web-tls-cert", cert, "--web-tls-key", key, tls=True,
+                             data=os.path.join(self.tmp, "tls"))
+            viewer = token(tls.data, "viewer")
+            rc, out = in_a_terminal([BRAINJAR, "top", f"https://127.0.0.1:{tls.port}", "--token", viewer])
+            self.assertEqual(rc, 1, out)
+            self.assertIn("--insecure", out)
+            t = Tmux("bjtls", os.path.join(self.tmp, "tls-status"))
+            t.start([BRAINJAR, "top", f"https://127.0.0.1:{tls.port}", "--token", viewer, "--insecure"], x=120, y=30)
+            try:
+                t.wait(self, lambda s: all(b in s for b in BRAINS) and "https://" in s, "the brains over https")
+                t.keys("q")
+                self.assertEqual(t.exit_status(), 0)
+            finally:
+                t.kill()
         # not on a terminal: said, status 2, no escape sequences
         p = subprocess.run([BRAINJAR, "top", url, "--token", "x"], capture_output=True, timeout=30,
                            stdin=subprocess.DEVNULL)
