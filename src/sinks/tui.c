@@ -354,7 +354,7 @@ static int remote_link(struct bj_tui *t, const struct bj_event *ev)
         return 1;
     }
     if (strcmp(ev->state, "up") == 0) { /* a snapshot follows: the view starts afresh */
-        struct bj_hiveview *fresh = bj_hiveview_new(bj_event_now());
+        struct bj_hiveview *fresh = bj_hiveview_new(ev->time_us); /* "alive for": the daemon's hive */
         if (fresh) {
             bj_hiveview_focus_move(fresh, (int)bj_hiveview_focus(t->view));
             bj_hiveview_free(t->view);

@@ -136,9 +136,9 @@ int bj_wsclient_act(struct bj_wsclient *c, const char *action, const char *brain
 
 /* ---- link events on the bus --------------------------------------------------------------- */
 
-static void link_event(struct bj_wsclient *c, const char *state, const char *cause, const char *text)
+static void link_event(struct bj_wsclient *c, const char *state, const char *cause, const char *text, int64_t time_us)
 {
-    struct bj_event ev = {.type = BJ_EV_LINK, .time_us = bj_event_now()};
+    struct bj_event ev = {.type = BJ_EV_LINK, .time_us = time_us > 0 ? time_us : bj_event_now()};
     snprintf(ev.state, sizeof ev.state, "%s", state);
     snprintf(ev.cause, sizeof ev.cause, "%s", cause ? cause : "");
     snprintf(ev.from, sizeof ev.from, "%.*s", (int)sizeof ev.from - 1, c->host);
@@ -180,7 +180,7 @@ static void link_lost(struct bj_wsclient *c, enum bj_wsclient_outcome fail, cons
     }
     char text[400];
     snprintf(text, sizeof text, "%s: %s; reconnecting\xe2\x80\xa6", c->url, why);
-    link_event(c, "down", NULL, text);
+    link_event(c, "down", NULL, text, 0);
     lws_sul_schedule(c->ctx, 0, &c->retry_sul, retry_cb, (lws_usec_t)c->backoff_ms * 1000);
     c->backoff_ms = c->backoff_ms * 2 > c->p.backoff_max_ms ? c->p.backoff_max_ms : c->backoff_ms * 2;
 }
@@ -236,7 +236,7 @@ static void send_acts(struct bj_wsclient *c)
         if (!lws_client_connect_via_info(&i)) {
             char text[200];
             snprintf(text, sizeof text, "%s %s: cannot connect to %s", cn->act.action, cn->act.brain, c->url);
-            link_event(c, "note", NULL, text);
+            link_event(c, "note", NULL, text, 0);
             free(cn->act.body);
             free(cn);
         }
@@ -271,7 +271,7 @@ static void message(struct bj_wsclient *c, const char *text, size_t len)
     }
     if (info.snapshot) {
         c->conn_up = true;
-        link_event(c, "up", info.role, c->url);
+        link_event(c, "up", info.role, c->url, info.started_us);
         c->ever_up = true;
         c->backoff_ms = c->p.backoff_min_ms;
         set_outcome(c, BJ_WSC_UP, "");
@@ -318,7 +318,7 @@ static void post_done(struct conn *cn)
         snprintf(text, sizeof text, "%s %s refused (%d): %s", cn->act.action, cn->act.brain, cn->status,
                  msg ? msg : cn->status ? e : "no answer");
     json_decref(o);
-    link_event(cn->c, "note", NULL, text);
+    link_event(cn->c, "note", NULL, text, 0);
 }
 
 static int post_cb(struct lws *wsi, enum lws_callback_reasons reason, struct conn *cn, void *in, size_t len)

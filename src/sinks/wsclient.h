@@ -4,7 +4,8 @@
  * message, {"type":"auth"}), decodes the daemon's messages (snapshot, live events, ticks) into
  * bj_events and publishes them on a local bus, so that the terminal view (sinks/tui) is fed the
  * same way as in a local run. Its own link is told on that bus as BJ_EV_LINK events whose brain
- * is empty: state "up" (cause: the role, "viewer" or "operator") before each snapshot's events,
+ * is empty: state "up" (cause: the role, "viewer" or "operator"; time_us: when the daemon's hive
+ * started) before each snapshot's events,
  * "down" (text: what happened; it reconnects with a backoff) and "note" (text: the answer to an
  * operator action). After the first snapshot a lost link is retried forever; before it, the
  * first failure is final (bj_wsclient_outcome). Operator actions are POSTs to /api/brains/ID/ACTION
@@ -17,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "bus.h"
 #include "event.h"
@@ -61,6 +63,7 @@ void bj_wsclient_free(struct bj_wsclient *c);
 struct bj_wsclient_msg {
     bool snapshot;        /* a snapshot: the view starts afresh with these events */
     char role[16];        /* snapshot: "viewer" or "operator" */
+    int64_t started_us;   /* snapshot: when the daemon's hive started (0: not said) */
     bool auth_error;      /* {"type":"error","error":"Authentication required"} */
     bool has_memory;      /* a tick's memory and temperature */
     double mem_used, mem_total, temp_c;

@@ -2,6 +2,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "wsclient.h"
 
@@ -101,12 +102,33 @@ static int tick(json_t *o, struct bj_evbuf *out, struct bj_wsclient_msg *info)
     return 0;
 }
 
+/* "2026-11-25T15:06:25.633846Z" in microseconds since the epoch; 0 when it is not one. */
+static int64_t iso_us(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *p = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!p)
+        return 0;
+    long frac = 0;
+    int digits = 0;
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 6)
+                frac = frac * 10 + (*p - '0');
+    for (; digits < 6; digits++)
+        frac *= 10;
+    time_t t = timegm(&tm);
+    return t > 0 ? (int64_t)t * 1000000 + frac : 0;
+}
+
 /* A snapshot: the deaths (oldest first: the timeline), then per brain who it watches, its last
  * thoughts, whether it lives, its state and the thought it is streaming. */
 static int snapshot(json_t *o, struct bj_evbuf *out, struct bj_wsclient_msg *info)
 {
     info->snapshot = true;
     copy_str(info->role, sizeof info->role, json_object_get(o, "you"), "role");
+    info->started_us = iso_us(json_string_value(json_object_get(json_object_get(o, "hive"), "started")));
     memory_of(json_object_get(o, "memory"), info);
     size_t i;
     json_t *b, *d, *thoughts = json_object_get(o, "thoughts");

@@ -17,7 +17,8 @@
 #include "wsclient.h"
 
 static const char *SNAPSHOT =
-    "{\"type\":\"snapshot\",\"you\":{\"user\":\"t\",\"role\":\"viewer\"},\"hive\":{\"mode\":\"matrix\"},"
+    "{\"type\":\"snapshot\",\"you\":{\"user\":\"t\",\"role\":\"viewer\"},"
+    "\"hive\":{\"mode\":\"matrix\",\"started\":\"2026-11-25T15:06:25.633846Z\"},"
     "\"brains\":[{\"id\":\"SUBJECT\",\"state\":\"thinking\",\"deaths\":2,\"life\":3,\"thought\":4,"
     "\"jar\":{\"used\":10,\"tokens\":300},\"tok_s\":5.5,\"current\":\"I count\",\"watches\":[],\"watches_all\":false},"
     "{\"id\":\"OBSERVER\",\"state\":\"dead\",\"deaths\":1,\"jar\":{\"used\":0,\"tokens\":350},\"tok_s\":0,"
@@ -52,6 +53,7 @@ static void test_snapshot(void **state)
     assert_int_equal(feed(v, SNAPSHOT, &info), 0);
     assert_true(info.snapshot);
     assert_string_equal(info.role, "viewer");
+    assert_true(info.started_us == 1795619185633846LL); /* 2026-11-25T15:06:25.633846Z */
     assert_true(info.has_memory);
     assert_true(info.mem_total == 1000 && info.mem_used == 750);
     assert_int_equal(bj_hiveview_count(v), 3);
