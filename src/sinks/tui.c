@@ -48,6 +48,7 @@ struct bj_tui {
     char notice[512];
     int64_t notice_until;
     bool remote_operator;     /* remote: the daemon said our token is an operator's */
+    char refocus[32];         /* remote: the brain focused before a fresh snapshot, focused again */
 };
 
 struct bj_tui_params bj_tui_params_default(void)
@@ -349,14 +350,20 @@ static int remote_link(struct bj_tui *t, const struct bj_event *ev)
     if (ev->type != BJ_EV_LINK)
         return 0;
     if (ev->brain[0]) {
-        if (strcmp(ev->state, "watches") == 0)
+        if (strcmp(ev->state, "watches") == 0) {
             bj_hiveview_set_role(t->view, ev->brain, ev->text ? ev->text : "");
+            if (t->refocus[0] && strcmp(t->refocus, ev->brain) == 0) { /* the snapshot's order */
+                bj_hiveview_focus_move(t->view, (int)bj_hiveview_count(t->view) - 1 - (int)bj_hiveview_focus(t->view));
+                t->refocus[0] = '\0';
+            }
+        }
         return 1;
     }
     if (strcmp(ev->state, "up") == 0) { /* a snapshot follows: the view starts afresh */
         struct bj_hiveview *fresh = bj_hiveview_new(ev->time_us); /* "alive for": the daemon's hive */
         if (fresh) {
-            bj_hiveview_focus_move(fresh, (int)bj_hiveview_focus(t->view));
+            const struct bj_hiveview_brain *f = bj_hiveview_brain_at(t->view, bj_hiveview_focus(t->view));
+            snprintf(t->refocus, sizeof t->refocus, "%s", f ? f->name : "");
             bj_hiveview_free(t->view);
             t->view = fresh;
         }

@@ -65,13 +65,19 @@ class Top(WebCase):
                 r = hive.request("GET", f"/api/brains/{b}", token=operator)
                 self.assertEqual(r.status, 200)
                 self.assertEqual(r.json()["deaths_by_cause"]["OPERATOR"], 0, f"{b} was killed by a viewer")
-            # the daemon restarts: top says so and shows the brains again
+            # the daemon restarts: top says so and shows the brains again, the focused one still zoomed
+            t.keys("Tab", "Enter")
+            t.wait(self, lambda s: "\u250c\u2500 OBSERVER" in s and "\u250c\u2500 SUBJECT" not in s, "OBSERVER zoomed")
             port = hive.port
             self.assertEqual(hive.stop(), 0)
-            t.wait(self, lambda s: "reconnecting" in s, "reconnecting")
+            t.save("top-reconnecting", t.wait(self, lambda s: "reconnecting" in s, "reconnecting"))
             again = self.start(*DAEMON, port=port)
             s = t.wait(self, lambda s: "reconnecting" not in s and ("as viewer" in s or "(read-only)" in s)
                        and all(b in s for b in BRAINS), "the brains again after the restart")
+            self.assertIn("\u250c\u2500 OBSERVER", s)
+            self.assertNotIn("\u250c\u2500 SUBJECT", s)
+            t.keys("Enter")
+            s = t.wait(self, lambda s: all(f"\u250c\u2500 {b}" in s for b in BRAINS), "the three panels again")
             first = body(s)
             t.wait(self, lambda s: body(s) != first, "the text changing after the restart")
             self.assertEqual(again.request("GET", "/api/health").status, 200)
