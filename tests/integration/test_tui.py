@@ -207,7 +207,10 @@ class Many(HiveCase):
         cmd = [BRAINJAR, "run", "--tui", "on", "--data-dir", self.data, "--pause", "1", "--no-web", "--pace", "0"]
         t.start(cmd + with_model(["--brains", "64", "--jar-tokens", "200"]))
         try:
-            s = t.wait(self, lambda s: "brains 64" in s and "SUBJECT-44" in s, "64 brains, compact rows", timeout=120)
+            def rows_with_text(s):  # compact rows whose thought has come ("NAME  state  dN  jar  tok/s  text")
+                return sum(1 for l in s.splitlines() if l.startswith("SUBJECT-") and len(l[:80].rstrip()) > 50)
+            s = t.wait(self, lambda s: "brains 64" in s and "SUBJECT-44" in s and rows_with_text(s) >= 10,
+                       "64 brains, compact rows streaming", timeout=120)
             self.assertIn("\u250c\u2500 SUBJECT-1 ", s)  # the focused brain's large panel
             self.assertTrue(all(width(l) <= 160 for l in s.splitlines()), s)
             t.save("tui-64-160x48", s)
