@@ -22,6 +22,7 @@
 #include "log.h"
 #include "ops.h"
 #include "term.h"
+#include "top.h"
 #include "tui.h"
 #include "util.h"
 #include "mkmodel.h"
@@ -43,6 +44,7 @@ static void usage(FILE *to)
             "  passwd     set a web user's password (brainjar passwd USER [--role viewer|operator])\n"
             "  token      create a web API token (brainjar token create --role viewer|operator)\n"
             "  check      check the store's database (full SQLite integrity check)\n"
+            "  top        watch a running brainjar full screen (brainjar top [URL] [--token T])\n"
             "  --version  print versions\n"
             "`brainjar COMMAND --help` explains each command.\n");
 }
@@ -352,6 +354,8 @@ int main(int argc, char **argv)
         rc = bj_lab_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "check") == 0) {
         rc = bj_check_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "top") == 0) {
+        rc = bj_top_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "passwd") == 0) { /* web */
         rc = bj_passwd_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "token") == 0) { /* web */

@@ -47,6 +47,8 @@ struct bj_tui {
     size_t log_head, log_n;
     char notice[512];
     int64_t notice_until;
+    bool remote_operator;     /* remote: the daemon said our token is an operator's */
+    char refocus[32];         /* remote: the brain focused before a fresh snapshot, focused again */
 };
 
 struct bj_tui_params bj_tui_params_default(void)
@@ -285,9 +287,47 @@ static void sense(struct bj_tui_frame *f, struct bj_watchdog_params *wp)
     f->temp_c = s.temp_c;
 }
 
+static void notice(struct bj_tui *t, const char *text, int64_t until)
+{
+    snprintf(t->notice, sizeof t->notice, "%s", text ? text : "");
+    t->notice_until = until;
+}
+
+static const char *action_name(enum bj_tui_action a)
+{
+    switch (a) {
+    case BJ_TUI_KILL: return "kill";
+    case BJ_TUI_RESURRECT: return "resurrect";
+    case BJ_TUI_PAUSE: return "pause";
+    case BJ_TUI_RESUME: return "resume";
+    case BJ_TUI_SAY: return "say";
+    default: return NULL;
+    }
+}
+
+/* An operator key with a remote daemon: sent when our token is an operator's, else refused here. */
+static void act_remote(struct bj_tui *t, enum bj_tui_action a, const struct bj_tui_keys *k, const char *brain)
+{
+    const char *what = action_name(a);
+    char text[300];
+    if (!what)
+        return;
+    if (!t->remote_operator)
+        snprintf(text, sizeof text, "%s %s: viewer token: read-only", what, brain);
+    else if (t->p.remote_act(t->p.remote_ud, what, brain, a == BJ_TUI_SAY ? k->line : NULL) != 0)
+        snprintf(text, sizeof text, "%s %s: too many actions waiting", what, brain);
+    else
+        snprintf(text, sizeof text, "%s %s: sent", what, brain);
+    notice(t, text, bj_event_now() + TUI_NOTICE_US);
+}
+
 static void act(struct bj_tui *t, enum bj_tui_action a, const struct bj_tui_keys *k)
 {
     const struct bj_hiveview_brain *b = bj_hiveview_brain_at(t->view, bj_hiveview_focus(t->view));
+    if (b && t->p.remote_act) {
+        act_remote(t, a, k, b->name);
+        return;
+    }
     if (!b || !t->hive)
         return;
     int rc = 0;
@@ -304,6 +344,41 @@ static void act(struct bj_tui *t, enum bj_tui_action a, const struct bj_tui_keys
     t->notice_until = bj_event_now() + TUI_NOTICE_US;
 }
 
+/* A remote daemon's link (see tui.h). Returns 1: the event was the link's. */
+static int remote_link(struct bj_tui *t, const struct bj_event *ev)
+{
+    if (ev->type != BJ_EV_LINK)
+        return 0;
+    if (ev->brain[0]) {
+        if (strcmp(ev->state, "watches") == 0) {
+            bj_hiveview_set_role(t->view, ev->brain, ev->text ? ev->text : "");
+            if (t->refocus[0] && strcmp(t->refocus, ev->brain) == 0) { /* the snapshot's order */
+                bj_hiveview_focus_move(t->view, (int)bj_hiveview_count(t->view) - 1 - (int)bj_hiveview_focus(t->view));
+                t->refocus[0] = '\0';
+            }
+        }
+        return 1;
+    }
+    if (strcmp(ev->state, "up") == 0) { /* a snapshot follows: the view starts afresh */
+        struct bj_hiveview *fresh = bj_hiveview_new(ev->time_us); /* "alive for": the daemon's hive */
+        if (fresh) {
+            const struct bj_hiveview_brain *f = bj_hiveview_brain_at(t->view, bj_hiveview_focus(t->view));
+            snprintf(t->refocus, sizeof t->refocus, "%s", f ? f->name : "");
+            bj_hiveview_free(t->view);
+            t->view = fresh;
+        }
+        t->remote_operator = strcmp(ev->cause, "operator") == 0;
+        char text[600];
+        snprintf(text, sizeof text, "connected to %s as %s", ev->text ? ev->text : "", ev->cause[0] ? ev->cause : "?");
+        notice(t, text, bj_event_now() + TUI_NOTICE_US);
+    } else if (strcmp(ev->state, "down") == 0) {
+        notice(t, ev->text, INT64_MAX); /* until the link is up again */
+    } else {
+        notice(t, ev->text, bj_event_now() + TUI_NOTICE_US);
+    }
+    return 1;
+}
+
 /* Folds what the bus has (at most TUI_DRAIN_MAX events). Returns -1 once the bus is closed and
  * drained, else whether anything visible changed. */
 static int drain(struct bj_tui *t)
@@ -316,7 +391,10 @@ static int drain(struct bj_tui *t)
             return -1;
         if (rc == 0)
             break;
-        changed |= bj_hiveview_apply(t->view, &ev);
+        if (t->p.remote_act && remote_link(t, &ev))
+            changed = 1;
+        else
+            changed |= bj_hiveview_apply(t->view, &ev);
         bj_event_clear(&ev);
     }
     return changed;
@@ -343,7 +421,7 @@ static void *tui_main(void *arg)
 {
     struct bj_tui *t = arg;
     struct bj_tui_keys keys = {0};
-    struct bj_tui_frame f = {.source = "local", .operator_keys = t->hive != NULL};
+    struct bj_tui_frame f = {.source = t->p.source ? t->p.source : "local", .operator_keys = t->hive != NULL};
     struct bj_watchdog_params wp;
     bj_watchdog_params_default(&wp);
     int64_t frame_us = 1000000 / (t->p.max_fps > 0 ? t->p.max_fps : 10), last_draw = 0, last_sense = 0;
@@ -362,7 +440,11 @@ static void *tui_main(void *arg)
         dirty |= changed > 0;
         dirty |= log_read(t);
         enum bj_tui_action a;
-        while ((a = bj_tui_keys_read(&keys, t->view, t->hive != NULL, &dirty)) != BJ_TUI_NONE) {
+        /* remote: every operator key is answered (sent, or "read-only" for a viewer's token) */
+        bool keys_on = t->hive != NULL || t->p.remote_act != NULL;
+        if (t->p.remote_act)
+            f.operator_keys = t->remote_operator;
+        while ((a = bj_tui_keys_read(&keys, t->view, keys_on, &dirty)) != BJ_TUI_NONE) {
             if (a == BJ_TUI_QUIT)
                 kill(getpid(), SIGINT); /* as Ctrl-C: the process loop stops the run */
             else
@@ -370,7 +452,10 @@ static void *tui_main(void *arg)
         }
         now = bj_event_now();
         if (now - last_sense >= TUI_SENSE_US) {
-            sense(&f, &wp);
+            if (t->p.remote_sense)
+                t->p.remote_sense(t->p.remote_ud, &f.mem_used, &f.mem_total, &f.temp_ok, &f.temp_c);
+            else
+                sense(&f, &wp);
             last_sense = now;
             dirty = true; /* "alive for" moves */
         }

@@ -32,6 +32,16 @@ struct bj_tui_params {
     const struct bj_hive_spec *spec;    /* the brains in order, and whom each watches; NULL: as they come */
     const char *focus;                  /* the brain focused first; NULL: the first */
     int max_fps;                        /* redraws a second at most (10) */
+    /* A remote daemon's view (`brainjar top`, sinks/wsclient): the events on bus come from it, its
+     * link is told by BJ_EV_LINK events without a brain (up: a snapshot follows, the view starts
+     * afresh, cause the role; down: a lasting notice; note: a passing one), and a brain's LINK
+     * "watches" declares whom it watches. NULL remote_act: a local run. */
+    const char *source;                 /* the header's source: "local" (NULL) or the daemon's URL */
+    void *remote_ud;
+    /* An operator action ("kill", "resurrect", "pause", "resume", "say" with text) on brain. */
+    int (*remote_act)(void *ud, const char *action, const char *brain, const char *text);
+    /* The daemon's memory and temperature. */
+    void (*remote_sense)(void *ud, double *mem_used, double *mem_total, bool *temp_ok, double *temp_c);
 };
 struct bj_tui_params bj_tui_params_default(void);
 
