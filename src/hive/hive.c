@@ -746,6 +746,25 @@ static int locate(struct bj_hive *h, const char *brain, struct bj_engine **e)
     return h->engine_ix[i];
 }
 
+bool bj_hive_refuses(struct bj_hive *h, const char *brain, const char *action, char *why, size_t len)
+{
+    struct bj_brain_view v;
+    if (bj_hive_brain(h, brain, &v) != 0)
+        return false; /* the call itself answers -ENOENT */
+    bool dead = strcmp(v.state, "dead") == 0 || strcmp(v.state, "dying") == 0;
+    if (!v.started)
+        snprintf(why, len, "%s has not started (state: %s)", brain, v.state);
+    else if (strcmp(action, "kill") == 0 && dead)
+        snprintf(why, len, "%s is already dead (state: %s)", brain, v.state);
+    else if (strcmp(action, "resurrect") == 0 && !dead)
+        snprintf(why, len, "%s is alive (state: %s); only a dead brain can be resurrected", brain, v.state);
+    else if (strcmp(action, "pause") == 0 && strcmp(v.state, "paused") == 0)
+        snprintf(why, len, "%s is already paused", brain);
+    else
+        return false;
+    return true;
+}
+
 int bj_hive_kill(struct bj_hive *h, const char *brain, const char *cause, const char *who)
 {
     if (cause && bj_death_cause_of(cause) != BJ_DEATH_OPERATOR && bj_death_cause_of(cause) != BJ_DEATH_WATCHDOG)
@@ -754,6 +773,9 @@ int bj_hive_kill(struct bj_hive *h, const char *brain, const char *cause, const 
     int ix = locate(h, brain, &e);
     if (ix < 0)
         return ix;
+    char why[160];
+    if (bj_hive_refuses(h, brain, "kill", why, sizeof why))
+        return -EBUSY;
     int rc = bj_engine_kill(e, ix, cause ? cause : bj_death_cause_name(BJ_DEATH_OPERATOR));
     if (rc == 0)
         publish_operator(h, brain, "kill", who, cause);
@@ -766,6 +788,9 @@ int bj_hive_resurrect(struct bj_hive *h, const char *brain, const char *who)
     int ix = locate(h, brain, &e);
     if (ix < 0)
         return ix;
+    char why[160];
+    if (bj_hive_refuses(h, brain, "resurrect", why, sizeof why))
+        return -EBUSY;
     int rc = bj_engine_resurrect(e, ix);
     if (rc == 0)
         publish_operator(h, brain, "resurrect", who, NULL);

@@ -62,8 +62,14 @@ void bj_hive_stop(struct bj_hive *h);
 void bj_hive_free(struct bj_hive *h);
 
 /* ---- operator calls: any thread; applied at the owning engine's next step -----------------
- * Each returns 0, -ENOENT for an unknown brain, -EINVAL for bad arguments, and publishes an
- * OPERATOR event (who = the caller's name for the actor, e.g. "web:admin"). */
+ * Each returns 0, -ENOENT for an unknown brain, -EINVAL for bad arguments, -EBUSY for what the
+ * brain cannot do now (bj_hive_refuses: a kill of a dead brain, a resurrection of a living one),
+ * and publishes an OPERATOR event (who = the caller's name for the actor, e.g. "web:admin"). */
+/* Whether action ("kill", "resurrect", "pause", ...) cannot apply to the brain as it is now (a
+ * kill of a dead brain, a resurrection of a living one, a pause of a paused one, anything before
+ * the brain started): true with the reason in why. Judged on the hive's view; false for an
+ * unknown brain. */
+bool bj_hive_refuses(struct bj_hive *h, const char *brain, const char *action, char *why, size_t len);
 /* cause: NULL for OPERATOR, or WATCHDOG (the watchdog's stages). */
 int bj_hive_kill(struct bj_hive *h, const char *brain, const char *cause, const char *who);
 int bj_hive_resurrect(struct bj_hive *h, const char *brain, const char *who);  /* a dead brain now, skipping its pause */

@@ -340,7 +340,11 @@ static void act(struct bj_tui *t, enum bj_tui_action a, const struct bj_tui_keys
     case BJ_TUI_SAY: rc = bj_hive_say(t->hive, b->name, "OPERATOR", k->line, "tui"); what = "say"; break;
     default: return;
     }
-    snprintf(t->notice, sizeof t->notice, "%s %s: %s", what, b->name, rc == 0 ? "done" : strerror(-rc));
+    char why[160];
+    if (rc == -EBUSY && bj_hive_refuses(t->hive, b->name, what, why, sizeof why))
+        snprintf(t->notice, sizeof t->notice, "%s %s: refused: %s", what, b->name, why);
+    else
+        snprintf(t->notice, sizeof t->notice, "%s %s: %s", what, b->name, rc == 0 ? "done" : strerror(-rc));
     t->notice_until = bj_event_now() + TUI_NOTICE_US;
 }
 

@@ -136,8 +136,11 @@ class Keys(HiveCase):
         operator = token(self.data, "operator")
         port = free_port()
         t = Tmux("bjkeys", os.path.join(self.tmp, "status"))
+        # paced so that a life lasts seconds: a screen with the three alive, and a kill that lands
+        # before the jar fills, are states that last long enough to be seen (at --pace 0 the three
+        # live and die in step within a few frames)
         cmd = [BRAINJAR, "run", "--tui", "on", "--data-dir", self.data, "--pause", "1", "--web-port", str(port),
-               "--pace", "0"]
+               "--pace", "40"]
         t.start(cmd + with_model(["--mode", "matrix", *SMALL_JARS]))
         try:
             t.wait(self, lambda s: all(f"\u250c\u2500 {b}" in s for b in BRAINS), "three panels")
@@ -176,7 +179,7 @@ class Keys(HiveCase):
                     if pred():
                         return
                     time.sleep(0.2)
-                self.fail(f"the API never showed {what}")
+                self.fail(f"the API never showed {what}: SUBJECT is {brain('SUBJECT')}; the screen:\n{t.screen()}")
             t.keys("p")
             t.wait(self, lambda s: "pause SUBJECT: done" in s, "the pause done")
             wait_api(lambda: brain("SUBJECT")["state"] in ("paused", "dead"), "SUBJECT paused")
@@ -192,6 +195,8 @@ class Keys(HiveCase):
                 t.keys("k")
                 time.sleep(0.3)
             self.assertIn("kill SUBJECT: done", t.screen())
+            wait_api(lambda: brain("SUBJECT").get("deaths_by_cause", {}).get("OPERATOR", 0) >= 1,
+                     "SUBJECT's OPERATOR death")
             t.keys("q")
             self.assertEqual(t.exit_status(), 0)
         finally:

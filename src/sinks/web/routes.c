@@ -458,28 +458,6 @@ static void r_me(struct ctx *x)
                                     x->w->p->auth));
 }
 
-/* Whether an operator action cannot apply to the brain as it is now (a kill of a dead brain, a
- * resurrection of a living one, a pause of a paused one, anything before the brain started):
- * true with the reason. Judged on the hive's view; the engine applies what passes at its next
- * step. */
-static bool impossible(struct bj_hive *h, const char *brain, const char *action, char *why, size_t len)
-{
-    struct bj_brain_view v;
-    if (bj_hive_brain(h, brain, &v) != 0)
-        return false; /* the hive's call answers 404 */
-    bool dead = strcmp(v.state, "dead") == 0 || strcmp(v.state, "dying") == 0;
-    if (!v.started)
-        snprintf(why, len, "%s has not started (state: %s)", brain, v.state);
-    else if (strcmp(action, "kill") == 0 && dead)
-        snprintf(why, len, "%s is already dead (state: %s)", brain, v.state);
-    else if (strcmp(action, "resurrect") == 0 && !dead)
-        snprintf(why, len, "%s is alive (state: %s); only a dead brain can be resurrected", brain, v.state);
-    else if (strcmp(action, "pause") == 0 && strcmp(v.state, "paused") == 0)
-        snprintf(why, len, "%s is already paused", brain);
-    else
-        return false;
-    return true;
-}
 
 static void r_action(struct ctx *x)
 {
@@ -497,7 +475,7 @@ static void r_action(struct ctx *x)
         return;
     }
     char why[160];
-    if (impossible(h, x->arg, a, why, sizeof why)) {
+    if (bj_hive_refuses(h, x->arg, a, why, sizeof why)) {
         json_decref(o);
         resp_err(x->rs, 409, why);
         return;
