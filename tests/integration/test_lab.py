@@ -181,6 +181,20 @@ class Experiment(HiveCase):
         self.assertTrue(of(runs[0][1], "lab"))
         self.assertEqual(a, b)
 
+    def test_thoughts_stop_the_run(self):
+        # thoughts = N: the run ends by itself (exit 0) once every brain has N complete thoughts
+        exp = EXPERIMENT.replace("seed = 77", "seed = 77\nthoughts = 5")
+        rc, events, err = self.run_hive("--hive", self.write(exp), "--threads", "2", timeout=300)
+        self.assertEqual(rc, 0, err[-2000:])
+        done = {}
+        for e in of(events, "thought"):
+            if e["complete"]:
+                done[e["brain"]] = done.get(e["brain"], 0) + 1
+        self.assertEqual(len(done), 8, done)
+        self.assertTrue(all(n >= 5 for n in done.values()), done)
+        # it stopped soon after the last one got there, not long after
+        self.assertLess(min(done.values()), 5 + 6, done)
+
     def test_bad_file_names_the_line(self):
         bad = EXPERIMENT.replace("every = 3", "every = often")
         rc, _, err = self.run_hive("--hive", self.write(bad), "--steps", "5")
