@@ -560,13 +560,12 @@ function renderLab(j) {
     d.append(h, dl, ul);
     arms.append(d);
   }
-  const iv = $("lab-iv"), br = $("lab-brain");
+  const iv = $("lab-iv");
   if (!iv.options.length) {
     for (const x of j.interventions) iv.append(new Option(`${x.name} (${x.kind} ${x.brain})`, x.name));
     iv.onchange = () => labBrains();
   }
   labBrains();
-  void br;
 }
 
 function labBrains() {
