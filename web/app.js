@@ -20,6 +20,8 @@ let deaths = [];              // {t (s), brain, cause, crash_count}
 let charts = {};
 let sysTotal = 0;
 let hasGpu = false;           // the GPU memory series is drawn only where there is one
+let lab = null;               // GET /api/lab of an experiment's run, null otherwise
+let labMarks = [];            // interventions on the death timeline: {t (s), brain, id, action}
 
 function hueOf(id) {
   if (id in KNOWN_HUES) return KNOWN_HUES[id];
@@ -347,9 +349,10 @@ function makeCharts() {
     series: [{}, ...order.map((id) => ({
       label: id, stroke: colour(id), fill: colour(id, 0.85), paths: () => null,
       points: { show: true, size: 11, width: 1.5, stroke: "#fff", fill: colour(id) },
-    }))],
+    })), { label: "intervention", stroke: "#fde047", paths: () => null,
+      points: { show: true, size: 8, width: 2, stroke: "#fde047", fill: "#111" } }],
     legend: { show: false },
-  }, [[], ...order.map(() => [])], $("chart-deaths"));
+  }, [[], ...order.map(() => []), []], $("chart-deaths"));
   window.brainjarCharts = charts; // for the browser test's look at the axes
   redrawCharts();
 }
@@ -359,10 +362,14 @@ function redrawCharts() {
   const t = series.t;
   charts.toks.setData([t, ...order.map((id) => series.toks[id] || [])]);
   charts.mem.setData([t, series.rss, ...(hasGpu ? [series.gpu] : []), series.sysPct, ...order.map((id) => series.jar[id] || [])]);
-  const xs = deaths.map((d) => d.t);
+  // deaths and the lab's interventions on one time axis (uPlot wants it ascending)
+  const marks = deaths.map((d) => ({ ...d, mark: false })).concat(labMarks.map((m) => ({ ...m, mark: true })))
+    .sort((a, b) => a.t - b.t);
+  const xs = marks.map((d) => d.t);
   const now = Date.now() / 1000;
   const start = Math.min(t.length ? t[0] : now - 60, xs.length ? xs[0] : now);
-  charts.deaths.setData([xs, ...order.map((id, i) => deaths.map((d) => (d.brain === id ? i : null)))], false);
+  charts.deaths.setData([xs, ...order.map((id, i) => marks.map((d) => (!d.mark && d.brain === id ? i : null))),
+    marks.map((d) => (d.mark && order.includes(d.brain) ? order.indexOf(d.brain) : null))], false);
   charts.deaths.setScale("x", { min: start, max: Math.max(now, start + 30) });
 }
 
@@ -427,6 +434,7 @@ function onSnapshot(s) {
   loadSeries(s.series, s.memory);
   redrawCharts();
   $("stat-deaths").textContent = s.hive.deaths;
+  loadLab(true);
   if (s.reason === "resync") toast("caught up with the hive");
 }
 
@@ -490,10 +498,130 @@ function onEvent(m) {
     case "watchdog":
       logLine("crash", ms, `watchdog ${m.action}: ${m.text || ""}`);
       break;
+    case "lab":
+      onLabEvent(m, ms);
+      break;
     default:
       break;
   }
 }
+
+
+// ---- the Lab page (an experiment's run: GET /api/lab, "lab" events) -------------------------
+function labEventText(e) {
+  let what = {};
+  try { what = JSON.parse(e.what || e.text || "{}") || {}; } catch { what = {}; }
+  if (e.action === "answer")
+    return `${e.brain} answered ${e.id}${what.score != null ? " (" + what.score + ")" : ""}: ${String(what.answer || "").slice(0, 160)}`;
+  return `${e.action} ${e.id} on ${e.brain} (life ${e.life ?? e.crash_count + 1}, thought ${e.thought})`;
+}
+
+function labEventLine(e, ms) {
+  const li = document.createElement("li");
+  li.className = e.action === "answer" ? "answer" : "intervention";
+  const t = document.createElement("time");
+  t.textContent = clock(ms);
+  const s = document.createElement("span");
+  s.textContent = labEventText(e);
+  li.append(t, s);
+  const list = $("lab-events");
+  list.prepend(li);
+  while (list.children.length > 200) list.lastChild.remove();
+}
+
+function renderLab(j) {
+  $("lab-name").textContent = j.name;
+  $("lab-question").textContent = j.question || "";
+  $("lab-meta").textContent = `seed ${j.seed} · ${j.replicates} replicate${j.replicates === 1 ? "" : "s"} · ${j.arms.length} arms` +
+    (j.thoughts ? ` · until ${j.thoughts} thoughts` : "") + (j.duration_s ? ` · ${fmtDuration(j.duration_s)}` : "");
+  const arms = $("lab-arms");
+  arms.textContent = "";
+  for (const a of j.arms) {
+    const d = document.createElement("div");
+    d.className = "lab-arm";
+    d.dataset.arm = a.name;
+    const h = document.createElement("h3");
+    h.textContent = a.name;
+    const dl = document.createElement("dl");
+    for (const [k, v] of [["brains alive", `${a.alive} / ${a.brains_n}`], ["lives", a.lives], ["deaths", a.deaths],
+      ["thoughts", a.thoughts], ["interventions", a.interventions.join(", ") || "none"]]) {
+      const dt = document.createElement("dt"), dd = document.createElement("dd");
+      dt.textContent = k; dd.textContent = String(v);
+      dd.className = k.replace(/ /g, "-");
+      dl.append(dt, dd);
+    }
+    const ul = document.createElement("ul");
+    ul.className = "lab-answers";
+    for (const e of j.events.filter((e) => e.action === "answer" && e.brain.startsWith(a.name + "/")).slice(0, 3)) {
+      const li = document.createElement("li");
+      li.textContent = labEventText(e);
+      ul.append(li);
+    }
+    d.append(h, dl, ul);
+    arms.append(d);
+  }
+  const iv = $("lab-iv");
+  if (!iv.options.length) {
+    for (const x of j.interventions) iv.append(new Option(`${x.name} (${x.kind} ${x.brain})`, x.name));
+    iv.onchange = () => labBrains();
+  }
+  labBrains();
+}
+
+function labBrains() {
+  const iv = lab && lab.interventions.find((x) => x.name === $("lab-iv").value);
+  const br = $("lab-brain");
+  const keep = br.value;
+  br.textContent = "";
+  if (!iv) return;
+  for (const a of lab.arms) for (const b of a.brains) if (b.id.endsWith("/" + iv.brain)) br.append(new Option(b.id, b.id));
+  if (keep) br.value = keep;
+}
+
+async function loadLab(full) {
+  const r = await fetch("/api/lab", { credentials: "same-origin" }).catch(() => null);
+  if (!r || !r.ok) return;
+  const j = await r.json();
+  $("lab").hidden = !j.on;
+  if (!j.on) { lab = null; return; }
+  lab = j;
+  window.brainjarLab = j; // for the browser test
+  renderLab(j);
+  if (full) {
+    $("lab-events").textContent = "";
+    for (const e of j.events.slice().reverse()) labEventLine(e, e.time_us / 1000);
+    labMarks = j.events.filter((e) => e.action !== "answer").map((e) => ({ t: e.time_us / 1e6, brain: e.brain, id: e.id, action: e.action }));
+    redrawCharts();
+  }
+}
+
+function onLabEvent(m, ms) {
+  if (!lab) return;
+  labEventLine(m, ms);
+  if (m.action !== "answer") {
+    labMarks.push({ t: ms / 1000, brain: m.brain, id: m.id, action: m.action });
+    if (labMarks.length > 1000) labMarks.shift();
+    redrawCharts();
+  }
+}
+
+async function fireIntervention(ev) {
+  ev.preventDefault();
+  const name = $("lab-iv").value, brain = $("lab-brain").value;
+  try {
+    const r = await fetch("/api/lab/interventions", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name, brain }),
+    });
+    const j = await r.json().catch(() => ({}));
+    if (r.status === 401) { location.href = "/login"; return; }
+    if (!r.ok) { toast(`${name} on ${brain} refused: ${j.error || r.status}`, true); return; }
+    toast(`${name} on ${brain}: accepted; it is done at its engine's next step`);
+  } catch (e) {
+    toast(`${name} on ${brain}: brainjar does not answer`, true);
+  }
+}
+setInterval(() => { if (lab) loadLab(false); }, 3000);
 
 let ws = null, backoff = 500;
 function connect() {
@@ -532,6 +660,7 @@ async function main() {
   if (!r || r.status === 401) { location.href = "/login" + location.search; return; }
   me = await r.json();
   document.body.classList.toggle("operator", me.role === "operator");
+  $("lab-fire").addEventListener("submit", fireIntervention);
   connect();
 }
 main();

@@ -763,6 +763,8 @@ static void *engine_main(void *arg)
         long steps = atomic_fetch_add(&e->steps, 1) + 1;
         if (e->p.max_steps > 0 && steps >= e->p.max_steps)
             break;
+        if (e->lab && bj_labrun_done(e->lab, e->n_brains))
+            break; /* the experiment's thoughts = N (docs/LAB.md) */
     }
     flush(e);
     if (e->plan.settings.profile)

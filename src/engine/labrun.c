@@ -25,6 +25,7 @@ struct lab_brain {
     int twin_of, twin_left, twin_k;        /* a twin: its original, measures left, made so far */
     atomic_bool cut;
     atomic_long dropped;
+    long thoughts;                         /* complete thoughts this run, all lives */
 };
 
 struct bj_labrun {
@@ -309,6 +310,7 @@ void bj_labrun_answers(struct bj_labrun *lr, struct bj_evbuf *out, const struct 
         if (i < 0 || i >= BJ_MAX_BRAINS)
             continue;
         struct lab_brain *lb = &lr->b[i];
+        lb->thoughts++;
         if (lb->ask_q < 0 || ev->crash_count != lb->ask_deaths || ev->thought < lb->ask_thought)
             continue;
         const struct bj_lab_question *q = &lr->lab->qs[lb->ask_q];
@@ -358,4 +360,19 @@ bool bj_labrun_cut_blocks(struct bj_labrun *lr, int i)
         return false;
     atomic_fetch_add(&lr->b[i].dropped, 1);
     return true;
+}
+
+bool bj_labrun_done(const struct bj_labrun *lr, int n)
+{
+    if (lr->lab->thoughts <= 0)
+        return false;
+    int brains = 0;
+    for (int i = 0; i < n && i < BJ_MAX_BRAINS; i++) {
+        if (!lr->b[i].cfg)
+            continue;
+        if (lr->b[i].thoughts < lr->lab->thoughts)
+            return false;
+        brains++;
+    }
+    return brains > 0;
 }

@@ -35,6 +35,10 @@ int bj_labrun_fire(struct bj_labrun *lr, const struct bj_seq *seqs, int n, int i
  * (cause "answer") appended to out. */
 void bj_labrun_answers(struct bj_labrun *lr, struct bj_evbuf *out, const struct bj_seq *seqs, int n);
 
+/* Whether the experiment's `thoughts = N` is reached for this engine: each of its n brains has
+ * N complete thoughts this run (all lives counted). False without `thoughts`. */
+bool bj_labrun_done(const struct bj_labrun *lr, int n);
+
 /* Clone divergence: the original brain i's twin is measured this step (-1: none). */
 int bj_labrun_twin(const struct bj_labrun *lr, int i);
 /* The logits gap between twin i and its original this step: recorded (cause "divergence"). */

@@ -830,6 +830,25 @@ int bj_hive_say(struct bj_hive *h, const char *brain, const char *from, const ch
     return rc;
 }
 
+int bj_hive_intervene(struct bj_hive *h, const char *brain, const char *name, const char *who)
+{
+    if (!h->s->lab.on)
+        return -EPERM;
+    int k = name ? bj_lab_find_intervention(&h->s->lab, name) : -1;
+    if (k < 0)
+        return -ENOENT;
+    struct bj_engine *e;
+    int ix = locate(h, brain, &e);
+    if (ix < 0)
+        return ix;
+    if (strcmp(h->s->lab.ivs[k].brain, h->s->brains[bj_spec_find_brain(h->s, brain)].lab_template) != 0)
+        return -EINVAL; /* it acts on copies of another brain */
+    int rc = bj_engine_intervene(e, ix, name, who);
+    if (rc == 0)
+        publish_operator(h, brain, "intervene", who, name);
+    return rc;
+}
+
 void bj_hive_observe_remote(struct bj_hive *h, const char *from, const char *text, bool lifecycle)
 {
     char *msg = lifecycle ? strdup(text) : bj_prompt_remote_thought(from, text);

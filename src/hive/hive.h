@@ -77,6 +77,10 @@ int bj_hive_pause(struct bj_hive *h, const char *brain, const char *who);
 int bj_hive_resume(struct bj_hive *h, const char *brain, const char *who);
 /* Text the brain takes in at its next thought boundary, framed as an outside voice (from). */
 int bj_hive_say(struct bj_hive *h, const char *brain, const char *from, const char *text, const char *who);
+/* Fires the experiment's intervention `name` (an [intervention NAME] of the lab file) on the
+ * brain at its engine's next step. -ENOENT for an unknown brain or intervention, -EINVAL when
+ * it acts on copies of another brain, -EPERM when the hive is not a lab run. */
+int bj_hive_intervene(struct bj_hive *h, const char *brain, const char *name, const char *who);
 /* Watchdog stage "slow down": level 0 runs normally; level n > 0 makes every engine sleep n x 10 ms
  * between steps (fewer steps per second, less heat and memory churn). Any thread. */
 void bj_hive_throttle(struct bj_hive *h, int level);

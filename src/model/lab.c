@@ -711,3 +711,11 @@ int bj_lab_expand(struct bj_hive_spec *s, char *err, size_t errlen)
         write_frame(s, i);
     return 0;
 }
+
+int bj_lab_find_intervention(const struct bj_lab_spec *s, const char *name)
+{
+    for (int i = 0; i < s->n_ivs; i++)
+        if (strcmp(s->ivs[i].name, name) == 0)
+            return i;
+    return -1;
+}

@@ -121,6 +121,9 @@ int bj_lab_scale(const char *answer);
 struct bj_hive_spec;
 int bj_lab_expand(struct bj_hive_spec *s, char *err, size_t errlen);
 
+/* The index of the intervention called name, or -1. */
+int bj_lab_find_intervention(const struct bj_lab_spec *s, const char *name);
+
 /* Deterministic per-(seed, a, b, c) 64-bit value (splitmix64). */
 uint64_t bj_lab_mix(uint64_t seed, uint64_t a, uint64_t b, uint64_t c);
 

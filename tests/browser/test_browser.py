@@ -18,6 +18,31 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PLAYWRIGHT = os.path.join(ROOT, "node_modules", "playwright-core")
 
 
+LAB = """
+[experiment]
+name = browser-lab
+question = Does a wiped thought matter?
+replicates = 1
+seed = 3
+
+[condition wiped]
+interventions = wipe
+
+[condition control]
+
+[brain SUBJECT]
+role = subject
+jar_tokens = 400
+max_tokens = 24
+
+[intervention wipe]
+kind = erase
+brain = SUBJECT
+span = oldest 8
+at = life 50 thought 1
+"""
+
+
 class Dashboard(WebCase):
     def setUp(self):
         if not os.path.exists(CHROMIUM):
@@ -25,6 +50,24 @@ class Dashboard(WebCase):
         if not os.path.isdir(PLAYWRIGHT) or not shutil.which("node"):
             self.skipTest("playwright-core is missing (scripts/bootstrap runs npm ci)")
         super().setUp()
+
+    def test_lab_page(self):
+        path = os.path.join(self.tmp, "lab.hive")
+        with open(path, "w") as f:
+            f.write(LAB)
+        h = self.start("--hive", path, "--threads", "2")
+        out = os.environ.get("BJ_ARTEFACTS", os.path.join(ROOT, "build", "artefacts"))
+        os.makedirs(out, exist_ok=True)
+        p = subprocess.run(["node", os.path.join(HERE, "lab.mjs"), f"http://127.0.0.1:{h.port}", h.password, out],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        f = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertNotIn("failure", f, f.get("failure"))
+        self.assertEqual(f["errors"], [])
+        self.assertEqual(f["name"], "browser-lab")
+        self.assertEqual(f["arms"], ["wiped", "control"])
+        self.assertIn("erase wipe on wiped/1/SUBJECT", f["event"])
+        self.assertTrue(f["marked"], "the intervention is not on the death timeline")
 
     def test_login_stream_death_operator_logout(self):
         # Paced (as a visitor sees it), so brains are alive most of the time and die within the

@@ -13,6 +13,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from hivetest import BRAINJAR, HiveCase, of  # noqa: E402
+from webtest import WebCase  # noqa: E402
 
 EXPERIMENT = """
 [experiment]
@@ -180,6 +181,20 @@ class Experiment(HiveCase):
         self.assertTrue(of(runs[0][1], "lab"))
         self.assertEqual(a, b)
 
+    def test_thoughts_stop_the_run(self):
+        # thoughts = N: the run ends by itself (exit 0) once every brain has N complete thoughts
+        exp = EXPERIMENT.replace("seed = 77", "seed = 77\nthoughts = 5")
+        rc, events, err = self.run_hive("--hive", self.write(exp), "--threads", "2", timeout=300)
+        self.assertEqual(rc, 0, err[-2000:])
+        done = {}
+        for e in of(events, "thought"):
+            if e["complete"]:
+                done[e["brain"]] = done.get(e["brain"], 0) + 1
+        self.assertEqual(len(done), 8, done)
+        self.assertTrue(all(n >= 5 for n in done.values()), done)
+        # it stopped soon after the last one got there, not long after
+        self.assertLess(min(done.values()), 5 + 6, done)
+
     def test_bad_file_names_the_line(self):
         bad = EXPERIMENT.replace("every = 3", "every = often")
         rc, _, err = self.run_hive("--hive", self.write(bad), "--steps", "5")
@@ -188,6 +203,85 @@ class Experiment(HiveCase):
         self.assertIn(f"line {line}:", err)
         p = subprocess.run([BRAINJAR, "lab", "report", "9", "--data-dir", self.data], capture_output=True, text=True)
         self.assertNotEqual(p.returncode, 0)
+
+
+WEB_EXPERIMENT = """
+[experiment]
+name = web-lab
+question = Does a wiped thought matter?
+replicates = 1
+seed = 5
+
+[condition wiped]
+interventions = wipe
+
+[condition control]
+
+[brain SUBJECT]
+role = subject
+jar_tokens = 400
+max_tokens = 24
+
+[brain OTHER]
+role = subject
+jar_tokens = 400
+max_tokens = 24
+
+[intervention wipe]
+kind = erase
+brain = SUBJECT
+span = oldest 8
+at = life 50 thought 1
+"""
+
+
+class Web(WebCase):
+    """An operator fires a defined intervention over HTTP in a lab run: it is done on the brain (a
+    lab event), stored, and listed by GET /api/lab; the wrong ones are refused with the right
+    status."""
+
+    def test_fire_over_http(self):
+        path = os.path.join(self.tmp, "web.hive")
+        with open(path, "w") as f:
+            f.write(WEB_EXPERIMENT)
+        h = self.start("--hive", path, "--threads", "2")
+        s = h.login()
+        lab = h.get("/api/lab", s).json()
+        self.assertTrue(lab["on"])
+        self.assertEqual(lab["name"], "web-lab")
+        self.assertEqual([a["name"] for a in lab["arms"]], ["wiped", "control"])
+        self.assertEqual(lab["arms"][0]["interventions"], ["wipe"])
+        self.assertEqual(sorted(b["id"] for b in lab["arms"][0]["brains"]), ["wiped/1/OTHER", "wiped/1/SUBJECT"])
+        # wait until the brain has something to erase
+        h.wait_for(lambda: h.get("/api/lab", s).json()["arms"][0]["thoughts"] >= 2, 120, "thoughts")
+        post = lambda body, **kw: h.request("POST", "/api/lab/interventions", body, cookie=s, **kw)  # noqa: E731
+        self.assertEqual(post({"name": "nope", "brain": "wiped/1/SUBJECT"}).status, 404)
+        self.assertEqual(post({"name": "wipe", "brain": "wiped/9/SUBJECT"}).status, 404)
+        self.assertEqual(post({"name": "wipe", "brain": "wiped/1/OTHER"}).status, 409)
+        self.assertEqual(post({"name": "wipe"}).status, 400)
+        self.assertEqual(post({"name": "wipe", "brain": "wiped/1/SUBJECT"},
+                              headers={"Origin": "http://evil.example"}).status, 403)
+        r = post({"name": "wipe", "brain": "wiped/1/SUBJECT"})
+        self.assertEqual(r.status, 202, r.body)
+
+        def fired():
+            evs = h.get("/api/lab", s).json()["events"]
+            return [e for e in evs if e["action"] == "erase" and e["id"] == "wipe"]
+        ev = h.wait_for(fired, 60, "the erase in /api/lab")[0]
+        self.assertEqual(ev["brain"], "wiped/1/SUBJECT")
+        self.assertIn("operator", ev["what"])
+        h.stop()
+        db = sqlite3.connect(os.path.join(self.data, "brainjar.db"))
+        rows = db.execute("SELECT brain, kind FROM interventions WHERE name='wipe'").fetchall()
+        db.close()
+        self.assertEqual(rows, [("wiped/1/SUBJECT", "erase")])
+
+    def test_not_a_lab_run(self):
+        h = self.start()
+        s = h.login()
+        self.assertFalse(h.get("/api/lab", s).json()["on"])
+        r = h.request("POST", "/api/lab/interventions", {"name": "wipe", "brain": "SUBJECT"}, cookie=s)
+        self.assertEqual(r.status, 409)
 
 
 if __name__ == "__main__":

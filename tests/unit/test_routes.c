@@ -2,7 +2,7 @@
  * The steps every request passes (Host 421, UTF-8 400, body 413), identity (no token 401, a
  * viewer's token 403 on an operator route, an operator's reaches the hive), methods (405 with
  * Allow), unknown paths 404, the dashboard's redirect to /login, the Origin check on POSTs, the
- * Host and Origin rules themselves, and the mood of a text. */
+ * Host and Origin rules themselves, the mood of a text, and the Lab routes (roles, checks, JSON). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,7 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lab.h"
 #include "log.h"
+#include "spec.h"
 #include "routes.h"
 #include "util.h"
 
@@ -170,6 +172,105 @@ static void moods(void **state)
     assert_non_null(routes_mood("plain words"));
 }
 
+/* The Lab routes: roles and Origin on the operator's POST, what routes_lab_check answers, and
+ * the Lab page's JSON from a spec, a snapshot and the view's lab events. */
+static struct bj_hive_spec g_spec;
+
+static void lab_routes(void **state)
+{
+    (void)state;
+    struct web_resp rs;
+    assert_int_equal(ask(M_POST, "/api/lab/interventions", NULL, NULL, &rs), 401);
+    done(&rs);
+    assert_int_equal(ask(M_POST, "/api/lab/interventions", g_viewer, NULL, &rs), 403);
+    done(&rs);
+    assert_int_equal(ask(M_POST, "/api/lab/interventions", g_operator, "http://evil.example", &rs), 403);
+    done(&rs);
+    assert_int_equal(ask(M_GET, "/api/lab/interventions", g_operator, NULL, &rs), 405);
+    done(&rs);
+    assert_int_equal(ask(M_GET, "/api/lab", g_viewer, NULL, &rs), 503); /* no hive yet */
+    done(&rs);
+
+    char why[200];
+    struct bj_hive_spec *s = &g_spec;
+    memset(s, 0, sizeof *s);
+    assert_int_equal(routes_lab_check(s, "amnesia/1/SUBJECT", "wipe", why, sizeof why), 409); /* not a lab run */
+    s->lab.on = true;
+    bj_strlcpy(s->lab.name, "amnesia", sizeof s->lab.name);
+    s->lab.replicates = 1;
+    s->lab.n_conds = 2;
+    bj_strlcpy(s->lab.conds[0].name, "amnesia", sizeof s->lab.conds[0].name);
+    bj_strlcpy(s->lab.conds[0].interventions[0], "wipe", 32);
+    s->lab.conds[0].n_interventions = 1;
+    bj_strlcpy(s->lab.conds[1].name, "control", sizeof s->lab.conds[1].name);
+    s->lab.n_ivs = 1;
+    bj_strlcpy(s->lab.ivs[0].name, "wipe", sizeof s->lab.ivs[0].name);
+    bj_strlcpy(s->lab.ivs[0].brain, "SUBJECT", sizeof s->lab.ivs[0].brain);
+    const char *ids[] = {"amnesia/1/SUBJECT", "amnesia/1/OBSERVER", "control/1/SUBJECT"};
+    const char *tpl[] = {"SUBJECT", "OBSERVER", "SUBJECT"};
+    for (int i = 0; i < 3; i++) {
+        bj_strlcpy(s->brains[i].id, ids[i], sizeof s->brains[i].id);
+        bj_strlcpy(s->brains[i].lab_template, tpl[i], sizeof s->brains[i].lab_template);
+        s->brains[i].lab_cond = i < 2 ? 0 : 1;
+        s->brains[i].lab_rep = 1;
+    }
+    s->n_brains = 3;
+    assert_int_equal(routes_lab_check(s, "amnesia/1/SUBJECT", "nope", why, sizeof why), 404);
+    assert_int_equal(routes_lab_check(s, "amnesia/9/SUBJECT", "wipe", why, sizeof why), 404);
+    assert_int_equal(routes_lab_check(s, "amnesia/1/OBSERVER", "wipe", why, sizeof why), 409);
+    assert_non_null(strstr(why, "SUBJECT"));
+    assert_int_equal(routes_lab_check(s, "amnesia/1/SUBJECT", "wipe", why, sizeof why), 0);
+    assert_int_equal(routes_lab_check(s, "control/1/SUBJECT", "wipe", why, sizeof why), 0);
+
+    struct web_view *v = web_view_new(3, 10);
+    assert_non_null(v);
+    struct bj_event th = {.type = BJ_EV_THOUGHT, .time_us = 1, .thought = 1, .complete = true, .text = (char *)"hi"};
+    bj_strlcpy(th.brain, ids[0], sizeof th.brain);
+    web_view_event(v, &th, 0);
+    web_view_event(v, &th, 0);
+    struct bj_event lab = {.type = BJ_EV_LAB, .time_us = 2, .thought = 2, .text = (char *)"{\"erased\":12}"};
+    bj_strlcpy(lab.brain, ids[0], sizeof lab.brain);
+    bj_strlcpy(lab.cause, "erase", sizeof lab.cause);
+    bj_strlcpy(lab.from, "wipe", sizeof lab.from);
+    web_view_event(v, &lab, 0);
+    struct bj_brain_view bv[3];
+    memset(bv, 0, sizeof bv);
+    for (int i = 0; i < 3; i++) {
+        bj_strlcpy(bv[i].id, ids[i], sizeof bv[i].id);
+        bj_strlcpy(bv[i].state, i == 1 ? "dead" : "thinking", sizeof bv[i].state);
+        bv[i].started = true;
+        bv[i].deaths = (uint32_t)i;
+        bv[i].life = (uint32_t)i + 1;
+    }
+    struct bj_hive_snapshot snap = {.n_brains = 3, .brains = bv};
+    json_t *o = routes_lab_json(s, &snap, v);
+    assert_non_null(o);
+    assert_true(json_is_true(json_object_get(o, "on")));
+    assert_string_equal(json_string_value(json_object_get(o, "name")), "amnesia");
+    json_t *arms = json_object_get(o, "arms");
+    assert_int_equal(json_array_size(arms), 2);
+    json_t *a0 = json_array_get(arms, 0), *a1 = json_array_get(arms, 1);
+    assert_string_equal(json_string_value(json_object_get(a0, "name")), "amnesia");
+    assert_int_equal(json_integer_value(json_object_get(a0, "brains_n")), 2);
+    assert_int_equal(json_integer_value(json_object_get(a0, "alive")), 1);
+    assert_int_equal(json_integer_value(json_object_get(a0, "deaths")), 1);
+    assert_int_equal(json_integer_value(json_object_get(a0, "lives")), 3);
+    assert_int_equal(json_integer_value(json_object_get(a0, "thoughts")), 2);
+    assert_int_equal(json_integer_value(json_object_get(a1, "deaths")), 2);
+    json_t *evs = json_object_get(o, "events");
+    assert_int_equal(json_array_size(evs), 1);
+    json_t *e = json_array_get(evs, 0);
+    assert_string_equal(json_string_value(json_object_get(e, "action")), "erase");
+    assert_string_equal(json_string_value(json_object_get(e, "id")), "wipe");
+    assert_string_equal(json_string_value(json_object_get(e, "brain")), ids[0]);
+    json_decref(o);
+    s->lab.on = false;
+    o = routes_lab_json(s, &snap, v);
+    assert_true(json_is_false(json_object_get(o, "on")));
+    json_decref(o);
+    web_view_free(v);
+}
+
 int main(void)
 {
     bj_log_set_level(BJ_LOG_ERROR);
@@ -179,6 +280,7 @@ int main(void)
         cmocka_unit_test(methods_paths_redirects),
         cmocka_unit_test(host_and_origin_rules),
         cmocka_unit_test(moods),
+        cmocka_unit_test(lab_routes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

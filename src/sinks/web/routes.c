@@ -204,6 +204,10 @@ bool routes_origin_ok(const struct web_ctx *c, const char *origin, const char *h
     return host[0] && strcasecmp(origin, want) == 0;
 }
 
+void routes_json(struct web_resp *rs, int status, json_t *o) { resp_json(rs, status, o); }
+void routes_err(struct web_resp *rs, int status, const char *msg) { resp_err(rs, status, msg); }
+json_t *routes_body(const struct web_req *rq, struct web_resp *rs) { return body_object(rq, rs, false); }
+
 /* ---- routes ------------------------------------------------------------------------- */
 struct ctx {
     struct web_ctx *w;
@@ -680,6 +684,9 @@ struct route {
     void (*fn)(struct ctx *);
 };
 
+static void r_lab(struct ctx *x) { routes_lab_state(x->w, x->rs); }
+static void r_lab_intervene(struct ctx *x) { routes_lab_intervene(x->w, x->rq, x->rs); }
+
 static const struct route k_routes[] = {
     {M_GET, "/api/health", PUBLIC, r_health},
     {M_POST, "/login", PUBLIC, r_login},
@@ -703,6 +710,8 @@ static const struct route k_routes[] = {
     {M_GET, "/api/budget", VIEWER, r_budget},
     {M_GET, "/api/series", VIEWER, r_series},
     {M_GET, "/metrics", METRICS, r_prometheus},
+    {M_GET, "/api/lab", VIEWER, r_lab},
+    {M_POST, "/api/lab/interventions", OPERATOR, r_lab_intervene},
 };
 
 /* Matches path against pattern; the '*' segment goes into arg, the last segment into action. */

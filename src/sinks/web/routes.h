@@ -103,6 +103,21 @@ bool routes_origin_ok(const struct web_ctx *c, const char *origin, const char *h
 /* A brain's index in the hive's spec, or -1. */
 int routes_brain_index(const struct web_ctx *c, const char *id);
 
+/* The answers the routes share (routes.c): a JSON body (status, o consumed), a JSON error, and
+ * the request's body as an object (NULL once an error is answered). */
+void routes_json(struct web_resp *rs, int status, json_t *o);
+void routes_err(struct web_resp *rs, int status, const char *msg);
+json_t *routes_body(const struct web_req *rq, struct web_resp *rs);
+
+/* routes_lab.c: GET /api/lab and POST /api/lab/interventions. */
+void routes_lab_state(struct web_ctx *w, struct web_resp *rs);
+void routes_lab_intervene(struct web_ctx *w, struct web_req *rq, struct web_resp *rs);
+/* Whether the operator may fire intervention name at brain: 0, or the HTTP status (404, 409)
+ * with why. */
+int routes_lab_check(const struct bj_hive_spec *s, const char *brain, const char *name, char *why, size_t len);
+/* The Lab page's state; {"on":false} when the run is not an experiment. */
+json_t *routes_lab_json(const struct bj_hive_spec *s, const struct bj_hive_snapshot *snap, const struct web_view *v);
+
 /* JSON of the hive's snapshots, shared with the WebSocket messages. */
 json_t *routes_brain_json(const struct web_ctx *c, const struct bj_brain_view *v, int index);
 json_t *routes_state_json(const struct web_ctx *c, const struct bj_hive_snapshot *s, int i);

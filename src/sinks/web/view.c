@@ -160,6 +160,7 @@ static void ring_push(struct thought_ring *r, const struct bj_event *ev, size_t 
         return;
     r->bytes += len;
     r->n++;
+    r->total++;
 }
 
 static void add_log(struct web_view *w, const struct bj_event *ev, const char *level, json_t *data, const char *fmt, ...)
@@ -233,6 +234,12 @@ void web_view_event(struct web_view *w, const struct bj_event *ev, int b)
     case BJ_EV_LINK:
         add_log(w, ev, strcmp(ev->state, "up") == 0 ? "info" : "warning", NULL, "peer %s %s: %.300s", ev->from,
                 ev->state, ev->text ? ev->text : "");
+        break;
+    case BJ_EV_LAB: /* the Lab page's interventions and answers (routes_lab.c) */
+        add_log(w, ev, "lab", json_pack("{s:s,s:s,s:i,s:i,s:s}", "action", ev->cause, "id", ev->from, "life",
+                                        (int)ev->crash_count + 1, "thought", (int)ev->thought, "what",
+                                        ev->text ? ev->text : ""),
+                "lab %s %s on %s", ev->cause, ev->from, ev->brain);
         break;
     case BJ_EV_BUDGET:
         add_log(w, ev, "info", NULL, "memory budget: %.500s", ev->text ? ev->text : "");

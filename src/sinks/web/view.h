@@ -26,6 +26,7 @@ struct thought_ring {
     struct bj_thought_rec *recs; /* oldest at head */
     int head, n, cap;
     size_t bytes;                /* text bytes held (bounded too) */
+    uint64_t total;              /* thoughts seen this run */
 };
 struct death_rec {
     int64_t time_us;
