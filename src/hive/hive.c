@@ -5,7 +5,7 @@
  * (layer 3 right before, layer 2 charges), check every first prompt fits, add the admitted
  * brains to their engines. Afterwards the hive only reacts: engine threads hand it each step's
  * events (on_step_events: journal, routing to watchers), a bus tap keeps the view that answers
- * snapshots, and operator calls are turned into engine requests. */
+ * snapshots, and operator calls are turned into engine requests (hive_ops.c). */
 #include "hive.h"
 
 #include <assert.h>
@@ -31,57 +31,8 @@
 #include "sysmem.h"
 #include "util.h"
 
-struct model_slot {
-    char path[PATH_MAX];
-    const char *chat_template; /* the model's own, or "chatml" when it has none */
-    struct bj_modelinfo info;
-    struct llama_model *model;  /* loaded once; outlives every engine built on it */
-    /* Atomic: the supervisor swaps in a rebuilt engine while other threads route to it. */
-    struct bj_engine *_Atomic engine;
-};
+#include "hive_int.h"
 
-/* Engines given up by the supervisor, freed once their thread has come back. */
-struct grave {
-    struct grave *next;
-    struct bj_engine *engine;
-    int model;
-};
-
-struct bj_hive {
-    struct bj_hive_params p;
-    const struct bj_hive_spec *s;
-    struct bj_bus *bus;
-    struct bj_prompts *prompts;
-    struct bj_prompts *old_prompts[8]; /* replaced by SIGHUP; brains may still read them until their next life */
-    int n_old_prompts;
-    struct model_slot *models; /* n_models; at most one per brain */
-    int n_models;
-    int *model_of;             /* brain -> model slot */
-    int *engine_ix;            /* brain -> index in its engine; -1: not started */
-    struct bj_jar *jars;
-    uint32_t *initial_deaths;
-    struct bj_journal *journal;
-    int done_fd;
-    atomic_int engines_done;
-    bool running;
-    /* memory budget: the estimate (made once), the facts it was checked against, the ledger */
-    struct bj_est_hive *est;
-    struct bj_sysmem_paths mem_paths;
-    struct bj_sysmem sm;
-    struct bj_gpu_info gpu;
-    struct bj_budget_settings budget_settings;
-    struct bj_budget_manager *budget;
-    char *budget_report;
-    /* the view: fed by a bus tap, read by snapshots */
-    pthread_mutex_t view_lock;
-    struct bj_brain_view *views;
-    int64_t started_us;
-    uint64_t deaths, tokens;
-    /* supervision (main thread) */
-    struct grave *graveyard;
-    int64_t restarts[5];       /* monotonic times of the last restarts (intensity limit) */
-    int n_restarts;
-};
 
 struct bj_hive_params bj_hive_params_default(void)
 {
@@ -719,134 +670,6 @@ void bj_hive_free(struct bj_hive *h)
     free(h->initial_deaths);
     free(h->views);
     free(h);
-}
-
-/* ---- operator calls ---------------------------------------------------------------------- */
-
-static void publish_operator(struct bj_hive *h, const char *brain, const char *action, const char *who,
-                             const char *text)
-{
-    struct bj_event ev = {.type = BJ_EV_OPERATOR};
-    bj_strlcpy(ev.brain, brain, sizeof ev.brain);
-    bj_strlcpy(ev.cause, action, sizeof ev.cause);
-    bj_strlcpy(ev.from, who ? who : "operator", sizeof ev.from);
-    ev.text = (char *)text;
-    bj_bus_publish(h->bus, &ev);
-}
-
-/* The engine and engine index of a started brain; -ENOENT when there is none. */
-static int locate(struct bj_hive *h, const char *brain, struct bj_engine **e)
-{
-    if (!brain)
-        return -EINVAL;
-    int i = bj_spec_find_brain(h->s, brain);
-    if (i < 0 || h->engine_ix[i] < 0)
-        return -ENOENT;
-    *e = h->models[h->model_of[i]].engine;
-    return h->engine_ix[i];
-}
-
-bool bj_hive_refuses(struct bj_hive *h, const char *brain, const char *action, char *why, size_t len)
-{
-    struct bj_brain_view v;
-    if (bj_hive_brain(h, brain, &v) != 0)
-        return false; /* the call itself answers -ENOENT */
-    bool dead = strcmp(v.state, "dead") == 0 || strcmp(v.state, "dying") == 0;
-    if (!v.started)
-        snprintf(why, len, "%s has not started (state: %s)", brain, v.state);
-    else if (strcmp(action, "kill") == 0 && dead)
-        snprintf(why, len, "%s is already dead (state: %s)", brain, v.state);
-    else if (strcmp(action, "resurrect") == 0 && !dead)
-        snprintf(why, len, "%s is alive (state: %s); only a dead brain can be resurrected", brain, v.state);
-    else if (strcmp(action, "pause") == 0 && strcmp(v.state, "paused") == 0)
-        snprintf(why, len, "%s is already paused", brain);
-    else
-        return false;
-    return true;
-}
-
-int bj_hive_kill(struct bj_hive *h, const char *brain, const char *cause, const char *who)
-{
-    if (cause && bj_death_cause_of(cause) != BJ_DEATH_OPERATOR && bj_death_cause_of(cause) != BJ_DEATH_WATCHDOG)
-        return -EINVAL;
-    struct bj_engine *e;
-    int ix = locate(h, brain, &e);
-    if (ix < 0)
-        return ix;
-    char why[160];
-    if (bj_hive_refuses(h, brain, "kill", why, sizeof why))
-        return -EBUSY;
-    int rc = bj_engine_kill(e, ix, cause ? cause : bj_death_cause_name(BJ_DEATH_OPERATOR));
-    if (rc == 0)
-        publish_operator(h, brain, "kill", who, cause);
-    return rc;
-}
-
-int bj_hive_resurrect(struct bj_hive *h, const char *brain, const char *who)
-{
-    struct bj_engine *e;
-    int ix = locate(h, brain, &e);
-    if (ix < 0)
-        return ix;
-    char why[160];
-    if (bj_hive_refuses(h, brain, "resurrect", why, sizeof why))
-        return -EBUSY;
-    int rc = bj_engine_resurrect(e, ix);
-    if (rc == 0)
-        publish_operator(h, brain, "resurrect", who, NULL);
-    return rc;
-}
-
-static int pause_resume(struct bj_hive *h, const char *brain, bool paused, const char *who)
-{
-    struct bj_engine *e;
-    int ix = locate(h, brain, &e);
-    if (ix < 0)
-        return ix;
-    int rc = bj_engine_pause(e, ix, paused);
-    if (rc == 0)
-        publish_operator(h, brain, paused ? "pause" : "resume", who, NULL);
-    return rc;
-}
-
-int bj_hive_pause(struct bj_hive *h, const char *brain, const char *who) { return pause_resume(h, brain, true, who); }
-int bj_hive_resume(struct bj_hive *h, const char *brain, const char *who) { return pause_resume(h, brain, false, who); }
-
-int bj_hive_say(struct bj_hive *h, const char *brain, const char *from, const char *text, const char *who)
-{
-    if (!text || !*text || !bj_utf8_valid(text, strlen(text)))
-        return -EINVAL;
-    struct bj_engine *e;
-    int ix = locate(h, brain, &e);
-    if (ix < 0)
-        return ix;
-    char *msg = bj_prompt_outside_voice(from && *from ? from : "an operator", text);
-    if (!msg)
-        return -ENOMEM;
-    int rc = bj_engine_say(e, ix, from && *from ? from : "operator", msg);
-    free(msg);
-    if (rc == 0)
-        publish_operator(h, brain, "say", who, text);
-    return rc;
-}
-
-int bj_hive_intervene(struct bj_hive *h, const char *brain, const char *name, const char *who)
-{
-    if (!h->s->lab.on)
-        return -EPERM;
-    int k = name ? bj_lab_find_intervention(&h->s->lab, name) : -1;
-    if (k < 0)
-        return -ENOENT;
-    struct bj_engine *e;
-    int ix = locate(h, brain, &e);
-    if (ix < 0)
-        return ix;
-    if (strcmp(h->s->lab.ivs[k].brain, h->s->brains[bj_spec_find_brain(h->s, brain)].lab_template) != 0)
-        return -EINVAL; /* it acts on copies of another brain */
-    int rc = bj_engine_intervene(e, ix, name, who);
-    if (rc == 0)
-        publish_operator(h, brain, "intervene", who, name);
-    return rc;
 }
 
 void bj_hive_observe_remote(struct bj_hive *h, const char *from, const char *text, bool lifecycle)
