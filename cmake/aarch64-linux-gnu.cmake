@@ -9,7 +9,11 @@ set(CMAKE_LIBRARY_ARCHITECTURE aarch64-linux-gnu)
 set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
 set(CMAKE_CXX_COMPILER aarch64-linux-gnu-g++)
 set(CMAKE_ASM_COMPILER aarch64-linux-gnu-gcc)
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu)
+# The programs run on the multiarch arm64 runtime (libc6:arm64 and its ld.so under /lib), qemu's
+# default prefix, not the cross sysroot /usr/aarch64-linux-gnu: that one's ld.so is another glibc
+# build than the libc.so.6 the host's ld.so.cache then finds, and their mix hangs in the first
+# pthread_create (every unit test that starts a thread timed out).
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64)
 
 # Libraries and headers: the arm64 ones only (multiarch dirs under /usr, the cross sysroot); the
 # programs CMake runs at build time (cmake itself, python3, pkg-config): the host's.
