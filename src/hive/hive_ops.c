@@ -54,17 +54,24 @@ bool bj_hive_refuses(struct bj_hive *h, const char *brain, const char *action, c
     return true;
 }
 
+/* locate, then -EBUSY when the brain cannot do action now (bj_hive_refuses). */
+static int locate_for(struct bj_hive *h, const char *brain, const char *action, struct bj_engine **e)
+{
+    int ix = locate(h, brain, e);
+    char why[160];
+    if (ix >= 0 && bj_hive_refuses(h, brain, action, why, sizeof why))
+        return -EBUSY;
+    return ix;
+}
+
 int bj_hive_kill(struct bj_hive *h, const char *brain, const char *cause, const char *who)
 {
     if (cause && bj_death_cause_of(cause) != BJ_DEATH_OPERATOR && bj_death_cause_of(cause) != BJ_DEATH_WATCHDOG)
         return -EINVAL;
     struct bj_engine *e;
-    int ix = locate(h, brain, &e);
+    int ix = locate_for(h, brain, "kill", &e);
     if (ix < 0)
         return ix;
-    char why[160];
-    if (bj_hive_refuses(h, brain, "kill", why, sizeof why))
-        return -EBUSY;
     int rc = bj_engine_kill(e, ix, cause ? cause : bj_death_cause_name(BJ_DEATH_OPERATOR));
     if (rc == 0)
         publish_operator(h, brain, "kill", who, cause);
@@ -74,12 +81,9 @@ int bj_hive_kill(struct bj_hive *h, const char *brain, const char *cause, const 
 int bj_hive_resurrect(struct bj_hive *h, const char *brain, const char *who)
 {
     struct bj_engine *e;
-    int ix = locate(h, brain, &e);
+    int ix = locate_for(h, brain, "resurrect", &e);
     if (ix < 0)
         return ix;
-    char why[160];
-    if (bj_hive_refuses(h, brain, "resurrect", why, sizeof why))
-        return -EBUSY;
     int rc = bj_engine_resurrect(e, ix);
     if (rc == 0)
         publish_operator(h, brain, "resurrect", who, NULL);
