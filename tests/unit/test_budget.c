@@ -639,6 +639,108 @@ static int teardown(void **state)
     return 0;
 }
 
+/* ---- a simulated Jetson ------------------------------------------------------------------- */
+
+static void put_file(const char *root, const char *rel, const char *text, size_t len)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    char dir[700];
+    bj_strlcpy(dir, path, sizeof dir);
+    *strrchr(dir, '/') = '\0';
+    assert_int_equal(bj_mkdirs(dir), 0);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fwrite(text, 1, len, f);
+    fclose(f);
+}
+
+/* An Orin Nano 8GB as the kernel shows it (fixture files under a scratch root: meminfo, the
+ * device tree, the service's cgroup): MemFree 0.8 GiB, which is what CUDA's free-memory call
+ * reports there, MemAvailable 5.5 GiB, and a cgroup limit of 5 GiB with 1 GiB in use. The GPU's
+ * share is the host's: the budget's numbers come from MemAvailable and the cgroup's room (4 GiB),
+ * never from the device's 0.8 GiB, and the report says why in words. */
+static void test_tegra_board(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/bj-tegra-XXXXXX", err[256];
+    assert_non_null(mkdtemp(root));
+    const char meminfo[] = "MemTotal:        7620000 kB\nMemFree:          838861 kB\n"
+                           "MemAvailable:    5767168 kB\nCached:          4500000 kB\n";
+    put_file(root, "proc/meminfo", meminfo, sizeof meminfo - 1);
+    put_file(root, "proc/device-tree/compatible", "nvidia,p3768-0003\0nvidia,p3767-0003\0nvidia,tegra234\0", 52);
+    const char cg[] = "0::/system.slice/brainjar.service\n";
+    put_file(root, "proc/self/cgroup", cg, sizeof cg - 1);
+    put_file(root, "sys/fs/cgroup/cgroup.controllers", "memory\n", 7);
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "%llu\n", (unsigned long long)G(5));
+    put_file(root, "sys/fs/cgroup/system.slice/brainjar.service/memory.max", buf, (size_t)n);
+    n = snprintf(buf, sizeof buf, "%llu\n", (unsigned long long)G(1));
+    put_file(root, "sys/fs/cgroup/system.slice/brainjar.service/memory.current", buf, (size_t)n);
+    put_file(root, "sys/fs/cgroup/system.slice/brainjar.service/memory.stat", "inactive_file 0\n", 16);
+
+    struct bj_sysmem_paths p;
+    bj_sysmem_paths_under(&p, root);
+    struct bj_sysmem sm;
+    assert_int_equal(bj_sysmem_read(&p, &sm, err, sizeof err), 0);
+    assert_true(sm.unified);
+    assert_true(sm.available == G(4)); /* the cgroup's room, under MemAvailable's 5.5 GiB */
+    struct bj_gpu_info g;
+    bj_sysmem_read_gpu(&p, &sm, &g);
+    assert_true(g.unified);
+    assert_true(g.dev[0].free == G(4)); /* not MemFree, not NVML (which has no memory on Tegra) */
+
+    /* a model on the GPU: 2.5 GiB of weights, a 0.5 GiB jar; the device itself reports MemFree */
+    struct bj_budget_settings s;
+    bj_budget_settings_default(&s);
+    double jars[] = {0.5};
+    struct bj_est_hive *h = hive("models/m.gguf", 2.5, 0.1, jars, 1);
+    struct bj_est_model *m = &h->models[0];
+    m->gpu_backend = true;
+    m->gpu_layers = 28;
+    m->output_on_gpu = true;
+    m->gpu.weights_anon = G(2.5);
+    m->gpu.kv = G(0.5);
+    m->cpu.kv = 0;
+    h->brains[0].kv_on_gpu = true;
+    m->n_devices = m->n_devices_used = 1;
+    bj_strlcpy(m->dev[0].name, "CUDA0", sizeof m->dev[0].name);
+    bj_strlcpy(m->dev[0].desc, "Orin", sizeof m->dev[0].desc);
+    m->dev[0].layers = 28;
+    m->dev[0].mem.weights_anon = G(2.5);
+    m->dev[0].mem.kv = G(0.5);
+    m->dev[0].free = G(0.8);
+    m->dev[0].total = G(7.3);
+    m->dev[0].free_known = true;
+    struct bj_budget_verdict v;
+    assert_int_equal(bj_budget_validate(&s, &sm, &g, h, &v), 0);
+    assert_true(v.pass);
+    assert_true(v.need >= G(3));        /* GPU bytes counted as host bytes, once */
+    assert_true(v.need < G(3.5));
+    assert_true(v.available == G(4));
+    for (int i = 0; i < v.n_devices; i++)
+        assert_false(v.devices[i].checked); /* the device's 0.8 GiB is not a fact here */
+    char *r = NULL;
+    size_t rlen = 0;
+    FILE *f = open_memstream(&r, &rlen);
+    bj_budget_print_report(&s, &sm, &g, h, "matrix", &v, f);
+    fclose(f);
+    assert_non_null(strstr(r, "Unified memory: yes (Jetson): GPU allocations come out of available RAM"));
+    assert_non_null(strstr(r, "cgroup v2:      limit 5.00 GB, usage 1.00 GB"));
+    assert_null(strstr(r, "CUDA0: 7.30 GB total"));
+    free(r);
+
+    /* twice the weights: more than the cgroup's room, though less than MemAvailable */
+    m->gpu.weights_anon = m->dev[0].mem.weights_anon = G(4);
+    assert_int_equal(bj_budget_validate(&s, &sm, &g, h, &v), 1);
+    assert_false(v.pass);
+    assert_true(v.need > v.available);
+    free(h);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -656,6 +758,7 @@ int main(void)
         cmocka_unit_test(test_preload_headroom),
         cmocka_unit_test(test_preload_warn),
         cmocka_unit_test(test_validate_config),
+        cmocka_unit_test(test_tegra_board),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
