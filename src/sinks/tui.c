@@ -328,24 +328,23 @@ static void act(struct bj_tui *t, enum bj_tui_action a, const struct bj_tui_keys
         act_remote(t, a, k, b->name);
         return;
     }
-    if (!b || !t->hive)
+    const char *what = action_name(a);
+    if (!b || !t->hive || !what)
         return;
-    int rc = 0;
-    const char *what = "";
+    int rc;
     switch (a) {
-    case BJ_TUI_KILL: rc = bj_hive_kill(t->hive, b->name, NULL, "tui"); what = "kill"; break;
-    case BJ_TUI_RESURRECT: rc = bj_hive_resurrect(t->hive, b->name, "tui"); what = "resurrect"; break;
-    case BJ_TUI_PAUSE: rc = bj_hive_pause(t->hive, b->name, "tui"); what = "pause"; break;
-    case BJ_TUI_RESUME: rc = bj_hive_resume(t->hive, b->name, "tui"); what = "resume"; break;
-    case BJ_TUI_SAY: rc = bj_hive_say(t->hive, b->name, "OPERATOR", k->line, "tui"); what = "say"; break;
-    default: return;
+    case BJ_TUI_KILL: rc = bj_hive_kill(t->hive, b->name, NULL, "tui"); break;
+    case BJ_TUI_RESURRECT: rc = bj_hive_resurrect(t->hive, b->name, "tui"); break;
+    case BJ_TUI_PAUSE: rc = bj_hive_pause(t->hive, b->name, "tui"); break;
+    case BJ_TUI_RESUME: rc = bj_hive_resume(t->hive, b->name, "tui"); break;
+    default: rc = bj_hive_say(t->hive, b->name, "OPERATOR", k->line, "tui"); break;
     }
-    char why[160];
+    char text[400], why[160];
     if (rc == -EBUSY && bj_hive_refuses(t->hive, b->name, what, why, sizeof why))
-        snprintf(t->notice, sizeof t->notice, "%s %s: refused: %s", what, b->name, why);
+        snprintf(text, sizeof text, "%s %s: refused: %s", what, b->name, why);
     else
-        snprintf(t->notice, sizeof t->notice, "%s %s: %s", what, b->name, rc == 0 ? "done" : strerror(-rc));
-    t->notice_until = bj_event_now() + TUI_NOTICE_US;
+        snprintf(text, sizeof text, "%s %s: %s", what, b->name, rc == 0 ? "done" : strerror(-rc));
+    notice(t, text, bj_event_now() + TUI_NOTICE_US);
 }
 
 /* A remote daemon's link (see tui.h). Returns 1: the event was the link's. */
