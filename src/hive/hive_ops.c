@@ -125,18 +125,15 @@ int bj_hive_say(struct bj_hive *h, const char *brain, const char *from, const ch
 
 int bj_hive_intervene(struct bj_hive *h, const char *brain, const char *name, const char *who)
 {
-    if (!h->s->lab.on)
-        return -EPERM;
-    int k = name ? bj_lab_find_intervention(&h->s->lab, name) : -1;
-    if (k < 0)
-        return -ENOENT;
+    char why[200];
+    int rc = bj_spec_lab_refuses(h->s, brain, name, why, sizeof why);
+    if (rc)
+        return rc;
     struct bj_engine *e;
     int ix = locate(h, brain, &e);
     if (ix < 0)
         return ix;
-    if (strcmp(h->s->lab.ivs[k].brain, h->s->brains[bj_spec_find_brain(h->s, brain)].lab_template) != 0)
-        return -EINVAL; /* it acts on copies of another brain */
-    int rc = bj_engine_intervene(e, ix, name, who);
+    rc = bj_engine_intervene(e, ix, name, who);
     if (rc == 0)
         publish_operator(h, brain, "intervene", who, name);
     return rc;

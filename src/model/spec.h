@@ -117,6 +117,11 @@ const char *bj_spec_brain_name(const struct bj_brain_cfg *b);
 /* Index of brain `id`, or -1. */
 int bj_spec_find_brain(const struct bj_hive_spec *s, const char *id);
 
+/* Whether the experiment's intervention `name` cannot be fired at `brain`: 0, or -EPERM (the run
+ * is not an experiment), -ENOENT (no such intervention, or no such brain), -EINVAL (it acts on
+ * copies of another brain), with the reason in why. The hive refuses by it, the web answers it. */
+int bj_spec_lab_refuses(const struct bj_hive_spec *s, const char *brain, const char *name, char *why, size_t len);
+
 /* Whether brain w receives what brain `id` thinks (never its own thoughts). */
 bool bj_spec_watches(const struct bj_brain_cfg *w, const char *id);
 

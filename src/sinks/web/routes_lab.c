@@ -15,26 +15,8 @@
 
 int routes_lab_check(const struct bj_hive_spec *s, const char *brain, const char *name, char *why, size_t len)
 {
-    if (!s || !s->lab.on) {
-        snprintf(why, len, "This run is not an experiment (no [experiment] section)");
-        return 409;
-    }
-    int k = bj_lab_find_intervention(&s->lab, name);
-    if (k < 0) {
-        snprintf(why, len, "No intervention called '%.40s' in the experiment", name);
-        return 404;
-    }
-    int b = bj_spec_find_brain(s, brain);
-    if (b < 0) {
-        snprintf(why, len, "Brain not found");
-        return 404;
-    }
-    if (strcmp(s->lab.ivs[k].brain, s->brains[b].lab_template) != 0) {
-        snprintf(why, len, "Intervention '%.40s' acts on copies of %.31s, not on %.31s", name, s->lab.ivs[k].brain,
-                 brain);
-        return 409;
-    }
-    return 0;
+    int rc = bj_spec_lab_refuses(s, brain, name, why, len);
+    return rc == 0 ? 0 : rc == -ENOENT ? 404 : 409;
 }
 
 /* One arm: its brains' totals, from the snapshot and the view. */
