@@ -39,18 +39,17 @@ static void top_usage(FILE *to)
 /* The first line of path, without its newline: 1 read, 0 no such file, -1 with err. */
 static int read_token_file(const char *path, char *out, size_t outlen, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        if (errno == ENOENT)
-            return 0;
-        snprintf(err, errlen, "cannot read the token file %s: %s", path, strerror(errno));
+    char *text;
+    int rc = bj_read_file_max(path, 4096, NULL, &text, NULL);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc) {
+        snprintf(err, errlen, "cannot read the token file %s: %s", path, bj_file_strerror(rc));
         return -1;
     }
-    out[0] = '\0';
-    if (!fgets(out, (int)outlen, f))
-        out[0] = '\0';
-    fclose(f);
-    out[strcspn(out, "\r\n")] = '\0';
+    text[strcspn(text, "\r\n")] = '\0';
+    snprintf(out, outlen, "%s", text);
+    free(text);
     if (!out[0]) {
         snprintf(err, errlen, "the token file %s is empty", path);
         return -1;
