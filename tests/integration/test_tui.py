@@ -79,43 +79,21 @@ class Screen(HiveCase):
     """The full-screen view in a real terminal (tmux): three panels with their names, deaths in the
     timeline, who watches whom, a resize to 80x24 survives, q ends the run with status 0."""
 
-    def tmux(self, *args):
-        return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True, timeout=20)
-
-    def screen(self):
-        return self.tmux("capture-pane", "-p").stdout
-
-    def wait_screen(self, pred, what, timeout=60):
-        end = time.time() + timeout
-        while time.time() < end:
-            s = self.screen()
-            if pred(s):
-                return s
-            time.sleep(0.2)
-        self.fail(f"the screen never showed {what}:\n{self.screen()}")
-
     def test_panels_deaths_resize_quit(self):
-        self.sock = f"bjtui{os.getpid()}"
-        status = os.path.join(self.data, "status")
+        t = Tmux("bjtui", os.path.join(self.data, "status"))
         cmd = [BRAINJAR, "run", "--tui", "on", "--data-dir", self.data, "--pause", "1", "--no-web", "--pace", "0"]
-        cmd += with_model(["--mode", "matrix", *SMALL_JARS])
-        line = " ".join(f"'{a}'" for a in cmd) + f"; echo $? > '{status}'; sleep 60"
-        self.tmux("new-session", "-d", "-x", "160", "-y", "48", "env TERM=xterm-256color LANG=C.UTF-8 " + line)
+        t.start(cmd + with_model(["--mode", "matrix", *SMALL_JARS]))
         try:
-            s = self.wait_screen(lambda s: all(b in s for b in BRAINS) and "watching" in s, "three panels")
+            s = t.wait(self, lambda s: all(b in s for b in BRAINS) and "watching" in s, "three panels")
             self.assertIn("OBSERVER \u2192 SUBJECT", s)
-            self.wait_screen(lambda s: "JAR_FULL #" in s, "a death in the timeline")
-            self.tmux("resize-window", "-x", "80", "-y", "24")
-            s = self.wait_screen(lambda s: len(s.splitlines()[0]) <= 80 and "brainjar" in s, "the header at 80 columns")
+            t.wait(self, lambda s: "JAR_FULL #" in s, "a death in the timeline")
+            t.resize(80, 24)
+            s = t.wait(self, lambda s: len(s.splitlines()[0]) <= 80 and "brainjar" in s, "the header at 80 columns")
             self.assertTrue(all(len(l) <= 80 for l in s.splitlines()), s)
-            self.tmux("send-keys", "q")
-            end = time.time() + 60
-            while not os.path.exists(status) and time.time() < end:
-                time.sleep(0.2)
-            with open(status) as f:
-                self.assertEqual(f.read().strip(), "0")
+            t.keys("q")
+            self.assertEqual(t.exit_status(), 0)
         finally:
-            self.tmux("kill-server")
+            t.kill()
 
 
 def width(line):
