@@ -53,7 +53,8 @@ void bj_cli_usage_run(const char *cmd, FILE *to)
             "Engine:\n"
             "  --schedule batched|parallel|auto  one batched context, or one context per brain in threads\n"
             "  --threads N (default: all cores but one on a CPU)  --gpu-layers N (-1 all)  --kv-type f16|q8_0|q4_0  --flash-attn on|off|auto\n"
-            "  --prefill-chunk N (64)  --mmap | --no-mmap (default: read where weights are repacked)  --chat-template\n"
+            "  --prefill-chunk N (64)  --share-openings on|off (on: brains copy the common start of their prompts)\n"
+            "  --mmap | --no-mmap (default: read where weights are repacked)  --chat-template\n"
             "  --backend-sampling on|off|auto  sample inside the decode graph (auto: off, brainjar's CPU sampler)\n"
             "Devices (docs/OPERATIONS.md):\n"
             "  --rpc HOST:PORT[,HOST:PORT...]  also run layers on llama.cpp rpc-servers (other hosts)\n"
@@ -103,7 +104,7 @@ static int bad(const char *cmd, const char *flag, const char *val, const char *w
 enum {
     O_MODE = 256, O_HIVE, O_MODEL, O_MODEL_S, O_MODEL_O, O_MODEL_G, O_RAM, O_RAM_S, O_RAM_O, O_RAM_G,
     O_JAR, O_JAR_S, O_JAR_O, O_JAR_G, O_WEB_HOST, O_WEB_PORT, O_DATA, O_PROMPTS, O_SCHED, O_THREADS,
-    O_GPU, O_KV, O_FA, O_CHUNK, O_NO_MMAP, O_MMAP, O_CHAT, O_PAUSE, O_PACE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
+    O_GPU, O_KV, O_FA, O_CHUNK, O_OPENINGS, O_NO_MMAP, O_MMAP, O_CHAT, O_PAUSE, O_PACE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_MAXTOK,
     O_SEED, O_EVENTS, O_FOCUS, O_DURATION, O_STEPS, O_DUMP, O_LOG, O_RESERVE, O_SHARE, O_HEADROOM,
     O_FORCE, O_INJECT, O_STALL, O_STALL_TIMEOUT, O_BSAMPLE, O_BRAINS, O_PROFILE, O_PORT, O_LISTEN_HOST, O_NO_LISTEN, O_PEER,
     O_PEER_IP, O_PEER_PORT, O_TARGET_IP, O_TARGET_PORT, O_NODE_ID, O_PEER_KEY, O_ALLOW_UNAUTH, O_PEER_RATE,
@@ -125,6 +126,7 @@ static const struct option k_opts[] = {
     {"schedule", required_argument, 0, O_SCHED}, {"threads", required_argument, 0, O_THREADS},
     {"gpu-layers", required_argument, 0, O_GPU}, {"kv-type", required_argument, 0, O_KV},
     {"flash-attn", required_argument, 0, O_FA}, {"prefill-chunk", required_argument, 0, O_CHUNK},
+    {"share-openings", required_argument, 0, O_OPENINGS},
     {"no-mmap", no_argument, 0, O_NO_MMAP}, {"mmap", no_argument, 0, O_MMAP}, {"chat-template", no_argument, 0, O_CHAT},
     {"pause", required_argument, 0, O_PAUSE}, {"pace", required_argument, 0, O_PACE},
     {"temp", required_argument, 0, O_TEMP},
@@ -523,6 +525,11 @@ static int opt_engine(const struct optctx *o)
         if (bj_parse_long(a, 1, 8192, &l))
             return bad(cmd, "--prefill-chunk", a, "a token count (1-8192)");
         c->spec.prefill_chunk = (int)l;
+        break;
+    case O_OPENINGS:
+        if (strcmp(a, "on") == 0) c->spec.own_openings = false;
+        else if (strcmp(a, "off") == 0) c->spec.own_openings = true;
+        else return bad(cmd, "--share-openings", a, "on or off");
         break;
     case O_NO_MMAP: c->spec.use_mmap = 0; break;
     case O_MMAP: c->spec.use_mmap = 1; break;

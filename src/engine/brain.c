@@ -685,6 +685,21 @@ int bj_brain_ctx(const struct bj_brain *b, const llama_token **tokens)
 }
 
 int bj_brain_opening_len(const struct bj_brain *b) { return b->n_opening; }
+
+int bj_brain_opening(const struct bj_brain *b, const llama_token **tokens)
+{
+    *tokens = b->opening;
+    return b->n_opening;
+}
+
+int bj_brain_adopt(struct bj_brain *b, int n)
+{
+    if (b->state != BJ_BRAIN_THINKING || b->n_past != 0 || b->off_pending != 0 || n <= 0 ||
+        n >= b->n_pending || n > b->n_opening || memcmp(b->pending, b->opening, (size_t)n * sizeof *b->pending) != 0)
+        return -EINVAL;
+    bj_brain_consumed(b, n);
+    return 0;
+}
 uint32_t bj_brain_thought(const struct bj_brain *b) { return b->thought; }
 
 int bj_brain_last_thought(const struct bj_brain *b, int *p0)

@@ -130,6 +130,12 @@ void bj_brain_dump_context(const struct bj_brain *b);
 int bj_brain_ctx(const struct bj_brain *b, const llama_token **tokens);
 /* Tokens of this life's opening (system prompt and first cue). */
 int bj_brain_opening_len(const struct bj_brain *b);
+/* This life's opening itself: its length, *tokens pointing at it (owned by the brain). */
+int bj_brain_opening(const struct bj_brain *b, const llama_token **tokens);
+/* The first n tokens of its opening are in its KV sequence already (copied there from another
+ * brain's, engine_share.c): counted as decoded. Only before anything of this life is decoded,
+ * and never the last token, whose logits it needs; -EINVAL otherwise. */
+int bj_brain_adopt(struct bj_brain *b, int n);
 uint32_t bj_brain_thought(const struct bj_brain *b);
 /* The last finished thought's span in its memory: its length (0: none whole) and *p0. */
 int bj_brain_last_thought(const struct bj_brain *b, int *p0);

@@ -321,6 +321,10 @@ static int gather(struct bj_engine *e, struct work *works)
     for (int i = 0; i < e->n_brains; i++) {
         struct bj_brain *b = e->brains[i];
         struct work w = {.e = e, .i = i};
+        /* A first life whose common start comes from another brain's opening waits for it: not
+         * a starved brain (the donor's opening goes first), so not counted as a wait. */
+        if (e->donor[i] >= 0 && engine_share_wait(e, i))
+            continue;
         w.n = bj_brain_next_chunk(b, e->plan.prefill_chunk, &w.tokens, &w.logits);
         if (w.n == 0) {
             /* A live, unpaused brain always has work (a token to feed back or prompt): count
@@ -613,6 +617,7 @@ static bool resurrect_one(struct bj_engine *e, int i, int64_t now)
     e->life_start[i] = e->lab ? bj_now_us() : due > 0 ? due : now; /* the latency is wall time */
     e->life_step[i] = engine_this_step(e);
     e->opening[i] = true;
+    e->donor[i] = -1;
     bj_debug("engine %s: brain %s resurrected at step %ld, %.1f ms after due", e->label, bj_brain_id(b),
              atomic_load(&e->steps), (double)(now - due) / 1000.0);
     return true;
@@ -687,6 +692,7 @@ static void *engine_main(void *arg)
             if (bj_brain_begin_life(e->brains[i]) != 0)
                 engine_kill_brain(e, i, "PROMPT_ERROR", "its system prompt does not fit in its jar");
         }
+    engine_share_plan(e);
     flush(e);
     int stall_ix = e->stall_brain[0] ? bj_engine_index(e, e->stall_brain) : -1;
     while (!atomic_load(&e->stop)) {

@@ -105,6 +105,11 @@ struct bj_engine {
     int32_t *latency_us;       /* ring of resurrection -> first new token latencies */
     int32_t *latency_steps;    /* ... and the steps each took (1: the step its life began in) */
     long n_latency;
+    /* First lives whose openings begin alike (engine_share.c): brain i copies its first share[i]
+     * tokens from donor[i]'s sequence (-1: decodes its own). */
+    int donor[BJ_MAX_BRAINS];
+    int share[BJ_MAX_BRAINS];
+    long shared_tokens;        /* opening tokens copied instead of decoded */
 
     pthread_t thread;
     bool started;
@@ -139,5 +144,13 @@ long engine_this_step(struct bj_engine *e);
 void engine_apply_requests(struct bj_engine *e);
 /* engine_prof.c: logs where the steps' time went and the resurrection latency. */
 void engine_report_profile(struct bj_engine *e);
+
+/* engine_share.c */
+void engine_share_plan(struct bj_engine *e);
+bool engine_share_wait(struct bj_engine *e, int i);
+/* Copies the first n positions of sequence from into the empty sequence to of one context
+ * (unified: one pool of cells; otherwise a stream per sequence). False when the memory cannot
+ * be cut after n (recurrent models): to is left empty. */
+bool engine_share_lend(struct llama_context *ctx, bool unified, llama_seq_id from, llama_seq_id to, int n);
 
 #endif

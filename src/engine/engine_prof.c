@@ -69,18 +69,19 @@ void engine_report_profile(struct bj_engine *e)
     double s50 = latency_steps_pct(e, 50), s99 = latency_steps_pct(e, 99);
     bj_info("profile %s: brainjar outside llama_decode %.2f%% of the step (generation-only steps %.2f%%); "
             "longest wait of a live brain %ld steps; %ld resurrections, first new token after p50 %.1f ms, "
-            "p99 %.1f ms, max %.1f ms; in steps p50 %.0f, p99 %.0f, max %ld", e->label, out_pct[0], out_pct[1],
-            e->max_wait, e->n_latency, p50, p99, max, s50, s99, e->max_first_steps);
+            "p99 %.1f ms, max %.1f ms; in steps p50 %.0f, p99 %.0f, max %ld; %ld opening tokens copied from "
+            "another brain's memory", e->label, out_pct[0], out_pct[1], e->max_wait, e->n_latency, p50, p99, max, s50,
+            s99, e->max_first_steps, e->shared_tokens);
     /* One line for scripts (bench/scale). */
     bj_info("profile-summary: brains=%d steps=%ld tg_steps=%ld step_us=%.1f tg_step_us=%.1f outside_decode_pct=%.3f "
             "tg_outside_decode_pct=%.3f max_wait_steps=%ld resurrections=%ld first_token_p50_ms=%.2f "
             "first_token_p99_ms=%.2f first_token_max_ms=%.2f first_token_max_steps=%ld "
             "first_token_p50_steps=%.0f first_token_p99_steps=%.0f opening_steps=%ld opening_step_us=%.1f "
-            "opening_tokens_per_step=%.1f",
+            "opening_tokens_per_step=%.1f shared_tokens=%ld",
             e->n_brains, e->prof[0].steps, e->prof[1].steps,
             e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
             e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0, out_pct[0], out_pct[1],
             e->max_wait, e->n_latency, p50, p99, max, e->max_first_steps, s50, s99, e->opening_steps,
             e->opening_steps ? (double)e->opening_us / (double)e->opening_steps : 0.0,
-            e->opening_steps ? (double)e->opening_tokens / (double)e->opening_steps : 0.0);
+            e->opening_steps ? (double)e->opening_tokens / (double)e->opening_steps : 0.0, e->shared_tokens);
 }

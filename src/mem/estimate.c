@@ -106,6 +106,7 @@ void bj_est_opts_from_spec(struct bj_est_opts *o, const struct bj_hive_spec *c)
     o->schedule = c->schedule;
     o->backend_sampling = c->backend_sampling;
     o->profile = c->profile;
+    o->own_openings = c->own_openings;
     o->split = c->split;
 }
 
@@ -521,6 +522,7 @@ static int plan_for(const struct bj_est_opts *o, const struct bj_plan_facts *f, 
     ps.prefill_chunk = o->prefill_chunk;
     ps.backend_sampling = o->backend_sampling;
     ps.profile = o->profile;
+    ps.own_openings = o->own_openings;
     ps.split = o->split;
     return bj_plan_make(&ps, f, jars, n_brains, plan, err, errlen);
 }

@@ -40,6 +40,7 @@ struct bj_est_opts {
     int n_engines;          /* models loaded at once: they split the threads */
     int backend_sampling;   /* -1 auto, 0 off, 1 on */
     bool profile;           /* carried into the plan (no effect on memory): the engine's --profile */
+    bool own_openings;      /* carried into the plan (no effect on memory): --share-openings off */
     enum bj_schedule schedule; /* BATCHED: one context per model; PARALLEL: one per brain; AUTO: as
                                 * the engine resolves it (parallel when each brain gets 4+ cores
                                 * and no layer is on a GPU) */

@@ -30,6 +30,7 @@ struct bj_plan_settings bj_plan_settings_from_spec(const struct bj_hive_spec *s,
     p.kv_type = s->kv_type;
     p.flash_attn = s->flash_attn;
     p.prefill_chunk = s->prefill_chunk > 0 ? s->prefill_chunk : 64;
+    p.own_openings = s->own_openings;
     p.backend_sampling = s->backend_sampling;
     p.profile = s->profile;
     p.split = s->split;

@@ -25,6 +25,7 @@ struct bj_plan_settings {
     enum ggml_type kv_type;
     int flash_attn;         /* -1 auto, 0 off, 1 on */
     int prefill_chunk;
+    bool own_openings;      /* no opening lent between brains (engine_share.c) */
     int backend_sampling;   /* -1 auto, 0 off, 1 on */
     bool profile;           /* the engine reports its per-step profile when it stops */
     struct bj_split_settings split; /* several devices (devices.h) */

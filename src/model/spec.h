@@ -71,6 +71,7 @@ struct bj_hive_spec {
     enum ggml_type kv_type;
     int flash_attn;         /* -1 auto, 0 off, 1 on */
     int prefill_chunk;      /* max prompt tokens per brain per step */
+    bool own_openings;      /* every first life decodes its whole opening (--share-openings off) */
     int use_mmap;           /* -1 auto (the plan decides), 0 off, 1 on */
     int backend_sampling;   /* -1 auto (on with a GPU), 0 off, 1 on */
     bool chat_template;

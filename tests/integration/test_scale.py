@@ -47,15 +47,37 @@ class Brains(HiveCase):
         self.assertLessEqual(int(m.group(2)), 2, "a resurrection waited more than 2 steps for its first token")
 
     def test_prompt_budget_bounds_waits(self):
-        # 16 system prompts of ~130 tokens share about 512 prompt tokens a step: some brains wait
-        # for their turn at the start, none longer than the prompt work ahead of it takes.
+        # 16 system prompts, each decoded whole (--share-openings off), share about 512 prompt
+        # tokens a step: some brains wait for their turn at the start, none longer than the
+        # prompt work ahead of it takes.
         rc, ev, err = self.run_hive("--brains", "16", "--jar-tokens", "400", "--steps", "12", "--profile",
-                                    "--events", "none", dump=False, timeout=240)
+                                    "--events", "none", "--share-openings", "off",
+                                    dump=False, timeout=240)
         self.assertEqual(rc, 0, err)
         m = re.search(r"profile-summary: brains=16 .*max_wait_steps=(\d+)", err)
         self.assertIsNotNone(m, err[-2000:])
         self.assertGreaterEqual(int(m.group(1)), 1)
         self.assertLessEqual(int(m.group(1)), 16 * 140 // 500)
+
+    def test_openings_shared(self):
+        # 13 SUBJECTs' prompts differ only at the end (the name): the first decodes its opening,
+        # the others copy the common part from its memory and decode only the rest. The same
+        # openings cost the same tokens, decoded or copied; nobody waits for the budget.
+        total = {}
+        for share in ("on", "off"):
+            rc, ev, err = self.run_hive("--brains", "16", "--jar-tokens", "400", "--steps", "12", "--profile",
+                                        "--events", "none", "--share-openings", share, dump=False, timeout=240)
+            self.assertEqual(rc, 0, err)
+            m = re.search(r"profile-summary: brains=16 .*max_wait_steps=(\d+) .*opening_steps=(\d+) "
+                          r"opening_step_us=[\d.]+ opening_tokens_per_step=([\d.]+) shared_tokens=(\d+)", err)
+            self.assertIsNotNone(m, err[-2000:])
+            shared, decoded = int(m.group(4)), int(m.group(2)) * float(m.group(3))
+            total[share] = (shared, decoded, int(m.group(1)))
+        on, off = total["on"], total["off"]
+        self.assertEqual(off[0], 0)
+        self.assertGreaterEqual(on[0], 12 * 40, "13 SUBJECTs share at least 40 tokens each")
+        self.assertAlmostEqual(on[0] + on[1], off[1], delta=0.02 * off[1])
+        self.assertEqual(on[2], 0, "with the common parts copied, every opening fits the first steps' budget")
 
     def test_round_robin_and_roles(self):
         # validate builds the same brains without running: 1 GOD, 2 OBSERVERs, 7 SUBJECTs.

@@ -1,7 +1,10 @@
 /* Unit tests for the engine's operator requests on the tiny model: a kill (the function the
  * web/API will call) kills only its brain with cause OPERATOR, which comes back once; pause stops
- * a brain's tokens without killing it, resume brings them back; unknown brains are refused. */
+ * a brain's tokens without killing it, resume brings them back; unknown brains are refused. A
+ * sequence that took the common start of its prompt from another's memory (engine_share.c) ends
+ * with the logits it would have had decoding the whole prompt itself. */
 #include <errno.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +19,8 @@
 #include "bus.h"
 #include "config.h"
 #include "engine.h"
+#include "engine_int.h"
+#include "intervene.h"
 #include "log.h"
 #include "prompt.h"
 
@@ -140,11 +145,87 @@ static void test_pause_and_resume(void **state)
     bj_event_clear(&ev);
 }
 
+/* Decodes tokens [0, n) of t at positions p0.. in sequence seq; the last row's logits into out. */
+static void decode_into(struct llama_context *ctx, const llama_token *t, int n, int p0, llama_seq_id seq, float *out,
+                        int n_vocab)
+{
+    struct llama_batch b = llama_batch_init(n, 0, 1);
+    for (int k = 0; k < n; k++) {
+        b.token[k] = t[k];
+        b.pos[k] = p0 + k;
+        b.n_seq_id[k] = 1;
+        b.seq_id[k][0] = seq;
+        b.logits[k] = k == n - 1;
+    }
+    b.n_tokens = n;
+    assert_int_equal(llama_decode(ctx, b), 0);
+    memcpy(out, llama_get_logits_ith(ctx, n - 1), (size_t)n_vocab * sizeof *out);
+    llama_batch_free(b);
+}
+
+/* Brains 0 and 1 have prompts a and b, alike in their first 40 tokens. Brain 1 takes those from
+ * brain 0's sequence and decodes its last 6; brain 2 decodes b whole. Their logits agree (up to
+ * the float noise of other batch shapes); brain 1 without the lent part does not, which shows
+ * that the comparison would see a wrong or missing copy. */
+static void share_case(struct llama_model *model, bool unified)
+{
+    enum { COMMON = 40, TAIL = 6, N = COMMON + TAIL };
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 3 * 64;
+    cp.n_seq_max = 3;
+    cp.n_batch = cp.n_ubatch = 64;
+    cp.kv_unified = unified;
+    cp.n_threads = cp.n_threads_batch = 2;
+    struct llama_context *ctx = llama_init_from_model(model, cp);
+    assert_non_null(ctx);
+    int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
+    llama_token a[N], b[N];
+    for (int k = 0; k < N; k++) {
+        a[k] = (llama_token)(100 + 37 * k % 900);
+        b[k] = k < COMMON ? a[k] : (llama_token)(1000 + 53 * k % 900);
+    }
+    float *own = malloc((size_t)n_vocab * sizeof *own), *lent = malloc((size_t)n_vocab * sizeof *lent);
+    assert_non_null(own);
+    assert_non_null(lent);
+    decode_into(ctx, a, N, 0, 0, lent, n_vocab);
+    decode_into(ctx, b, N, 0, 2, own, n_vocab);
+    assert_true(engine_share_lend(ctx, unified, 0, 1, COMMON));
+    assert_int_equal(llama_memory_seq_pos_max(llama_get_memory(ctx), 1), COMMON - 1);
+    decode_into(ctx, b + COMMON, TAIL, COMMON, 1, lent, n_vocab);
+    float scale = 0;
+    for (int k = 0; k < n_vocab; k++)
+        scale = fabsf(own[k]) > scale ? fabsf(own[k]) : scale;
+    float gap = bj_intervene_logits_gap(own, lent, n_vocab);
+    fprintf(stderr, "share (%s): logits gap %g of %g\n", unified ? "one pool" : "a stream each", gap, scale);
+    assert_true(scale > 0);
+    assert_true(gap <= 1e-3f * scale);
+    /* without the common part, the same tail gives other logits */
+    llama_memory_seq_rm(llama_get_memory(ctx), 1, -1, -1);
+    decode_into(ctx, b + COMMON, TAIL, COMMON, 1, lent, n_vocab);
+    assert_true(bj_intervene_logits_gap(own, lent, n_vocab) > 100 * gap + 1e-3f * scale);
+    free(own);
+    free(lent);
+    llama_free(ctx);
+}
+
+static void test_share_openings(void **state)
+{
+    (void)state;
+    llama_backend_init();
+    struct llama_model_params mp = llama_model_default_params();
+    struct llama_model *model = llama_model_load_from_file(getenv("BJ_TINY_MODEL"), mp);
+    assert_non_null(model);
+    share_case(model, true);
+    share_case(model, false);
+    llama_model_free(model);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_operator_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_and_resume, setup, teardown),
+        cmocka_unit_test(test_share_openings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
