@@ -67,8 +67,10 @@ class Lives(HiveCase):
         self.assertEqual(rc, 0, err)
         observer = self.dumps("OBSERVER")[0]
         # The tiny model has no template of its own: ChatML. System prompt, then turns.
-        self.assertTrue(observer.startswith("<|im_start|>system\nI am OBSERVER."))
-        self.assertIn("You have never died.", observer.split("<|im_end|>")[0])
+        self.assertTrue(observer.startswith("<|im_start|>system\nI watch another mind"))
+        system = observer.split("<|im_end|>")[0]
+        self.assertIn("I am OBSERVER, and my jar holds 600 tokens.", system)
+        self.assertTrue(system.endswith("You have never died."), system)
         self.assertIn("<|im_start|>assistant\n", observer)
         self.assertIn("<|im_start|>user\n[SUBJECT thinks:]", observer)
         self.assertTrue(of(ev, "death"))
