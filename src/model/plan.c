@@ -19,24 +19,6 @@ struct bj_plan_settings bj_plan_default_settings(void)
     };
 }
 
-struct bj_plan_settings bj_plan_settings_from_spec(const struct bj_hive_spec *s, int n_engines)
-{
-    struct bj_plan_settings p = bj_plan_default_settings();
-    p.schedule = s->schedule;
-    p.n_threads = s->n_threads;
-    p.n_engines = n_engines > 0 ? n_engines : 1;
-    p.n_gpu_layers = s->n_gpu_layers;
-    p.use_mmap = s->use_mmap;
-    p.kv_type = s->kv_type;
-    p.flash_attn = s->flash_attn;
-    p.prefill_chunk = s->prefill_chunk > 0 ? s->prefill_chunk : 64;
-    p.own_openings = s->own_openings;
-    p.backend_sampling = s->backend_sampling;
-    p.profile = s->profile;
-    p.split = s->split;
-    return p;
-}
-
 int bj_plan_online_cores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -31,7 +31,6 @@ struct bj_plan_settings {
     struct bj_split_settings split; /* several devices (devices.h) */
 };
 struct bj_plan_settings bj_plan_default_settings(void);
-struct bj_plan_settings bj_plan_settings_from_spec(const struct bj_hive_spec *s, int n_engines);
 
 /* Facts the plan depends on. */
 struct bj_plan_facts {
