@@ -370,7 +370,7 @@ static void test_death_and_resurrection(void **state)
 }
 
 /* A new life decodes only what differs from the last one's opening: the context keeps the
- * system prompt up to the death count. What a life never decoded is not counted as kept. */
+ * system prompt up to the death count, which the prompt files put last. What a life never decoded is not counted as kept. */
 static void test_opening_reused(void **state)
 {
     (void)state;
@@ -385,11 +385,13 @@ static void test_opening_reused(void **state)
     assert_int_equal(bj_brain_n_past(f->b), 0);         /* the dead hold nothing in their jar */
     assert_int_equal(bj_brain_resurrect(f->b), 0);
     int reused = bj_brain_n_past(f->b);
-    assert_true(reused > 10 && reused < opening); /* up to the death sentence */
+    /* up to the death sentence, which ends the prompt: only it and the cue are decoded again */
+    assert_true(reused > 10 && reused < opening && opening - reused <= 16);
     assert_int_equal(bj_brain_kv_kept(f->b), reused);
     char *rest = decode_all(f, 64);
     assert_non_null(strstr(rest, "died 1 time before."));
     assert_null(strstr(rest, "I am SUBJECT")); /* the kept part is not decoded again */
+    assert_null(strstr(rest, "jar holds"));
     free(rest);
     bj_evbuf_reset(&f->out);
 
