@@ -14,7 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from hivetest import BRAINJAR, SLOW, HiveCase, of, slow, with_model  # noqa: E402
+from hivetest import BRAINJAR, HiveCase, of, slow, with_model  # noqa: E402
 
 BRAINS = ("SUBJECT", "OBSERVER", "GOD")
 # Small jars: the tiny model's system prompts take ~125 tokens, so brains die every few thoughts.
@@ -581,13 +581,10 @@ class Retention(StoreCase):
         self.fail(f"{query}: still {row} after {slow(timeout)} s: " + "".join(d.err[-5:]))
 
     def test_max_mb(self):
-        # Under an emulator (BJ_TEST_SLOW) a smaller cap and fewer pruned thoughts: the same checks
-        # after about 300 thoughts instead of 850 (minutes under qemu).
-        cap_mb, gone = ("0.5", 300) if SLOW == 1 else ("0.2", 100)
-        cap = float(cap_mb) * 1e6
-        d = self.daemon(self.data, *with_model(self.ARGS), "--store-max-mb", cap_mb)
+        cap = 0.5e6
+        d = self.daemon(self.data, *with_model(self.ARGS), "--store-max-mb", "0.5")
         # Pruned: the first thoughts are gone, and the database has gone past the cap at least once.
-        self.wait_db(d, "SELECT min(id) FROM thoughts", lambda r: r[0] is not None and r[0] > gone)
+        self.wait_db(d, "SELECT min(id) FROM thoughts", lambda r: r[0] is not None and r[0] > 300)
         c = db(self.data)
         used = c.execute("PRAGMA page_count").fetchone()[0] - c.execute("PRAGMA freelist_count").fetchone()[0]
         used *= c.execute("PRAGMA page_size").fetchone()[0]
