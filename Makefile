@@ -2,7 +2,7 @@
 #   make run    build (Release) and run brainjar in matrix mode on the embedded model
 #   make test   build (Release) and run every test through ctest
 #   make test-sanitize   the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make deb    the Debian package (build/deb/brainjar_VERSION_ARCH.deb)
+#   make deb    the Debian package (build/deb/brainjar_VERSION_ARCH.deb); ARCH=arm64 cross-builds it
 #   make soak   a long run (SOAK_MINUTES=5) that shows memory flat after warm-up
 BUILD    ?= build
 BUILD_SAN ?= build-sanitize
@@ -37,9 +37,10 @@ test-sanitize: bootstrap
 soak: build
 	python3 bench/soak/soak.py --brainjar $(BUILD)/brainjar --model $(BUILD)/models/brainjar-tiny.gguf
 
-# The Debian package of this machine's architecture (debhelper; docs/OPERATIONS.md): build/deb/*.deb
+# The Debian package of this machine's architecture, or of ARCH=arm64 (cross-built; debhelper;
+# docs/OPERATIONS.md): build/deb/*.deb
 deb:
-	scripts/make-deb $(BUILD)/deb
+	scripts/make-deb $(if $(ARCH),--arch $(ARCH)) $(BUILD)/deb
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)

@@ -14,7 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from hivetest import BRAINJAR, HiveCase, of, with_model  # noqa: E402
+from hivetest import BRAINJAR, HiveCase, of, slow, with_model  # noqa: E402
 
 BRAINS = ("SUBJECT", "OBSERVER", "GOD")
 # Small jars: the tiny model's system prompts take ~125 tokens, so brains die every few thoughts.
@@ -72,7 +72,7 @@ class Daemon:
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         self.p.send_signal(sig)
-        rc = self.p.wait(timeout=timeout)
+        rc = self.p.wait(timeout=slow(timeout))
         time.sleep(0.2)
         self.drain()
         return rc
@@ -86,7 +86,7 @@ class StoreCase(HiveCase):
         def reap():
             if d.p.poll() is None:
                 d.p.kill()
-                d.p.wait(timeout=30)
+                d.p.wait(timeout=slow(30))
         self.addCleanup(reap)
         return d
 
@@ -107,8 +107,8 @@ class KillLoop(StoreCase):
         for k in range(kills):
             d = self.daemon(self.data, *SMALL, "--no-watchdog")
             run = k + 1
-            ok = d.pump(lambda ev: sum(1 for e in ev if e["type"] == "death") >= 2, timeout=90)
-            self.assertTrue(ok, "no deaths within 90 s: " + "".join(d.err[-5:]))
+            ok = d.pump(lambda ev: sum(1 for e in ev if e["type"] == "death") >= 2, timeout=slow(90))
+            self.assertTrue(ok, f"no deaths within {slow(90)} s: " + "".join(d.err[-5:]))
             first_tok = next(e for e in d.events if e["type"] == "token")
             recovery.append(first_tok["_seen"] - d.t0)
             time.sleep((k % 4) * 0.13)  # kill at different moments of a step
@@ -128,7 +128,7 @@ class KillLoop(StoreCase):
             seen_thoughts += [(run, e["seq"], e["_seen"], t_kill, e) for e in d.events if e["type"] == "thought"]
         # One clean run records the last kill's unclean exit, then stops in order.
         d = self.daemon(self.data, *SMALL, "--no-watchdog", "--steps", "3")
-        self.assertEqual(d.p.wait(timeout=120), 0, "".join(d.err[-5:]))
+        self.assertEqual(d.p.wait(timeout=slow(120)), 0, "".join(d.err[-5:]))
         d.drain()
 
         c = db(self.data)
@@ -190,7 +190,7 @@ class Restore(StoreCase):
 
     def test_second_daemon_is_refused(self):
         d = self.daemon(self.data, "--no-watchdog", "--threads", "1")
-        self.assertTrue(d.pump(lambda ev: any(e["type"] == "token" for e in ev), timeout=60))
+        self.assertTrue(d.pump(lambda ev: any(e["type"] == "token" for e in ev), timeout=slow(60)))
         rc, ev, err = self.run_hive("--duration", "1", dump=False)
         self.assertEqual(rc, 2)
         self.assertIn(f"pid {d.p.pid}", err)
@@ -565,7 +565,7 @@ class Retention(StoreCase):
 
     def wait_db(self, d, query, cond, timeout=120):
         """Polls the running daemon's database (WAL: readers never block it) until cond(row)."""
-        end = time.time() + timeout
+        end = time.time() + slow(timeout)
         row = None
         while time.time() < end:
             d.pump(lambda ev: False, timeout=0.3)
@@ -578,7 +578,7 @@ class Retention(StoreCase):
                 continue
             if cond(row):
                 return row
-        self.fail(f"{query}: still {row} after {timeout} s: " + "".join(d.err[-5:]))
+        self.fail(f"{query}: still {row} after {slow(timeout)} s: " + "".join(d.err[-5:]))
 
     def test_max_mb(self):
         cap = 0.5e6
@@ -610,7 +610,7 @@ class Retention(StoreCase):
     def test_keep_days_on_an_old_database(self):
         # A database as an older brainjar left it: no auto-vacuum, thoughts of 30 days ago.
         d = self.daemon(self.data, *with_model(self.ARGS))
-        self.assertTrue(d.pump(lambda ev: len(of(ev, "death")) >= 3, timeout=120), "".join(d.err[-5:]))
+        self.assertTrue(d.pump(lambda ev: len(of(ev, "death")) >= 3, timeout=slow(120)), "".join(d.err[-5:]))
         self.assertEqual(d.stop(), 0)
         c = db(self.data)
         c.execute("PRAGMA auto_vacuum=NONE")
@@ -642,7 +642,7 @@ class Retention(StoreCase):
         for flag, v in (("--store-max-mb", "0.01"), ("--store-max-mb", "-1"), ("--store-max-mb", "lots"),
                         ("--store-keep-days", "-3"), ("--store-keep-days", "1.5")):
             p = subprocess.run([BRAINJAR, "run", flag, v, "--data-dir", self.data], capture_output=True, text=True,
-                               timeout=60)
+                               timeout=slow(60))
             self.assertEqual(p.returncode, 2, (flag, v, p.stderr))
             self.assertIn(flag, p.stderr)
 

@@ -11,7 +11,7 @@ import struct
 import subprocess
 import time
 
-from hivetest import BRAINJAR, HiveCase
+from hivetest import BRAINJAR, HiveCase, slow
 
 
 def free_port():
@@ -66,7 +66,7 @@ class WebHive:
         self.out = open(self.outpath, "w")
         self.p = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL)
         self.password = None
-        deadline = time.time() + 60
+        deadline = time.time() + slow(60)
         while time.time() < deadline:
             if self.p.poll() is not None:
                 raise AssertionError(f"brainjar exited {self.p.returncode}: {self.stderr()}")
@@ -97,7 +97,7 @@ class WebHive:
         if self.p.poll() is None:
             self.p.terminate()
             try:
-                self.p.wait(timeout=30)
+                self.p.wait(timeout=slow(30))
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
@@ -105,7 +105,8 @@ class WebHive:
         self.out.close()
         return self.p.returncode
 
-    def request(self, method, path, body=None, headers=None, token=None, cookie=None, raw=None, timeout=10):
+    def request(self, method, path, body=None, headers=None, token=None, cookie=None, raw=None, timeout=None):
+        timeout = slow(10) if timeout is None else timeout
         if self.tls:
             c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=tls_context())
         else:
@@ -130,7 +131,7 @@ class WebHive:
         if username:
             body["username"] = username
         r = self.request("POST", "/login", body)
-        deadline = time.time() + 30
+        deadline = time.time() + slow(30)
         while r.status == 503 and time.time() < deadline:  # every hash worker busy: come back as told
             time.sleep(float(r.header("Retry-After") or 1))
             r = self.request("POST", "/login", body)
@@ -144,8 +145,9 @@ class WebHive:
         r = self.request("GET", path, cookie=session, **kw)
         return r
 
-    def wait_for(self, pred, timeout=30, what="a condition"):
-        deadline = time.time() + timeout
+    def wait_for(self, pred, timeout=None, what="a condition"):
+        """Polls pred until it is true; timeout: 30 s scaled by BJ_TEST_SLOW unless given."""
+        deadline = time.time() + (slow(30) if timeout is None else timeout)
         while time.time() < deadline:
             v = pred()
             if v:
