@@ -97,9 +97,16 @@ class Screen(HiveCase):
 
 
 def width(line):
-    """A line's width in terminal columns (wide characters take two)."""
+    """A line's width in terminal columns, as wcwidth counts them: wide characters take two, marks
+    that draw on the character before them (Mn, Me: also those with combining class 0, such as
+    Devanagari's vowel signs) and format characters (Cf) none."""
     import unicodedata
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1 for c in line)
+
+    def cols(c):
+        if unicodedata.east_asian_width(c) in "WF":
+            return 2
+        return 0 if unicodedata.category(c) in ("Mn", "Me", "Cf") else 1
+    return sum(cols(c) for c in line)
 
 
 class Keys(HiveCase):
