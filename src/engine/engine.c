@@ -122,6 +122,8 @@ void bj_engine_free(struct bj_engine *e)
     free(e->line);
     free(e->latency_us);
     free(e->latency_steps);
+    free(e->fills);
+    free(e->ub_order);
     if (e->model && e->owns_model)
         llama_model_free(e->model);
     pthread_mutex_destroy(&e->lock);
@@ -275,18 +277,6 @@ void engine_kill_brain(struct bj_engine *e, int i, const char *cause, const char
     engine_trim_memory(e, i);
     e->life_start[i] = 0;
     e->opening[i] = false;
-}
-
-static void batch_put(struct llama_batch *b, const struct work *w, int n_past, llama_seq_id seq, int n_vocab)
-{
-    for (int k = 0; k < w->n; k++) {
-        int j = b->n_tokens++;
-        b->token[j] = w->injected && k == 0 ? n_vocab + 1000 : w->tokens[k];
-        b->pos[j] = n_past + k;
-        b->n_seq_id[j] = 1;
-        b->seq_id[j][0] = seq;
-        b->logits[j] = w->logits && k == w->n - 1;
-    }
 }
 
 /* Collects the work of this step; brains whose next chunk overflows their jar die here.
@@ -522,15 +512,12 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
 {
     int n_vocab = llama_vocab_n_tokens(e->vocab);
     int64_t t0 = bj_now_us();
-    e->batch.n_tokens = 0;
-    for (int k = 0; k < n; k++) {
-        batch_put(&e->batch, &works[k], bj_brain_n_past(e->brains[works[k].i]), (llama_seq_id)works[k].i, n_vocab);
-        works[k].out_idx = e->batch.n_tokens - 1;
-    }
+    engine_batch_build(e, works, n);
     int64_t t1 = bj_now_us();
     int rc = llama_decode(e->ctx, e->batch);
     if (rc == 0) /* decoding is asynchronous on a GPU: its time is until the results are there */
         llama_synchronize(e->ctx);
+    engine_batch_unfill(e);
     int64_t t2 = bj_now_us();
     e->ph[PH_BATCH] += t1 - t0;
     e->ph[PH_DECODE] += t2 - t1;
@@ -552,8 +539,8 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
     bj_debug("engine %s: batched decode failed (%d); retrying brain by brain", e->label, rc);
     for (int k = 0; k < n; k++) {
         e->batch.n_tokens = 0;
-        batch_put(&e->batch, &works[k], bj_brain_n_past(e->brains[works[k].i]), (llama_seq_id)works[k].i, n_vocab);
-        works[k].out_idx = e->batch.n_tokens - 1;
+        engine_batch_put(&e->batch, &works[k], 0, works[k].n, bj_brain_n_past(e->brains[works[k].i]),
+                         (llama_seq_id)works[k].i, n_vocab);
         int r = llama_decode(e->ctx, e->batch);
         if (r == 0)
             finish(e, &works[k], e->ctx);
@@ -568,8 +555,7 @@ static void parallel_decode(void *arg)
     struct bj_engine *e = w->e;
     struct llama_batch *b = &e->bbatch[w->i];
     b->n_tokens = 0;
-    batch_put(b, w, bj_brain_n_past(e->brains[w->i]), 0, llama_vocab_n_tokens(e->vocab));
-    w->out_idx = b->n_tokens - 1;
+    engine_batch_put(b, w, 0, w->n, bj_brain_n_past(e->brains[w->i]), 0, llama_vocab_n_tokens(e->vocab));
     w->rc = llama_decode(e->bctx[w->i], *b);
 }
 
@@ -761,6 +747,12 @@ static void *engine_main(void *arg)
             e->tg_us += t_end - t_turn;
             e->tg_tokens += n;
         }
+        if (e->ub_order && e->sched == BJ_SCHED_BATCHED) { /* after the step's time: not counted in it */
+            long ub = engine_batch_ubatches(&e->batch, !e->plan.unified, (int)e->plan.n_ubatch, e->ub_order);
+            e->ubatches[0] += ub;
+            e->ubatches[1] += generation_only ? ub : 0;
+            e->ubatches[2] += opening_tokens > 0 ? ub : 0;
+        }
         if (opening_tokens > 0) {
             e->opening_us += t_end - t_turn;
             e->opening_steps++;
@@ -811,6 +803,14 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
         e->prompt_budget = want < room ? want : room;
         if (e->prompt_budget < 1)
             e->prompt_budget = 1;
+        e->can_fill = !e->plan.unified && !llama_model_is_recurrent(e->model) && !llama_model_is_hybrid(e->model);
+        llama_token bos = llama_vocab_bos(e->vocab);
+        e->filler = bos >= 0 && bos < llama_vocab_n_tokens(e->vocab) ? bos : 0;
+        if ((!e->fills && !(e->fills = calloc(BJ_MAX_BRAINS, sizeof *e->fills))) ||
+            (e->plan.settings.profile && !e->ub_order && !(e->ub_order = calloc(e->plan.n_batch, sizeof *e->ub_order)))) {
+            snprintf(err, errlen, "engine %s: out of memory", e->label);
+            return -1;
+        }
     }
     int width = e->sched == BJ_SCHED_PARALLEL ? e->n_threads / (e->plan.threads_per_ctx > 0 ? e->plan.threads_per_ctx : 1)
                 : e->backend_sampling          ? 1

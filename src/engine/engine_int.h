@@ -27,6 +27,12 @@ struct prof {
     long steps;
 };
 
+/* A filler token put into an idle brain's sequence for one decode (engine_batch.c). */
+struct fill {
+    llama_seq_id seq;
+    llama_pos pos;
+};
+
 /* Resurrection latencies kept for the percentiles (the last ones when there are more). */
 #define LATENCY_RING 65536
 
@@ -110,6 +116,13 @@ struct bj_engine {
     int donor[BJ_MAX_BRAINS];
     int share[BJ_MAX_BRAINS];
     long shared_tokens;        /* opening tokens copied instead of decoded */
+    /* The batch's layout (engine_batch.c): fillers keep the run of sequence ids whole. */
+    bool can_fill;             /* a stream per brain, and memory that can be cut again */
+    llama_token filler;
+    struct fill *fills;        /* this step's, removed after its decode */
+    int n_fills;
+    int *ub_order;             /* --profile: scratch of engine_batch_ubatches */
+    long ubatches[3];          /* --profile: ubatches of all steps, generation-only ones, opening ones */
 
     pthread_t thread;
     bool started;
@@ -144,6 +157,21 @@ long engine_this_step(struct bj_engine *e);
 void engine_apply_requests(struct bj_engine *e);
 /* engine_prof.c: logs where the steps' time went and the resurrection latency. */
 void engine_report_profile(struct bj_engine *e);
+
+/* engine_batch.c: puts tokens [from, to) of w at positions n_past + k into sequence seq of b; the
+ * work's last token asks for logits if w does (its batch index: w->out_idx). An injected fault
+ * makes the first token invalid. */
+void engine_batch_put(struct llama_batch *b, struct work *w, int from, int to, llama_pos n_past, llama_seq_id seq,
+                      int n_vocab);
+/* Puts the step's works into e->batch (each work's out_idx set), every brain's
+ * first token in sequence order, then the rest; idle brains between busy ones get fillers. */
+void engine_batch_build(struct bj_engine *e, struct work *works, int n);
+/* Removes this step's fillers from the memory (after the decode, whatever it returned). */
+void engine_batch_unfill(struct bj_engine *e);
+/* How many ubatches llama.cpp cuts b into (llama_kv_cache::init_batch): with one pool, by size;
+ * with streams, runs of consecutive sequence ids taking equal tokens each. order: scratch of
+ * b->n_tokens ints. */
+int engine_batch_ubatches(const struct llama_batch *b, bool streams, int n_ubatch, int *order);
 
 /* engine_share.c */
 void engine_share_plan(struct bj_engine *e);

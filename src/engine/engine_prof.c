@@ -41,6 +41,8 @@ static double latency_steps_pct(struct bj_engine *e, double pct)
     return ring_pct(e->latency_steps, e->n_latency, pct);
 }
 
+static double per_step(long v, long steps) { return steps ? (double)v / (double)steps : 0.0; }
+
 /* --profile: where the steps' time went, and the fairness figures (engine thread, at its end). */
 void engine_report_profile(struct bj_engine *e)
 {
@@ -77,11 +79,14 @@ void engine_report_profile(struct bj_engine *e)
             "tg_outside_decode_pct=%.3f max_wait_steps=%ld resurrections=%ld first_token_p50_ms=%.2f "
             "first_token_p99_ms=%.2f first_token_max_ms=%.2f first_token_max_steps=%ld "
             "first_token_p50_steps=%.0f first_token_p99_steps=%.0f opening_steps=%ld opening_step_us=%.1f "
-            "opening_tokens_per_step=%.1f shared_tokens=%ld",
+            "opening_tokens_per_step=%.1f shared_tokens=%ld ubatches_per_step=%.2f tg_ubatches_per_step=%.2f "
+            "opening_ubatches_per_step=%.2f",
             e->n_brains, e->prof[0].steps, e->prof[1].steps,
             e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
             e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0, out_pct[0], out_pct[1],
             e->max_wait, e->n_latency, p50, p99, max, e->max_first_steps, s50, s99, e->opening_steps,
             e->opening_steps ? (double)e->opening_us / (double)e->opening_steps : 0.0,
-            e->opening_steps ? (double)e->opening_tokens / (double)e->opening_steps : 0.0, e->shared_tokens);
+            e->opening_steps ? (double)e->opening_tokens / (double)e->opening_steps : 0.0, e->shared_tokens,
+            per_step(e->ubatches[0], e->prof[0].steps), per_step(e->ubatches[1], e->prof[1].steps),
+            per_step(e->ubatches[2], e->opening_steps));
 }

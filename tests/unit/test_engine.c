@@ -2,7 +2,8 @@
  * web/API will call) kills only its brain with cause OPERATOR, which comes back once; pause stops
  * a brain's tokens without killing it, resume brings them back; unknown brains are refused. A
  * sequence that took the common start of its prompt from another's memory (engine_share.c) ends
- * with the logits it would have had decoding the whole prompt itself. */
+ * with the logits it would have had decoding the whole prompt itself. engine_batch.c's count of the
+ * ubatches llama.cpp cuts a batch into is what llama.cpp does. */
 #include <errno.h>
 #include <math.h>
 #include <setjmp.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <ggml.h>
 #include <llama.h>
 
 #include "bus.h"
@@ -208,6 +210,115 @@ static void share_case(struct llama_model *model, bool unified)
     llama_free(ctx);
 }
 
+/* Counts the graphs llama.cpp computes: the first layer's "attn_norm-0" is asked about once per ubatch. */
+static bool count_ubatch(struct ggml_tensor *t, bool ask, void *ud)
+{
+    if (ask && strcmp(t->name, "attn_norm-0") == 0)
+        (*(int *)ud)++;
+    return false;
+}
+
+/* Puts n tokens of sequence seq, from position p0, into b. */
+static void put_seq(struct llama_batch *b, llama_seq_id seq, llama_pos p0, int n)
+{
+    for (int k = 0; k < n; k++) {
+        int j = b->n_tokens++;
+        b->token[j] = (llama_token)(100 + 7 * j);
+        b->pos[j] = p0 + k;
+        b->n_seq_id[j] = 1;
+        b->seq_id[j][0] = seq;
+        b->logits[j] = false;
+    }
+}
+
+/* Decodes b, checks that llama.cpp computed as many ubatches as engine_batch_ubatches says and
+ * that this is `want`, then removes what b put into each sequence from position `from` on. */
+static void expect_ubatches(struct llama_context *ctx, struct llama_batch *b, bool streams, int n_ubatch, int *count,
+                            int want, llama_pos from)
+{
+    int order[256];
+    *count = 0;
+    assert_int_equal(llama_decode(ctx, *b), 0);
+    llama_synchronize(ctx);
+    assert_int_equal(engine_batch_ubatches(b, streams, n_ubatch, order), *count);
+    assert_int_equal(*count, want);
+    for (llama_seq_id s = 0; s < 6; s++)
+        llama_memory_seq_rm(llama_get_memory(ctx), s, from, -1);
+    b->n_tokens = 0;
+}
+
+/* engine_batch.c's model of how llama.cpp cuts a batch, against what llama.cpp does: with a
+ * stream per sequence, a batch is cut into runs of consecutive sequence ids with equal token
+ * counts; the engine's layout (every sequence's first token in order, then the longer rests) and
+ * its fillers keep a step with openings to one ubatch plus one per opening. */
+static void test_ubatches(void **state)
+{
+    (void)state;
+    llama_backend_init();
+    struct llama_model *model = llama_model_load_from_file(getenv("BJ_TINY_MODEL"), llama_model_default_params());
+    assert_non_null(model);
+    int count = 0;
+    for (int unified = 0; unified < 2; unified++) {
+        struct llama_context_params cp = llama_context_default_params();
+        cp.n_ctx = 6 * 256;
+        cp.n_seq_max = 6;
+        cp.n_batch = 256;
+        cp.n_ubatch = 64;
+        cp.kv_unified = unified;
+        cp.n_threads = cp.n_threads_batch = 2;
+        cp.cb_eval = count_ubatch;
+        cp.cb_eval_user_data = &count;
+        struct llama_context *ctx = llama_init_from_model(model, cp);
+        assert_non_null(ctx);
+        struct llama_batch b = llama_batch_init(256, 0, 1);
+        for (llama_seq_id s = 0; s < 6; s++) /* every sequence holds 4 tokens */
+            put_seq(&b, s, 0, 4);
+        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 1, 4);
+        /* generation of 0, 1, 3, 4, 5 and an opening of 8 tokens in 2, put after them (the old
+         * layout): the opening's first token ends the first run, 3..5 make a second */
+        for (llama_seq_id s = 0; s < 6; s++)
+            if (s != 2)
+                put_seq(&b, s, 4, 1);
+        put_seq(&b, 2, 4, 8);
+        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 3, 4);
+        /* the engine's layout: every first token in order, then the rest: one run, one rest */
+        for (llama_seq_id s = 0; s < 6; s++)
+            put_seq(&b, s, 4, 1);
+        put_seq(&b, 2, 5, 7);
+        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 2, 4);
+        /* 3 idle: the run breaks (3 ubatches) unless 3 gets a filler (2) */
+        for (llama_seq_id s = 0; s < 6; s++)
+            if (s != 3)
+                put_seq(&b, s, 4, 1);
+        put_seq(&b, 2, 5, 7);
+        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 3, 4);
+        for (llama_seq_id s = 0; s < 6; s++)
+            put_seq(&b, s, 4, 1);
+        put_seq(&b, 2, 5, 7);
+        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 2, 4);
+        /* two openings of equal length in consecutive sequences share their ubatch; apart they
+         * take one each */
+        for (llama_seq_id s = 0; s < 6; s++)
+            put_seq(&b, s, 4, 1);
+        put_seq(&b, 2, 5, 7);
+        put_seq(&b, 3, 5, 7);
+        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 2, 4);
+        for (llama_seq_id s = 0; s < 6; s++)
+            put_seq(&b, s, 4, 1);
+        put_seq(&b, 1, 5, 7);
+        put_seq(&b, 4, 5, 7);
+        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 3, 4);
+        /* more than n_ubatch tokens */
+        for (llama_seq_id s = 0; s < 6; s++)
+            put_seq(&b, s, 4, 1);
+        put_seq(&b, 0, 5, 99);
+        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 2 : 3, 4);
+        llama_batch_free(b);
+        llama_free(ctx);
+    }
+    llama_model_free(model);
+}
+
 static void test_share_openings(void **state)
 {
     (void)state;
@@ -226,6 +337,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_operator_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_and_resume, setup, teardown),
         cmocka_unit_test(test_share_openings),
+        cmocka_unit_test(test_ubatches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
