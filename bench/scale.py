@@ -256,9 +256,10 @@ def main():
     if lat_ns:
         print(f"\nresurrection latency (jars {a.latency_jar}, 24-token thoughts, pause 0, {a.latency_steps} steps): "
               "end of the pause -> first new token, in ms and in steps (1 = the step its life began in)")
-        # open ms: the mean step that decoded an opening; tg ms: a generation-only step
+        # open ms: the mean step that decoded an opening; tg ms: a generation-only step; open ub:
+        # the ubatches (passes over the weights) of an opening step (a brainjar before the count: -)
         print(f"{'variant':>10} {'N':>4} {'resurr':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'p50 st':>6} "
-              f"{'p99 st':>6} {'max st':>6} {'step ms':>7} {'p99/step':>8} {'open ms':>7} {'tg ms':>6}")
+              f"{'p99 st':>6} {'max st':>6} {'step ms':>7} {'p99/step':>8} {'open ms':>7} {'tg ms':>6} {'open ub':>7}")
         for name, _, _ in variants:
             for x in lat[name]:
                 p = x["profile"]
@@ -269,7 +270,9 @@ def main():
                       f"{p['first_token_max_steps']:6.0f} {step_ms:7.2f} "
                       f"{p['first_token_p99_ms'] / step_ms if step_ms else 0:8.2f} "
                       f"{p['opening_step_us'] / 1000.0 if 'opening_step_us' in p else float('nan'):7.2f} "
-                      f"{p['tg_step_us'] / 1000.0:6.2f}", flush=True)
+                      f"{p['tg_step_us'] / 1000.0:6.2f} "
+                      f"{p['opening_ubatches_per_step'] if 'opening_ubatches_per_step' in p else float('nan'):7.2f}",
+                      flush=True)
     with open(os.path.join(out, "scale.json"), "w") as f:
         json.dump({"args": vars(a), "table": table, "latency": lat}, f, indent=1)
 
