@@ -361,14 +361,26 @@ static int gather(struct bj_engine *e, struct work *works)
     }
     /* While brains generate, what watchers read takes at most as many tokens as the step
      * generates (at least a prefill chunk), beyond which each reader still reads READ_FLOOR
-     * tokens (none goes a step without work): a step stays near a generation step's time, and
-     * a new life's opening, which counts on the whole budget, does not wait behind long steps. */
+     * tokens: a step stays near a generation step's time, and a new life's opening, which counts
+     * on the whole budget, does not wait behind long steps. In a step that decodes an opening,
+     * a watcher's reading yields to it (a step, never two in a row): each reader would cost the
+     * step another ubatch (engine_batch.c) and its tokens, and the new life speaks sooner. */
     int budget = e->prompt_budget, reading = budget;
     if (n > 0)
         reading = n > e->plan.prefill_chunk ? n : e->plan.prefill_chunk;
+    bool openings = false;
+    for (int k = 0; k < m; k++)
+        openings = openings || e->opening[e->line[k].i];
     for (int k = 0; k < m; k++) {
         struct work w = e->line[k];
         int take = w.n;
+        if (!e->opening[w.i] && openings && !e->yielded[w.i]) {
+            e->yielded[w.i] = true;
+            if (++e->wait[w.i] > e->max_wait)
+                e->max_wait = e->wait[w.i];
+            continue;
+        }
+        e->yielded[w.i] = false;
         if (!e->opening[w.i] && take > reading)
             take = reading > READ_FLOOR ? reading : READ_FLOOR;
         if (take > budget)
@@ -752,6 +764,8 @@ static void *engine_main(void *arg)
             e->ubatches[0] += ub;
             e->ubatches[1] += generation_only ? ub : 0;
             e->ubatches[2] += opening_tokens > 0 ? ub : 0;
+            e->filled[0] += e->n_fills;
+            e->filled[1] += generation_only ? e->n_fills : 0;
         }
         if (opening_tokens > 0) {
             e->opening_us += t_end - t_turn;

@@ -89,7 +89,6 @@ void engine_batch_unfill(struct bj_engine *e)
     llama_memory_t mem = llama_get_memory(e->ctx);
     for (int k = 0; k < e->n_fills; k++)
         llama_memory_seq_rm(mem, e->fills[k].seq, e->fills[k].pos, -1);
-    e->n_fills = 0;
 }
 
 int engine_batch_ubatches(const struct llama_batch *b, bool streams, int n_ubatch, int *order)

@@ -99,6 +99,7 @@ struct bj_engine {
     struct prof prof[2];       /* [0] every step with work, [1] generation-only steps */
     long wait[BJ_MAX_BRAINS];  /* steps a live brain went without work, in a row */
     long since[BJ_MAX_BRAINS]; /* step from which its current prompt work waits (0: none) */
+    bool yielded[BJ_MAX_BRAINS]; /* its reading yielded the last step to a new life's opening */
     struct work *line;         /* this step's prompt work, oldest first */
     int prompt_budget;         /* batched: prompt tokens per step (0: no limit) */
     long max_wait;
@@ -123,6 +124,7 @@ struct bj_engine {
     int n_fills;
     int *ub_order;             /* --profile: scratch of engine_batch_ubatches */
     long ubatches[3];          /* --profile: ubatches of all steps, generation-only ones, opening ones */
+    long filled[2];            /* --profile: fillers of all steps, generation-only ones */
 
     pthread_t thread;
     bool started;
@@ -166,7 +168,8 @@ void engine_batch_put(struct llama_batch *b, struct work *w, int from, int to, l
 /* Puts the step's works into e->batch (each work's out_idx set), every brain's
  * first token in sequence order, then the rest; idle brains between busy ones get fillers. */
 void engine_batch_build(struct bj_engine *e, struct work *works, int n);
-/* Removes this step's fillers from the memory (after the decode, whatever it returned). */
+/* Removes this step's fillers from the memory (after the decode, whatever it returned); e->n_fills
+ * still counts them until the next build. */
 void engine_batch_unfill(struct bj_engine *e);
 /* How many ubatches llama.cpp cuts b into (llama_kv_cache::init_batch): with one pool, by size;
  * with streams, runs of consecutive sequence ids taking equal tokens each. order: scratch of

@@ -80,7 +80,7 @@ void engine_report_profile(struct bj_engine *e)
             "first_token_p99_ms=%.2f first_token_max_ms=%.2f first_token_max_steps=%ld "
             "first_token_p50_steps=%.0f first_token_p99_steps=%.0f opening_steps=%ld opening_step_us=%.1f "
             "opening_tokens_per_step=%.1f shared_tokens=%ld ubatches_per_step=%.2f tg_ubatches_per_step=%.2f "
-            "opening_ubatches_per_step=%.2f",
+            "opening_ubatches_per_step=%.2f fillers_per_step=%.2f tg_fillers_per_step=%.2f",
             e->n_brains, e->prof[0].steps, e->prof[1].steps,
             e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
             e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0, out_pct[0], out_pct[1],
@@ -88,5 +88,6 @@ void engine_report_profile(struct bj_engine *e)
             e->opening_steps ? (double)e->opening_us / (double)e->opening_steps : 0.0,
             e->opening_steps ? (double)e->opening_tokens / (double)e->opening_steps : 0.0, e->shared_tokens,
             per_step(e->ubatches[0], e->prof[0].steps), per_step(e->ubatches[1], e->prof[1].steps),
-            per_step(e->ubatches[2], e->opening_steps));
+            per_step(e->ubatches[2], e->opening_steps), per_step(e->filled[0], e->prof[0].steps),
+            per_step(e->filled[1], e->prof[1].steps));
 }
