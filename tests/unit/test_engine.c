@@ -247,6 +247,28 @@ static void expect_ubatches(struct llama_context *ctx, struct llama_batch *b, bo
     b->n_tokens = 0;
 }
 
+/* A step of six sequences that each hold 4 tokens: one token each at position 4, except `idle`
+ * (none) and `late` (late_n tokens put after all the others: the layout before engine_batch.c);
+ * then the rests of longer works from position 5. The ubatches llama.cpp makes with a stream per
+ * sequence and with one pool (n_ubatch 64). */
+static const struct ucase {
+    const char *what;
+    llama_seq_id idle, late;
+    int late_n;
+    struct {
+        llama_seq_id seq;
+        int n;
+    } rest[2];
+    int streams, unified;
+} k_ucases[] = {
+    {"an opening put whole after the others: its first token ends the run", -1, 2, 8, {{-1, 0}, {-1, 0}}, 3, 1},
+    {"first tokens in order, then the opening's rest", -1, -1, 0, {{2, 7}, {-1, 0}}, 2, 1},
+    {"an idle sequence breaks the run (what a filler mends)", 3, -1, 0, {{2, 7}, {-1, 0}}, 3, 1},
+    {"equal rests in neighbouring sequences share a ubatch", -1, -1, 0, {{2, 7}, {3, 7}}, 2, 1},
+    {"rests apart take one each", -1, -1, 0, {{1, 7}, {4, 7}}, 3, 1},
+    {"a rest longer than n_ubatch", -1, -1, 0, {{0, 99}, {-1, 0}}, 3, 2},
+};
+
 /* engine_batch.c's model of how llama.cpp cuts a batch, against what llama.cpp does: with a
  * stream per sequence, a batch is cut into runs of consecutive sequence ids with equal token
  * counts; the engine's layout (every sequence's first token in order, then the longer rests) and
@@ -274,45 +296,19 @@ static void test_ubatches(void **state)
         for (llama_seq_id s = 0; s < 6; s++) /* every sequence holds 4 tokens */
             put_seq(&b, s, 0, 4);
         expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 1, 4);
-        /* generation of 0, 1, 3, 4, 5 and an opening of 8 tokens in 2, put after them (the old
-         * layout): the opening's first token ends the first run, 3..5 make a second */
-        for (llama_seq_id s = 0; s < 6; s++)
-            if (s != 2)
-                put_seq(&b, s, 4, 1);
-        put_seq(&b, 2, 4, 8);
-        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 3, 4);
-        /* the engine's layout: every first token in order, then the rest: one run, one rest */
-        for (llama_seq_id s = 0; s < 6; s++)
-            put_seq(&b, s, 4, 1);
-        put_seq(&b, 2, 5, 7);
-        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 2, 4);
-        /* 3 idle: the run breaks (3 ubatches) unless 3 gets a filler (2) */
-        for (llama_seq_id s = 0; s < 6; s++)
-            if (s != 3)
-                put_seq(&b, s, 4, 1);
-        put_seq(&b, 2, 5, 7);
-        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 3, 4);
-        for (llama_seq_id s = 0; s < 6; s++)
-            put_seq(&b, s, 4, 1);
-        put_seq(&b, 2, 5, 7);
-        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 2, 4);
-        /* two openings of equal length in consecutive sequences share their ubatch; apart they
-         * take one each */
-        for (llama_seq_id s = 0; s < 6; s++)
-            put_seq(&b, s, 4, 1);
-        put_seq(&b, 2, 5, 7);
-        put_seq(&b, 3, 5, 7);
-        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 2, 4);
-        for (llama_seq_id s = 0; s < 6; s++)
-            put_seq(&b, s, 4, 1);
-        put_seq(&b, 1, 5, 7);
-        put_seq(&b, 4, 5, 7);
-        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 3, 4);
-        /* more than n_ubatch tokens */
-        for (llama_seq_id s = 0; s < 6; s++)
-            put_seq(&b, s, 4, 1);
-        put_seq(&b, 0, 5, 99);
-        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 2 : 3, 4);
+        for (size_t c = 0; c < sizeof k_ucases / sizeof *k_ucases; c++) {
+            const struct ucase *u = &k_ucases[c];
+            fprintf(stderr, "ubatches (%s): %s\n", unified ? "one pool" : "a stream each", u->what);
+            for (llama_seq_id s = 0; s < 6; s++) /* one token each, from position 4 */
+                if (s != u->idle && s != u->late)
+                    put_seq(&b, s, 4, 1);
+            if (u->late >= 0)
+                put_seq(&b, u->late, 4, u->late_n);
+            for (int r = 0; r < 2; r++)
+                if (u->rest[r].seq >= 0)
+                    put_seq(&b, u->rest[r].seq, 5, u->rest[r].n);
+            expect_ubatches(ctx, &b, !unified, 64, &count, unified ? u->unified : u->streams, 4);
+        }
         llama_batch_free(b);
         llama_free(ctx);
     }
