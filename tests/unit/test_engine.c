@@ -2,7 +2,8 @@
  * web/API will call) kills only its brain with cause OPERATOR, which comes back once; pause stops
  * a brain's tokens without killing it, resume brings them back; unknown brains are refused. A
  * sequence that took the common start of its prompt from another's memory (engine_share.c) ends
- * with the logits it would have had decoding the whole prompt itself. engine_batch.c's count of the
+ * with the logits it would have had decoding the whole prompt itself. A paused brain between two
+ * that generate is filled, and engine_batch.c's count of the
  * ubatches llama.cpp cuts a batch into is what llama.cpp does. */
 #include <errno.h>
 #include <math.h>
@@ -49,6 +50,7 @@ static int setup(void **state)
     f->prompts = bj_prompts_load(NULL, err, sizeof err);
     struct bj_plan_settings ps = bj_plan_default_settings();
     ps.n_threads = 2;
+    ps.profile = true; /* the engine counts its ubatches and fillers */
     struct bj_plan_facts facts = bj_plan_facts_here(2, 0);
     long jars[3] = {3000, 3000, 3000};
     assert_int_equal(bj_plan_make(&ps, &facts, jars, f->cfg.spec.n_brains, &f->plan, err, sizeof err), 0);
@@ -145,6 +147,32 @@ static void test_pause_and_resume(void **state)
     assert_int_equal(bj_engine_pause(f->e, bj_engine_index(f->e, "SUBJECT"), false), 0);
     assert_int_equal(wait_for(f, BJ_EV_TOKEN, "SUBJECT", &ev, NULL, NULL), 1);
     bj_event_clear(&ev);
+}
+
+/* A paused brain between two that generate gets a filler token in every step (engine_batch.c), so
+ * with a stream per brain every generation-only step stays one ubatch. */
+static void test_idle_brain_filled(void **state)
+{
+    struct fixture *f = *state;
+    struct bj_event ev;
+    int obs = bj_engine_index(f->e, "OBSERVER");
+    assert_int_equal(obs, 1); /* between SUBJECT and GOD */
+    assert_int_equal(bj_engine_pause(f->e, obs, true), 0);
+    for (;;) {
+        assert_int_equal(wait_for(f, BJ_EV_STATUS, "OBSERVER", &ev, NULL, NULL), 1);
+        bool paused = strcmp(ev.state, "paused") == 0;
+        bj_event_clear(&ev);
+        if (paused)
+            break;
+    }
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(wait_for(f, BJ_EV_TOKEN, "GOD", &ev, NULL, NULL), 1);
+        bj_event_clear(&ev);
+    }
+    bj_engine_stop(f->e); /* its counts are read once its thread has ended */
+    assert_false(f->e->plan.unified);
+    assert_true(f->e->filled[1] >= 50);
+    assert_int_equal(f->e->ubatches[1], f->e->prof[1].steps);
 }
 
 /* Decodes tokens [0, n) of t at positions p0.. in sequence seq; the last row's logits into out. */
@@ -332,6 +360,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_operator_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_and_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_brain_filled, setup, teardown),
         cmocka_unit_test(test_share_openings),
         cmocka_unit_test(test_ubatches),
     };
