@@ -759,7 +759,7 @@ static void *engine_main(void *arg)
             e->tg_us += t_end - t_turn;
             e->tg_tokens += n;
         }
-        if (e->ub_order && e->sched == BJ_SCHED_BATCHED) { /* after the step's time: not counted in it */
+        if (e->ub_order) { /* batched with --profile; after the step's time: not counted in it */
             long ub = engine_batch_ubatches(&e->batch, !e->plan.unified, (int)e->plan.n_ubatch, e->ub_order);
             e->ubatches[0] += ub;
             e->ubatches[1] += generation_only ? ub : 0;

@@ -69,13 +69,12 @@ void engine_batch_build(struct bj_engine *e, struct work *works, int n)
     }
     b->n_tokens = 0;
     e->n_fills = 0;
-    bool streams = !e->plan.unified && e->can_fill;
     llama_memory_t mem = llama_get_memory(e->ctx);
     llama_pos cells = (llama_pos)llama_n_ctx_seq(e->ctx);
     for (int i = lo; i <= hi; i++) { /* every brain's first token, in sequence order */
         if (slot[i] >= 0)
             engine_batch_put(b, &works[slot[i]], 0, 1, bj_brain_n_past(e->brains[i]), (llama_seq_id)i, n_vocab);
-        else if (streams)
+        else if (e->can_fill)
             fill(e, i, mem, cells);
     }
     for (int i = lo; i <= hi; i++) /* then the rest of the longer works, in sequence order */

@@ -9,6 +9,9 @@
 
 #include "log.h"
 
+/* A total over steps, per step; 0 when there were none. */
+static double per_step(double v, long steps) { return steps ? v / (double)steps : 0.0; }
+
 static const char *const k_phase_names[PH_COUNT] = {
     "housekeeping (requests, resurrections, status)", "batch assembly", "llama_decode",
     "sampling", "token-to-text and events", "event publishing (hive + bus)",
@@ -41,8 +44,6 @@ static double latency_steps_pct(struct bj_engine *e, double pct)
     return ring_pct(e->latency_steps, e->n_latency, pct);
 }
 
-static double per_step(long v, long steps) { return steps ? (double)v / (double)steps : 0.0; }
-
 /* --profile: where the steps' time went, and the fairness figures (engine thread, at its end). */
 void engine_report_profile(struct bj_engine *e)
 {
@@ -54,7 +55,7 @@ void engine_report_profile(struct bj_engine *e)
         char col[2][32];
         for (int g = 0; g < 2; g++) {
             const struct prof *p = &e->prof[g];
-            double per = p->steps ? (double)p->us[ph] / (double)p->steps : 0.0;
+            double per = per_step((double)p->us[ph], p->steps);
             double pct = p->total_us ? 100.0 * (double)p->us[ph] / (double)p->total_us : 0.0;
             snprintf(col[g], sizeof col[g], "%.1f (%.2f%%)", per, pct);
         }
@@ -64,9 +65,10 @@ void engine_report_profile(struct bj_engine *e)
         const struct prof *p = &e->prof[g];
         out_pct[g] = p->total_us ? 100.0 * (double)(p->total_us - p->us[PH_DECODE]) / (double)p->total_us : 0.0;
     }
-    bj_info("profile   %-48s %18.1f %18.1f", "whole step us",
-            e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
-            e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0);
+    double step_us[2];
+    for (int g = 0; g < 2; g++)
+        step_us[g] = per_step((double)e->prof[g].total_us, e->prof[g].steps);
+    bj_info("profile   %-48s %18.1f %18.1f", "whole step us", step_us[0], step_us[1]);
     double p50 = latency_pct(e, 50), p99 = latency_pct(e, 99), max = latency_pct(e, 100);
     double s50 = latency_steps_pct(e, 50), s99 = latency_steps_pct(e, 99);
     bj_info("profile %s: brainjar outside llama_decode %.2f%% of the step (generation-only steps %.2f%%); "
@@ -82,12 +84,10 @@ void engine_report_profile(struct bj_engine *e)
             "opening_tokens_per_step=%.1f shared_tokens=%ld ubatches_per_step=%.2f tg_ubatches_per_step=%.2f "
             "opening_ubatches_per_step=%.2f fillers_per_step=%.2f tg_fillers_per_step=%.2f",
             e->n_brains, e->prof[0].steps, e->prof[1].steps,
-            e->prof[0].steps ? (double)e->prof[0].total_us / (double)e->prof[0].steps : 0.0,
-            e->prof[1].steps ? (double)e->prof[1].total_us / (double)e->prof[1].steps : 0.0, out_pct[0], out_pct[1],
+            step_us[0], step_us[1], out_pct[0], out_pct[1],
             e->max_wait, e->n_latency, p50, p99, max, e->max_first_steps, s50, s99, e->opening_steps,
-            e->opening_steps ? (double)e->opening_us / (double)e->opening_steps : 0.0,
-            e->opening_steps ? (double)e->opening_tokens / (double)e->opening_steps : 0.0, e->shared_tokens,
-            per_step(e->ubatches[0], e->prof[0].steps), per_step(e->ubatches[1], e->prof[1].steps),
-            per_step(e->ubatches[2], e->opening_steps), per_step(e->filled[0], e->prof[0].steps),
-            per_step(e->filled[1], e->prof[1].steps));
+            per_step((double)e->opening_us, e->opening_steps), per_step((double)e->opening_tokens, e->opening_steps),
+            e->shared_tokens, per_step((double)e->ubatches[0], e->prof[0].steps),
+            per_step((double)e->ubatches[1], e->prof[1].steps), per_step((double)e->ubatches[2], e->opening_steps),
+            per_step((double)e->filled[0], e->prof[0].steps), per_step((double)e->filled[1], e->prof[1].steps));
 }

@@ -125,19 +125,26 @@ static void test_operator_kill(void **state)
     bj_event_clear(&ev);
 }
 
-static void test_pause_and_resume(void **state)
+/* Pauses brain `name` and waits until its status says so. */
+static void pause_until_reported(struct fixture *f, const char *name)
 {
-    struct fixture *f = *state;
     struct bj_event ev;
-    assert_int_equal(bj_engine_pause(f->e, bj_engine_index(f->e, "SUBJECT"), true), 0);
-    /* Once SUBJECT reports itself paused, the others go on and SUBJECT says nothing. */
+    assert_int_equal(bj_engine_pause(f->e, bj_engine_index(f->e, name), true), 0);
     for (;;) {
-        assert_int_equal(wait_for(f, BJ_EV_STATUS, "SUBJECT", &ev, NULL, NULL), 1);
+        assert_int_equal(wait_for(f, BJ_EV_STATUS, name, &ev, NULL, NULL), 1);
         bool paused = strcmp(ev.state, "paused") == 0;
         bj_event_clear(&ev);
         if (paused)
             break;
     }
+}
+
+static void test_pause_and_resume(void **state)
+{
+    struct fixture *f = *state;
+    struct bj_event ev;
+    /* Once SUBJECT reports itself paused, the others go on and SUBJECT says nothing. */
+    pause_until_reported(f, "SUBJECT");
     int subject_tokens = 0;
     for (int i = 0; i < 200; i++) {
         assert_int_equal(wait_for(f, BJ_EV_TOKEN, "GOD", &ev, "SUBJECT", &subject_tokens), 1);
@@ -157,14 +164,7 @@ static void test_idle_brain_filled(void **state)
     struct bj_event ev;
     int obs = bj_engine_index(f->e, "OBSERVER");
     assert_int_equal(obs, 1); /* between SUBJECT and GOD */
-    assert_int_equal(bj_engine_pause(f->e, obs, true), 0);
-    for (;;) {
-        assert_int_equal(wait_for(f, BJ_EV_STATUS, "OBSERVER", &ev, NULL, NULL), 1);
-        bool paused = strcmp(ev.state, "paused") == 0;
-        bj_event_clear(&ev);
-        if (paused)
-            break;
-    }
+    pause_until_reported(f, "OBSERVER");
     for (int i = 0; i < 100; i++) {
         assert_int_equal(wait_for(f, BJ_EV_TOKEN, "GOD", &ev, NULL, NULL), 1);
         bj_event_clear(&ev);
