@@ -18,7 +18,7 @@ steps, and the spread of tokens across brains (from the jsonl events); one table
 'NAME=FLAGS;NAME@BIN=FLAGS' (a variant with @BIN runs that binary, e.g. main's build as "before").
 
 usage: bench/scale.py --brainjar BIN --batched-bench BIN --model FILE [--ns 1,3,8] [--repeat R]
-                      [--steps N] [--jar N] [--threads N] [--gpu-layers N] [--latency-ns 3,16,64]
+                      [--steps N] [--jar N] [--threads N] [--bj-threads N|auto] [--gpu-layers N] [--latency-ns 3,16,64]
                       [--variants SPEC] [--out DIR]
 """
 import argparse
@@ -43,9 +43,15 @@ def kv(line):
     return {k: float(v) for k, v in (f.split("=") for f in line.split())}
 
 
+def bj_threads(a):
+    """brainjar's --threads: --bj-threads, else --threads; 'auto' leaves it to brainjar's default."""
+    t = a.bj_threads or str(a.threads)
+    return [] if t == "auto" else ["--threads", t]
+
+
 def brainjar_cmd(a, n, jar, steps, tmp, extra=(), binary=None):
     return [binary or a.brainjar, "run", "--brains", str(n), "--model", a.model, "--pause", "0", "--jar-tokens", str(jar),
-            "--steps", str(steps), "--threads", str(a.threads), "--gpu-layers", str(a.gpu_layers),
+            "--steps", str(steps), *bj_threads(a), "--gpu-layers", str(a.gpu_layers),
             "--data-dir", tmp, "--force", "--profile", *a.bj_extra.split(), *extra]
 
 
@@ -96,7 +102,7 @@ def run_bb(a, n, gpu, log):
 
 def estimate_gpu(a, n, log):
     cmd = [a.brainjar, "validate", "--brains", str(n), "--model", a.model, "--jar-tokens", str(a.jar),
-           "--threads", str(a.threads), "--gpu-layers", str(a.gpu_layers)]
+           *bj_threads(a), "--gpu-layers", str(a.gpu_layers)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     log.write(f"### validate N={n}\n$ {' '.join(cmd)}\n{p.stdout}\n{p.stderr[-1500:]}\n")
     m = GPU_REQ.search(p.stdout)
@@ -159,6 +165,7 @@ def main():
     ap.add_argument("--jar", type=int, default=384, help="jar tokens per brain (and per sequence)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--bj-threads", default="", help="brainjar's --threads if not --threads ('auto': its default)")
     ap.add_argument("--gpu-layers", type=int, default=0)
     ap.add_argument("--latency-ns", default="3,16,64,128", help="brains of the latency runs (empty: none)")
     ap.add_argument("--latency-n", type=int, default=None, help="one latency run of N brains (0: none)")
@@ -178,7 +185,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="bench-scale-data-")
     gpu = matrix.GpuMemory()
     print(f"model {a.model} ({os.path.getsize(a.model) / 1e6:.0f} MB), N = {ns}, {a.steps} tokens per brain, "
-          f"jars {a.jar}, {a.threads} threads, gpu layers {a.gpu_layers}, {a.repeat} rounds; log {out}/scale.log",
+          f"jars {a.jar}, {a.threads} threads (brainjar: {a.bj_threads or a.threads}), gpu layers {a.gpu_layers}, {a.repeat} rounds; log {out}/scale.log",
           flush=True)
     variants = []  # (name, flags, binary)
     for v in a.variants.split(";"):

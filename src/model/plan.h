@@ -97,8 +97,9 @@ struct llama_model_params bj_plan_model_params(const struct bj_plan *p);
 int bj_plan_layer_device(const struct bj_plan *p, int il);
 
 /* Online cores, and the default compute threads of the process: every core but one on a CPU (so
- * another busy process never stalls llama.cpp's spinning workers), every core with a GPU. */
+ * another busy process never stalls llama.cpp's spinning workers), every core with part of the
+ * model on a GPU, two with all of it there (more slow the GPU's steps down). */
 int bj_plan_online_cores(void);
-int bj_plan_default_threads(int cores, bool gpu);
+int bj_plan_default_threads(int cores, bool gpu, bool all_on_gpu);
 
 #endif

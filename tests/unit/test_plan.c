@@ -71,7 +71,7 @@ static void check_plan(const struct bj_plan_settings *s, const struct bj_plan_fa
     else
         CHECK((p->schedule == BJ_SCHED_PARALLEL) == (p->n_threads >= 4 * n));
     /* threads: the engines split the process's threads, the contexts split the engine's */
-    int total = s->n_threads > 0 ? s->n_threads : bj_plan_default_threads(f->online_cores, p->gpu);
+    int total = s->n_threads > 0 ? s->n_threads : bj_plan_default_threads(f->online_cores, p->gpu, p->all_on_gpu);
     int engines = s->n_engines > 0 ? s->n_engines : 1;
     CHECK(p->n_threads >= 1);
     CHECK(p->n_threads == (total / engines > 0 ? total / engines : 1));
@@ -243,6 +243,34 @@ static void test_settings(void **state)
 }
 
 /* The load mode chosen on purpose (docs/MEMORY.md). */
+/* The default threads: every core but one on a CPU, every core with part of the model on a GPU,
+ * two with all of it there; --threads always wins. */
+static void test_default_threads(void **state)
+{
+    (void)state;
+    assert_int_equal(bj_plan_default_threads(16, false, false), 15);
+    assert_int_equal(bj_plan_default_threads(16, true, false), 16);
+    assert_int_equal(bj_plan_default_threads(16, true, true), 2);
+    assert_int_equal(bj_plan_default_threads(1, false, false), 1);
+    assert_int_equal(bj_plan_default_threads(1, true, true), 1);
+    assert_int_equal(bj_plan_default_threads(0, false, false), 1);
+    long jar[1] = {512};
+    char err[200];
+    struct bj_plan p;
+    struct bj_plan_settings s = bj_plan_default_settings();
+    struct bj_plan_facts f = {.gpu_offload = true, .n_layer = 32, .online_cores = 16};
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, &p, err, sizeof err), 0);
+    assert_true(p.all_on_gpu);
+    assert_int_equal(p.n_threads, 2);
+    s.n_gpu_layers = 10;
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, &p, err, sizeof err), 0);
+    assert_int_equal(p.n_threads, 16);
+    s = bj_plan_default_settings();
+    s.n_threads = 8;
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, &p, err, sizeof err), 0);
+    assert_int_equal(p.n_threads, 8);
+}
+
 static void test_load_mode(void **state)
 {
     (void)state;
@@ -623,6 +651,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_combination),
         cmocka_unit_test(test_settings),
+        cmocka_unit_test(test_default_threads),
         cmocka_unit_test(test_load_mode),
         cmocka_unit_test(test_devices),
         cmocka_unit_test(test_estimate_plan),
