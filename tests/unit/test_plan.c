@@ -242,7 +242,6 @@ static void test_settings(void **state)
     free(p);
 }
 
-/* The load mode chosen on purpose (docs/MEMORY.md). */
 /* The default threads: every core but one on a CPU, every core with part of the model on a GPU,
  * two with all of it there; --threads always wins. */
 static void test_default_threads(void **state)
@@ -271,6 +270,7 @@ static void test_default_threads(void **state)
     assert_int_equal(p.n_threads, 8);
 }
 
+/* The load mode chosen on purpose (docs/MEMORY.md). */
 static void test_load_mode(void **state)
 {
     (void)state;
