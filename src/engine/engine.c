@@ -294,6 +294,7 @@ void engine_kill_brain(struct bj_engine *e, int i, const char *cause, const char
 #define READ_FLOOR 16
 
 static bool resurrect_one(struct bj_engine *e, int i, int64_t now);
+static void flush(struct bj_engine *e);
 
 /* The number of the step now being made (steps counts those finished). */
 long engine_this_step(struct bj_engine *e) { return atomic_load(&e->steps) + 1; }
@@ -520,11 +521,12 @@ static void measure_twins(struct bj_engine *e, struct work *works, int n)
     }
 }
 
-static void step_batched(struct bj_engine *e, struct work *works, int n)
+/* One llama_decode of these works, then their sampling and acceptance. */
+static void decode_batched(struct bj_engine *e, struct work *works, int n, bool fill_gaps)
 {
     int n_vocab = llama_vocab_n_tokens(e->vocab);
     int64_t t0 = bj_now_us();
-    engine_batch_build(e, works, n);
+    engine_batch_build(e, works, n, fill_gaps);
     int64_t t1 = bj_now_us();
     int rc = llama_decode(e->ctx, e->batch);
     if (rc == 0) /* decoding is asynchronous on a GPU: its time is until the results are there */
@@ -533,6 +535,10 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
     int64_t t2 = bj_now_us();
     e->ph[PH_BATCH] += t1 - t0;
     e->ph[PH_DECODE] += t2 - t1;
+    if (e->ub_order) { /* --profile: the ubatches llama.cpp cut this batch into */
+        e->step_ubatches += engine_batch_ubatches(&e->batch, !e->plan.unified, (int)e->plan.n_ubatch, e->ub_order);
+        e->step_fills += e->n_fills;
+    }
     if (rc == 0) {
         if (e->lab)
             measure_twins(e, works, n);
@@ -559,6 +565,34 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
         else
             decode_failed(e, &works[k], r);
     }
+}
+
+/* A new life's opening that ends in this step goes first, in a decode of its own, sampled and
+ * published before the others' tokens are decoded: with a stream per brain llama.cpp cuts an
+ * opening of more than one token and the single tokens into ubatches of their own anyway
+ * (engine_batch.c), so the step makes the same passes over the weights, and a wave of
+ * resurrections speaks after the openings' pass instead of after the whole step. Not with one
+ * shared pool (there they share one ubatch), nor in the lab (a clone's logits are compared with
+ * its original's of the same decode). */
+static void step_batched(struct bj_engine *e, struct work *works, int n)
+{
+    int first = 0;
+    if (!e->plan.unified && !e->lab)
+        for (int k = 0; k < n; k++)
+            if (e->opening[works[k].i] && works[k].logits && works[k].n > 1) {
+                struct work w = works[k];
+                works[k] = works[first];
+                works[first++] = w;
+            }
+    if (first == 0 || first == n) {
+        decode_batched(e, works, n, true);
+        return;
+    }
+    decode_batched(e, works, first, false);
+    int64_t t = bj_now_us();
+    flush(e);
+    e->ph[PH_PUBLISH] += bj_now_us() - t;
+    decode_batched(e, works + first, n - first, true);
 }
 
 static void parallel_decode(void *arg)
@@ -680,10 +714,41 @@ static void throttle(struct bj_engine *e)
     pthread_mutex_unlock(&e->lock);
 }
 
+/* On a GPU a graph's first decode pays for loading its kernels and setting up the libraries they
+ * call (tens of ms): a decode of a few filler tokens, forgotten at once, pays for it before the
+ * first life begins instead of in its opening (as llama.cpp's own tools do before they measure). */
+#define WARM_UP_TOKENS 16
+
+static void warm_up(struct bj_engine *e)
+{
+    if (e->sched != BJ_SCHED_BATCHED || !e->plan.gpu)
+        return;
+    struct llama_batch *b = &e->batch;
+    b->n_tokens = 0;
+    int n = WARM_UP_TOKENS < (int)e->plan.n_batch ? WARM_UP_TOKENS : 1;
+    for (int k = 0; k < n; k++) {
+        b->token[k] = e->filler;
+        b->pos[k] = k;
+        b->n_seq_id[k] = 1;
+        b->seq_id[k][0] = 0;
+        b->logits[k] = k == n - 1;
+    }
+    b->n_tokens = n;
+    int64_t t0 = bj_now_us();
+    int rc = llama_decode(e->ctx, *b);
+    if (rc == 0)
+        llama_synchronize(e->ctx);
+    llama_memory_clear(llama_get_memory(e->ctx), true);
+    b->n_tokens = 0;
+    bj_debug("engine %s: warm-up decode of %d tokens: %.1f ms (rc %d)", e->label, n,
+             (double)(bj_now_us() - t0) / 1000.0, rc);
+}
+
 static void *engine_main(void *arg)
 {
     struct bj_engine *e = arg;
     struct work *works = e->works;
+    warm_up(e);
     for (int i = 0; i < e->n_brains; i++) /* brains that start dead begin with a resurrection */
         if (bj_brain_state(e->brains[i]) == BJ_BRAIN_LOADING) {
             e->opening[i] = true;
@@ -759,13 +824,14 @@ static void *engine_main(void *arg)
             e->tg_us += t_end - t_turn;
             e->tg_tokens += n;
         }
-        if (e->ub_order) { /* batched with --profile; after the step's time: not counted in it */
-            long ub = engine_batch_ubatches(&e->batch, !e->plan.unified, (int)e->plan.n_ubatch, e->ub_order);
+        if (e->ub_order) { /* batched with --profile */
+            long ub = e->step_ubatches;
             e->ubatches[0] += ub;
             e->ubatches[1] += generation_only ? ub : 0;
             e->ubatches[2] += opening_tokens > 0 ? ub : 0;
-            e->filled[0] += e->n_fills;
-            e->filled[1] += generation_only ? e->n_fills : 0;
+            e->filled[0] += e->step_fills;
+            e->filled[1] += generation_only ? e->step_fills : 0;
+            e->step_ubatches = e->step_fills = 0;
         }
         if (opening_tokens > 0) {
             e->opening_us += t_end - t_turn;

@@ -11,7 +11,10 @@
  *  - a brain with nothing to decode (dead in its pause, paused, waiting) between brains that have:
  *    the run of sequence ids breaks there. It gets one filler token at its next position, removed
  *    again right after the decode: a token of compute instead of another pass over the weights.
- * So a step costs one ubatch plus one for each brain with more than one token. */
+ * So a step costs one ubatch plus one for each brain with more than one token (one for a run of
+ * neighbours with equal counts). A decode of openings alone (engine.c's step_batched) gets no
+ * fillers: a filler's one token would end the first ubatch after one round, where neighbouring
+ * openings of equal length otherwise share one whole. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,7 +56,7 @@ static void fill(struct bj_engine *e, int i, llama_memory_t mem, llama_pos cells
     e->fills[e->n_fills++] = (struct fill){(llama_seq_id)i, pos};
 }
 
-void engine_batch_build(struct bj_engine *e, struct work *works, int n)
+void engine_batch_build(struct bj_engine *e, struct work *works, int n, bool fill_gaps)
 {
     struct llama_batch *b = &e->batch;
     int n_vocab = llama_vocab_n_tokens(e->vocab);
@@ -74,7 +77,7 @@ void engine_batch_build(struct bj_engine *e, struct work *works, int n)
     for (int i = lo; i <= hi; i++) { /* every brain's first token, in sequence order */
         if (slot[i] >= 0)
             engine_batch_put(b, &works[slot[i]], 0, 1, bj_brain_n_past(e->brains[i]), (llama_seq_id)i, n_vocab);
-        else if (e->can_fill)
+        else if (fill_gaps && e->can_fill)
             fill(e, i, mem, cells);
     }
     for (int i = lo; i <= hi; i++) /* then the rest of the longer works, in sequence order */

@@ -123,6 +123,8 @@ struct bj_engine {
     struct fill *fills;        /* this step's, removed after its decode */
     int n_fills;
     int *ub_order;             /* --profile: scratch of engine_batch_ubatches */
+    long step_ubatches;        /* --profile: this step's ubatches (its decodes') and fillers */
+    long step_fills;
     long ubatches[3];          /* --profile: ubatches of all steps, generation-only ones, opening ones */
     long filled[2];            /* --profile: fillers of all steps, generation-only ones */
 
@@ -166,8 +168,9 @@ void engine_report_profile(struct bj_engine *e);
 void engine_batch_put(struct llama_batch *b, struct work *w, int from, int to, llama_pos n_past, llama_seq_id seq,
                       int n_vocab);
 /* Puts the step's works into e->batch (each work's out_idx set), every brain's
- * first token in sequence order, then the rest; idle brains between busy ones get fillers. */
-void engine_batch_build(struct bj_engine *e, struct work *works, int n);
+ * first token in sequence order, then the rest; with fill_gaps, idle brains between busy ones get
+ * fillers. */
+void engine_batch_build(struct bj_engine *e, struct work *works, int n, bool fill_gaps);
 /* Removes this step's fillers from the memory (after the decode, whatever it returned); e->n_fills
  * still counts them until the next build. */
 void engine_batch_unfill(struct bj_engine *e);

@@ -337,6 +337,14 @@ static void test_ubatches(void **state)
                     put_seq(&b, u->rest[r].seq, 5, u->rest[r].n);
             expect_ubatches(ctx, &b, !unified, 64, &count, unified ? u->unified : u->streams, 4);
         }
+        /* a decode of openings alone (step_batched's first, with no fillers): neighbours of equal
+         * length share one ubatch, where fillers between them would have cut it after one round */
+        put_seq(&b, 2, 4, 8);
+        put_seq(&b, 3, 4, 8);
+        expect_ubatches(ctx, &b, !unified, 64, &count, 1, 4);
+        put_seq(&b, 1, 4, 8); /* apart: one each, as their rests took beside the single tokens */
+        put_seq(&b, 4, 4, 8);
+        expect_ubatches(ctx, &b, !unified, 64, &count, unified ? 1 : 2, 4);
         llama_batch_free(b);
         llama_free(ctx);
     }
