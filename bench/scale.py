@@ -50,9 +50,13 @@ def bj_threads(a):
 
 
 def brainjar_cmd(a, n, jar, steps, tmp, extra=(), binary=None):
+    # A store of its own for every run: brains resume their death counts from a store, which
+    # changes their prompts (and when they die together), so runs sharing one would not measure
+    # the same piece (the variant that ran second met older brains).
+    data = tempfile.mkdtemp(prefix="run-", dir=tmp)
     return [binary or a.brainjar, "run", "--brains", str(n), "--model", a.model, "--pause", "0", "--jar-tokens", str(jar),
             "--steps", str(steps), *bj_threads(a), "--gpu-layers", str(a.gpu_layers),
-            "--data-dir", tmp, "--force", "--profile", *a.bj_extra.split(), *extra]
+            "--data-dir", data, "--force", "--profile", *a.bj_extra.split(), *extra]
 
 
 def run_brainjar(a, n, gpu, tmp, log, extra=(), binary=None):
