@@ -724,7 +724,6 @@ static void warm_up(struct bj_engine *e)
     if (e->sched != BJ_SCHED_BATCHED || !e->plan.gpu)
         return;
     struct llama_batch *b = &e->batch;
-    b->n_tokens = 0;
     int n = WARM_UP_TOKENS < (int)e->plan.n_batch ? WARM_UP_TOKENS : 1;
     for (int k = 0; k < n; k++) {
         b->token[k] = e->filler;
