@@ -723,22 +723,14 @@ static void warm_up(struct bj_engine *e)
 {
     if (e->sched != BJ_SCHED_BATCHED || !e->plan.gpu)
         return;
-    struct llama_batch *b = &e->batch;
     int n = WARM_UP_TOKENS < (int)e->plan.n_batch ? WARM_UP_TOKENS : 1;
-    for (int k = 0; k < n; k++) {
-        b->token[k] = e->filler;
-        b->pos[k] = k;
-        b->n_seq_id[k] = 1;
-        b->seq_id[k][0] = 0;
-        b->logits[k] = k == n - 1;
-    }
-    b->n_tokens = n;
+    engine_batch_warm_up(e, n);
     int64_t t0 = bj_now_us();
-    int rc = llama_decode(e->ctx, *b);
+    int rc = llama_decode(e->ctx, e->batch);
     if (rc == 0)
         llama_synchronize(e->ctx);
     llama_memory_clear(llama_get_memory(e->ctx), true);
-    b->n_tokens = 0;
+    e->batch.n_tokens = 0;
     bj_debug("engine %s: warm-up decode of %d tokens: %.1f ms (rc %d)", e->label, n,
              (double)(bj_now_us() - t0) / 1000.0, rc);
 }

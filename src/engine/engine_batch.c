@@ -86,6 +86,14 @@ void engine_batch_build(struct bj_engine *e, struct work *works, int n, bool fil
                              n_vocab);
 }
 
+void engine_batch_warm_up(struct bj_engine *e, int n)
+{
+    struct llama_batch *b = &e->batch;
+    b->n_tokens = 0;
+    for (int k = 0; k < n; k++)
+        put(b, e->filler, k, 0, k == n - 1);
+}
+
 void engine_batch_unfill(struct bj_engine *e)
 {
     llama_memory_t mem = llama_get_memory(e->ctx);

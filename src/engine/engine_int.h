@@ -171,6 +171,9 @@ void engine_batch_put(struct llama_batch *b, struct work *w, int from, int to, l
  * first token in sequence order, then the rest; with fill_gaps, idle brains between busy ones get
  * fillers. */
 void engine_batch_build(struct bj_engine *e, struct work *works, int n, bool fill_gaps);
+/* Puts n filler tokens at positions 0 .. n - 1 of sequence 0 into e->batch, the last asking for
+ * logits: the GPU's warm-up decode (engine.c). */
+void engine_batch_warm_up(struct bj_engine *e, int n);
 /* Removes this step's fillers from the memory (after the decode, whatever it returned); e->n_fills
  * still counts them until the next build. */
 void engine_batch_unfill(struct bj_engine *e);
