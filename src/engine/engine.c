@@ -584,8 +584,8 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
                 works[k] = works[first];
                 works[first++] = w;
             }
-    if (first == 0 || first == n) {
-        decode_batched(e, works, n, true);
+    if (first == 0 || first == n) { /* openings alone get no fillers, as below */
+        decode_batched(e, works, n, first == 0);
         return;
     }
     decode_batched(e, works, first, false);
