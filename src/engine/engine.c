@@ -238,9 +238,10 @@ static int create_contexts(struct bj_engine *e, char *err, size_t errlen)
         }
     }
     if (e->sched == BJ_SCHED_BATCHED)
-        bj_info("engine %s: batched, %d brains, %u KV cells (%s), %d threads, sampling on the %s, %s", e->label,
-                e->n_brains, llama_n_ctx(e->ctx), e->plan.unified ? "one shared pool" : "one stream per brain",
-                e->n_threads, e->backend_sampling ? "backend" : "CPU", e->plan.use_mmap ? "mmap" : "read (no mmap)");
+        bj_info("engine %s: batched, %d brains, %u KV cells (%s), %d threads (llama.cpp %d), sampling on the %s, %s",
+                e->label, e->n_brains, llama_n_ctx(e->ctx), e->plan.unified ? "one shared pool" : "one stream per brain",
+                e->n_threads, e->plan.threads_per_ctx, e->backend_sampling ? "backend" : "CPU",
+                e->plan.use_mmap ? "mmap" : "read (no mmap)");
     else
         bj_info("engine %s: parallel, %d brains, one context each, %d threads each, %s", e->label, e->n_brains,
                 e->plan.threads_per_ctx, e->plan.use_mmap ? "mmap" : "read (no mmap)");

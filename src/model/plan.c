@@ -29,18 +29,26 @@ int bj_plan_online_cores(void)
  * operation, so when another busy process takes a core, a worker that is not running stalls all
  * the others. Measured on this project's 2-core machine under load (docs/BENCHMARKS.md): 2 threads
  * 1.5 tok/s, 1 thread 34.6 tok/s. A core left free keeps the hive running whatever else the
- * machine does. With part of the model on a GPU, every core: the layers left on the CPU need them.
- * With every layer on a GPU, two: the CPU's share of a step is then the input embeddings' lookup
- * and the sampling (microseconds a brain), and more threads made each step slower (an H100 host of
- * 16 vCPUs, 64 brains: llama_decode 14.35 ms at 16 threads, 14.3 at 8, 14.0 at 4, 13.44 at 2;
- * llama-batched-bench 13.2 ms at 16 threads or 4; docs/BENCHMARKS.md). */
-int bj_plan_default_threads(int cores, bool gpu, bool all_on_gpu)
+ * machine does. With any layer on a GPU, every core (the layers left on the CPU need them; with
+ * every layer there, the sampling of many brains does: bj_plan_llama_threads). */
+int bj_plan_default_threads(int cores, bool gpu)
 {
     if (cores < 1)
         cores = 1;
-    if (all_on_gpu)
-        return cores < 2 ? cores : 2;
     return gpu || cores == 1 ? cores : cores - 1;
+}
+
+/* With every layer on a GPU, llama.cpp's CPU share of a step is the input embeddings' lookup, and
+ * more of its threads (OpenMP, spinning between operations) made each step slower, while the
+ * engine's own threads sample every brain at once: an H100 host of 16 vCPUs, 64 brains,
+ * 7B: llama_decode 13.45 ms a step with 2 threads against 13.97 with 16, sampling 0.54 ms against
+ * 0.23 (docs/BENCHMARKS.md). So llama.cpp gets at most two of the engine's threads there, and the
+ * sampling all of them. */
+#define GPU_LLAMA_THREADS 2
+
+int bj_plan_llama_threads(int threads, bool all_on_gpu)
+{
+    return all_on_gpu && threads > GPU_LLAMA_THREADS ? GPU_LLAMA_THREADS : threads;
 }
 
 /* Offloading is there when a device is: not llama_supports_gpu_offload(), which is true for every
@@ -156,8 +164,7 @@ int bj_plan_make(const struct bj_plan_settings *s_in, const struct bj_plan_facts
     out->gpu = f->gpu_offload && s->n_gpu_layers != 0;
     out->all_on_gpu = out->gpu && (s->n_gpu_layers < 0 || s->n_gpu_layers > f->n_layer);
     out->n_gpu_layers = s->n_gpu_layers;
-    int total =
-        s->n_threads > 0 ? s->n_threads : bj_plan_default_threads(f->online_cores, out->gpu, out->all_on_gpu);
+    int total = s->n_threads > 0 ? s->n_threads : bj_plan_default_threads(f->online_cores, out->gpu);
     int engines = s->n_engines > 0 ? s->n_engines : 1;
     /* Engines run at once: they split the cores rather than oversubscribe them. */
     out->n_threads = total / engines > 0 ? total / engines : 1;
@@ -165,7 +172,7 @@ int bj_plan_make(const struct bj_plan_settings *s_in, const struct bj_plan_facts
     out->n_contexts = out->schedule == BJ_SCHED_PARALLEL ? n_brains : 1;
     out->threads_per_ctx = out->schedule == BJ_SCHED_PARALLEL
                                ? (out->n_threads / n_brains > 0 ? out->n_threads / n_brains : 1)
-                               : out->n_threads;
+                               : bj_plan_llama_threads(out->n_threads, out->all_on_gpu);
     out->repack = s->repack;
     /* Where llama.cpp repacks weights into its own layout, mmap keeps the file's pages resident
      * beside the repacked copy: read the file instead (docs/MEMORY.md). Where the weights are used

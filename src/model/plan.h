@@ -51,7 +51,8 @@ struct bj_plan {
     int n_brains;
     long jar[BJ_MAX_BRAINS];   /* tokens per brain */
     int n_threads;             /* this engine's share */
-    int threads_per_ctx;       /* parallel: each context's; batched: n_threads */
+    int threads_per_ctx;       /* llama.cpp's, of each context: parallel: a share of n_threads;
+                                * batched: n_threads (at most 2 with every layer on a GPU) */
     int n_gpu_layers;          /* as asked (-1: all) */
     bool gpu;                  /* some layers run on a GPU */
     bool all_on_gpu;
@@ -97,9 +98,11 @@ struct llama_model_params bj_plan_model_params(const struct bj_plan *p);
 int bj_plan_layer_device(const struct bj_plan *p, int il);
 
 /* Online cores, and the default compute threads of the process: every core but one on a CPU (so
- * another busy process never stalls llama.cpp's spinning workers), every core with part of the
- * model on a GPU, two with all of it there (more slow the GPU's steps down). */
+ * another busy process never stalls llama.cpp's spinning workers), every core with any layer on a
+ * GPU. Of an engine's threads, llama.cpp's context takes at most two with every layer on a GPU
+ * (more slow the GPU's steps down; the engine samples on all of them). */
 int bj_plan_online_cores(void);
-int bj_plan_default_threads(int cores, bool gpu, bool all_on_gpu);
+int bj_plan_default_threads(int cores, bool gpu);
+int bj_plan_llama_threads(int threads, bool all_on_gpu);
 
 #endif

@@ -71,7 +71,7 @@ static void check_plan(const struct bj_plan_settings *s, const struct bj_plan_fa
     else
         CHECK((p->schedule == BJ_SCHED_PARALLEL) == (p->n_threads >= 4 * n));
     /* threads: the engines split the process's threads, the contexts split the engine's */
-    int total = s->n_threads > 0 ? s->n_threads : bj_plan_default_threads(f->online_cores, p->gpu, p->all_on_gpu);
+    int total = s->n_threads > 0 ? s->n_threads : bj_plan_default_threads(f->online_cores, p->gpu);
     int engines = s->n_engines > 0 ? s->n_engines : 1;
     CHECK(p->n_threads >= 1);
     CHECK(p->n_threads == (total / engines > 0 ? total / engines : 1));
@@ -82,7 +82,7 @@ static void check_plan(const struct bj_plan_settings *s, const struct bj_plan_fa
         CHECK(p->threads_per_ctx * n <= p->n_threads || p->threads_per_ctx == 1);
     } else {
         CHECK(p->n_contexts == 1);
-        CHECK(p->threads_per_ctx == p->n_threads);
+        CHECK(p->threads_per_ctx == (p->all_on_gpu && p->n_threads > 2 ? 2 : p->n_threads));
     }
     /* placement */
     CHECK(p->gpu == (f->gpu_offload && s->n_gpu_layers != 0));
@@ -242,17 +242,19 @@ static void test_settings(void **state)
     free(p);
 }
 
-/* The default threads: every core but one on a CPU, every core with part of the model on a GPU,
- * two with all of it there; --threads always wins. */
+/* The default threads: every core but one on a CPU, every core with any layer on a GPU; --threads
+ * always wins. With every layer on a GPU llama.cpp's context gets at most two of them, the engine
+ * (its sampling) all. */
 static void test_default_threads(void **state)
 {
     (void)state;
-    assert_int_equal(bj_plan_default_threads(16, false, false), 15);
-    assert_int_equal(bj_plan_default_threads(16, true, false), 16);
-    assert_int_equal(bj_plan_default_threads(16, true, true), 2);
-    assert_int_equal(bj_plan_default_threads(1, false, false), 1);
-    assert_int_equal(bj_plan_default_threads(1, true, true), 1);
-    assert_int_equal(bj_plan_default_threads(0, false, false), 1);
+    assert_int_equal(bj_plan_default_threads(16, false), 15);
+    assert_int_equal(bj_plan_default_threads(16, true), 16);
+    assert_int_equal(bj_plan_default_threads(1, false), 1);
+    assert_int_equal(bj_plan_default_threads(0, false), 1);
+    assert_int_equal(bj_plan_llama_threads(16, true), 2);
+    assert_int_equal(bj_plan_llama_threads(1, true), 1);
+    assert_int_equal(bj_plan_llama_threads(16, false), 16);
     long jar[1] = {512};
     char err[200];
     struct bj_plan p;
@@ -260,14 +262,21 @@ static void test_default_threads(void **state)
     struct bj_plan_facts f = {.gpu_offload = true, .n_layer = 32, .online_cores = 16};
     assert_int_equal(bj_plan_make(&s, &f, jar, 1, &p, err, sizeof err), 0);
     assert_true(p.all_on_gpu);
-    assert_int_equal(p.n_threads, 2);
+    assert_int_equal(p.n_threads, 16);
+    assert_int_equal(p.threads_per_ctx, 2);
+    assert_int_equal(bj_plan_context_params(&p, 0).n_threads, 2);
     s.n_gpu_layers = 10;
     assert_int_equal(bj_plan_make(&s, &f, jar, 1, &p, err, sizeof err), 0);
     assert_int_equal(p.n_threads, 16);
+    assert_int_equal(p.threads_per_ctx, 16);
     s = bj_plan_default_settings();
     s.n_threads = 8;
     assert_int_equal(bj_plan_make(&s, &f, jar, 1, &p, err, sizeof err), 0);
     assert_int_equal(p.n_threads, 8);
+    assert_int_equal(p.threads_per_ctx, 2);
+    f.gpu_offload = false;
+    assert_int_equal(bj_plan_make(&s, &f, jar, 1, &p, err, sizeof err), 0);
+    assert_int_equal(p.threads_per_ctx, 8);
 }
 
 /* The load mode chosen on purpose (docs/MEMORY.md). */
