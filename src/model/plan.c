@@ -39,11 +39,12 @@ int bj_plan_default_threads(int cores, bool gpu)
 }
 
 /* With every layer on a GPU, llama.cpp's CPU share of a step is the input embeddings' lookup, and
- * more of its threads (OpenMP, spinning between operations) made each step slower, while the
- * engine's own threads sample every brain at once: an H100 host of 16 vCPUs, 64 brains,
- * 7B: llama_decode 13.45 ms a step with 2 threads against 13.97 with 16, sampling 0.54 ms against
- * 0.23 (docs/BENCHMARKS.md). So llama.cpp gets at most two of the engine's threads there, and the
- * sampling all of them. */
+ * more of its threads (spinning between operations) made each step slower on one H100 host
+ * (64 brains, 7B: llama_decode 13.44 ms with 2 threads against 14.35 with 16), while the engine's
+ * own threads sample every brain at once, and there fewer made the step slower on another (64 /
+ * 128 brains: 0.944 / 0.933x llama-batched-bench with 2 threads for both, 0.962 / 0.965 with 2
+ * for llama.cpp and 16 for the sampling; docs/BENCHMARKS.md). So llama.cpp gets at most two of
+ * the engine's threads there, and the sampling all of them. */
 #define GPU_LLAMA_THREADS 2
 
 int bj_plan_llama_threads(int threads, bool all_on_gpu)
