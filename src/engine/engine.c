@@ -589,8 +589,17 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
         decode_batched(e, works, n, first == 0);
         return;
     }
-    decode_batched(e, works, first, false);
+    long ub = e->step_ubatches;
     int64_t t = bj_now_us();
+    decode_batched(e, works, first, false);
+    if (bj_log_get_level() <= BJ_LOG_DEBUG) { /* what a wave of resurrections costs (ubatches: --profile) */
+        int tokens = 0;
+        for (int k = 0; k < first; k++)
+            tokens += works[k].n;
+        bj_debug("engine %s: the openings' decode: %d openings, %d tokens, %ld ubatches, %.1f ms", e->label, first,
+                 tokens, e->step_ubatches - ub, (double)(bj_now_us() - t) / 1000.0);
+    }
+    t = bj_now_us();
     flush(e);
     e->ph[PH_PUBLISH] += bj_now_us() - t;
     decode_batched(e, works + first, n - first, true);
