@@ -568,13 +568,42 @@ static void decode_batched(struct bj_engine *e, struct work *works, int n, bool 
     }
 }
 
-/* A new life's opening that ends in this step goes first, in a decode of its own, sampled and
- * published before the others' tokens are decoded: with a stream per brain llama.cpp cuts an
- * opening of more than one token and the single tokens into ubatches of their own anyway
+/* A pass over the weights, in tokens of an opening it is worth (the order of a wave's runs): on an
+ * H100, a pass costs 4-5 ms beyond its tokens and an opening's token about 0.1 ms. */
+#define OPENING_PASS_TOKENS 40
+
+/* A wave of openings, run by run (engine_batch_runs): each run of neighbouring sequences is
+ * decoded, sampled and published on its own, the run with the least work per brain first. The
+ * wave makes the passes it would make in one decode, and most new lives speak after their own
+ * run's pass instead of after the last. */
+static void decode_openings(struct bj_engine *e, struct work *works, int n)
+{
+    int ends[BJ_MAX_BRAINS];
+    int runs = engine_batch_runs(works, n, OPENING_PASS_TOKENS, ends);
+    long ub = e->step_ubatches;
+    int64_t t0 = bj_now_us();
+    for (int r = 0, from = 0; r < runs; from = ends[r++]) {
+        decode_batched(e, works + from, ends[r] - from, false);
+        int64_t t = bj_now_us();
+        flush(e);
+        e->ph[PH_PUBLISH] += bj_now_us() - t;
+    }
+    if (bj_log_get_level() <= BJ_LOG_DEBUG) { /* what a wave of resurrections costs (ubatches: --profile) */
+        int tokens = 0;
+        for (int k = 0; k < n; k++)
+            tokens += works[k].n;
+        bj_debug("engine %s: the openings' decode: %d openings, %d tokens, %d runs, %ld ubatches, %.1f ms", e->label,
+                 n, tokens, runs, e->step_ubatches - ub, (double)(bj_now_us() - t0) / 1000.0);
+    }
+}
+
+/* A new life's opening that ends in this step goes first, in decodes of its own (a run each),
+ * sampled and published before the others' tokens are decoded: with a stream per brain llama.cpp
+ * cuts an opening of more than one token and the single tokens into ubatches of their own anyway
  * (engine_batch.c), so the step makes the same passes over the weights, and a wave of
- * resurrections speaks after the openings' pass instead of after the whole step. Not with one
+ * resurrections speaks after its openings' passes instead of after the whole step. Not with one
  * shared pool (there they share one ubatch), nor in the lab (a clone's logits are compared with
- * its original's of the same decode). */
+ * its original's of the same decode). Openings get no fillers (engine_batch.c says why). */
 static void step_batched(struct bj_engine *e, struct work *works, int n)
 {
     int first = 0;
@@ -585,24 +614,10 @@ static void step_batched(struct bj_engine *e, struct work *works, int n)
                 works[k] = works[first];
                 works[first++] = w;
             }
-    if (first == 0 || first == n) { /* openings alone get no fillers, as below */
-        decode_batched(e, works, n, first == 0);
-        return;
-    }
-    long ub = e->step_ubatches;
-    int64_t t = bj_now_us();
-    decode_batched(e, works, first, false);
-    if (bj_log_get_level() <= BJ_LOG_DEBUG) { /* what a wave of resurrections costs (ubatches: --profile) */
-        int tokens = 0;
-        for (int k = 0; k < first; k++)
-            tokens += works[k].n;
-        bj_debug("engine %s: the openings' decode: %d openings, %d tokens, %ld ubatches, %.1f ms", e->label, first,
-                 tokens, e->step_ubatches - ub, (double)(bj_now_us() - t) / 1000.0);
-    }
-    t = bj_now_us();
-    flush(e);
-    e->ph[PH_PUBLISH] += bj_now_us() - t;
-    decode_batched(e, works + first, n - first, true);
+    if (first > 0)
+        decode_openings(e, works, first);
+    if (first < n)
+        decode_batched(e, works + first, n - first, true);
 }
 
 static void parallel_decode(void *arg)

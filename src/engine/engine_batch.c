@@ -14,7 +14,10 @@
  * So a step costs one ubatch plus one for each brain with more than one token (one for a run of
  * neighbours with equal counts). A decode of openings alone (engine.c's step_batched) gets no
  * fillers: a filler's one token would end the first ubatch after one round, where neighbouring
- * openings of equal length otherwise share one whole. */
+ * openings of equal length otherwise share one whole.
+ * A wave of openings is decoded run by run (engine_batch_runs): each run of neighbouring openings
+ * is a ubatch of its own anyway, so the wave makes the same passes, and each run's new lives speak
+ * after their own run's pass instead of after the wave's last. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,4 +150,56 @@ int engine_batch_ubatches(const struct llama_batch *b, bool streams, int n_ubatc
         count++;
     }
     return count;
+}
+
+static void swap_works(struct work *a, struct work *b)
+{
+    struct work t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* A run of openings in consecutive sequences: works[from .. to), tokens in all. */
+struct run {
+    int from, to;
+    long tokens;
+};
+
+/* Whether run a goes before run b: the one with less work per brain it serves, a pass over the
+ * weights counted as pass_tokens tokens (the order that makes the mean wait shortest). */
+static bool run_first(const struct run *a, const struct run *b, int pass_tokens)
+{
+    return (pass_tokens + a->tokens) * (b->to - b->from) < (pass_tokens + b->tokens) * (a->to - a->from);
+}
+
+int engine_batch_runs(struct work *works, int n, int pass_tokens, int *ends)
+{
+    if (n <= 0)
+        return 0;
+    for (int k = 1; k < n; k++) /* by sequence id (a step's openings are few) */
+        for (int m = k; m > 0 && works[m - 1].i > works[m].i; m--)
+            swap_works(&works[m - 1], &works[m]);
+    struct run run[BJ_MAX_BRAINS];
+    int runs = 0;
+    for (int k = 0; k < n; k++) {
+        if (k == 0 || works[k].i != works[k - 1].i + 1)
+            run[runs++] = (struct run){k, k, 0};
+        run[runs - 1].to = k + 1;
+        run[runs - 1].tokens += works[k].n;
+    }
+    for (int r = 1; r < runs; r++) /* stable: equal runs keep sequence order */
+        for (int q = r; q > 0 && run_first(&run[q], &run[q - 1], pass_tokens); q--) {
+            struct run t = run[q - 1];
+            run[q - 1] = run[q];
+            run[q] = t;
+        }
+    struct work sorted[BJ_MAX_BRAINS];
+    int m = 0;
+    for (int r = 0; r < runs; r++) {
+        for (int k = run[r].from; k < run[r].to; k++)
+            sorted[m++] = works[k];
+        ends[r] = m;
+    }
+    memcpy(works, sorted, (size_t)n * sizeof *works);
+    return runs;
 }

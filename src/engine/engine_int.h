@@ -181,6 +181,11 @@ void engine_batch_unfill(struct bj_engine *e);
  * with streams, runs of consecutive sequence ids taking equal tokens each. order: scratch of
  * b->n_tokens ints. */
 int engine_batch_ubatches(const struct llama_batch *b, bool streams, int n_ubatch, int *order);
+/* Orders a wave of openings for decoding run by run, with a stream per brain: works sorted into
+ * runs of consecutive sequence ids (one ubatch each, or more where a run exceeds n_ubatch), the
+ * run with the least work per brain first, a pass over the weights counted as pass_tokens tokens.
+ * Run r is works[ends[r - 1] .. ends[r]) (from 0); returns the number of runs. */
+int engine_batch_runs(struct work *works, int n, int pass_tokens, int *ends);
 
 /* engine_share.c */
 void engine_share_plan(struct bj_engine *e);

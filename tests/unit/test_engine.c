@@ -4,7 +4,8 @@
  * sequence that took the common start of its prompt from another's memory (engine_share.c) ends
  * with the logits it would have had decoding the whole prompt itself. A paused brain between two
  * that generate is filled, and engine_batch.c's count of the
- * ubatches llama.cpp cuts a batch into is what llama.cpp does. */
+ * ubatches llama.cpp cuts a batch into is what llama.cpp does. A wave of openings is cut into its
+ * runs of neighbouring sequences, the run with the least work per brain first. */
 #include <errno.h>
 #include <math.h>
 #include <setjmp.h>
@@ -351,6 +352,41 @@ static void test_ubatches(void **state)
     llama_model_free(model);
 }
 
+/* A wave of openings as engine.c's decode_openings takes it: runs of consecutive sequence ids
+ * (each one ubatch, as test_ubatches shows), each in sequence order; the run with the least work
+ * per brain (a pass counted as 40 tokens) first, equal ones in sequence order. */
+static void test_opening_runs(void **state)
+{
+    (void)state;
+    struct work w[BJ_MAX_BRAINS];
+    int n = 0, ends[BJ_MAX_BRAINS];
+    static const int seqs[] = {55, 7, 30, 1, 2, 3, 4, 5, 6, 8, 23, 24, 25, 26, 27, 28, 29, 31, 32, 60, 61};
+    for (size_t k = 0; k < sizeof seqs / sizeof *seqs; k++)
+        w[n++] = (struct work){.i = seqs[k], .n = seqs[k] >= 60 ? 5 : 10};
+    /* runs: 1-8 (80 tokens: (40 + 80) / 8 = 15 a brain), 23-32 (100: 14), 55 (50), 60-61 (10: 25) */
+    assert_int_equal(engine_batch_runs(w, n, 40, ends), 4);
+    static const int want[] = {23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 1, 2, 3, 4, 5, 6, 7, 8, 60, 61, 55};
+    for (int k = 0; k < n; k++)
+        assert_int_equal(w[k].i, want[k]);
+    assert_int_equal(ends[0], 10);
+    assert_int_equal(ends[1], 18);
+    assert_int_equal(ends[2], 20);
+    assert_int_equal(ends[3], 21);
+    /* equal work per brain keeps sequence order; one run is the whole wave */
+    n = 0;
+    for (int s = 9; s >= 0; s -= 2)
+        w[n++] = (struct work){.i = s, .n = 4};
+    assert_int_equal(engine_batch_runs(w, n, 40, ends), 5);
+    for (int k = 0; k < n; k++)
+        assert_int_equal(w[k].i, 2 * k + 1);
+    w[0].i = 2, w[1].i = 0, w[2].i = 1;
+    assert_int_equal(engine_batch_runs(w, 3, 40, ends), 1);
+    assert_int_equal(ends[0], 3);
+    assert_int_equal(w[0].i, 0);
+    assert_int_equal(w[2].i, 2);
+    assert_int_equal(engine_batch_runs(w, 0, 40, ends), 0);
+}
+
 static void test_share_openings(void **state)
 {
     (void)state;
@@ -371,6 +407,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idle_brain_filled, setup, teardown),
         cmocka_unit_test(test_share_openings),
         cmocka_unit_test(test_ubatches),
+        cmocka_unit_test(test_opening_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
