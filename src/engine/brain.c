@@ -50,6 +50,10 @@ struct bj_brain {
      * context still holds (kept): the next life decodes only what differs from it. */
     llama_token *opening;
     int n_opening, cap_opening, kept;
+    /* The next life's system prompt, tokenized ahead (bj_brain_prepare_life), and its text. */
+    char *ready_text;
+    llama_token *ready;
+    int n_ready;
     bool sampling;        /* the brain samples once its input is decoded */
     int n_gen;
 
@@ -212,6 +216,8 @@ void bj_brain_free(struct bj_brain *b)
     free(b->chat.msg);
     free(b->pending);
     free(b->opening);
+    free(b->ready_text);
+    free(b->ready);
     free(b->text.s);
     free(b->life.s);
     free(b->ctx);
@@ -313,6 +319,69 @@ static int keep_opening(struct bj_brain *b)
     return 0;
 }
 
+/* The system prompt of the life to begin (a lab frame's included); NULL on failure, logged. */
+static char *life_prompt(const struct bj_brain *b)
+{
+    /* A lab frame: remembers_deaths false hides its deaths; true carries its last words over. */
+    bool lab = b->p.cfg->lab_template[0] != '\0';
+    uint32_t told = lab && b->p.cfg->remembers_deaths == 0 ? 0 : b->deaths;
+    char *sys = bj_prompt_system(b->p.prompts, b->p.cfg->role, bj_spec_brain_name(b->p.cfg), told,
+                                 b->p.jar_tokens);
+    if (!sys) {
+        bj_error("brain %s: no prompt for role '%s'", b->p.cfg->id, b->p.cfg->role);
+        return NULL;
+    }
+    if (lab && (b->p.cfg->frame[0] || (b->p.cfg->remembers_deaths == 1 && b->last_words))) {
+        char *framed = bj_prompt_framed(sys, b->p.cfg->frame, b->p.cfg->remembers_deaths == 1 ? b->last_words : NULL);
+        free(sys);
+        sys = framed;
+    }
+    return sys;
+}
+
+static void drop_ready(struct bj_brain *b)
+{
+    free(b->ready_text);
+    free(b->ready);
+    b->ready_text = NULL;
+    b->ready = NULL;
+    b->n_ready = 0;
+}
+
+int bj_brain_prepare_life(struct bj_brain *b)
+{
+    drop_ready(b);
+    if (b->p.chat_template) /* its opening is the template's delta, made at the life's start */
+        return 0;
+    char *sys = life_prompt(b);
+    if (!sys)
+        return -EINVAL;
+    int cap = (int)strlen(sys) + 8;
+    llama_token *t = malloc((size_t)cap * sizeof *t);
+    int n = t ? llama_tokenize(b->p.vocab, sys, (int)strlen(sys), t, cap, true, false) : -1;
+    if (n < 0) {
+        free(sys);
+        free(t);
+        return t ? -EINVAL : -ENOMEM;
+    }
+    b->ready_text = sys;
+    b->ready = t;
+    b->n_ready = n;
+    return 0;
+}
+
+/* Queues the system prompt sys with its beginning-of-text token: tokenized ahead when that was
+ * this very text, else now. */
+static int queue_system(struct bj_brain *b, const char *sys)
+{
+    if (!b->ready_text || strcmp(b->ready_text, sys) != 0)
+        return queue_text(b, sys, true);
+    for (int k = 0; k < b->n_ready; k++)
+        if (queue_token(b, b->ready[k]) != 0)
+            return -ENOMEM;
+    return tb_put(&b->life, sys, strlen(sys));
+}
+
 int bj_brain_begin_life(struct bj_brain *b)
 {
     b->n_past = 0;
@@ -323,21 +392,9 @@ int bj_brain_begin_life(struct bj_brain *b)
     tb_reset(&b->life);
     memset(&b->utf8, 0, sizeof b->utf8);
     bj_sampler_begin_life(b->smpl, (uint64_t)b->deaths + 1);
-    /* A lab frame: remembers_deaths false hides its deaths; true carries its last words over. */
-    bool lab = b->p.cfg->lab_template[0] != '\0';
-    uint32_t told = lab && b->p.cfg->remembers_deaths == 0 ? 0 : b->deaths;
-    char *sys = bj_prompt_system(b->p.prompts, b->p.cfg->role, bj_spec_brain_name(b->p.cfg), told,
-                                 b->p.jar_tokens);
-    if (!sys) {
-        bj_error("brain %s: no prompt for role '%s'", b->p.cfg->id, b->p.cfg->role);
+    char *sys = life_prompt(b);
+    if (!sys)
         return -1;
-    }
-    if (lab && (b->p.cfg->frame[0] || (b->p.cfg->remembers_deaths == 1 && b->last_words))) {
-        char *framed = bj_prompt_framed(sys, b->p.cfg->frame, b->p.cfg->remembers_deaths == 1 ? b->last_words : NULL);
-        free(sys);
-        if (!(sys = framed))
-            return -1;
-    }
     int rc;
     if (b->p.chat_template) {
         chat_clear(&b->chat);
@@ -345,10 +402,11 @@ int bj_brain_begin_life(struct bj_brain *b)
         if (rc == 0)
             rc = chat_extend(b, NULL, bj_prompt_chat_opening());
     } else {
-        rc = queue_text(b, sys, true);
+        rc = queue_system(b, sys);
         if (rc == 0)
             rc = queue_text(b, bj_prompt_thought_cue(), false);
     }
+    drop_ready(b);
     free(sys);
     if (rc) {
         bj_error("brain %s: cannot tokenize its system prompt", b->p.cfg->id);

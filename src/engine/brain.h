@@ -68,6 +68,11 @@ long bj_brain_jar(const struct bj_brain *b);
 /* Starts a life: system prompt and first thought cue queued for prefill. Returns 0, or -1 when
  * the prompt does not tokenize or does not fit in the jar. */
 int bj_brain_begin_life(struct bj_brain *b);
+/* Tokenizes the system prompt of the life to begin ahead of bj_brain_begin_life, which takes it
+ * when the prompt is still the same text (else it tokenizes again). Touches b, the vocabulary and
+ * the prompts only, read-only but for b: brains of one wave prepare on threads of their own at
+ * once. Returns 0 or a negative errno (then the life tokenizes at its start). */
+int bj_brain_prepare_life(struct bj_brain *b);
 
 /* The next tokens to decode: up to max_n of the queued input. *want_logits is true when the
  * chunk empties the queue and the brain will sample next. Returns the count (0: no work). */

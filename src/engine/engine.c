@@ -295,6 +295,8 @@ void engine_kill_brain(struct bj_engine *e, int i, const char *cause, const char
 #define READ_FLOOR 16
 
 static bool resurrect_one(struct bj_engine *e, int i, int64_t now);
+static void resurrect_all(struct bj_engine *e, const int *due, int n, int64_t now);
+static void prepare_lives(struct bj_engine *e, const int *idx, int n);
 static void flush(struct bj_engine *e);
 
 /* The number of the step now being made (steps counts those finished). */
@@ -306,10 +308,35 @@ static long line_key(const struct bj_engine *e, int i)
     return e->since[i] - (e->opening[i] ? OPENING_HEAD_START : 0);
 }
 
+/* Brains whose next input no longer fits in the jar die of it. With no pause the next life begins
+ * in this very step (its opening joins the line): those of a wave are resurrected together
+ * (resurrect_all), their prompts tokenized on the pool. */
+static void end_full_lives(struct bj_engine *e)
+{
+    int due[BJ_MAX_BRAINS], n = 0;
+    for (int i = 0; i < e->n_brains; i++) {
+        struct bj_brain *b = e->brains[i];
+        const llama_token *tokens;
+        bool logits;
+        int want = e->donor[i] >= 0 ? 0 : bj_brain_next_chunk(b, e->plan.prefill_chunk, &tokens, &logits);
+        if (want == 0 || bj_brain_fits(b, want))
+            continue;
+        char detail[96];
+        snprintf(detail, sizeof detail, "jar full: %d of %ld tokens used, %d more needed", bj_brain_n_past(b),
+                 bj_brain_jar(b), want);
+        engine_kill_brain(e, i, bj_death_cause_name(BJ_DEATH_JAR_FULL), detail);
+        e->since[i] = 0;
+        if (bj_brain_due(b, life_clock(e)))
+            due[n++] = i;
+    }
+    resurrect_all(e, due, n, life_clock(e));
+}
+
 static int gather(struct bj_engine *e, struct work *works)
 {
     int n = 0, m = 0;
     long step = engine_this_step(e);
+    end_full_lives(e);
     for (int i = 0; i < e->n_brains; i++) {
         struct bj_brain *b = e->brains[i];
         struct work w = {.e = e, .i = i};
@@ -330,20 +357,8 @@ static int gather(struct bj_engine *e, struct work *works)
             e->since[i] = 0;
             continue;
         }
-        if (!bj_brain_fits(b, w.n)) {
-            char detail[96];
-            snprintf(detail, sizeof detail, "jar full: %d of %ld tokens used, %d more needed", bj_brain_n_past(b),
-                     bj_brain_jar(b), w.n);
-            engine_kill_brain(e, i, bj_death_cause_name(BJ_DEATH_JAR_FULL), detail);
-            e->since[i] = 0;
-            /* With no pause, the next life begins in this very step: its opening joins the line. */
-            int64_t now = life_clock(e);
-            if (!bj_brain_due(b, now) || !resurrect_one(e, i, now))
-                continue;
-            w.n = bj_brain_next_chunk(b, e->plan.prefill_chunk, &w.tokens, &w.logits);
-            if (w.n == 0 || !bj_brain_fits(b, w.n))
-                continue;
-        }
+        if (!bj_brain_fits(b, w.n)) /* a new life's opening that does not fit: it died of it */
+            continue;
         if (w.n > 1 && e->prompt_budget > 0) { /* prompt work: in line for the budget */
             if (!e->since[i])
                 e->since[i] = step;
@@ -680,14 +695,40 @@ static bool resurrect_one(struct bj_engine *e, int i, int64_t now)
     return true;
 }
 
+/* On a pool thread: touches only its brain (and reads the vocabulary and the prompts). */
+static void prepare_life(void *arg) { bj_brain_prepare_life(arg); }
+
+/* Brains idx[0 .. n) are about to begin lives: a wave of them tokenizes its system prompts on the
+ * pool first. One after another on the engine thread that is ~0.15 ms each (llama.cpp's
+ * SentencePiece tokenizer, a ~100-token prompt), all of it before the wave's first new token. */
+static void prepare_lives(struct bj_engine *e, const int *idx, int n)
+{
+    if (n < 2 || !e->pool)
+        return;
+    for (int k = 0; k < n; k++)
+        e->items[k] = e->brains[idx[k]];
+    bj_pool_run(e->pool, prepare_life, e->items, n, e->n_threads);
+}
+
+/* Brains due[0 .. n) begin their next lives. */
+static void resurrect_all(struct bj_engine *e, const int *due, int n, int64_t now)
+{
+    prepare_lives(e, due, n);
+    for (int k = 0; k < n; k++)
+        resurrect_one(e, due[k], now);
+}
+
 /* Resurrects brains whose pause is over; returns the earliest pending resurrection time. */
 static int64_t resurrect_due(struct bj_engine *e, int64_t now)
 {
+    int due[BJ_MAX_BRAINS], n = 0;
+    for (int i = 0; i < e->n_brains; i++)
+        if (bj_brain_due(e->brains[i], now))
+            due[n++] = i;
+    resurrect_all(e, due, n, now);
     int64_t next = INT64_MAX;
     for (int i = 0; i < e->n_brains; i++) {
         struct bj_brain *b = e->brains[i];
-        if (bj_brain_due(b, now))
-            resurrect_one(e, i, now);
         if (bj_brain_state(b) == BJ_BRAIN_DEAD && bj_brain_resurrect_at(b) < next)
             next = bj_brain_resurrect_at(b);
     }
@@ -765,12 +806,16 @@ static void *engine_main(void *arg)
     struct bj_engine *e = arg;
     struct work *works = e->works;
     warm_up(e);
-    for (int i = 0; i < e->n_brains; i++) /* brains that start dead begin with a resurrection */
-        if (bj_brain_state(e->brains[i]) == BJ_BRAIN_LOADING) {
-            e->opening[i] = true;
-            if (bj_brain_begin_life(e->brains[i]) != 0)
-                engine_kill_brain(e, i, "PROMPT_ERROR", "its system prompt does not fit in its jar");
-        }
+    int first[BJ_MAX_BRAINS], n_first = 0; /* brains that start dead begin with a resurrection */
+    for (int i = 0; i < e->n_brains; i++)
+        if (bj_brain_state(e->brains[i]) == BJ_BRAIN_LOADING)
+            first[n_first++] = i;
+    prepare_lives(e, first, n_first);
+    for (int k = 0; k < n_first; k++) {
+        e->opening[first[k]] = true;
+        if (bj_brain_begin_life(e->brains[first[k]]) != 0)
+            engine_kill_brain(e, first[k], "PROMPT_ERROR", "its system prompt does not fit in its jar");
+    }
     engine_share_plan(e);
     flush(e);
     int stall_ix = e->stall_brain[0] ? bj_engine_index(e, e->stall_brain) : -1;

@@ -420,6 +420,53 @@ static void test_opening_reused(void **state)
     fixture_free(f);
 }
 
+/* Brain a's opening is brain b's, token for token. */
+static void expect_same_opening(const struct bj_brain *a, const struct bj_brain *b)
+{
+    const llama_token *ta, *tb;
+    int na = bj_brain_opening(a, &ta), nb = bj_brain_opening(b, &tb);
+    assert_true(na > 10);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ta, tb, (size_t)na * sizeof *ta);
+    assert_int_equal(bj_brain_n_past(a), bj_brain_n_past(b));
+}
+
+/* A life prepared ahead (its prompt tokenized on another thread) begins as one that was not;
+ * one prepared for a prompt that changed since (a death in between) tokenizes the new one. */
+static void test_prepared_life(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(4096, 96, 0), *g = fixture_new(4096, 96, 0);
+    f->p.pause_ms = g->p.pause_ms = 0;
+    assert_int_equal(bj_brain_prepare_life(f->b), 0);
+    assert_int_equal(bj_brain_begin_life(f->b), 0);
+    assert_int_equal(bj_brain_begin_life(g->b), 0);
+    expect_same_opening(f->b, g->b);
+    free(decode_all(f, 64));
+    free(decode_all(g, 64));
+    assert_int_equal(bj_brain_prepare_life(f->b), 0); /* for "never died": stale after the death */
+    bj_brain_die(f->b, "JAR_FULL", "");
+    bj_brain_die(g->b, "JAR_FULL", "");
+    assert_int_equal(bj_brain_resurrect(f->b), 0);
+    assert_int_equal(bj_brain_resurrect(g->b), 0);
+    expect_same_opening(f->b, g->b);
+    char *text = decode_all(f, 64);
+    assert_non_null(strstr(text, "died 1 time before."));
+    free(text);
+    free(decode_all(g, 64));
+    bj_brain_die(f->b, "OPERATOR", NULL);
+    bj_brain_die(g->b, "OPERATOR", NULL);
+    assert_int_equal(bj_brain_prepare_life(f->b), 0); /* dead, about to return: what the engine does */
+    assert_int_equal(bj_brain_resurrect(f->b), 0);
+    assert_int_equal(bj_brain_resurrect(g->b), 0);
+    expect_same_opening(f->b, g->b);
+    text = decode_all(f, 64);
+    assert_non_null(strstr(text, "2 times before."));
+    free(text);
+    fixture_free(f);
+    fixture_free(g);
+}
+
 /* A brain that died before (another run, the store) starts with its count. */
 static void test_initial_deaths(void **state)
 {
@@ -651,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_observe),
         cmocka_unit_test(test_death_and_resurrection),
         cmocka_unit_test(test_opening_reused),
+        cmocka_unit_test(test_prepared_life),
         cmocka_unit_test(test_initial_deaths),
         cmocka_unit_test(test_start_dead),
         cmocka_unit_test(test_pause_before_resurrection),
