@@ -927,7 +927,8 @@ int bj_engine_start(struct bj_engine *e, char *err, size_t errlen)
     for (int i = 0; i < e->n_brains; i++)
         e->seqs[i] = (struct bj_seq){brain_ctx(e, i), brain_seq(e, i), e->brains[i]};
     /* What every step reuses. The pool serves the parallel schedule's decodes and, batched, the
-     * CPU sampling of every brain at once; with sampling in the graph it is not needed. */
+     * CPU sampling of every brain at once, and a wave of new lives' tokenizing (prepare_lives);
+     * with sampling in the graph it is not made. */
     if (!e->works && (!(e->works = calloc(BJ_MAX_BRAINS, sizeof *e->works)) ||
                       !(e->items = calloc(BJ_MAX_BRAINS, sizeof *e->items)) ||
                       !(e->line = calloc(BJ_MAX_BRAINS, sizeof *e->line)) ||
