@@ -583,8 +583,8 @@ static void decode_batched(struct bj_engine *e, struct work *works, int n, bool 
     }
 }
 
-/* A pass over the weights, in tokens of an opening it is worth (the order of a wave's runs): on an
- * H100, a pass costs 4-5 ms beyond its tokens and an opening's token about 0.1 ms. */
+/* A pass over the weights, in tokens of an opening it is worth (the order of a wave's runs): on the
+ * H100 hosts measured, a pass costs 4-7 ms beyond its tokens and an opening's token ~0.1 ms. */
 #define OPENING_PASS_TOKENS 40
 
 /* A wave of openings, run by run (engine_batch_runs): each run of neighbouring sequences is
