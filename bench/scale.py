@@ -59,27 +59,35 @@ def brainjar_cmd(a, n, jar, steps, tmp, extra=(), binary=None):
             "--data-dir", data, "--force", "--profile", *a.bj_extra.split(), *extra]
 
 
+def run_logged(cmd, stream, what, log):
+    """Runs cmd to its end, reading its "stdout" or "stderr" (the other is dropped); logs the command
+    and that text under ### what. Returns (exit code, peak RSS MB, text, pid)."""
+    t0 = time.time()
+    pipe = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    pipe[stream] = subprocess.PIPE
+    p = subprocess.Popen(cmd, text=True, **pipe)
+    holder = []
+    th = threading.Thread(target=lambda: holder.append(getattr(p, stream).read()))
+    th.start()
+    rc, rss = matrix.wait_rss(p)
+    th.join()
+    log.write(f"### {what} ({time.time() - t0:.1f} s)\n$ {' '.join(cmd)}\n{holder[0]}\n")
+    return rc, rss, holder[0], p.pid
+
+
 def run_brainjar(a, n, gpu, tmp, log, extra=(), binary=None):
     # Prefill (the system prompts) takes a few steps; then about a.steps steps in which every
     # brain generates. One long thought each: nobody dies.
     # The prompt budget is about 512 tokens a step: N system prompts of ~130 tokens take N/4 steps.
     steps = a.steps + 3 + (n * 130 + 511) // 512
     cmd = brainjar_cmd(a, n, a.jar, steps, tmp, ("--events", "none", "--max-tokens", str(1 << 20), *extra), binary)
-    t0 = time.time()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err_holder = []
-    th = threading.Thread(target=lambda: err_holder.append(p.stderr.read()))
-    th.start()
-    rc, rss = matrix.wait_rss(p)
-    th.join()
-    err = err_holder[0]
-    log.write(f"### brainjar N={n} ({time.time() - t0:.1f} s)\n$ {' '.join(cmd)}\n{err}\n")
+    rc, rss, err, pid = run_logged(cmd, "stderr", f"brainjar N={n}", log)
     m = matrix.SUMMARY.search(err)
     # The last engine's profile: a supervisor that gave up a stalled engine (a busy CPU) leaves two.
     prof = PROFILE.findall(err)
     if rc != 0 or not m or not prof:
         sys.exit(f"bench: brainjar --brains {n} failed (rc {rc}):\n{err[-3000:]}")
-    return {"tg": float(m.group(4)), "overall": float(m.group(3)), "rss": rss, "gpu": gpu.of([p.pid]),
+    return {"tg": float(m.group(4)), "overall": float(m.group(3)), "rss": rss, "gpu": gpu.of([pid]),
             "profile": kv(prof[-1])}
 
 
@@ -90,15 +98,7 @@ def run_bb(a, n, gpu, log):
     # Once more where it printed no result: on the 2-core VM it once exited 0 after the table's
     # header (a GPU machine's time is too dear to lose a whole run to that).
     for attempt in (1, 2):
-        t0 = time.time()
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        out_holder = []
-        th = threading.Thread(target=lambda: out_holder.append(p.stdout.read()))
-        th.start()
-        rc, rss = matrix.wait_rss(p)
-        th.join()
-        out = out_holder[0]
-        log.write(f"### llama-batched-bench N={n} ({time.time() - t0:.1f} s)\n$ {' '.join(cmd)}\n{out}\n")
+        rc, rss, out, pid = run_logged(cmd, "stdout", f"llama-batched-bench N={n}", log)
         rows = [line for line in out.splitlines() if re.match(r"^\|\s+128 \|", line)]
         if rc == 0 and rows:
             break
@@ -107,7 +107,7 @@ def run_bb(a, n, gpu, log):
         print(f"bench: llama-batched-bench -npl {n} printed no result (rc {rc}); once more", flush=True)
     cols = [c.strip() for c in rows[-1].strip("|").split("|")]
     # S_TG; overall = generated tokens over the whole time, prefill included (as brainjar's)
-    return {"tg": float(cols[7]), "overall": n * a.steps / float(cols[8]), "rss": rss, "gpu": gpu.of([p.pid])}
+    return {"tg": float(cols[7]), "overall": n * a.steps / float(cols[8]), "rss": rss, "gpu": gpu.of([pid])}
 
 
 def estimate_gpu(a, n, log):
