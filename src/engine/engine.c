@@ -537,20 +537,6 @@ static void measure_twins(struct bj_engine *e, struct work *works, int n)
     }
 }
 
-/* With the model on a GPU llama_decode returns while the GPU computes: events that a wave's
- * earlier run left unpublished go out meanwhile (decode_openings), so the journal's commit of the
- * wave's deaths and the watchers' routing no longer hold up the next run. Returns the time it took. */
-static int64_t publish_meanwhile(struct bj_engine *e)
-{
-    if (!e->plan.gpu || e->out.n == 0)
-        return 0;
-    int64_t t = bj_now_us();
-    flush(e);
-    int64_t took = bj_now_us() - t;
-    e->ph[PH_PUBLISH] += took;
-    return took;
-}
-
 /* One llama_decode of these works, then their sampling and acceptance. */
 static void decode_batched(struct bj_engine *e, struct work *works, int n, bool fill_gaps)
 {
@@ -559,15 +545,12 @@ static void decode_batched(struct bj_engine *e, struct work *works, int n, bool 
     engine_batch_build(e, works, n, fill_gaps);
     int64_t t1 = bj_now_us();
     int rc = llama_decode(e->ctx, e->batch);
-    int64_t published = 0;
-    if (rc == 0) { /* decoding is asynchronous on a GPU: its time is until the results are there */
-        published = publish_meanwhile(e);
+    if (rc == 0) /* decoding is asynchronous on a GPU: its time is until the results are there */
         llama_synchronize(e->ctx);
-    }
     engine_batch_unfill(e);
     int64_t t2 = bj_now_us();
     e->ph[PH_BATCH] += t1 - t0;
-    e->ph[PH_DECODE] += t2 - t1 - published;
+    e->ph[PH_DECODE] += t2 - t1;
     if (e->ub_order) { /* --profile: the ubatches llama.cpp cut this batch into */
         e->step_ubatches += engine_batch_ubatches(&e->batch, !e->plan.unified, (int)e->plan.n_ubatch, e->ub_order);
         e->step_fills += e->n_fills;
@@ -608,6 +591,18 @@ static void decode_batched(struct bj_engine *e, struct work *works, int n, bool 
  * decoded, sampled and published on its own, the run with the least work per brain first. The
  * wave makes the passes it would make in one decode, and most new lives speak after their own
  * run's pass instead of after the last. */
+/* --log-level debug: where a run's time went, in ms since the phases were `before`: its decode
+ * (the batch included), its sampling and acceptance, its publication. */
+static size_t describe_run(const struct bj_engine *e, const int64_t *before, int brains, char *buf, size_t len,
+                           bool first)
+{
+#define SINCE(p) ((double)(e->ph[p] - before[p]) / 1000.0)
+    int n = snprintf(buf, len, "%s%d: %.1f+%.1f+%.1f", first ? "" : ", ", brains,
+                     SINCE(PH_BATCH) + SINCE(PH_DECODE), SINCE(PH_SAMPLE) + SINCE(PH_ACCEPT), SINCE(PH_PUBLISH));
+#undef SINCE
+    return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len;
+}
+
 static void decode_openings(struct bj_engine *e, struct work *works, int n)
 {
     int ends[BJ_MAX_BRAINS];
@@ -618,27 +613,22 @@ static void decode_openings(struct bj_engine *e, struct work *works, int n)
     long ub = e->step_ubatches;
     int64_t t0 = bj_now_us();
     for (int r = 0, from = 0; r < runs; from = ends[r++]) {
-        int64_t ph[PH_COUNT];
-        memcpy(ph, e->ph, sizeof ph);
+        int64_t before[PH_COUNT];
+        memcpy(before, e->ph, sizeof before);
         decode_batched(e, works + from, ends[r] - from, false);
-        if (!e->plan.gpu) { /* on a GPU the next decode publishes them (publish_meanwhile) */
-            int64_t t = bj_now_us();
-            flush(e);
-            e->ph[PH_PUBLISH] += bj_now_us() - t;
-        }
-        if (debug && len < sizeof each) /* where each run's time went: decode, sampling and acceptance, publication */
-            len += (size_t)snprintf(each + len, sizeof each - len, "%s%d: %.1f+%.1f+%.1f", r ? ", " : "",
-                                    ends[r] - from, (double)(e->ph[PH_BATCH] - ph[PH_BATCH] + e->ph[PH_DECODE] - ph[PH_DECODE]) / 1000.0,
-                                    (double)(e->ph[PH_SAMPLE] - ph[PH_SAMPLE] + e->ph[PH_ACCEPT] - ph[PH_ACCEPT]) / 1000.0,
-                                    (double)(e->ph[PH_PUBLISH] - ph[PH_PUBLISH]) / 1000.0);
+        int64_t t = bj_now_us();
+        flush(e);
+        e->ph[PH_PUBLISH] += bj_now_us() - t;
+        if (debug)
+            len += describe_run(e, before, ends[r] - from, each + len, sizeof each - len, r == 0);
     }
     if (debug) { /* what a wave of resurrections costs (ubatches: --profile) */
         int tokens = 0;
         for (int k = 0; k < n; k++)
             tokens += works[k].n;
-        bj_debug("engine %s: the openings' decode: %d openings, %d tokens, %d runs, %ld ubatches, %.1f ms "
-                 "(brains: decode+sampling+publication ms: %s)", e->label, n, tokens, runs, e->step_ubatches - ub,
-                 (double)(bj_now_us() - t0) / 1000.0, each);
+        bj_debug("engine %s: the openings' decode: %d openings, %d tokens, %d runs, %ld ubatches, %.1f ms (each "
+                 "run's brains: decode+sampling+publication ms: %s)", e->label, n, tokens, runs,
+                 e->step_ubatches - ub, (double)(bj_now_us() - t0) / 1000.0, each);
     }
 }
 
