@@ -121,13 +121,8 @@ static void on_step_events(void *ud, const struct bj_event *evs, size_t n)
             bj_journal_death(h->journal, &evs[i]);
             deaths++;
         }
-    if (deaths) {
+    if (deaths)
         bj_journal_commit(h->journal);
-        if (h->p.on_durable)
-            for (size_t i = 0; i < n; i++)
-                if (evs[i].type == BJ_EV_DEATH)
-                    h->p.on_durable(h->p.on_durable_ud, &evs[i], 1);
-    }
     for (size_t i = 0; i < n; i++)
         route_event(h, &evs[i]);
 }

@@ -31,10 +31,6 @@ struct bj_hive_params {
     /* Deaths so far per brain (index as in spec->brains), e.g. restored from the store so that
      * counts never go backwards across restarts; NULL: all 0. Copied by bj_hive_new. */
     const uint32_t *initial_deaths;
-    /* Called on an engine thread, once the step's deaths are durable in crash_reports.log and
-     * before they are published; may be NULL. The store can take durability over from here. */
-    void (*on_durable)(void *ud, const struct bj_event *deaths, size_t n);
-    void *on_durable_ud;
 };
 struct bj_hive_params bj_hive_params_default(void);
 
