@@ -584,13 +584,9 @@ static void decode_batched(struct bj_engine *e, struct work *works, int n, bool 
 }
 
 /* A pass over the weights, in tokens of an opening it is worth (the order of a wave's runs): on the
- * H100 hosts measured, a pass costs 4-7 ms beyond its tokens and an opening's token ~0.1 ms. */
+ * H100 hosts measured, a pass costs 4-9 ms beyond its tokens and an opening's token ~0.1 ms. */
 #define OPENING_PASS_TOKENS 40
 
-/* A wave of openings, run by run (engine_batch_runs): each run of neighbouring sequences is
- * decoded, sampled and published on its own, the run with the least work per brain first. The
- * wave makes the passes it would make in one decode, and most new lives speak after their own
- * run's pass instead of after the last. */
 /* --log-level debug: where a run's time went, in ms since the phases were `before`: its decode
  * (the batch included), its sampling and acceptance, its publication. */
 static size_t describe_run(const struct bj_engine *e, const int64_t *before, int brains, char *buf, size_t len,
@@ -603,6 +599,10 @@ static size_t describe_run(const struct bj_engine *e, const int64_t *before, int
     return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len;
 }
 
+/* A wave of openings, run by run (engine_batch_runs): each run of neighbouring sequences is
+ * decoded, sampled and published on its own, the run with the least work per brain first. The
+ * wave makes the passes it would make in one decode, and most new lives speak after their own
+ * run's pass instead of after the last. */
 static void decode_openings(struct bj_engine *e, struct work *works, int n)
 {
     int ends[BJ_MAX_BRAINS];
